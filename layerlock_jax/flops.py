@@ -1,0 +1,342 @@
+"""Analytic FLOP model of one training step, and MFU.
+
+Why analytic: the encoder is a scanned stack, and XLA's `cost_analysis()` counts a rolled
+`lax.scan` body once (../shared/research/anchors.md §10). An XLA count of the real step therefore
+under-reports by roughly the depth. Counting by hand, as maxtext does, is exact for what we model
+and costs nothing at run time.
+
+What is counted (see `step_flops` for the per-term rules):
+- Matrix multiplications only, at 2*m*k*n FLOPs each (one multiply plus one add per MAC), which is
+  also how XLA's HloCostAnalysis counts a dot. LayerNorm, GELU, softmax, RoPE rotations, bias adds,
+  residual adds and the loss are OMITTED: together they are well under 1% of a ViT block at the
+  widths we train, and MFU is conventionally quoted on matmul FLOPs (PaLM appendix B, maxtext).
+- Attention cost does not depend on the number of heads: the H heads of size D/H together cost
+  2*S*S*D for the scores and 2*S*S*D for the weighted values.
+- Backward of a trainable matmul = 2x its forward: one matmul for the input gradient and one for
+  the weight gradient. So a trainable computation costs 3x forward, a frozen one 1x.
+- Where a matmul's input carries no gradient, JAX's autodiff does not form the input gradient,
+  and we do not count it either (checked against XLA in tests/test_flops.py):
+    * the patch embedding (its input is pixels): 2x forward when trainable;
+    * the QKV projection of the first trainable encoder block when blocks 1..k are frozen (its
+      input is the stop-gradient output of block k): 2x forward for that one matmul;
+    * the light decoder's input projection when every encoder block is frozen.
+- Remat recompute is reported separately (`remat_recompute`); MFU excludes it, hardware FLOPs
+  include it.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+# Per-device peak FLOP/s, keyed by a canonical device name, then by dtype. A "device" is what JAX
+# calls one device: a chip on TPU v4 and later (megacore merges the two TensorCores), one GPU.
+#
+# dtype keys:
+#   "bfloat16"         dense tensor-core / MXU peak (float16 is the same on these parts).
+#   "float32"          float32 matmuls at JAX's DEFAULT precision, which rounds the inputs:
+#                      one bfloat16 pass on TPU, TF32 on NVIDIA Ampere and later (JAX "Matmul
+#                      precision" docs). So TPU float32 = bf16 peak, NVIDIA float32 = TF32 peak.
+#   "float32_highest"  float32 at Precision.HIGHEST: true IEEE fp32 (non-tensor-core) on NVIDIA;
+#                      on TPU about six bf16 passes, so bf16 peak / 6 (an approximation).
+# Sources: Google Cloud TPU system-architecture pages (v4 275, v5e 197, v5p 459, v6e 918 TFLOP/s
+# bf16 per chip); NVIDIA H100 SXM5 datasheet (989.4 bf16 dense, 494.7 TF32 dense, 66.9 fp32; the
+# datasheet's 1979 / 989 figures are with 2:4 sparsity); H200 has the same GH100 compute as H100
+# SXM (faster memory only); A100 SXM datasheet (312 bf16, 156 TF32, 19.5 fp32).
+_TPU_V4 = 275e12
+_TPU_V5E = 197e12
+_TPU_V5P = 459e12
+_TPU_V6E = 918e12
+_H100_SXM = {"bfloat16": 989.4e12, "float32": 494.7e12, "float32_highest": 66.9e12}
+PEAK_FLOPS: dict[str, dict[str, float]] = {
+    "tpu v4": {"bfloat16": _TPU_V4, "float32": _TPU_V4, "float32_highest": _TPU_V4 / 6},
+    "tpu v5e": {"bfloat16": _TPU_V5E, "float32": _TPU_V5E, "float32_highest": _TPU_V5E / 6},
+    "tpu v5p": {"bfloat16": _TPU_V5P, "float32": _TPU_V5P, "float32_highest": _TPU_V5P / 6},
+    "tpu v6e": {"bfloat16": _TPU_V6E, "float32": _TPU_V6E, "float32_highest": _TPU_V6E / 6},
+    "nvidia h100 sxm": dict(_H100_SXM),
+    "nvidia h200": dict(_H100_SXM),
+    "nvidia a100 sxm": {"bfloat16": 312e12, "float32": 156e12, "float32_highest": 19.5e12},
+}
+
+# jax `device.device_kind` strings (lower-cased) -> PEAK_FLOPS key. Matching is exact after
+# lower-casing: a substring match would give e.g. an H100 PCIe (756 TFLOP/s bf16) the SXM peak.
+_DEVICE_KIND_ALIASES = {
+    "tpu v4": "tpu v4",
+    "tpu v5 lite": "tpu v5e",
+    "tpu v5e": "tpu v5e",
+    "tpu v5litepod": "tpu v5e",
+    "tpu v5p": "tpu v5p",
+    "tpu v5": "tpu v5p",  # v5p chips report "TPU v5"
+    "tpu v6 lite": "tpu v6e",
+    "tpu v6e": "tpu v6e",
+    "nvidia h100 80gb hbm3": "nvidia h100 sxm",
+    "nvidia h100 sxm": "nvidia h100 sxm",
+    "nvidia h100": "nvidia h100 sxm",
+    "nvidia h200": "nvidia h200",
+    "nvidia h200 141gb hbm3e": "nvidia h200",
+    "nvidia a100-sxm4-80gb": "nvidia a100 sxm",
+    "nvidia a100-sxm4-40gb": "nvidia a100 sxm",
+}
+
+_DTYPE_ALIASES = {
+    "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "bfloat16", "fp16": "bfloat16",
+    "half": "bfloat16", "float32": "float32", "f32": "float32", "fp32": "float32",
+    "tf32": "float32", "float32_highest": "float32_highest",
+}
+
+# Remat policies (config.model.remat_policy) -> which part of a block's forward matmuls the
+# backward pass recomputes. "dots_with_no_batch_dims_saveable" keeps the dense-layer outputs but
+# not the attention einsums, whose (batch, heads) dims are dot_general batch dims, so those two
+# einsums are recomputed.
+_REMAT_POLICIES = ("none", "everything_saveable", "dots_saveable",
+                   "dots_with_no_batch_dims_saveable", "nothing_saveable")
+
+
+def _matmul(m: int, k: int, n: int) -> int:
+  """FLOPs of an (m, k) @ (k, n) product: one multiply and one add per multiply-accumulate."""
+  return 2 * m * k * n
+
+
+def _attention_core_flops(seq_len: int, width: int, batch: int) -> int:
+  """Scores q.k^T (S x S x D) plus the weighted sum of values (S x S x D), all heads together."""
+  return 2 * batch * _matmul(seq_len, width, seq_len)
+
+
+def _qkv_flops(seq_len: int, width: int, batch: int) -> int:
+  return _matmul(batch * seq_len, width, 3 * width)
+
+
+def block_flops(seq_len: int, width: int, mlp_dim: int, *, batch: int) -> int:
+  """Forward matmul FLOPs of one pre-LN transformer block on `batch` sequences of `seq_len`.
+
+  QKV projection D->3D, attention scores and values, output projection D->D, MLP D->F->D:
+  per token 2*(3D^2 + D^2 + 2DF) plus 4*S*D for attention, i.e. 8SD^2 + 4S^2D + 4SDF per sequence.
+  """
+  tokens = batch * seq_len
+  return (_qkv_flops(seq_len, width, batch)
+          + _attention_core_flops(seq_len, width, batch)
+          + _matmul(tokens, width, width)
+          + 2 * _matmul(tokens, width, mlp_dim))
+
+
+def token_geometry(config: Any) -> dict[str, int]:
+  """Token counts of one clip: N tokens, patch dim P, masked / visible / query counts."""
+  pt, ph, pw = config.model.patch_size
+  t, s = config.data.num_frames, config.data.image_size
+  if t % pt or s % ph or s % pw:
+    raise ValueError(f"clip {t}x{s}x{s} is not divisible by tubelet {(pt, ph, pw)}")
+  grid_t, grid_hw = t // pt, (s // ph) * (s // pw)
+  n = grid_t * grid_hw
+  ratio = config.masking.ratio
+  if config.masking.get("type", "random") == "tube":
+    # A tube mask hides whole spatial columns, so the count is rounded per frame (masking.py).
+    num_masked = grid_t * int(round(grid_hw * ratio))
+  else:
+    num_masked = int(round(n * ratio))
+  return {
+      "num_tokens": n,
+      "patch_dim": pt * ph * pw * 3,
+      "num_masked": num_masked,
+      "num_visible": n - num_masked,
+      # The decoder predicts every masked token, so it holds one query per masked position.
+      "num_queries": num_masked,
+  }
+
+
+def encoder_depth(config: Any) -> int:
+  """Blocks that see only visible tokens: all of them, minus those the 4DS decoder borrows."""
+  m = config.model
+  if m.decoder.type == "light":
+    return m.depth
+  if m.decoder.type == "query":
+    return m.depth - m.decoder.depth
+  raise ValueError(f"unknown decoder type {m.decoder.type!r}")
+
+
+def _naive_latent_layer(config: Any, enc_depth: int) -> int:
+  """The naive-latent target block (1-based); -1 means the middle of the encoder."""
+  layer = config.naive_latent.layer
+  return layer if layer > 0 else max(1, enc_depth // 2)
+
+
+def step_flops(config: Any, frozen_layers: int = 0, *,
+               batch_size: int | None = None) -> dict[str, int]:
+  """FLOPs of one training step on the global batch, split by where they are spent.
+
+  Args:
+    config: a config following layerlock_jax/config_defaults.py.
+    frozen_layers: k, the number of frozen encoder blocks in the current LayerLock stage (the
+      patch embedding freezes with them). 0 means nothing is frozen.
+    batch_size: clips per step; defaults to config.batch_size (the global batch).
+
+  Returns a dict of Python ints:
+    patch_embed        P->D on all N tokens; 2x forward when trainable (no pixel gradient), 1x
+                       when frozen (k >= 1).
+    encoder_frozen     blocks 1..k on the N_vis visible tokens, forward only.
+    encoder_trainable  blocks k+1..encoder_depth on N_vis tokens, 3x forward, less the QKV input
+                       gradient of the first one when k >= 1.
+    decoder            light: D->Dd projection on N_vis tokens + decoder blocks (width Dd) on
+                       N_vis + Q tokens; query: the last decoder.depth backbone blocks (width D)
+                       on N_vis + Q tokens. 3x forward.
+    heads              pixel head Ddec->P on Q tokens (unless a latent stage drops the pixel
+                       loss); latent head(s) Ddec->D on Q_lat tokens (k of them with
+                       multi_target); the naive-latent head Ddec->D on Q tokens. 3x forward.
+    target_forward     forward only, on the full clip (N tokens): the frozen prefix (patch embed
+                       + k blocks) for a LayerLock latent stage; patch embed + the first `layer`
+                       blocks for the naive-latent baseline. The student already embeds all N
+                       tokens, so an implementation that reuses that embedding (or XLA CSE
+                       merging the two identical dots) spends one patch_embed forward less.
+    remat_recompute    forward matmuls the backward pass re-runs under config.model.remat_policy,
+                       for every trained block stack: the trainable encoder blocks and the decoder
+                       blocks (both decoders build their stacks with the model's remat policy).
+                       The frozen prefix runs forward only and is never rematerialised.
+    model_flops        everything except remat_recompute: the MFU numerator.
+    hardware_flops     model_flops + remat_recompute.
+  """
+  m, dec = config.model, config.model.decoder
+  batch = config.batch_size if batch_size is None else batch_size
+  geo = token_geometry(config)
+  n, p = geo["num_tokens"], geo["patch_dim"]
+  n_vis, q = geo["num_visible"], geo["num_queries"]
+  d, f = m.width, m.mlp_dim
+  enc_depth = encoder_depth(config)
+  k = frozen_layers
+  if not 0 <= k <= enc_depth:
+    raise ValueError(f"frozen_layers={k} outside [0, encoder depth {enc_depth}]")
+  n_train = enc_depth - k
+
+  # --- student encoder -------------------------------------------------------------------------
+  embed_fwd = _matmul(batch * n, p, d)
+  patch_embed = embed_fwd if k else 2 * embed_fwd
+  enc_block = block_flops(n_vis, d, f, batch=batch)
+  encoder_frozen = k * enc_block
+  encoder_trainable = 3 * n_train * enc_block
+  if k and n_train:
+    # Block k+1 reads the stop-gradient output of block k: no input gradient for its QKV dense.
+    encoder_trainable -= _qkv_flops(n_vis, d, batch)
+
+  # --- decoder ---------------------------------------------------------------------------------
+  s_dec = n_vis + q
+  if dec.type == "light":
+    dec_width = dec.width
+    proj = _matmul(batch * n_vis, d, dec_width)
+    blocks = dec.depth * block_flops(s_dec, dec_width, dec.mlp_dim, batch=batch)
+    # With every encoder block frozen the projection's input is a stop-gradient: 2x, not 3x.
+    decoder = 3 * blocks + (2 if n_train == 0 else 3) * proj
+    dec_mlp = dec.mlp_dim
+  else:
+    # The 4DS decoder: its input mixes encoder tokens with trainable queries, so the first QKV
+    # input gradient is always needed.
+    dec_width = d
+    decoder = 3 * dec.depth * block_flops(s_dec, d, f, batch=batch)
+    dec_mlp = f
+
+  # --- heads and targets -----------------------------------------------------------------------
+  ll = config.layerlock
+  latent_stage = bool(ll.enabled) and ll.target == "latent" and k >= 1
+  head_fwd = 0
+  target_forward = 0
+  if not latent_stage or ll.keep_pixel_loss:
+    head_fwd += _matmul(batch * q, dec_width, p)
+  if latent_stage:
+    # Same rounding as masking.subsample: at least one patch.
+    q_lat = max(1, int(round(ll.latent_patch_fraction * geo["num_masked"])))
+    num_latent_heads = k if ll.multi_target else 1
+    head_fwd += num_latent_heads * _matmul(batch * q_lat, dec_width, d)
+    target_forward += embed_fwd + k * block_flops(n, d, f, batch=batch)
+  if config.naive_latent.enabled:
+    layer = _naive_latent_layer(config, enc_depth)
+    head_fwd += _matmul(batch * q, dec_width, d)
+    target_forward += embed_fwd + layer * block_flops(n, d, f, batch=batch)
+  heads = 3 * head_fwd
+
+  # --- remat -----------------------------------------------------------------------------------
+  policy = m.remat_policy
+  if policy not in _REMAT_POLICIES:
+    raise ValueError(f"unknown remat_policy {policy!r}; expected one of {_REMAT_POLICIES}")
+  if policy == "nothing_saveable":
+    remat_recompute = (n_train * enc_block
+                       + dec.depth * block_flops(s_dec, dec_width, dec_mlp, batch=batch))
+  elif policy == "dots_with_no_batch_dims_saveable":
+    remat_recompute = (n_train * _attention_core_flops(n_vis, d, batch)
+                       + dec.depth * _attention_core_flops(s_dec, dec_width, batch))
+  else:  # none, everything_saveable, dots_saveable: every matmul output is kept.
+    remat_recompute = 0
+
+  model_flops = (patch_embed + encoder_frozen + encoder_trainable + decoder + heads
+                 + target_forward)
+  return {
+      "patch_embed": patch_embed,
+      "encoder_trainable": encoder_trainable,
+      "encoder_frozen": encoder_frozen,
+      "decoder": decoder,
+      "heads": heads,
+      "target_forward": target_forward,
+      "remat_recompute": remat_recompute,
+      "model_flops": model_flops,
+      "hardware_flops": model_flops + remat_recompute,
+  }
+
+
+def _normalise_dtype(dtype: Any) -> str:
+  # Strings pass through (they include names numpy lacks, e.g. "tf32"); dtype objects and scalar
+  # types such as jnp.bfloat16 are resolved through numpy, which knows ml_dtypes' bfloat16.
+  name = (dtype if isinstance(dtype, str) else np.dtype(dtype).name).lower()
+  if name not in _DTYPE_ALIASES:
+    raise ValueError(f"no peak FLOP/s figures for dtype {dtype!r}")
+  return _DTYPE_ALIASES[name]
+
+
+def device_peak_flops(device: Any, dtype: Any) -> float | None:
+  """Peak FLOP/s of one device for matmuls in `dtype`; None for device kinds not in PEAK_FLOPS.
+
+  `device` is a jax Device (its `device_kind` is used) or a device-kind string such as
+  "TPU v5 lite" or "NVIDIA H100 80GB HBM3"; matching ignores case and surrounding spaces.
+  """
+  kind = getattr(device, "device_kind", device)
+  key = _DEVICE_KIND_ALIASES.get(" ".join(str(kind).lower().split()))
+  if key is None:
+    return None
+  return PEAK_FLOPS[key][_normalise_dtype(dtype)]
+
+
+def measure_cpu_peak_flops(dtype: str = "float32", n: int = 1024, repeats: int = 5) -> float:
+  """Achieved FLOP/s of an n x n matmul on the default device: the MFU denominator on CPU.
+
+  CPUs have no meaningful datasheet peak for XLA (it depends on cores, SIMD width and the thread
+  pool), so the trainer measures what a large, well-shaped matmul achieves once at start-up and
+  treats that as 100%. The best of `repeats` timed runs is used, after one compile-and-warm-up
+  run. At the defaults this takes well under a second on two cores.
+  """
+  import jax  # Imported here so that the analytic model above stays importable without JAX.
+  import jax.numpy as jnp
+
+  # Host-built operands: generating them on device would cost an extra compile. The values do
+  # not matter for speed, and arguments (unlike closed-over constants) cannot be folded away.
+  a = jax.device_put(np.full((n, n), 0.5, dtype=jnp.dtype(dtype)))
+  b = jax.device_put(np.full((n, n), 0.25, dtype=jnp.dtype(dtype)))
+  matmul = jax.jit(jnp.matmul)
+  matmul(a, b).block_until_ready()
+  best = float("inf")
+  for _ in range(max(1, repeats)):
+    start = time.perf_counter()
+    matmul(a, b).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return _matmul(n, n, n) / best
+
+
+def mfu(flops_per_step: float, step_time_s: float, num_devices: int,
+        peak_per_device: float | None) -> float:
+  """Model FLOPs utilisation: achieved FLOP/s over the devices' combined peak.
+
+  Returns NaN when the peak is unknown (None), so logging on an unlisted device does not crash.
+  """
+  if step_time_s <= 0 or num_devices < 1:
+    raise ValueError(f"need step_time_s > 0 and num_devices >= 1, got {step_time_s}, "
+                     f"{num_devices}")
+  if peak_per_device is None:
+    return float("nan")
+  if peak_per_device <= 0:
+    raise ValueError(f"peak_per_device must be positive, got {peak_per_device}")
+  return flops_per_step / (step_time_s * num_devices * peak_per_device)

@@ -1,0 +1,149 @@
+"""The video MAE as a set of Linen modules composed by pure functions.
+
+Why not one Linen module: LayerLock runs the *same* encoder blocks as two stacks whose split point
+moves during training (a frozen prefix, forward only, and a trainable suffix), runs the frozen prefix
+a second time on the full clip to make latent targets, and the naive-latent baseline runs the first
+j trainable blocks on the full clip. With the parameters of the encoder stacked `[layers, ...]`,
+each of these is "apply a BlockStack to a slice of the stack", which is simplest as plain functions
+over parameter dicts. The parameter tree is:
+
+  {"embed":       TubeletEmbed      (patch projection, learned 3-D position table if any),
+   "encoder":     BlockStack        (encoder_depth blocks, stacked),
+   "decoder":     LightDecoder | QueryDecoder,
+   "pixel_head":  PatchHead         (decoder features -> tubelet pixels),
+   "latent_head": PatchHead         (decoder features -> encoder width; LayerLock targets)}
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from layerlock_jax.models import decoders
+from layerlock_jax.models import vit
+
+
+def encoder_depth(model_cfg) -> int:
+  """Blocks in the encoder proper (the 4DS query decoder borrows the last backbone blocks)."""
+  if model_cfg.decoder.type == "query":
+    return model_cfg.depth - model_cfg.decoder.depth
+  return model_cfg.depth
+
+
+def stack_depth(stack_params) -> int:
+  """Number of blocks held by a stacked BlockStack parameter tree (0 for an empty tree)."""
+  leaves = jax.tree.leaves(stack_params)
+  return int(leaves[0].shape[0]) if leaves else 0
+
+
+class VideoMAE:
+  """Static description of the model (hashable config values) plus pure apply functions."""
+
+  def __init__(self, config):
+    m, d = config.model, config.data
+    self.patch_size = tuple(m.patch_size)
+    self.video_shape = (d.num_frames, d.image_size, d.image_size, 3)
+    self.grid = (d.num_frames // self.patch_size[0], d.image_size // self.patch_size[1],
+                 d.image_size // self.patch_size[2])
+    self.num_tokens = self.grid[0] * self.grid[1] * self.grid[2]
+    self.patch_dim = self.patch_size[0] * self.patch_size[1] * self.patch_size[2] * 3
+    self.width = m.width
+    self.encoder_depth = encoder_depth(m)
+    self.remat_policy = m.remat_policy
+    self.unroll = m.get("scan_unroll", 1)
+    self.dtype = vit.DTYPES[m.dtype]
+    self.block = dict(width=m.width, mlp_dim=m.mlp_dim, num_heads=m.num_heads, posemb=m.posemb,
+                      rope_base=float(m.rope_base), rope_fractions=tuple(m.rope_fractions),
+                      rope_placement=m.rope_placement, attention=m.attention,
+                      attention_impl=m.attention_impl, layer_norm_eps=m.layer_norm_eps,
+                      dtype=self.dtype)
+    self.coords = vit.token_grid(self.grid)
+    self.num_latent_heads = 1
+    if config.layerlock.enabled and config.layerlock.multi_target:
+      self.num_latent_heads = max_frozen_layers(config.layerlock, self.encoder_depth)
+    dec = m.decoder
+    if dec.type == "light":
+      self.decoder = decoders.LightDecoder(dec.width, dec.depth, dec.num_heads, dec.mlp_dim,
+                                           self.grid, self.block, self.remat_policy, self.unroll)
+      self.decoder_width = dec.width
+    else:
+      self.decoder = decoders.QueryDecoder(dec.depth, self.grid, self.block, self.remat_policy,
+                                           self.unroll)
+      self.decoder_width = m.width
+    self.embed_module = vit.TubeletEmbed(m.width, self.patch_size, m.posemb, self.dtype)
+    self.pixel_head = decoders.PatchHead(self.patch_dim, 1, self.dtype)
+    self.latent_head = decoders.PatchHead(m.width, self.num_latent_heads, self.dtype)
+
+  def stack(self, num_layers: int, remat: bool) -> vit.BlockStack:
+    return vit.BlockStack(num_layers, self.block, self.remat_policy if remat else "none",
+                          self.unroll)
+
+  # --- parameters ------------------------------------------------------------------------------
+  def init(self, rng):
+    """Boxed (logically partitioned) parameters of the whole model; use under jax.eval_shape/jit."""
+    keys = jax.random.split(rng, 5)
+    video = jnp.zeros((1, *self.video_shape), jnp.float32)
+    ids = jnp.arange(self.num_tokens, dtype=jnp.int32)[None]
+    enc_ids, query_ids = ids[:, :1], ids[:, 1:2]
+    tokens = jnp.zeros((1, 1, self.width), self.dtype)
+    positions = jnp.asarray(self.coords)[enc_ids]
+    feats = jnp.zeros((1, 1, self.decoder_width), self.dtype)
+    return {
+        "embed": self.embed_module.init(keys[0], video)["params"],
+        "encoder": self.stack(self.encoder_depth, remat=False).init(keys[1], tokens,
+                                                                     positions)["params"],
+        "decoder": self.decoder.init(keys[2], tokens, enc_ids, query_ids)["params"],
+        "pixel_head": self.pixel_head.init(keys[3], feats)["params"],
+        "latent_head": self.latent_head.init(keys[4], feats)["params"],
+    }
+
+  # --- forward pieces (pure functions of parameter dicts) ----------------------------------------
+  def embed(self, params, video):
+    """uint8 or float video (B, T, H, W, 3) -> tokens (B, N, D) with absolute position code."""
+    if video.dtype == jnp.uint8:
+      video = video.astype(jnp.float32) / 255.0
+    return self.embed_module.apply({"params": params}, video.astype(self.dtype))
+
+  def positions(self, ids):
+    """(B, S) token ids -> (B, S, 3) grid coordinates (for RoPE)."""
+    return jnp.asarray(self.coords)[ids]
+
+  def run_stack(self, stack_params, x, ids, *, remat: bool, return_all: bool = False):
+    """Apply a stacked BlockStack parameter tree (any number of blocks, 0 = identity)."""
+    n = stack_depth(stack_params)
+    if n == 0:
+      return (x, x[None, :0]) if return_all else x
+    return self.stack(n, remat).apply({"params": stack_params}, x, self.positions(ids),
+                                      return_all=return_all)
+
+  def decode(self, params, enc_tokens, enc_ids, query_ids):
+    return self.decoder.apply({"params": params}, enc_tokens, enc_ids, query_ids)
+
+  def predict_pixels(self, params, feats):
+    return self.pixel_head.apply({"params": params}, feats)[:, :, 0]
+
+  def predict_latents(self, params, feats):
+    return self.latent_head.apply({"params": params}, feats)
+
+  def block_outputs(self, embed_params, stacks, video):
+    """Every encoder block's output on the full clip (no masking), for evaluation.
+
+    `stacks` are stacked block parameter trees applied in order (e.g. frozen then trainable).
+    Returns (encoder_depth + 1, B, N, D): index 0 is the embedding, index j the output of block j.
+    """
+    x = self.embed(embed_params, video)
+    ids = jnp.broadcast_to(jnp.arange(self.num_tokens, dtype=jnp.int32), x.shape[:2])
+    outs = [x[None]]
+    for p in stacks:
+      if stack_depth(p):
+        x, ys = self.run_stack(p, x, ids, remat=False, return_all=True)
+        outs.append(ys)
+    return jnp.concatenate(outs, axis=0)
+
+
+def max_frozen_layers(ll_cfg, depth: int) -> int:
+  """LayerLock's cap on frozen blocks (count, or a fraction of encoder depth), < depth."""
+  cap = ll_cfg.max_frozen if ll_cfg.max_frozen >= 0 else int(ll_cfg.max_frozen_fraction * depth)
+  return max(1, min(cap, depth - 1))
+
+
+def count_params(tree) -> int:
+  return sum(int(x.size) for x in jax.tree.leaves(nn.unbox(tree)))

@@ -1,0 +1,185 @@
+"""The training loop, top to bottom: mesh -> data -> abstract state -> shardings -> sharded init ->
+stage loop (compile once per freeze stage) -> metrics.
+
+One loop serves plain video MAE, LayerLock (progressive freezing + target switching), its
+pixel-target and naive-latent baselines: they differ only in the freeze table and the StageSpec of
+each stage, never in the loop.
+"""
+import dataclasses
+import json
+import logging
+import os
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from layerlock_jax import optimizer as optim
+from layerlock_jax import schedule
+from layerlock_jax import sharding
+from layerlock_jax import state as state_lib
+from layerlock_jax import train_step as step_lib
+from layerlock_jax.data import pipeline
+from layerlock_jax.metrics_log import MetricsLog
+from layerlock_jax.models import video_mae
+
+
+def note(msg: str, *args):
+  """Phase banner: the log shows where a run is (and where it hung)."""
+  logging.info("=== " + msg, *args)
+
+
+@dataclasses.dataclass
+class RunResult:
+  state: state_lib.TrainState
+  last_metrics: dict
+  compiles: int               # compiled train-step programs (== distinct freeze stages run)
+  compile_seconds: float
+
+
+class Trainer:
+  """Everything derived from the config once: model, schedules, optimizer, mesh and shardings."""
+
+  def __init__(self, config, devices=None):
+    self.config = config
+    self.mesh = sharding.make_mesh(config.mesh, devices)
+    self.rules = sharding.axis_rules(config.mesh)
+    self.model = video_mae.VideoMAE(config)
+    self.table = schedule.freeze_table(config, self.model.encoder_depth)
+    self.learning_rate_fn = schedule.learning_rate_fn(config, self.table)
+    self.latent_weight_fn = schedule.naive_latent_weight_fn(config)
+    self.tx = optim.make_optimizer(config.optimizer, self.learning_rate_fn)
+    self.video_sharding = sharding.batch_sharding(self.mesh, self.rules, 5)
+    self.replicated = sharding.replicated(self.mesh)
+    # Abstract parameters: shapes, dtypes and logical axes without allocating anything.
+    self.boxed_abstract = jax.eval_shape(self.model.init, jax.random.key(config.seed))
+    self.abstract_params = nn.unbox(self.boxed_abstract)
+    self.param_shardings = sharding.param_shardings(self.boxed_abstract, self.mesh, self.rules)
+    self._step_fns = {}
+    self.compile_seconds = 0.0
+
+  # --- stages ----------------------------------------------------------------------------------
+  def spec_at(self, step: int) -> state_lib.StageSpec:
+    stage = self.table[schedule.stage_index_at(self.table, step)]
+    return state_lib.stage_spec(self.config, stage.frozen_layers, stage.target)
+
+  def state_shardings(self, spec):
+    params_sh, frozen_sh = state_lib.partition(self.param_shardings, spec)
+    abstract_trainable = jax.eval_shape(lambda p: state_lib.partition(p, spec)[0],
+                                        self.abstract_params)
+    opt_sh = sharding.opt_state_shardings(self.tx, abstract_trainable, params_sh, self.mesh)
+    return state_lib.TrainState(step=self.replicated, params=params_sh, frozen=frozen_sh,
+                                opt_state=opt_sh)
+
+  def abstract_state(self, spec):
+    """ShapeDtypeStructs (with shardings) of the train state at a stage: the restore target."""
+    def build(full):
+      params, frozen = state_lib.partition(full, spec)
+      return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
+                                  opt_state=self.tx.init(params))
+    shapes = jax.eval_shape(build, self.abstract_params)
+    return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                        shapes, self.state_shardings(spec))
+
+  # --- init and stage switches, compiled with explicit output shardings -----------------------
+  def init_state(self, spec) -> state_lib.TrainState:
+    """Fresh parameters created directly in their sharded layout (never whole on one device)."""
+    def build(key):
+      full = nn.unbox(self.model.init(key))
+      params, frozen = state_lib.partition(full, spec)
+      return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
+                                  opt_state=self.tx.init(params))
+    # Not under activation_sharding: init needs only the output shardings, and flax's
+    # DenseGeneral init reshapes boxed kernels in a way that logical constraints reject.
+    return jax.jit(build, out_shardings=self.state_shardings(spec))(
+        jax.random.key(self.config.seed))
+
+  def resplit(self, state, spec) -> state_lib.TrainState:
+    fn = jax.jit(lambda s: state_lib.resplit(s, spec, self.tx),
+                 out_shardings=self.state_shardings(spec))
+    with sharding.activation_sharding(self.mesh, self.rules):
+      return fn(state)
+
+  def step_fn(self, spec, state, video):
+    """The compiled step of a stage (ahead-of-time compiled once, then cached)."""
+    if spec not in self._step_fns:
+      fn = step_lib.make_train_step(self.model, self.config, spec, self.tx,
+                                    self.learning_rate_fn, self.latent_weight_fn)
+      shardings = self.state_shardings(spec)
+      jitted = jax.jit(fn, in_shardings=(shardings, self.video_sharding),
+                       out_shardings=(shardings, self.replicated), donate_argnums=0)
+      start = time.perf_counter()
+      with sharding.activation_sharding(self.mesh, self.rules):
+        compiled = jitted.lower(state, video).compile()
+      seconds = time.perf_counter() - start
+      self.compile_seconds += seconds
+      note("compiled stage k=%d (%s) in %.1fs", spec.frozen_layers, spec.target, seconds)
+      self._step_fns[spec] = compiled
+    return self._step_fns[spec]
+
+  @property
+  def compiles(self) -> int:
+    return len(self._step_fns)
+
+
+def write_config(config, workdir: str):
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def run(config, workdir: str, devices=None) -> RunResult:
+  """Train `config` in `workdir` (the main job of `python -m layerlock_jax.main`)."""
+  is_main = jax.process_index() == 0
+  if is_main:
+    os.makedirs(workdir, exist_ok=True)
+    write_config(config, workdir)
+
+  note("mesh")
+  trainer = Trainer(config, devices)
+  note("mesh %s over %d devices; rules preset %r", dict(trainer.mesh.shape),
+       trainer.mesh.devices.size, config.mesh.preset)
+  logging.info("freeze schedule:\n%s", schedule.format_table(trainer.table, config.total_steps))
+  logging.info("parameters: %s", f"{video_mae.count_params(trainer.boxed_abstract):,}")
+
+  note("data")
+  data_iter = pipeline.make_train_iterator(
+      config.data, seed=config.seed, global_batch_size=config.batch_size,
+      process_index=jax.process_index(), process_count=jax.process_count())
+
+  note("init")
+  start_step = 0
+  spec = trainer.spec_at(start_step)
+  state = trainer.init_state(spec)
+
+  log = MetricsLog(workdir, is_main=is_main, total_steps=config.total_steps,
+                   start_step=start_step)
+  note("training from step %d", start_step)
+  last = {}
+  for step in range(start_step, config.total_steps):
+    new_spec = trainer.spec_at(step)
+    if new_spec != spec:
+      note("step %d: freezing %d blocks, target %s", step, new_spec.frozen_layers,
+           new_spec.target)
+      state = trainer.resplit(state, new_spec)
+      spec = new_spec
+    batch = next(data_iter)
+    video = pipeline.global_batch({"video": batch["video"]}, trainer.video_sharding)["video"]
+    fresh = spec not in trainer._step_fns  # pylint: disable=protected-access
+    step_fn = trainer.step_fn(spec, state, video)
+    if fresh:
+      log.reset_clock(step)
+    state, metrics = step_fn(state, video)
+    done = step + 1
+    if done % config.log_every == 0 or done == config.total_steps:
+      metrics = jax.device_get(metrics)
+      metrics.update(frozen_layers=spec.frozen_layers, target=spec.target)
+      last = log.write(done, metrics, batch_size=config.batch_size)
+  log.close()
+  note("done: %d steps, %d compiled stages, %.1fs compiling", config.total_steps,
+       trainer.compiles, trainer.compile_seconds)
+  if is_main:
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+      json.dump({"final": last, "compiles": trainer.compiles,
+                 "compile_seconds": trainer.compile_seconds}, f, indent=2)
+  return RunResult(state, last, trainer.compiles, trainer.compile_seconds)

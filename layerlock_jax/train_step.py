@@ -1,0 +1,126 @@
+"""The training step: one pure function `(state, video) -> (state, metrics)` per stage.
+
+The stage (how many blocks are frozen, which losses are on) is static: each stage is its own
+compiled program, built by `make_train_step`. Stages are rare (tens per run), steps are not.
+
+Forward of one step (k frozen blocks):
+  embed(video)               stop-gradient when k >= 1 (the embedding froze with block 1)
+  -> keep visible tokens     in-graph mask from fold_in(seed, step)
+  -> frozen blocks 1..k      forward only, no remat, stop-gradient at the boundary
+  -> trainable blocks k+1..  scanned + remat
+  -> decoder at masked ids   -> pixel head (MSE vs normalised tubelets)
+                             -> latent head (MSE vs block-k output of the frozen prefix on the FULL
+                                clip, gathered at masked ids; LayerLock) or vs the model's own
+                                block-j output (naive latent baseline; collapses)
+"""
+import jax
+import jax.numpy as jnp
+import optax
+
+from layerlock_jax import masking
+from layerlock_jax import objectives
+from layerlock_jax.models import video_mae
+from layerlock_jax.state import StageSpec, TrainState
+
+
+def _group(params, frozen, name):
+  return params[name] if name in params else frozen[name]
+
+
+def feature_spread(x):
+  """Scale-free collapse indicator of tokens x (B, S, D): mean per-dim std over all tokens divided
+  by the RMS of the features. ~1 for isotropic features, 0 when every token is the same vector."""
+  flat = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
+  std = jnp.mean(jnp.std(flat, axis=0))
+  return std / (jnp.sqrt(jnp.mean(jnp.square(flat))) + 1e-6)
+
+
+def loss_fn(params, frozen, video, key, step, *, model: video_mae.VideoMAE, config,
+            spec: StageSpec, latent_weight_fn=None):
+  """Scalar loss and metrics; differentiated w.r.t. `params` only."""
+  k = spec.frozen_layers
+  batch = video.shape[0]
+  mask_key, latent_key = jax.random.split(key)
+  visible, masked = masking.sample_mask(mask_key, batch, model.grid, config.masking.ratio,
+                                        config.masking.type)
+  tokens = model.embed(_group(params, frozen, "embed"), video)
+  if k:
+    tokens = jax.lax.stop_gradient(tokens)
+  x = masking.gather_tokens(tokens, visible)
+  if k:
+    x = jax.lax.stop_gradient(model.run_stack(frozen["encoder"], x, visible, remat=False))
+  x = model.run_stack(params["encoder"], x, visible, remat=True)
+  feats = model.decode(params["decoder"], x, visible, masked)
+
+  metrics = {"feature_spread": feature_spread(x)}
+  loss = jnp.zeros((), jnp.float32)
+  if spec.pixel_loss:
+    target = masking.gather_tokens(
+        objectives.pixel_targets(video, model.patch_size, config.objective.pixel_norm), masked)
+    pixel_loss = objectives.mse(model.predict_pixels(params["pixel_head"], feats), target)
+    metrics["pixel_loss"] = pixel_loss
+    loss = loss + pixel_loss
+  if spec.latent:
+    latent_loss, weight = _latent_loss(params, frozen, tokens, feats, masked, latent_key, step,
+                                       model=model, config=config, spec=spec,
+                                       latent_weight_fn=latent_weight_fn)
+    metrics["latent_loss"] = latent_loss
+    loss = loss + weight * latent_loss
+  return loss, metrics
+
+
+def _latent_loss(params, frozen, tokens, feats, masked, key, step, *, model, config, spec,
+                 latent_weight_fn):
+  """MSE between the latent head's predictions and (normalised) block activations."""
+  batch, num_tokens = tokens.shape[:2]
+  all_ids = jnp.broadcast_to(jnp.arange(num_tokens, dtype=jnp.int32), (batch, num_tokens))
+  if config.naive_latent.enabled:
+    nl = config.naive_latent
+    layer = nl.layer if nl.layer > 0 else max(1, model.encoder_depth // 2)
+    own_blocks = jax.tree.map(lambda a: a[:layer], params["encoder"])
+    targets = model.run_stack(jax.lax.stop_gradient(own_blocks), jax.lax.stop_gradient(tokens),
+                              all_ids, remat=False)[:, :, None]  # (B, N, 1, D)
+    norm, fraction = nl.target_norm, 1.0
+    weight = latent_weight_fn(step)
+  else:
+    ll = config.layerlock
+    # The frozen prefix on the full, unmasked clip: tokens the student never sees still get
+    # targets. Forward only; nothing here is differentiated.
+    full = model.run_stack(frozen["encoder"], tokens, all_ids, remat=False,
+                           return_all=ll.multi_target)
+    if ll.multi_target:
+      targets = jnp.moveaxis(full[1], 0, 2)  # (B, N, k, D): blocks 1..k
+    else:
+      targets = full[:, :, None]               # (B, N, 1, D): block k
+    targets = jax.lax.stop_gradient(targets)
+    norm, fraction = ll.target_norm, ll.latent_patch_fraction
+    weight = ll.latent_loss_weight
+  # Optionally only a random fraction of the masked positions (LayerLock's 5% ablation).
+  columns = jnp.broadcast_to(jnp.arange(masked.shape[1], dtype=jnp.int32), masked.shape)
+  columns = masking.subsample(key, columns, fraction)
+  ids = jnp.take_along_axis(masked, columns, axis=1)
+  sub_feats = masking.gather_tokens(feats, columns)
+  targets = objectives.normalize_latent(masking.gather_tokens(targets, ids), norm)
+  predictions = model.predict_latents(params["latent_head"], sub_feats)[:, :, :targets.shape[2]]
+  return objectives.mse(predictions, targets), weight
+
+
+def make_train_step(model, config, spec: StageSpec, tx: optax.GradientTransformation,
+                    learning_rate_fn, latent_weight_fn=None):
+  """The (unjitted) pure step function for one stage."""
+  base_key = jax.random.key(config.seed)
+
+  def train_step(state: TrainState, video):
+    key = jax.random.fold_in(base_key, state.step)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, metrics), grads = grad_fn(state.params, state.frozen, video, key, state.step,
+                                     model=model, config=config, spec=spec,
+                                     latent_weight_fn=latent_weight_fn)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics.update(loss=loss, grad_norm=optax.global_norm(grads),
+                   param_norm=optax.global_norm(params), lr=learning_rate_fn(state.step))
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    return new_state, metrics
+
+  return train_step
