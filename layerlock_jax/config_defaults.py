@@ -120,6 +120,17 @@ def base_config() -> ml_collections.ConfigDict:
   nl.weight_schedule = "constant"  # constant | cosine (rises 0 -> weight over training)
   nl.target_norm = "none"          # none | layernorm | standardize
 
+  # --- blockwise self-supervised learning (arXiv 2601.09040) -----------------------------------
+  bw = c.blockwise = ml_collections.ConfigDict()
+  bw.enabled = False
+  bw.regime = "concurrent"         # concurrent: all blocks, local losses, no cross-block gradient |
+                                   # sequential: block 1 until its budget, then frozen, block 2, ... |
+                                   # e2e: end-to-end baseline, per-block decoders for measurement only
+  bw.num_blocks = 4                # equal partition of the encoder depth [P-code: 4 or 6 of 12]
+  bw.boundaries = ()               # explicit cumulative block ends, e.g. (2, 6, 12); overrides num_blocks
+  bw.sequential_steps = ()         # sequential: steps per block; () = total_steps split evenly
+                                   # (each block's decoder/head use config.model.decoder, type light)
+
   # --- mesh and sharding ---------------------------------------------------------------------------
   mesh = c.mesh = ml_collections.ConfigDict()
   mesh.data = -1                   # sizes; exactly one may be -1 (= the remaining devices)
@@ -146,3 +157,15 @@ def vit_config(size: str) -> ml_collections.ConfigDict:
   c = base_config()
   c.model.width, c.model.depth, c.model.mlp_dim, c.model.num_heads = VIT_SIZES[size]
   return c
+
+
+def encoder_depth(config) -> int:
+  """Blocks of the encoder proper: all of model.depth, minus the last decoder.depth blocks that the
+  4DS "query" decoder borrows. LayerLock freezes (and naive_latent reads) only encoder blocks.
+
+  Item access, so it works on ConfigDicts and plain dicts alike.
+  """
+  model = config["model"]
+  if model["decoder"]["type"] == "query":
+    return model["depth"] - model["decoder"]["depth"]
+  return model["depth"]

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from layerlock_jax import config_defaults
+from layerlock_jax.config_defaults import encoder_depth
 
 MESH_AXES = ("data", "fsdp", "tensor")  # declaration order = slow to fast interconnect
 
@@ -136,17 +137,6 @@ def _num(config: Any, path: str, lo: float, hi: float | None = None, *, lo_open:
 def _divisors_near(n: int, target: int, count: int = 3) -> list[int]:
   divs = [d for d in range(1, n + 1) if n % d == 0]
   return sorted(sorted(divs, key=lambda d: (abs(d - target), d))[:count])
-
-
-def encoder_depth(config: Any) -> int:
-  """Blocks that belong to the encoder: the 4DS query decoder reuses the LAST backbone blocks.
-
-  LayerLock may only freeze (and naive_latent only read) encoder blocks, so their bounds use this.
-  """
-  depth = _get(config, "model.depth")
-  if _get(config, "model.decoder.type") == "query":
-    return depth - _get(config, "model.decoder.depth")
-  return depth
 
 
 # --- sections ------------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from layerlock_jax import config_defaults
+
 # Per-device peak FLOP/s, keyed by a canonical device name, then by dtype. A "device" is what JAX
 # calls one device: a chip on TPU v4 and later (megacore merges the two TensorCores), one GPU.
 #
@@ -144,16 +146,6 @@ def token_geometry(config: Any) -> dict[str, int]:
   }
 
 
-def encoder_depth(config: Any) -> int:
-  """Blocks that see only visible tokens: all of them, minus those the 4DS decoder borrows."""
-  m = config.model
-  if m.decoder.type == "light":
-    return m.depth
-  if m.decoder.type == "query":
-    return m.depth - m.decoder.depth
-  raise ValueError(f"unknown decoder type {m.decoder.type!r}")
-
-
 def _naive_latent_layer(config: Any, enc_depth: int) -> int:
   """The naive-latent target block (1-based); -1 means the middle of the encoder."""
   layer = config.naive_latent.layer
@@ -200,7 +192,7 @@ def step_flops(config: Any, frozen_layers: int = 0, *,
   n, p = geo["num_tokens"], geo["patch_dim"]
   n_vis, q = geo["num_visible"], geo["num_queries"]
   d, f = m.width, m.mlp_dim
-  enc_depth = encoder_depth(config)
+  enc_depth = config_defaults.encoder_depth(config)
   k = frozen_layers
   if not 0 <= k <= enc_depth:
     raise ValueError(f"frozen_layers={k} outside [0, encoder depth {enc_depth}]")

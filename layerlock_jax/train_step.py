@@ -84,15 +84,7 @@ def _latent_loss(params, frozen, tokens, feats, masked, key, step, *, model, con
     weight = latent_weight_fn(step)
   else:
     ll = config.layerlock
-    # The frozen prefix on the full, unmasked clip: tokens the student never sees still get
-    # targets. Forward only; nothing here is differentiated.
-    full = model.run_stack(frozen["encoder"], tokens, all_ids, remat=False,
-                           return_all=ll.multi_target)
-    if ll.multi_target:
-      targets = jnp.moveaxis(full[1], 0, 2)  # (B, N, k, D): blocks 1..k
-    else:
-      targets = full[:, :, None]               # (B, N, 1, D): block k
-    targets = jax.lax.stop_gradient(targets)
+    targets = layerlock_targets(model, frozen["encoder"], tokens, multi_target=ll.multi_target)
     norm, fraction = ll.target_norm, ll.latent_patch_fraction
     weight = ll.latent_loss_weight
   # Optionally only a random fraction of the masked positions (LayerLock's 5% ablation).
@@ -103,6 +95,19 @@ def _latent_loss(params, frozen, tokens, feats, masked, key, step, *, model, con
   targets = objectives.normalize_latent(masking.gather_tokens(targets, ids), norm)
   predictions = model.predict_latents(params["latent_head"], sub_feats)[:, :, :targets.shape[2]]
   return objectives.mse(predictions, targets), weight
+
+
+def layerlock_targets(model, frozen_encoder, tokens, *, multi_target: bool):
+  """Block-k output (or blocks 1..k) of the frozen prefix on the FULL, unmasked clip.
+
+  Tokens the student never sees still get targets, like V-JEPA's teacher on the full clip [I].
+  Forward only, under stop-gradient. tokens (B, N, D) -> targets (B, N, 1 or k, D).
+  """
+  batch, num_tokens = tokens.shape[:2]
+  all_ids = jnp.broadcast_to(jnp.arange(num_tokens, dtype=jnp.int32), (batch, num_tokens))
+  full = model.run_stack(frozen_encoder, tokens, all_ids, remat=False, return_all=multi_target)
+  targets = jnp.moveaxis(full[1], 0, 2) if multi_target else full[:, :, None]
+  return jax.lax.stop_gradient(targets)
 
 
 def make_train_step(model, config, spec: StageSpec, tx: optax.GradientTransformation,

@@ -17,15 +17,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from layerlock_jax import config_defaults
+from layerlock_jax import schedule
 from layerlock_jax.models import decoders
 from layerlock_jax.models import vit
-
-
-def encoder_depth(model_cfg) -> int:
-  """Blocks in the encoder proper (the 4DS query decoder borrows the last backbone blocks)."""
-  if model_cfg.decoder.type == "query":
-    return model_cfg.depth - model_cfg.decoder.depth
-  return model_cfg.depth
 
 
 def stack_depth(stack_params) -> int:
@@ -46,7 +41,7 @@ class VideoMAE:
     self.num_tokens = self.grid[0] * self.grid[1] * self.grid[2]
     self.patch_dim = self.patch_size[0] * self.patch_size[1] * self.patch_size[2] * 3
     self.width = m.width
-    self.encoder_depth = encoder_depth(m)
+    self.encoder_depth = config_defaults.encoder_depth(config)
     self.remat_policy = m.remat_policy
     self.unroll = m.get("scan_unroll", 1)
     self.dtype = vit.DTYPES[m.dtype]
@@ -58,7 +53,7 @@ class VideoMAE:
     self.coords = vit.token_grid(self.grid)
     self.num_latent_heads = 1
     if config.layerlock.enabled and config.layerlock.multi_target:
-      self.num_latent_heads = max_frozen_layers(config.layerlock, self.encoder_depth)
+      self.num_latent_heads = schedule.frozen_cap(config, self.encoder_depth)
     dec = m.decoder
     if dec.type == "light":
       self.decoder = decoders.LightDecoder(dec.width, dec.depth, dec.num_heads, dec.mlp_dim,
@@ -137,12 +132,6 @@ class VideoMAE:
         x, ys = self.run_stack(p, x, ids, remat=False, return_all=True)
         outs.append(ys)
     return jnp.concatenate(outs, axis=0)
-
-
-def max_frozen_layers(ll_cfg, depth: int) -> int:
-  """LayerLock's cap on frozen blocks (count, or a fraction of encoder depth), < depth."""
-  cap = ll_cfg.max_frozen if ll_cfg.max_frozen >= 0 else int(ll_cfg.max_frozen_fraction * depth)
-  return max(1, min(cap, depth - 1))
 
 
 def count_params(tree) -> int:

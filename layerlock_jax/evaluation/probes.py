@@ -1,0 +1,350 @@
+"""Frozen-feature probes: linear softmax regression, cosine kNN retrieval, 4DS attentive readout.
+
+Features come in as arrays (the encoder is someone else's business), numbers come out. Two
+protocols are covered (../shared/research/papers.md):
+  * blockwise paper (§2.2): mean-pooled tokens -> standardise -> multinomial logistic regression,
+    and retrieval top-k / mAP on pooled embeddings with cosine similarity, excluding self-matches.
+  * 4DS / LayerLock (§3.4, §5.5): an attentive readout (learned query cross-attending to all
+    tokens) trained on top of frozen tokens; mean pooling would throw away *where* things are.
+
+Every probe is deterministic given `seed`: initialisation comes from a JAX key, minibatch order
+from a numpy Generator, and nothing else is random. Inputs are never modified (they are copied
+before use).
+"""
+import functools
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+def _labels(labels: Any, n: int, num_classes: int | None, name: str) -> np.ndarray:
+  y = np.asarray(labels)
+  if y.shape != (n,):
+    raise ValueError(f"{name} must have shape ({n},), got {y.shape}")
+  y = y.astype(np.int64)
+  if num_classes is not None and (y.min(initial=0) < 0 or y.max(initial=0) >= num_classes):
+    raise ValueError(f"{name} must lie in [0, {num_classes})")
+  return y
+
+
+# ------------------------------------------------------------------------------------------------
+# Linear probe.
+# ------------------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "steps"))
+def _fit_softmax_regression(x, y, key, weight_decay, *, num_classes, steps):
+  """Full-batch L-BFGS on mean cross-entropy + weight_decay/2 * ||W||^2 (bias not penalised).
+
+  The objective is convex, so a quasi-Newton method with a line search reaches the optimum in a
+  few hundred iterations, with no learning rate to tune (this is also what sklearn's default
+  LogisticRegression solver does). One compilation per (N, D, num_classes, steps).
+  """
+  d = x.shape[1]
+  params = {"w": 0.01 * jax.random.normal(key, (d, num_classes), jnp.float32),
+            "b": jnp.zeros((num_classes,), jnp.float32)}
+
+  def loss_fn(p):
+    logits = x @ p["w"] + p["b"]
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return ce + 0.5 * weight_decay * jnp.sum(p["w"] ** 2)
+
+  opt = optax.lbfgs()
+  value_and_grad = optax.value_and_grad_from_state(loss_fn)
+
+  def step(carry, _):
+    p, state, done = carry
+    value, grad = value_and_grad(p, state=state)
+    updates, new_state = opt.update(grad, state, p, value=value, grad=grad, value_fn=loss_fn)
+    new_p = optax.apply_updates(p, updates)
+    # Once converged, L-BFGS's curvature pairs become 0/0; freeze instead of risking NaNs. Also
+    # refuse a step that produced non-finite values (the previous iterate is then the answer).
+    gnorm = optax.tree_utils.tree_norm(grad)
+    ok = jnp.all(jnp.array([jnp.all(jnp.isfinite(l)) for l in jax.tree.leaves(new_p)]))
+    done = done | (gnorm < 1e-6) | ~ok
+    keep = lambda old, new: jnp.where(done, old, new)
+    p = jax.tree.map(keep, p, new_p)
+    state = jax.tree.map(keep, state, new_state)
+    return (p, state, done), value
+
+  (params, _, _), _ = jax.lax.scan(step, (params, opt.init(params), jnp.array(False)), None,
+                                   length=steps)
+  return params, loss_fn(params)
+
+
+def linear_probe(train_feats: Any, train_labels: Any, test_feats: Any, test_labels: Any,
+                 num_classes: int, *, seed: int, steps: int = 300,
+                 weight_decay: float = 1e-4) -> dict[str, float]:
+  """Multinomial logistic regression on frozen features [N, D] (callers mean-pool tokens).
+
+  Features are standardised with the TRAIN mean and std (zero-variance dims are only centred, as
+  in sklearn's StandardScaler), so the probe sees test data exactly as a deployed classifier would.
+  Trained full-batch with L-BFGS for at most `steps` iterations; `weight_decay` is the L2 strength
+  on the weights (per-example-mean loss, so it matches sklearn's C = 1 / (weight_decay * N)).
+  `seed` sets the (small random) initialisation; the optimum does not depend on it much, but the
+  result is bit-for-bit reproducible for a fixed seed.
+
+  Returns {"accuracy": test top-1, "train_accuracy": train top-1, "train_loss": final objective}.
+  """
+  xtr = np.array(train_feats, dtype=np.float64)
+  xte = np.array(test_feats, dtype=np.float64)
+  if xtr.ndim != 2 or xte.ndim != 2 or xtr.shape[1] != xte.shape[1]:
+    raise ValueError(f"expected [N, D] features, got {xtr.shape} and {xte.shape}")
+  ytr = _labels(train_labels, xtr.shape[0], num_classes, "train_labels")
+  yte = _labels(test_labels, xte.shape[0], num_classes, "test_labels")
+  if steps < 1:
+    raise ValueError(f"steps must be >= 1, got {steps}")
+  mean = xtr.mean(axis=0)
+  std = xtr.std(axis=0)
+  std = np.where(std > 1e-12 * max(1.0, float(np.abs(mean).max(initial=0.0))), std, 1.0)
+  xtr = ((xtr - mean) / std).astype(np.float32)
+  xte = ((xte - mean) / std).astype(np.float32)
+
+  params, loss = _fit_softmax_regression(
+      jnp.asarray(xtr), jnp.asarray(ytr, jnp.int32), jax.random.key(seed),
+      jnp.float32(weight_decay), num_classes=num_classes, steps=steps)
+  w, b = np.asarray(params["w"], np.float64), np.asarray(params["b"], np.float64)
+  return {
+      "accuracy": float(np.mean(np.argmax(xte @ w + b, axis=1) == yte)),
+      "train_accuracy": float(np.mean(np.argmax(xtr @ w + b, axis=1) == ytr)),
+      "train_loss": float(loss),
+  }
+
+
+# ------------------------------------------------------------------------------------------------
+# Retrieval.
+# ------------------------------------------------------------------------------------------------
+
+
+def knn_retrieval(query_feats: Any, query_labels: Any, gallery_feats: Any = None,
+                  gallery_labels: Any = None, ks: tuple[int, ...] = (1, 5),
+                  block_size: int = 1024) -> dict[str, float]:
+  """Cosine-similarity retrieval: hit@k for each k in `ks`, and mAP.
+
+  Each query ranks the gallery by cosine similarity (descending; ties keep gallery order, as a
+  stable sort does). An item is relevant iff it has the query's label.
+    top{k} (hit@k): fraction of queries with at least one relevant item among the first k.
+    mAP: mean over queries of AP = (1 / #relevant) * sum over relevant items of precision at that
+      item's rank, i.e. the area under the query's precision-recall curve over the full ranking.
+      Queries with no relevant item in the gallery are left out of the mean (AP is undefined);
+      if no query has one, mAP is NaN.
+  With gallery_feats=None the query set is its own gallery, leave-one-out: each query's own entry
+  is removed from its ranking (neither retrieved nor counted as relevant), as the blockwise paper
+  does. Features with zero norm get cosine 0 with everything.
+
+  Works in blocks of `block_size` queries so memory stays O(block_size * gallery size).
+  Returns {"top1": ..., "top5": ..., "mAP": ...} (keys follow `ks`).
+  """
+  def normalise(f):
+    f = np.array(f, dtype=np.float64)
+    if f.ndim != 2:
+      raise ValueError(f"expected [N, D] features, got shape {f.shape}")
+    norm = np.linalg.norm(f, axis=1, keepdims=True)
+    return f / np.where(norm > 0, norm, 1.0)
+
+  q = normalise(query_feats)
+  ql = _labels(query_labels, q.shape[0], None, "query_labels")
+  leave_one_out = gallery_feats is None
+  if leave_one_out:
+    if gallery_labels is not None:
+      raise ValueError("gallery_labels given without gallery_feats")
+    g, gl = q, ql
+  else:
+    g = normalise(gallery_feats)
+    gl = _labels(gallery_labels, g.shape[0], None, "gallery_labels")
+    if g.shape[1] != q.shape[1]:
+      raise ValueError(f"feature widths differ: {q.shape} vs {g.shape}")
+  if any(int(k) < 1 for k in ks):
+    raise ValueError(f"ks must be positive, got {ks}")
+
+  num_q, num_g = q.shape[0], g.shape[0]
+  hits = {int(k): 0 for k in ks}
+  ap_sum, ap_count = 0.0, 0
+  precision_denominator = np.arange(1, num_g + 1, dtype=np.float64)
+  for start in range(0, num_q, block_size):
+    stop = min(start + block_size, num_q)
+    sim = q[start:stop] @ g.T
+    rel = ql[start:stop, None] == gl[None, :]
+    if leave_one_out:
+      rows = np.arange(stop - start)
+      sim[rows, start + rows] = -np.inf  # ranks last ...
+      rel[rows, start + rows] = False  # ... and never counts, so it is effectively removed
+    order = np.argsort(-sim, axis=1, kind="stable")
+    rel_sorted = np.take_along_axis(rel, order, axis=1)
+    for k in hits:
+      hits[k] += int(rel_sorted[:, :k].any(axis=1).sum())
+    num_rel = rel_sorted.sum(axis=1)
+    precision = np.cumsum(rel_sorted, axis=1) / precision_denominator
+    ap = (precision * rel_sorted).sum(axis=1) / np.maximum(num_rel, 1)
+    ap_sum += float(ap[num_rel > 0].sum())
+    ap_count += int((num_rel > 0).sum())
+  out = {f"top{k}": hits[k] / num_q for k in hits}
+  out["mAP"] = ap_sum / ap_count if ap_count else float("nan")
+  return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Attentive readout (4DS AttentionReadout, classification variant).
+# ------------------------------------------------------------------------------------------------
+
+
+class AttentiveReadout(nn.Module):
+  """Learned-query cross-attention readout over frozen tokens, as in 4DS / V-JEPA evaluation.
+
+  Input [B, T, P, D] (T time steps of P tokens) or [B, S, D] (treated as T = 1). Steps:
+    1. LayerNorm on the inputs (4DS's V-JEPA-matching mode): frozen features from different depths
+       have very different scales; this makes one learning rate work for all of them.
+    2. Add a learned temporal position embedding [T, D], broadcast over P, then flatten to T*P
+       keys. The encoder's tokens already carry spatial position; the readout adds time so that
+       temporal order survives the pooling.
+    3. `num_queries` learned queries, init N(0, 0.02), attend to all tokens with single-layer
+       multi-head cross-attention (K/V projections with bias, softmax over tokens, output Dense).
+    4. V-JEPA-style block: residual onto the query, then x + MLP(LayerNorm(x)) with a 4x GELU MLP.
+    5. Dense to `num_classes`.
+  Output: [B, num_queries, num_classes] logits (one query for clip classification; more queries
+  are the dense-prediction variant, e.g. one per output patch).
+  """
+  num_classes: int
+  num_queries: int = 1
+  width: int = 1024
+  num_heads: int = 16
+  mlp_ratio: int = 4
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array, *, deterministic: bool = True) -> jax.Array:
+    if tokens.ndim == 3:
+      tokens = tokens[:, None]
+    if tokens.ndim != 4:
+      raise ValueError(f"expected [B, T, P, D] or [B, S, D], got shape {tokens.shape}")
+    if self.width % self.num_heads:
+      raise ValueError(f"width {self.width} not divisible by num_heads {self.num_heads}")
+    b, t, p, d = tokens.shape
+    heads, head_dim = self.num_heads, self.width // self.num_heads
+
+    x = nn.LayerNorm(name="input_norm")(tokens)
+    time_embed = self.param("temporal_embedding", nn.initializers.normal(0.02), (t, d))
+    x = (x + time_embed[None, :, None, :]).reshape(b, t * p, d)
+
+    queries = self.param("queries", nn.initializers.normal(0.02),
+                         (self.num_queries, heads, head_dim))
+    keys = nn.DenseGeneral((heads, head_dim), name="key")(x)  # [B, S, H, hd]
+    values = nn.DenseGeneral((heads, head_dim), name="value")(x)
+    logits = jnp.einsum("qhc,bshc->bhqs", queries, keys) / math.sqrt(head_dim)
+    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(values.dtype)
+    weights = nn.Dropout(self.dropout_rate)(weights, deterministic=deterministic)
+    attended = jnp.einsum("bhqs,bshc->bqhc", weights, values)
+    attended = nn.DenseGeneral(self.width, axis=(-2, -1), name="attn_out")(attended)
+
+    y = queries.reshape(1, self.num_queries, self.width) + attended  # [B, Q, W]
+    h = nn.LayerNorm(name="mlp_norm")(y)
+    h = nn.Dense(self.mlp_ratio * self.width, name="mlp_in")(h)
+    h = nn.Dense(self.width, name="mlp_out")(nn.gelu(h))
+    y = y + nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+    return nn.Dense(self.num_classes, name="head")(y)
+
+
+@functools.lru_cache(maxsize=16)
+def _attentive_fns(num_classes, num_queries, width, num_heads, lr, weight_decay, steps,
+                   warmup_steps):
+  """Builds (init, optimizer, train step, predict), all jitted, once per hyper-parameter set,
+  so repeated probes with the same shapes reuse the compiled functions."""
+  model = AttentiveReadout(num_classes=num_classes, num_queries=num_queries, width=width,
+                           num_heads=num_heads)
+  schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps, max(steps, warmup_steps + 1))
+  # Decay matrices (kernels, queries, time embedding), not biases or LayerNorm scales.
+  decay_mask = lambda params: jax.tree.map(lambda a: a.ndim >= 2, params)
+  tx = optax.adamw(schedule, weight_decay=weight_decay, mask=decay_mask)
+
+  def loss_fn(params, x, y):
+    logits = model.apply({"params": params}, x).mean(axis=1)  # average over queries
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  @jax.jit
+  def train_step(params, opt_state, x, y):
+    loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  @jax.jit
+  def predict(params, x):
+    return jnp.argmax(model.apply({"params": params}, x).mean(axis=1), axis=-1)
+
+  # Jitted: run eagerly, every random initialiser compiles separately (several seconds on CPU).
+  init = jax.jit(lambda key, x: model.init(key, x)["params"])
+  return init, tx, train_step, predict
+
+
+def _batched_accuracy(predict, params, tokens, labels, batch_size):
+  """Top-1 accuracy with fixed-size (zero-padded) batches so `predict` compiles once."""
+  n = tokens.shape[0]
+  correct = 0
+  for start in range(0, n, batch_size):
+    chunk = tokens[start:start + batch_size]
+    valid = chunk.shape[0]
+    if valid < batch_size:
+      pad = np.zeros((batch_size - valid,) + chunk.shape[1:], chunk.dtype)
+      chunk = np.concatenate([chunk, pad])
+    pred = np.asarray(predict(params, jnp.asarray(chunk)))[:valid]
+    correct += int(np.sum(pred == labels[start:start + valid]))
+  return correct / n
+
+
+def attentive_probe(train_tokens: Any, train_labels: Any, test_tokens: Any, test_labels: Any,
+                    num_classes: int, *, seed: int, steps: int = 1000, batch_size: int = 64,
+                    lr: float = 1e-3, weight_decay: float = 0.05, width: int = 256,
+                    num_heads: int = 8, num_queries: int = 1, warmup_steps: int | None = None,
+                    eval_batch_size: int = 256) -> dict[str, float]:
+  """Trains an `AttentiveReadout` on frozen tokens and reports test top-1 accuracy.
+
+  Tokens: [N, T, P, D] or [N, S, D]. AdamW on minibatches of `batch_size` (epochs are reshuffled
+  from numpy's Generator(seed); the last batch of an epoch is topped up from the next permutation
+  so every step sees a full batch and the step compiles once), learning rate with linear warmup
+  (default 10% of steps) and cosine decay to 0. Weight decay applies to matrices only. The 4DS
+  depth readout is width 1024 / 16 heads; the smaller default suits small probing sets.
+
+  Returns {"accuracy": test top-1, "train_accuracy": train top-1, "train_loss": mean loss over the
+  last 10% of steps}.
+  """
+  xtr = np.array(train_tokens, dtype=np.float32)
+  xte = np.array(test_tokens, dtype=np.float32)
+  if xtr.ndim not in (3, 4) or xtr.shape[1:] != xte.shape[1:]:
+    raise ValueError(f"expected matching [N, T, P, D] / [N, S, D] tokens, got {xtr.shape}, "
+                     f"{xte.shape}")
+  ytr = _labels(train_labels, xtr.shape[0], num_classes, "train_labels")
+  yte = _labels(test_labels, xte.shape[0], num_classes, "test_labels")
+  if steps < 1 or batch_size < 1:
+    raise ValueError(f"steps and batch_size must be >= 1, got {steps}, {batch_size}")
+  n = xtr.shape[0]
+  batch_size = min(batch_size, n)
+  if warmup_steps is None:
+    warmup_steps = steps // 10
+
+  init, tx, train_step, predict = _attentive_fns(
+      num_classes, num_queries, width, num_heads, float(lr), float(weight_decay), int(steps),
+      int(warmup_steps))
+  params = init(jax.random.key(seed), jnp.asarray(xtr[:1]))
+  opt_state = tx.init(params)
+
+  rng = np.random.default_rng(seed)
+  num_epochs = -(-steps * batch_size // n)
+  order = np.concatenate([rng.permutation(n) for _ in range(num_epochs)])
+  losses = []
+  for i in range(steps):
+    idx = order[i * batch_size:(i + 1) * batch_size]
+    params, opt_state, loss = train_step(params, opt_state, jnp.asarray(xtr[idx]),
+                                         jnp.asarray(ytr[idx], jnp.int32))
+    losses.append(loss)
+  tail = max(1, steps // 10)
+  train_loss = float(np.mean(np.asarray(jax.device_get(losses[-tail:]))))
+  eval_bs = min(eval_batch_size, max(n, xte.shape[0]))
+  return {
+      "accuracy": _batched_accuracy(predict, params, xte, yte, eval_bs),
+      "train_accuracy": _batched_accuracy(predict, params, xtr, ytr, eval_bs),
+      "train_loss": train_loss,
+  }

@@ -1,0 +1,247 @@
+"""Tests for layerlock_jax.evaluation.probes.
+
+References: sklearn's LogisticRegression / NearestNeighbors / average_precision_score, retrieval
+values computed by hand, binomial chance levels, and structural invariants of the readout.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.special import log_softmax
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score
+from sklearn.neighbors import NearestNeighbors
+from sklearn.preprocessing import StandardScaler
+
+from layerlock_jax.evaluation import probes
+from layerlock_jax.evaluation.analysis import mean_pool
+
+
+def _gaussian_classes(rng, n, means, noise=1.0):
+  y = rng.integers(0, len(means), n)
+  return means[y] + noise * rng.normal(size=(n, means.shape[1])), y
+
+
+# ------------------------------------------------------------------------------------------------
+# Linear probe.
+# ------------------------------------------------------------------------------------------------
+
+
+# The linear-probe tests share one shape (N=400, D=16, 4 classes) so L-BFGS compiles once.
+N, D, C = 400, 16, 4
+
+
+def test_linear_probe_separable_classes_reach_100_percent():
+  rng = np.random.default_rng(0)
+  means = 10.0 * rng.normal(size=(C, D))
+  xtr, ytr = _gaussian_classes(rng, N, means)
+  xte, yte = _gaussian_classes(rng, N, means)
+  out = probes.linear_probe(xtr, ytr, xte, yte, C, seed=0)
+  assert out["accuracy"] == 1.0 and out["train_accuracy"] == 1.0
+
+
+def test_linear_probe_with_random_labels_is_at_chance():
+  rng = np.random.default_rng(1)
+  xtr, xte = rng.normal(size=(N, D)), rng.normal(size=(2000, D))
+  ytr, yte = rng.integers(0, C, N), rng.integers(0, C, 2000)
+  out = probes.linear_probe(xtr, ytr, xte, yte, C, seed=0)
+  # Test labels are independent of everything the probe saw: accuracy ~ Binomial(2000, 1/4)/2000,
+  # std 0.0097; 0.05 is a 5-sigma band.
+  assert abs(out["accuracy"] - 0.25) < 0.05
+  assert out["train_accuracy"] > 0.3  # it did fit (memorise) the training labels somewhat
+
+
+def test_linear_probe_matches_sklearn_logistic_regression():
+  rng = np.random.default_rng(2)
+  means = 0.6 * rng.normal(size=(C, D))
+  xtr, ytr = _gaussian_classes(rng, N, means)
+  xte, yte = _gaussian_classes(rng, 2000, means)
+  scale = rng.uniform(0.1, 10, size=D)  # badly scaled: standardisation must undo it
+  xtr, xte = xtr * scale + 5.0, xte * scale + 5.0
+  wd = 1e-2
+  out = probes.linear_probe(xtr, ytr, xte, yte, C, seed=0, weight_decay=wd)
+
+  scaler = StandardScaler().fit(xtr)
+  ztr, zte = scaler.transform(xtr), scaler.transform(xte)
+  # sklearn minimises 0.5||W||^2 + C * sum(CE) = C*N * (mean CE + ||W||^2 / (2 C N)).
+  ref = LogisticRegression(C=1.0 / (wd * N), tol=1e-10, max_iter=10000).fit(ztr, ytr)
+  logp = log_softmax(ztr @ ref.coef_.T + ref.intercept_, axis=1)
+  ref_objective = -logp[np.arange(N), ytr].mean() + 0.5 * wd * np.sum(ref.coef_ ** 2)
+  assert out["train_loss"] == pytest.approx(ref_objective, rel=1e-4)  # same optimum (float32)
+  assert out["train_accuracy"] == pytest.approx(ref.score(ztr, ytr), abs=0.005)
+  assert out["accuracy"] == pytest.approx(ref.score(zte, yte), abs=0.005)
+  assert 0.4 < out["accuracy"] < 0.95  # overlapping classes: the comparison is not trivial
+
+
+def test_linear_probe_standardises_with_train_statistics():
+  # Train: class c sits at +6 on dim c. Test: only class 1. With train statistics the test points
+  # stay where class 1 was; standardising the test set by its own mean would centre them on the
+  # origin, among all classes, and give ~chance.
+  rng = np.random.default_rng(3)
+  means = 6.0 * np.eye(C, D)
+  xtr, ytr = _gaussian_classes(rng, N, means, noise=0.5)
+  xte = means[1] + 0.5 * rng.normal(size=(100, D))
+  assert probes.linear_probe(xtr, ytr, xte, np.ones(100, int), C, seed=0)["accuracy"] == 1.0
+
+
+def test_linear_probe_is_deterministic_and_leaves_inputs_alone():
+  rng = np.random.default_rng(4)
+  means = 0.5 * rng.normal(size=(C, D))
+  xtr, ytr = _gaussian_classes(rng, N, means)
+  xte, yte = _gaussian_classes(rng, 60, means)
+  xtr = xtr.astype(np.float32)  # so that a float32 JAX copy holds exactly the same numbers
+  copies = [a.copy() for a in (xtr, ytr, xte, yte)]
+  first = probes.linear_probe(xtr, ytr, xte, yte, C, seed=7)
+  assert first == probes.linear_probe(xtr, ytr, xte, yte, C, seed=7)  # bit-identical
+  assert first == probes.linear_probe(jnp.asarray(xtr), jnp.asarray(ytr), xte, yte, C, seed=7)
+  for before, after in zip(copies, (xtr, ytr, xte, yte)):
+    np.testing.assert_array_equal(before, after)
+
+
+# ------------------------------------------------------------------------------------------------
+# kNN retrieval.
+# ------------------------------------------------------------------------------------------------
+
+# Five 2-D items at angles 0, 10, 30, 100, 120 degrees, labels 0, 1, 0, 1, 1. Norms vary wildly so
+# that a Euclidean ranking would differ from the cosine one.
+_ANGLES = np.deg2rad([0.0, 10.0, 30.0, 100.0, 120.0])
+_NORMS = np.array([1.0, 50.0, 0.1, 3.0, 20.0])
+_FEATS = _NORMS[:, None] * np.stack([np.cos(_ANGLES), np.sin(_ANGLES)], axis=1)
+_LABELS = np.array([0, 1, 0, 1, 1])
+
+
+def test_knn_hand_built_leave_one_out():
+  # Rankings by angular distance, self removed (relevant = same label, marked *):
+  #   q0: a1 a2* a3 a4  -> top1 no, top2 yes, AP = 1/2
+  #   q1: a0 a2 a3* a4* -> top1 no, top2 no,  AP = (1/3 + 2/4) / 2 = 5/12
+  #   q2: a1 a0* a3 a4  -> top1 no, top2 yes, AP = 1/2
+  #   q3: a4* a2 a1* a0 -> top1 yes,          AP = (1 + 2/3) / 2 = 5/6
+  #   q4: a3* a2 a1* a0 -> top1 yes,          AP = 5/6
+  out = probes.knn_retrieval(_FEATS, _LABELS, ks=(1, 2, 5))
+  assert out["top1"] == pytest.approx(2 / 5)
+  assert out["top2"] == pytest.approx(4 / 5)
+  assert out["top5"] == pytest.approx(1.0)
+  assert out["mAP"] == pytest.approx((1 / 2 + 5 / 12 + 1 / 2 + 5 / 6 + 5 / 6) / 5)  # 37/60
+
+
+def test_knn_hand_built_separate_gallery_keeps_identical_items():
+  # The same items passed explicitly as a gallery: each query now retrieves itself first.
+  #   q0: a0* a1 a2* ...     AP = (1 + 2/3) / 2 = 5/6
+  #   q1: a1* a0 a2 a3* a4*  AP = (1 + 2/4 + 3/5) / 3 = 0.7
+  #   q2: a2* a1 a0* ...     AP = 5/6
+  #   q3: a3* a4* a2 a1* a0  AP = (1 + 1 + 3/4) / 3 = 11/12
+  #   q4: a4* a3* a2 a1* a0  AP = 11/12
+  out = probes.knn_retrieval(_FEATS, _LABELS, _FEATS, _LABELS, ks=(1,))
+  assert out["top1"] == 1.0
+  assert out["mAP"] == pytest.approx((5 / 6 + 0.7 + 5 / 6 + 11 / 12 + 11 / 12) / 5)
+
+
+def test_knn_matches_sklearn_neighbours_and_average_precision():
+  rng = np.random.default_rng(5)
+  means = 1.5 * rng.normal(size=(4, 6))
+  x, y = _gaussian_classes(rng, 90, means)
+  ks = (1, 3, 10)
+  out = probes.knn_retrieval(x, y, ks=ks, block_size=7)  # small blocks exercise the chunking
+
+  nn_ = NearestNeighbors(n_neighbors=max(ks) + 1, metric="cosine").fit(x)
+  _, idx = nn_.kneighbors(x)
+  assert np.all(idx[:, 0] == np.arange(len(x)))  # continuous data: self is always nearest
+  neighbours = idx[:, 1:]
+  for k in ks:
+    expected = np.mean([np.any(y[neighbours[i, :k]] == y[i]) for i in range(len(x))])
+    assert out[f"top{k}"] == pytest.approx(expected)
+
+  xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+  aps = []
+  for i in range(len(x)):
+    others = np.arange(len(x)) != i
+    aps.append(average_precision_score(y[others] == y[i], xn[others] @ xn[i]))
+  assert out["mAP"] == pytest.approx(np.mean(aps), rel=1e-10)
+
+
+def test_knn_separable_is_perfect_and_random_labels_are_at_chance():
+  rng = np.random.default_rng(6)
+  means = 20.0 * rng.normal(size=(4, 8))
+  x, y = _gaussian_classes(rng, 200, means)
+  out = probes.knn_retrieval(x, y)
+  assert out == {"top1": 1.0, "top5": 1.0, "mAP": pytest.approx(1.0)}
+
+  x = rng.normal(size=(1000, 8))
+  y = rng.integers(0, 4, 1000)
+  out = probes.knn_retrieval(x, y)
+  # Labels independent of features: hit@1 ~ 1/4 (std ~0.014), hit@5 ~ 1 - (3/4)^5 = 0.763,
+  # and AP of a random ranking ~ the prevalence 1/4 (a little above, for few relevant items).
+  assert abs(out["top1"] - 0.25) < 0.06
+  assert abs(out["top5"] - (1 - 0.75 ** 5)) < 0.06
+  assert abs(out["mAP"] - 0.25) < 0.03
+
+
+def test_knn_leaves_inputs_alone():
+  x, y = _FEATS.copy(), _LABELS.copy()
+  probes.knn_retrieval(x, y)
+  probes.knn_retrieval(x, y, x, y)
+  np.testing.assert_array_equal(x, _FEATS)
+  np.testing.assert_array_equal(y, _LABELS)
+
+
+# ------------------------------------------------------------------------------------------------
+# Attentive readout and probe.
+# ------------------------------------------------------------------------------------------------
+
+
+def test_attentive_readout_shapes_init_and_token_symmetries():
+  b, t, p, d = 3, 4, 5, 8
+  model = probes.AttentiveReadout(num_classes=6, num_queries=2, width=64, num_heads=4)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(b, t, p, d)), jnp.float32)
+  init = jax.jit(lambda k, a: model.init(k, a)["params"])  # eager init compiles op by op: slow
+  apply = jax.jit(lambda prm, a: model.apply({"params": prm}, a))
+  params = init(jax.random.key(1), x)
+  assert params["queries"].shape == (2, 4, 16)
+  assert params["temporal_embedding"].shape == (t, d)
+  assert float(jnp.std(params["queries"])) == pytest.approx(0.02, rel=0.25)  # N(0, 0.02) init
+
+  out = apply(params, x)
+  assert out.shape == (b, 2, 6)
+  # Cross-attention is a weighted sum over keys, so shuffling the tokens within a time step (which
+  # share a temporal embedding) cannot change the result ...
+  perm = np.random.default_rng(0).permutation(p)
+  np.testing.assert_allclose(apply(params, x[:, :, perm]), out, atol=1e-5)
+  # ... but swapping time steps moves tokens onto other temporal embeddings.
+  swapped = apply(params, x[:, ::-1])
+  assert float(jnp.max(jnp.abs(swapped - out))) > 1e-4
+  # [B, S, D] input is treated as a single time step.
+  params3 = init(jax.random.key(1), x[:, 0])
+  assert params3["temporal_embedding"].shape == (1, d)
+  assert apply(params3, x[:, 0]).shape == (b, 2, 6)
+
+
+def _spike_task(rng, n, t=2, p=4, d=16, noise=0.3, amp=4.0):
+  """Label = index of the token (of t*p) that carries a spike on channel 0.
+
+  Tokens carry a fixed position code, as an encoder's output tokens do. The spike adds the same
+  vector whichever token it lands on, and every clip holds exactly one, so the mean-pooled clip
+  feature carries no information about the label: solving it requires attending to the spike.
+  """
+  pos = np.random.default_rng(123).normal(size=(t * p, d))
+  x = pos + noise * rng.normal(size=(n, t * p, d))
+  y = rng.integers(0, t * p, n)
+  x[np.arange(n), y, 0] += amp
+  return x.reshape(n, t, p, d).astype(np.float32), y
+
+
+def test_attentive_probe_solves_a_task_that_needs_attention():
+  rng = np.random.default_rng(7)
+  xtr, ytr = _spike_task(rng, 1024)
+  xte, yte = _spike_task(rng, 256)
+  copies = [a.copy() for a in (xtr, ytr, xte, yte)]
+  kwargs = dict(seed=0, steps=400, batch_size=32, lr=1e-2, width=32, num_heads=4)
+  first = probes.attentive_probe(xtr, ytr, xte, yte, 8, **kwargs)
+  assert first["accuracy"] >= 0.9
+  second = probes.attentive_probe(xtr, ytr, xte, yte, 8, **kwargs)
+  assert first == second  # deterministic from the seed, bit for bit
+  for before, after in zip(copies, (xtr, ytr, xte, yte)):
+    np.testing.assert_array_equal(before, after)
+  # Sanity check of the task itself: mean pooling + linear probe stays near chance (1/8; 256
+  # test clips give std ~0.02).
+  linear = probes.linear_probe(mean_pool(xtr), ytr, mean_pool(xte), yte, 8, seed=0)
+  assert linear["accuracy"] < 0.125 + 0.1
