@@ -149,6 +149,22 @@ def base_config() -> ml_collections.ConfigDict:
   data.num_clips = 4096            # size of the embedded synthetic datasets (clips per split)
   data.num_workers = 0             # grain worker processes (0: decode in the main process)
   data.prefetch = 2                # batches prefetched per worker
+  data.read_threads = 4            # grain read threads in each process
+  data.num_digits = 1              # moving_mnist: digits per clip (labels describe the first)
+  # Sampling and augmentation of real videos (video_folder / array_record / tfds), VideoMAE habits:
+  data.frame_stride = 2            # take every n-th frame
+  data.temporal_offset = "random"  # random | center: where the clip starts in the video
+  data.crop = "random_resized"     # random_resized | center
+  data.crop_scale = (0.3, 1.0)     # area fraction range of the random resized crop
+  data.crop_aspect = (3 / 4, 4 / 3)
+  data.flip = True                 # random horizontal flip
+  data.clips_per_video = 1         # clips sampled per decoded video (amortises decoding)
+  data.labels_csv = ""             # video_folder: optional "path,label" CSV (else sub-folder names)
+  data.probe_files = True          # video_folder: open every file once at start, skip bad ones
+  data.max_decode_frames = 1024    # decode at most this many frames of a file
+  data.tfds_data_dir = ""          # tfds: data_dir of the prepared dataset
+  data.tfds_video_key = "video"    # tfds: feature holding encoded video bytes
+  data.tfds_label_key = "label"
   return c
 
 

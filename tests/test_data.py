@@ -83,8 +83,9 @@ def test_make_source_dispatch_and_error():
                             "test", 3)
   assert isinstance(g, synthetic.Gratings)
   assert (len(g), g[0]["video"].shape) == (7, (5, 24, 24, 3))
-  with pytest.raises(ValueError, match=r"config\.data\.source.*gratings.*moving_mnist"):
-    synthetic.make_source(data_cfg("video_folder"), "train", 0)
+  with pytest.raises(ValueError,
+                     match=r"config\.data\.source.*gratings.*moving_mnist.*video_folder"):
+    synthetic.make_source(data_cfg("webdataset"), "train", 0)
   with pytest.raises(ValueError, match="split"):
     synthetic.make_source(data_cfg("gratings"), "validation", 0)
 

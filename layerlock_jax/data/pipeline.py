@@ -14,13 +14,19 @@ Order of operations in `make_train_iterator` (and why):
   is a tiny dict (a position), `get_state()` / `set_state()` resume at exactly the next batch, and the
   state can be saved with orbax (`grain.checkpoint.CheckpointSave(iterator)`) or as JSON.
 * Batching after `to_iter_dataset` lets the read threads render single clips in parallel.
+* File-backed sources (video_folder, array_record, tfds; see video_files.py) shuffle record
+  indices and decode in a `map_with_index` placed before the process split, so augmentation draws
+  depend on (seed, global stream position) only. A record that fails to decode is replaced by the
+  next good record inside the source (never dropped: dropping would shift every later position and
+  make batches depend on which files broke where). `bad_input_metrics()` reports the skips.
 
 Worker processes (data_cfg.num_workers > 0) use `IterDataset.mp_prefetch`. Caveats:
 * grain's workers read absl flags, so flags must be parsed before the first `next()`: run the program
   with `absl.app.run` (or call `absl.flags.FLAGS.mark_as_parsed()`); `make_train_iterator` marks them
   parsed itself when nobody has, which is harmless for programs that do not use absl flags.
 * Workers are started with the spawn method, so the main module needs an `if __name__ == "__main__":`
-  guard and the sources must be picklable (ours hold only a few ints).
+  guard and the sources must be picklable (the synthetic ones hold a few ints, the file sources
+  their file list or shard paths).
 * Each worker renders every num_workers-th batch and batches are interleaved round-robin: the order is
   deterministic for a given num_workers but differs from the num_workers=0 order, and a checkpoint
   should be restored with the same num_workers it was saved with.
@@ -48,20 +54,68 @@ def _train_dataset(data_cfg, *, seed: int, global_batch_size: int, process_index
                      f"process_count={process_count}")
   local_batch_size = global_batch_size // process_count
   source = synthetic.make_source(data_cfg, "train", seed)
-  ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None, reseed_each_epoch=True)
+  # File-backed sources (video_files.ClipSource) yield several clips per decoded video: a record
+  # becomes `clips_per_video` stacked clips, batches are built from local_batch / k records and
+  # then flattened, so the clips of one video sit next to each other in one batch (VideoMAEv2's
+  # repeated augmentation).
+  clips_per_record = int(getattr(source, "clips_per_video", 1))
+  if local_batch_size % clips_per_record:
+    raise ValueError(f"data.clips_per_video={clips_per_record} must divide the per-process batch "
+                     f"{local_batch_size} (batch_size={global_batch_size} over {process_count} "
+                     "process(es))")
+  if hasattr(source, "training_item"):
+    # Indices, not items, are shuffled; the record is decoded and augmented with draws derived
+    # from (seed, stream position), so every epoch sees new crops/offsets of a video, identical
+    # on any process count and after a resume.
+    ds = grain.MapDataset.range(len(source)).shuffle(seed=seed)
+    ds = ds.repeat(None, reseed_each_epoch=True).map_with_index(_TrainingClips(source, seed))
+  else:
+    ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None, reseed_each_epoch=True)
   ds = ds[process_index::process_count]
   prefetch = max(1, int(data_cfg.get("prefetch", 2)))
-  # Read threads render clips concurrently (numpy releases the GIL in its heavy kernels). The
-  # buffer is in clips: `prefetch` batches ahead.
+  records_per_batch = local_batch_size // clips_per_record
+  # Read threads render or decode clips concurrently (numpy and FFmpeg do most of their work
+  # outside the GIL). The buffer is in records: `prefetch` batches ahead.
   read_options = grain.ReadOptions(num_threads=int(data_cfg.get("read_threads", 4)),
-                                   prefetch_buffer_size=prefetch * local_batch_size)
-  it_ds = ds.to_iter_dataset(read_options).batch(local_batch_size, drop_remainder=True)
+                                   prefetch_buffer_size=prefetch * records_per_batch)
+  it_ds = ds.to_iter_dataset(read_options).batch(records_per_batch, drop_remainder=True)
+  if hasattr(source, "training_item"):
+    it_ds = it_ds.map(_merge_clip_axis)
   num_workers = int(data_cfg.get("num_workers", 0))
   if num_workers > 0:
     _ensure_absl_flags_parsed()
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=num_workers, per_worker_buffer_size=prefetch))
   return it_ds
+
+
+class _TrainingClips:
+  """map_with_index transform: (stream position, record index) -> the record's training clips.
+
+  A class rather than a closure so grain can pickle it into worker processes.
+  """
+
+  def __init__(self, source, seed: int):
+    self.source, self.seed = source, int(seed)
+
+  def __call__(self, position: int, record: int) -> dict[str, np.ndarray]:
+    return self.source.training_item(position, record, self.seed)
+
+
+def _merge_clip_axis(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """(records, clips_per_record, ...) -> (records * clips_per_record, ...)."""
+  return {k: v.reshape((-1,) + v.shape[2:]) for k, v in batch.items()}
+
+
+def bad_input_metrics() -> dict[str, int]:
+  """Skipped-input counts of the file sources of this process, for metrics (see video_files).
+
+  {"data_skipped_files": n, "data_replaced_clips": m}, or {} for the synthetic sources. Also logs
+  every bad file first seen at decode time (in a reader thread or worker process) since the last
+  call, with its reason; files skipped when the source was built are logged then.
+  """
+  from layerlock_jax.data import video_files  # pylint: disable=g-import-not-at-top
+  return video_files.bad_input_metrics()
 
 
 def _ensure_absl_flags_parsed() -> None:

@@ -314,7 +314,18 @@ SOURCE_FACTORIES: dict[str, SourceFactory] = {
         num_digits=cfg.get("num_digits", 1)),
     "gratings": lambda cfg, split, seed: Gratings(
         cfg.num_clips, cfg.num_frames, cfg.image_size, seed, split),
+    # File-backed sources import PyAV / grain / tfds only when used.
+    "video_folder": lambda cfg, split, seed: _file_source("video_files", "source_from_config",
+                                                         cfg, split, seed),
+    "array_record": lambda cfg, split, seed: _file_source("records", "array_record_from_config",
+                                                         cfg, split, seed),
+    "tfds": lambda cfg, split, seed: _file_source("records", "tfds_from_config", cfg, split, seed),
 }
+
+
+def _file_source(module: str, factory: str, cfg, split: str, seed: int):
+  mod = importlib.import_module(f"layerlock_jax.data.{module}")
+  return getattr(mod, factory)(cfg, split, seed)
 
 
 def make_source(data_cfg, split: str, seed: int):

@@ -1,0 +1,633 @@
+"""Video files as a grain source: PyAV decoding, labels, and bad-input handling.
+
+`VideoFolderSource` (data.source=video_folder) serves every video under a folder, in any container
+and codec PyAV decodes (mp4, avi, webm, mkv, mov, ...), at any resolution and frame rate.
+`ClipSource` is the shared base of this and of the ArrayRecord / TFDS sources in records.py.
+
+Splits and labels
+* With split sub-folders (train/; test/, val/ or validation/) split "train" reads train/ and "test"
+  the first of the others; without them every split reads the whole folder (with a warning).
+* Labels ("label", int32) come from data.labels_csv if set (rows `path,label`, optional header,
+  paths relative to data.path or the split folder; class names sorted, or used as-is when all are
+  integers; videos without a row are skipped and counted), else from the first-level sub-folder
+  (sorted, the union over all splits so train and test agree). If not ALL videos lie in class
+  sub-folders the source is unlabelled: items hold only "video".
+
+Bad input never crashes training and never becomes a black clip:
+* At construction every file is probed once (open + stream info, ~1 ms): empty, unreadable (not
+  media, or a cut-off container), no video stream (audio only) and, where the container states an
+  exact frame count, too short, are skipped; counts by reason and the names are logged.
+  data.probe_files=False skips probing (huge folders); failures then surface at decode time.
+* At decode time (grain reader threads / worker processes) a failing video - truncated (the
+  stream raises, or ends well before the frame count its container lists), fewer frames than a
+  clip - is replaced by the next record (wrapping around) that decodes, with the same random
+  draws: the replacement is deterministic. The file is remembered as bad in that process.
+* Every skip goes to a `BadInputLog`: one small JSON file per process in a directory shared with
+  the grain workers, so skips inside workers reach the main process. `bad_input_metrics()` merges
+  them into counts for the metrics and logs each newly seen bad file once.
+* A folder with no usable video raises `NoUsableVideoError` saying why each file was rejected.
+
+Decoding keeps a video's decoded (YUV) frames until its clips are cut, capped at
+data.max_decode_frames (default 1024; later frames are never used). Convert very long or
+high-resolution collections with `python -m layerlock_jax.data.convert` (and re-encode if needed).
+"""
+from __future__ import annotations
+
+import atexit
+import collections
+import csv
+import glob
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterable, NamedTuple, Sequence
+
+import av
+import av.video.reformatter
+import numpy as np
+
+from layerlock_jax.data import augment
+
+VIDEO_EXTENSIONS = frozenset({
+    ".mp4", ".m4v", ".mov", ".avi", ".webm", ".mkv", ".mpg", ".mpeg", ".ts", ".m2ts", ".flv",
+    ".wmv", ".ogv", ".3gp", ".vob"})
+SPLIT_FOLDERS = {"train": ("train",), "test": ("test", "val", "validation")}
+DEFAULT_MAX_DECODE_FRAMES = 1024
+_LOG_NAMES_SHOWN = 50  # names listed in one log message; the counts always cover everything
+
+
+class BadVideoError(Exception):
+  """A video that cannot give a clip; `reason` is short and human-readable."""
+
+  @property
+  def reason(self) -> str:
+    return str(self.args[0])
+
+
+class NoUsableVideoError(ValueError):
+  """A source in which not a single video survived probing."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad-input bookkeeping shared across grain worker processes.
+
+_LOGS: list["BadInputLog"] = []   # logs created in this process, read by bad_input_metrics()
+_REPORTED: set[tuple[str, str]] = set()
+_REPORT_LOCK = threading.Lock()
+
+
+class BadInputLog:
+  """Skipped inputs of one source: {name: (stage, reason)} plus a count of replaced records.
+
+  Each process (the creator and every grain worker that unpickles a copy) writes its own JSON file
+  into one directory; `summary()` merges them. Writes happen only when something goes wrong, so
+  the cost is nil on clean data. The creating process deletes the directory at exit.
+  """
+
+  def __init__(self, source_name: str, directory: str | None = None):
+    self.source_name = source_name
+    self.directory = directory or tempfile.mkdtemp(prefix="layerlock_bad_input_")
+    self._init_process_state()
+    if directory is None:
+      atexit.register(shutil.rmtree, self.directory, True)
+    _LOGS.append(self)
+
+  def _init_process_state(self):
+    self._lock = threading.Lock()
+    self._bad: dict[str, tuple[str, str]] = {}
+    self._replaced = 0
+    self._file = os.path.join(self.directory, f"{os.getpid()}-{uuid.uuid4().hex}.json")
+
+  def __getstate__(self):
+    return {"source_name": self.source_name, "directory": self.directory}
+
+  def __setstate__(self, state):
+    # A copy in a worker process starts empty and writes its own file: nothing is double counted.
+    self.__dict__.update(state)
+    self._init_process_state()
+
+  def record(self, name: str, stage: str, reason: str, flush: bool = True) -> bool:
+    """Notes that `name` was skipped at `stage` ("scan" or "decode"); False if already known."""
+    with self._lock:
+      if name in self._bad:
+        return False
+      self._bad[name] = (stage, reason)
+      if flush:
+        self._flush()
+    if stage == "decode":
+      logging.warning("%s: skipping %s at decode time: %s", self.source_name, name, reason)
+    return True
+
+  def record_scan(self, skipped: Sequence[tuple[str, str]]):
+    """Many construction-time skips at once (one file write)."""
+    for name, reason in skipped:
+      self.record(name, "scan", reason, flush=False)
+    with self._lock:
+      self._flush()
+
+  def replaced(self):
+    """Counts one clip that came from another record because its own record failed."""
+    with self._lock:
+      self._replaced += 1
+      self._flush()
+
+  def _flush(self):
+    try:
+      with open(self._file + ".tmp", "w") as f:
+        json.dump({"bad": self._bad, "replaced": self._replaced}, f)
+      os.replace(self._file + ".tmp", self._file)  # atomic: a reader never sees half a file
+    except OSError as e:  # e.g. the main process already exited and removed the directory
+      logging.warning("%s: could not record a skipped input: %s", self.source_name, e)
+
+  def summary(self) -> dict[str, Any]:
+    """{"bad": {name: (stage, reason)}, "replaced": int} over all processes of this source."""
+    bad, replaced = {}, 0
+    for path in glob.glob(os.path.join(self.directory, "*.json")):
+      try:
+        with open(path) as f:
+          part = json.load(f)
+      except (OSError, ValueError):
+        continue  # a file being replaced right now; the next call reads it
+      for name, (stage, reason) in part["bad"].items():
+        bad.setdefault(name, (stage, reason))
+      replaced += int(part["replaced"])
+    return {"bad": bad, "replaced": replaced}
+
+
+def bad_input_metrics() -> dict[str, int]:
+  """Counts over every file-backed source built in this process (and its grain workers).
+
+  Returns {"data_skipped_files": distinct bad files/records, "data_replaced_clips": records that
+  were served by a neighbour because they failed to decode}; {} when no file source exists (the
+  synthetic sources cannot fail). Each newly seen bad file is logged once at WARNING with its
+  reason. Counts are per JAX process (each process scans and decodes its own share).
+  """
+  if not _LOGS:
+    return {}
+  bad, replaced, fresh = set(), 0, []
+  for log in list(_LOGS):
+    summary = log.summary()
+    replaced += summary["replaced"]
+    with _REPORT_LOCK:
+      for name, (stage, reason) in sorted(summary["bad"].items()):
+        # Keyed by source name, not by log: the same folder opened twice counts its files once.
+        key = (log.source_name, name)
+        bad.add(key)
+        if key not in _REPORTED:
+          _REPORTED.add(key)
+          if stage == "decode":  # scan-time skips were logged when the source was built
+            fresh.append(f"{log.source_name}: {name}: {reason}")
+  for line in fresh:
+    logging.warning("skipped bad input (decode time): %s", line)
+  return {"data_skipped_files": len(bad), "data_replaced_clips": replaced}
+
+
+# ------------------------------------------------------------------------------------------------
+# Decoding.
+
+
+class DecodedVideo:
+  """Decoded frames, converted to RGB on demand (only the frames a clip uses are converted)."""
+
+  def __init__(self, frames: Sequence[Any] | np.ndarray):
+    self._frames = frames
+    if isinstance(frames, np.ndarray):
+      self.num_frames, self.height, self.width = frames.shape[:3]
+    else:
+      self.num_frames = len(frames)
+      self.height, self.width = frames[0].height, frames[0].width
+
+  def rgb(self, index: int) -> np.ndarray:
+    frame = self._frames[index]
+    if isinstance(frame, np.ndarray):
+      return frame
+    # Explicit size: a stream whose resolution changes mid-way is scaled back to the first frame's.
+    return _reformatter(frame).reformat(frame, format="rgb24", width=self.width,
+                                        height=self.height).to_ndarray()
+
+
+_THREAD_STATE = threading.local()
+
+
+def _reformatter(frame) -> Any:
+  """A libswscale context for frames like `frame`, kept per (reader) thread.
+
+  `frame.to_ndarray(format=...)` builds a new context for every frame object, and one shared
+  reformatter rebuilds it whenever the input changes (size, pixel format, colour space or range -
+  e.g. between an h264 and a vp9 file): 0.2-5 ms per frame, more than decoding a small frame. One
+  kept context per input kind costs ~0.03 ms per frame.
+  """
+  cache = _THREAD_STATE.__dict__.setdefault("reformatters", {})
+  key = (frame.width, frame.height, frame.format.name, int(frame.colorspace),
+         int(frame.color_range))
+  if key not in cache:
+    if len(cache) >= 16:
+      cache.clear()  # a stream of ever-new sizes must not grow the cache without bound
+    cache[key] = av.video.reformatter.VideoReformatter()
+  return cache[key]
+
+
+def _frames_array(value: np.ndarray) -> np.ndarray:
+  """Already-decoded frames (e.g. a TFDS Tensor feature) as uint8 (T, H, W, 3)."""
+  if value.dtype != np.uint8:
+    raise BadVideoError(f"frames array has dtype {value.dtype}, expected uint8")
+  if value.ndim == 3:
+    value = value[..., None]
+  if value.ndim != 4 or value.shape[-1] not in (1, 3) or 0 in value.shape:
+    raise BadVideoError(f"frames array has shape {value.shape}, expected (T, H, W, 3)")
+  return np.repeat(value, 3, axis=-1) if value.shape[-1] == 1 else value
+
+
+def _open(src: str | bytes) -> Any:
+  if isinstance(src, (bytes, bytearray, memoryview)):
+    if len(src) == 0:
+      raise BadVideoError("empty (0 bytes)")
+    data = io.BytesIO(src)
+  else:
+    if os.path.getsize(src) == 0:
+      raise BadVideoError("empty file (0 bytes)")
+    data = src
+  try:
+    return av.open(data, metadata_errors="ignore")
+  except Exception as e:  # pylint: disable=broad-except
+    # Any failure to open (FFmpeg errors, OSError, odd metadata) is a property of the file.
+    raise BadVideoError(f"unreadable ({type(e).__name__}: {e})") from None
+
+
+def _video_stream(container) -> Any:
+  """The first real video stream (cover art in mp4/mkv is a one-frame 'video' stream: ignored)."""
+  attached = int(av.stream.Disposition.attached_pic)
+  streams = [s for s in container.streams.video if not int(s.disposition) & attached]
+  if not streams:
+    kinds = sorted({s.type for s in container.streams}) or ["none"]
+    raise BadVideoError(f"no video stream (streams: {', '.join(kinds)})")
+  stream = streams[0]
+  if stream.codec_context is None:
+    raise BadVideoError(f"no decoder for codec {stream.codec.name if stream.codec else '?'}")
+  return stream
+
+
+def check_complete(decoded: int, declared: int) -> None:
+  """Flags a stream that ended early without an error: the usual face of a file cut off mid-way.
+
+  `declared` is the container's frame count (exact in mp4 and avi, 0 = unknown in webm/mkv). A
+  small shortfall is normal (an mp4 edit list hides the frames before its start), so only a gap of
+  more than max(3, 5%) frames counts as truncation.
+  """
+  if declared and declared - decoded > max(3, declared // 20):
+    raise BadVideoError(f"truncated: decoded {decoded} of the {declared} frames the container "
+                        "lists")
+
+
+def decode_video(src: str | bytes | np.ndarray, limit: int) -> DecodedVideo:
+  """Decodes up to `limit` frames of a file path, encoded bytes, or an existing frames array.
+
+  Raises BadVideoError for anything wrong with the input, including a stream that raises part way
+  (a truncated file): a partial decode is not silently accepted, so whether a file is usable does
+  not depend on which frames a clip happened to need.
+  """
+  if isinstance(src, np.ndarray) and src.dtype != np.object_:
+    return DecodedVideo(_frames_array(src)[:limit])
+  if isinstance(src, np.ndarray):
+    src = src.item()  # a TFDS bytes scalar
+  container = _open(src)
+  frames = []
+  try:
+    stream = _video_stream(container)
+    declared = int(stream.frames or 0)
+    for frame in container.decode(stream):
+      frames.append(frame)
+      if len(frames) >= limit:
+        break
+    else:
+      check_complete(len(frames), declared)
+  except BadVideoError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    raise BadVideoError(f"decode error (after {len(frames)} frame(s); {type(e).__name__}: "
+                        f"{e})") from None
+  finally:
+    container.close()
+  if not frames:
+    raise BadVideoError("no decodable frames")
+  if frames[0].width < 1 or frames[0].height < 1:
+    raise BadVideoError(f"frames of size {frames[0].width}x{frames[0].height}")
+  return DecodedVideo(frames)
+
+
+class ProbeResult(NamedTuple):
+  reason: str | None           # None: usable as far as the container tells
+  exact_frames: int | None     # the container's frame count where it states one
+
+
+def probe_file(path: str, min_frames: int) -> ProbeResult:
+  """Cheap checks (open + stream info, no decoding) of one file."""
+  try:
+    container = _open(path)
+  except OSError as e:  # e.g. a dangling symlink
+    return ProbeResult(f"unreadable ({e})", None)
+  except BadVideoError as e:
+    return ProbeResult(e.reason, None)
+  with container:
+    try:
+      frames = int(_video_stream(container).frames or 0)
+    except BadVideoError as e:
+      return ProbeResult(e.reason, None)
+  if 0 < frames < min_frames:
+    return ProbeResult(f"too short: {frames} frame(s) < {min_frames} per clip", frames)
+  return ProbeResult(None, frames or None)
+
+
+def load_clips(src: str | bytes | np.ndarray, spec: augment.ClipSpec, rng: np.random.Generator,
+               *, max_frames: int = DEFAULT_MAX_DECODE_FRAMES,
+               known_frames: int | None = None) -> np.ndarray:
+  """`spec.clips_per_video` clips uint8 (k, T, S, S, 3) of one video; BadVideoError if unusable.
+
+  With `known_frames` (a verified count, e.g. from a converted shard) the window is planned first
+  and decoding stops after the last frame needed; otherwise the video is decoded (up to max_frames)
+  to learn its length. Both give identical clips (augment's fixed draw order).
+  """
+  try:
+    if known_frames is not None:
+      available = min(int(known_frames), max_frames)
+      temporal = augment.plan_temporal(available, spec, rng)
+      need = max(int(ix[-1]) for ix in temporal) + 1
+      video = decode_video(src, need)
+      if video.num_frames < need:
+        raise BadVideoError(f"decoded only {video.num_frames} frame(s), but its record states "
+                            f"{known_frames}")
+    else:
+      video = decode_video(src, max_frames)
+      temporal = augment.plan_temporal(video.num_frames, spec, rng)
+  except augment.TooShortError as e:
+    raise BadVideoError(str(e)) from None
+  plans = augment.plan_spatial(temporal, video.height, video.width, spec, rng)
+  try:
+    rgb = {i: video.rgb(i) for i in sorted({int(i) for p in plans for i in p.indices})}
+  except Exception as e:  # pylint: disable=broad-except
+    raise BadVideoError(f"frame conversion failed ({type(e).__name__}: {e})") from None
+  return np.stack([augment.render(np.stack([rgb[int(i)] for i in p.indices]), p.box,
+                                  spec.image_size, p.flip) for p in plans])
+
+
+# ------------------------------------------------------------------------------------------------
+# The shared source base.
+
+
+class Record(NamedTuple):
+  src: Any                     # path, encoded bytes, or a uint8 frames array
+  label: int | None
+  name: str
+  known_frames: int | None = None
+
+
+class ClipSource:
+  """Random-access clip source over records that may turn out to be bad.
+
+  Subclasses set `spec`, `max_decode_frames`, `_num_records`, `num_classes` (None: unlabelled),
+  `bad_input` (a BadInputLog) and implement `_read(record) -> Record` (BadVideoError if unreadable).
+
+  * `source[i]` is the evaluation clip of record i (centred window and crop): what
+    pipeline.load_split_arrays and the probes read.
+  * `training_item(position, record, seed)` is what the training pipeline reads: the spec's
+    `clips_per_video` augmented clips, drawn from clip_rng(seed, position), stacked as
+    {"video": (k, T, S, S, 3), "label": (k,)}.
+  Both replace a bad record by the next good one (see the module docstring).
+  """
+
+  def __len__(self) -> int:
+    return self._num_records
+
+  @property
+  def LABELS(self) -> dict[str, int]:  # pylint: disable=invalid-name
+    """Label name -> number of classes, as the synthetic sources publish it."""
+    return {} if self.num_classes is None else {"label": self.num_classes}
+
+  @property
+  def clips_per_video(self) -> int:
+    return self.spec.clips_per_video
+
+  def _read(self, record: int) -> Record:
+    raise NotImplementedError
+
+  def _fallback_name(self, record: int) -> str:
+    """How a record is named when even reading it failed."""
+    return f"record {record}"
+
+  def _load(self, record: int, spec: augment.ClipSpec, seed: int, position: int
+            ) -> tuple[np.ndarray, int | None]:
+    n = self._num_records
+    if not 0 <= record < n:
+      raise IndexError(f"record {record} out of range for {n} records")
+    bad = self.__dict__.setdefault("_known_bad", set())  # per process, never pickled
+    last_reason = ""
+    for attempt in range(n):
+      r = (record + attempt) % n
+      if r in bad:
+        continue
+      name = self._fallback_name(r)
+      try:
+        item = self._read(r)
+        name = item.name
+        clips = load_clips(item.src, spec, augment.clip_rng(seed, position),
+                           max_frames=self.max_decode_frames, known_frames=item.known_frames)
+      except BadVideoError as e:
+        bad.add(r)
+        last_reason = e.reason
+        self.bad_input.record(name, "decode", e.reason)
+        continue
+      if attempt:
+        self.bad_input.replaced()
+      return clips, item.label
+    raise NoUsableVideoError(f"{self.bad_input.source_name}: none of the {n} records could be "
+                             f"decoded (last error: {last_reason}); see the warnings above")
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    index = int(index)
+    clips, label = self._load(index, self.spec.for_eval(), seed=0, position=index)
+    item = {"video": clips[0]}
+    if self.num_classes is not None:
+      item["label"] = np.int32(label)
+    return item
+
+  def training_item(self, position: int, record: int, seed: int) -> dict[str, np.ndarray]:
+    clips, label = self._load(int(record), self.spec, seed, int(position))
+    item = {"video": clips}
+    if self.num_classes is not None:
+      item["label"] = np.full((len(clips),), label, np.int32)
+    return item
+
+  def __getstate__(self):
+    return {k: v for k, v in self.__dict__.items() if k != "_known_bad"}
+
+
+def log_scan_summary(source_name: str, usable: int, skipped: Sequence[tuple[str, str]],
+                     extra: str = "") -> None:
+  """One INFO line with the totals, then a WARNING listing the skipped names and reasons."""
+  logging.info("%s: %d usable video(s)%s; %d skipped", source_name, usable, extra, len(skipped))
+  if skipped:
+    by_reason = collections.Counter(r.split(" (")[0].split(":")[0] for _, r in skipped)
+    lines = [f"  {name}: {reason}" for name, reason in skipped[:_LOG_NAMES_SHOWN]]
+    if len(skipped) > _LOG_NAMES_SHOWN:
+      lines.append(f"  ... and {len(skipped) - _LOG_NAMES_SHOWN} more")
+    logging.warning("%s: skipped %d input(s) (%s):\n%s", source_name, len(skipped),
+                    ", ".join(f"{n} {r}" for r, n in by_reason.most_common()), "\n".join(lines))
+
+
+# ------------------------------------------------------------------------------------------------
+# Folders.
+
+
+class Listing(NamedTuple):
+  root: str                          # the split folder
+  files: list[str]                   # video paths relative to root, sorted
+  labels: list[int | None]           # per file; all None when unlabelled
+  class_names: list[str] | None      # None: unlabelled
+  missing_label: list[str]           # files a labels_csv does not name
+  ignored: list[str]                 # files without a video extension
+
+
+def split_root(path: str, split: str) -> str:
+  present = [d for names in SPLIT_FOLDERS.values() for d in names
+             if os.path.isdir(os.path.join(path, d))]
+  if not present:
+    if split != "train":
+      logging.warning("%s has no split sub-folders: split %r reads the same videos as 'train'",
+                      path, split)
+    return path
+  for name in SPLIT_FOLDERS.get(split, (split,)):
+    if name in present:
+      return os.path.join(path, name)
+  raise ValueError(f"{path} has split folders {present} but none for split {split!r} "
+                   f"(looked for {SPLIT_FOLDERS.get(split, (split,))})")
+
+
+def _walk(root: str) -> tuple[list[str], list[str]]:
+  videos, ignored = [], []
+  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    dirnames.sort()
+    for f in sorted(filenames):
+      rel = os.path.relpath(os.path.join(dirpath, f), root)
+      (videos if os.path.splitext(f)[1].lower() in VIDEO_EXTENSIONS else ignored).append(rel)
+  return videos, ignored
+
+
+def _read_labels_csv(csv_path: str) -> dict[str, str]:
+  out = {}
+  with open(csv_path, newline="") as f:
+    for i, row in enumerate(csv.reader(f)):
+      if not row or row[0].startswith("#"):
+        continue
+      if len(row) < 2:
+        raise ValueError(f"{csv_path}:{i + 1}: expected 'path,label', got {row!r}")
+      if i == 0 and row[1].strip().lower() in ("label", "class", "labels"):
+        continue  # header
+      out[os.path.normpath(row[0].strip())] = row[1].strip()
+  if not out:
+    raise ValueError(f"labels_csv {csv_path} has no rows")
+  return out
+
+
+def _class_index(names: Iterable[str]) -> tuple[list[str], dict[str, int]]:
+  names = sorted(set(names))
+  if all(n.isdigit() for n in names):  # integer labels are used as they are
+    top = max(int(n) for n in names)
+    return [str(i) for i in range(top + 1)], {n: int(n) for n in names}
+  return names, {n: i for i, n in enumerate(names)}
+
+
+def list_videos(path: str, split: str, labels_csv: str = "") -> Listing:
+  """The video files of one split and their labels (see the module docstring for the rules)."""
+  if not os.path.isdir(path):
+    raise NotADirectoryError(f"data.path={path!r} is not a folder of videos")
+  root = split_root(path, split)
+  files, ignored = _walk(root)
+  if labels_csv:
+    table = _read_labels_csv(labels_csv)
+    class_names, index = _class_index(table.values())
+    labels, keep, missing = [], [], []
+    for rel in files:
+      key = next((k for k in (os.path.normpath(rel), os.path.relpath(os.path.join(root, rel), path))
+                  if k in table), None)
+      if key is None:
+        missing.append(rel)
+      else:
+        keep.append(rel)
+        labels.append(index[table[key]])
+    return Listing(root, keep, labels, class_names, missing, ignored)
+  if files and all(os.sep in rel for rel in files):
+    # Class names from every split folder, so that train and test share one numbering.
+    roots = {root} | {os.path.join(path, d) for d in sum(SPLIT_FOLDERS.values(), ())}
+    class_names = sorted({rel.split(os.sep, 1)[0] for r in roots if os.path.isdir(r)
+                          for rel in _walk(r)[0] if os.sep in rel})
+    index = {n: i for i, n in enumerate(class_names)}
+    return Listing(root, files, [index[rel.split(os.sep, 1)[0]] for rel in files], class_names,
+                   [], ignored)
+  if files and any(os.sep in rel for rel in files):
+    logging.warning("%s: some videos lie directly in the folder and some in sub-folders: the "
+                    "source is unlabelled (put every video in a class folder, or pass "
+                    "data.labels_csv, to get labels)", root)
+  return Listing(root, files, [None] * len(files), None, [], ignored)
+
+
+class VideoFolderSource(ClipSource):
+  """Every video under a folder (config.data.source=video_folder); see the module docstring."""
+
+  def __init__(self, path: str, split: str, spec: augment.ClipSpec, *, labels_csv: str = "",
+               probe: bool = True, max_decode_frames: int = DEFAULT_MAX_DECODE_FRAMES,
+               probe_threads: int = 8):
+    self.spec, self.max_decode_frames = spec, int(max_decode_frames)
+    if self.max_decode_frames < spec.num_frames:
+      raise ValueError(f"max_decode_frames={max_decode_frames} < num_frames={spec.num_frames}")
+    listing = list_videos(path, split, labels_csv)
+    self.root = listing.root
+    name = f"video_folder {self.root}"
+    self.bad_input = BadInputLog(name)
+    skipped = [(rel, "no label in labels_csv") for rel in listing.missing_label]
+    files, labels = listing.files, listing.labels
+    results = [ProbeResult(None, None)] * len(files)
+    if probe and files:  # threads: opening files on network storage is mostly waiting
+      with ThreadPoolExecutor(max(1, probe_threads)) as pool:
+        results = list(pool.map(
+            lambda rel: probe_file(os.path.join(self.root, rel), spec.num_frames), files))
+    self._files, self._labels = [], []
+    for rel, label, result in zip(files, labels, results):
+      if result.reason is None:
+        self._files.append(rel)
+        self._labels.append(label)
+      else:
+        skipped.append((rel, result.reason))
+    self.bad_input.record_scan(skipped)
+    self._num_records = len(self._files)
+    self.num_classes = None if listing.class_names is None else len(listing.class_names)
+    self.class_names = listing.class_names
+    extra = f" in {self.num_classes} class(es)" if self.num_classes else " (unlabelled)"
+    if listing.ignored:
+      extra += (f"; ignored {len(listing.ignored)} file(s) without a video extension, e.g. "
+                f"{listing.ignored[:3]}")
+    if not self._files:
+      details = "; ".join(f"{n}: {r}" for n, r in skipped[:20]) or (
+          f"no file with a video extension ({', '.join(sorted(VIDEO_EXTENSIONS))})")
+      raise NoUsableVideoError(f"{name}: no usable video ({len(skipped)} skipped, "
+                               f"{len(listing.ignored)} ignored): {details}")
+    log_scan_summary(name, self._num_records, skipped, extra)
+
+  def _read(self, record: int) -> Record:
+    rel = self._files[record]
+    return Record(os.path.join(self.root, rel), self._labels[record], rel)
+
+
+def source_from_config(data_cfg, split: str, seed: int) -> VideoFolderSource:
+  """config.data.source=video_folder (registered in synthetic.SOURCE_FACTORIES)."""
+  del seed  # the files are the data; the seed only drives sampling, in the pipeline
+  return VideoFolderSource(
+      data_cfg.path, split, augment.spec_from_config(data_cfg),
+      labels_csv=str(data_cfg.get("labels_csv", "") or ""),
+      probe=bool(data_cfg.get("probe_files", True)),
+      max_decode_frames=int(data_cfg.get("max_decode_frames", DEFAULT_MAX_DECODE_FRAMES)))
