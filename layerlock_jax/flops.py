@@ -174,11 +174,10 @@ def step_flops(config: Any, frozen_layers: int = 0, *,
     heads              pixel head Ddec->P on Q tokens (unless a latent stage drops the pixel
                        loss); latent head(s) Ddec->D on Q_lat tokens (k of them with
                        multi_target); the naive-latent head Ddec->D on Q tokens. 3x forward.
-    target_forward     forward only, on the full clip (N tokens): the frozen prefix (patch embed
-                       + k blocks) for a LayerLock latent stage; patch embed + the first `layer`
-                       blocks for the naive-latent baseline. The student already embeds all N
-                       tokens, so an implementation that reuses that embedding (or XLA CSE
-                       merging the two identical dots) spends one patch_embed forward less.
+    target_forward     forward only, on the full clip (N tokens): the k frozen blocks for a
+                       LayerLock latent stage; the first `layer` blocks for the naive-latent
+                       baseline. No second patch embedding: the student embeds all N tokens
+                       before dropping the masked ones, and the targets reuse those tokens.
     remat_recompute    forward matmuls the backward pass re-runs under config.model.remat_policy,
                        for every trained block stack: the trainable encoder blocks and the decoder
                        blocks (both decoders build their stacks with the model's remat policy).
@@ -236,11 +235,11 @@ def step_flops(config: Any, frozen_layers: int = 0, *,
     q_lat = max(1, int(round(ll.latent_patch_fraction * geo["num_masked"])))
     num_latent_heads = k if ll.multi_target else 1
     head_fwd += num_latent_heads * _matmul(batch * q_lat, dec_width, d)
-    target_forward += embed_fwd + k * block_flops(n, d, f, batch=batch)
+    target_forward += k * block_flops(n, d, f, batch=batch)
   if config.naive_latent.enabled:
     layer = _naive_latent_layer(config, enc_depth)
     head_fwd += _matmul(batch * q, dec_width, d)
-    target_forward += embed_fwd + layer * block_flops(n, d, f, batch=batch)
+    target_forward += layer * block_flops(n, d, f, batch=batch)
   heads = 3 * head_fwd
 
   # --- remat -----------------------------------------------------------------------------------

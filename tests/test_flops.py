@@ -133,12 +133,12 @@ def test_latent_target_adds_the_full_clip_frozen_forward_and_latent_heads():
   common = dict(layerlock__enabled=True, layerlock__latent_patch_fraction=0.5)
   pixel = flops.step_flops(_tiny_config(layerlock__target="pixel", **common), 1)
   latent = flops.step_flops(_tiny_config(layerlock__target="latent", **common), 1)
-  # Frozen prefix on all 8 tokens: patch embedding + block 1.
-  assert latent["target_forward"] == EMBED_FWD + ENC_BLOCK_S8
+  # Frozen prefix on all 8 tokens: block 1 (the embedding of all tokens is shared).
+  assert latent["target_forward"] == ENC_BLOCK_S8
   # round(0.5 * 6) = 3 latent queries per clip, head 8 -> 16, trained (3x).
   latent_head = 3 * (2 * (2 * 3) * 8 * 16)
   assert latent["heads"] == pixel["heads"] + latent_head
-  assert latent["model_flops"] - pixel["model_flops"] == EMBED_FWD + ENC_BLOCK_S8 + latent_head
+  assert latent["model_flops"] - pixel["model_flops"] == ENC_BLOCK_S8 + latent_head
   # Stage 0 of a latent run is a pixel stage: no target forward.
   assert flops.step_flops(_tiny_config(layerlock__target="latent", **common), 0)[
       "target_forward"] == 0
@@ -154,16 +154,16 @@ def test_latent_target_adds_the_full_clip_frozen_forward_and_latent_heads():
   multi = flops.step_flops(_tiny_config(layerlock__target="latent",
                                         layerlock__multi_target=True, **common), 2)
   assert multi["heads"] == 3 * PIXEL_HEAD + 2 * latent_head
-  assert multi["target_forward"] == EMBED_FWD + 2 * ENC_BLOCK_S8
+  assert multi["target_forward"] == 2 * ENC_BLOCK_S8
 
 
 def test_naive_latent_adds_stop_gradient_forward_and_head():
   base = flops.step_flops(_tiny_config())
   naive = flops.step_flops(_tiny_config(naive_latent__enabled=True))  # layer -1: middle = 1
-  assert naive["target_forward"] == EMBED_FWD + ENC_BLOCK_S8
+  assert naive["target_forward"] == ENC_BLOCK_S8
   assert naive["heads"] - base["heads"] == 3 * (2 * (2 * 6) * 8 * 16)
   deeper = flops.step_flops(_tiny_config(naive_latent__enabled=True, naive_latent__layer=2))
-  assert deeper["target_forward"] == EMBED_FWD + 2 * ENC_BLOCK_S8
+  assert deeper["target_forward"] == 2 * ENC_BLOCK_S8
 
 
 @pytest.mark.parametrize("policy", ["none", "dots_saveable", "everything_saveable"])
