@@ -1,9 +1,14 @@
-"""The training loop, top to bottom: mesh -> data -> abstract state -> shardings -> sharded init ->
-stage loop (compile once per freeze stage) -> metrics.
+"""The training loop, top to bottom: mesh -> data -> abstract state -> shardings -> sharded init or
+restore -> stage loop (compile once per freeze stage) -> metrics -> checkpoints.
 
 One loop serves plain video MAE, LayerLock (progressive freezing + target switching), its
 pixel-target and naive-latent baselines: they differ only in the freeze table and the StageSpec of
 each stage, never in the loop.
+
+Runs are resumable (checkpoint.py): rerunning the same command on the same workdir restores the
+latest complete checkpoint (state, data position, stage, progress), on whatever mesh the new run
+has, and continues bit-identically; metrics.jsonl is cut back to the restored step. SIGTERM (or
+JAX's preemption notice) checkpoints the step in flight and returns normally (exit status 0).
 """
 import dataclasses
 import json
@@ -15,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from layerlock_jax import checkpoint
 from layerlock_jax import optimizer as optim
 from layerlock_jax import schedule
 from layerlock_jax import sharding
@@ -36,6 +42,8 @@ class RunResult:
   last_metrics: dict
   compiles: int               # compiled train-step programs (== distinct freeze stages run)
   compile_seconds: float
+  start_step: int = 0         # > 0 when the run resumed from a checkpoint
+  preempted: bool = False     # stopped early by SIGTERM / a preemption notice (checkpoint saved)
 
 
 class Trainer:
@@ -129,11 +137,12 @@ def write_config(config, workdir: str):
 
 
 def run(config, workdir: str, devices=None) -> RunResult:
-  """Train `config` in `workdir` (the main job of `python -m layerlock_jax.main`)."""
+  """Train `config` in `workdir` (the main job of `python -m layerlock_jax.main`).
+
+  Rerunning the same command on the same workdir resumes from its latest complete checkpoint.
+  """
   is_main = jax.process_index() == 0
-  if is_main:
-    os.makedirs(workdir, exist_ok=True)
-    write_config(config, workdir)
+  os.makedirs(workdir, exist_ok=True)
 
   note("mesh")
   trainer = Trainer(config, devices)
@@ -147,39 +156,87 @@ def run(config, workdir: str, devices=None) -> RunResult:
       config.data, seed=config.seed, global_batch_size=config.batch_size,
       process_index=jax.process_index(), process_count=jax.process_count())
 
-  note("init")
-  start_step = 0
-  spec = trainer.spec_at(start_step)
-  state = trainer.init_state(spec)
+  # Restore before anything is written: a workdir holding another model's checkpoint raises here,
+  # with config.json, metrics and checkpoints untouched and nothing compiled yet.
+  note("init or restore")
+  ckpts = checkpoint.Checkpoints.in_workdir(workdir, config)
+  try:
+    restored = ckpts.restore_latest(trainer, data_iter)
+  except Exception:
+    ckpts.close()
+    raise
+  if restored is not None:
+    start_step, state, spec, progress = (restored.step, restored.state, restored.spec,
+                                         restored.progress)
+    if config.init_from:
+      logging.info("init_from ignored: resuming this workdir's own checkpoint")
+  else:
+    start_step, spec, progress = 0, trainer.spec_at(0), checkpoint.Progress()
+    if config.init_from:
+      state = checkpoint.init_from(config.init_from, trainer, spec)
+    else:
+      state = trainer.init_state(spec)
+  if is_main:
+    write_config(config, workdir)
 
   log = MetricsLog(workdir, is_main=is_main, total_steps=config.total_steps,
                    start_step=start_step)
+  preemption = checkpoint.Preemption(ckpts.manager)
   note("training from step %d", start_step)
-  last = {}
-  for step in range(start_step, config.total_steps):
-    new_spec = trainer.spec_at(step)
-    if new_spec != spec:
-      note("step %d: freezing %d blocks, target %s", step, new_spec.frozen_layers,
-           new_spec.target)
-      state = trainer.resplit(state, new_spec)
-      spec = new_spec
-    batch = next(data_iter)
-    video = pipeline.global_batch({"video": batch["video"]}, trainer.video_sharding)["video"]
-    fresh = spec not in trainer._step_fns  # pylint: disable=protected-access
-    step_fn = trainer.step_fn(spec, state, video)
-    if fresh:
-      log.reset_clock(step)
-    state, metrics = step_fn(state, video)
-    done = step + 1
-    if done % config.log_every == 0 or done == config.total_steps:
-      metrics = jax.device_get(metrics)
-      metrics.update(frozen_layers=spec.frozen_layers, target=spec.target)
-      last = log.write(done, metrics, batch_size=config.batch_size)
-  log.close()
+  last, preempted = {}, False
+  try:
+    clock = time.perf_counter()
+    for step in range(start_step, config.total_steps):
+      new_spec = trainer.spec_at(step)
+      if new_spec != spec:
+        note("step %d: freezing %d blocks, target %s", step, new_spec.frozen_layers,
+             new_spec.target)
+        state = trainer.resplit(state, new_spec)
+        spec = new_spec
+      batch = next(data_iter)
+      video = pipeline.global_batch({"video": batch["video"]}, trainer.video_sharding)["video"]
+      fresh = spec not in trainer._step_fns  # pylint: disable=protected-access
+      step_fn = trainer.step_fn(spec, state, video)
+      if fresh:
+        log.reset_clock(step)
+        clock = time.perf_counter()  # compiling is not training time
+      state, metrics = step_fn(state, video)
+      done = step + 1
+      progress.train_seconds += time.perf_counter() - clock
+      progress.clips_seen += config.batch_size
+      if done % config.log_every == 0 or done == config.total_steps:
+        metrics = jax.device_get(metrics)
+        metrics.update(frozen_layers=spec.frozen_layers, target=spec.target,
+                       clips_seen=progress.clips_seen, train_seconds=progress.train_seconds)
+        last = log.write(done, metrics, batch_size=config.batch_size)
+      # Saved with `spec`, the split `state` is in; a resume re-splits if the schedule differs.
+      if done < config.total_steps and preemption.reached(done):
+        note("preempted: checkpointing step %d and stopping", done)
+        ckpts.save(done, state, spec, data_iter, progress, wait=True)
+        preempted = True
+        break
+      if config.checkpoint_every and done % config.checkpoint_every == 0:
+        ckpts.save(done, state, spec, data_iter, progress)
+      clock = time.perf_counter()  # logging and saving are not training time either
+    if not preempted and start_step < config.total_steps:
+      ckpts.save(config.total_steps, state, spec, data_iter, progress)
+  finally:
+    # Also on errors: pending async writes finish (or fail loudly) and SIGTERM goes back to
+    # its previous handler.
+    note("waiting for checkpoint writes")
+    preemption.close()
+    ckpts.close()
+    log.close()
+  if preempted or start_step >= config.total_steps:
+    if start_step >= config.total_steps:
+      note("nothing to do: the checkpoint is at step %d of %d", start_step, config.total_steps)
+    return RunResult(state, last, trainer.compiles, trainer.compile_seconds,
+                     start_step=start_step, preempted=preempted)
   note("done: %d steps, %d compiled stages, %.1fs compiling", config.total_steps,
        trainer.compiles, trainer.compile_seconds)
   if is_main:
     with open(os.path.join(workdir, "summary.json"), "w") as f:
       json.dump({"final": last, "compiles": trainer.compiles,
-                 "compile_seconds": trainer.compile_seconds}, f, indent=2)
-  return RunResult(state, last, trainer.compiles, trainer.compile_seconds)
+                 "compile_seconds": trainer.compile_seconds, "resumed_from": start_step}, f,
+                indent=2)
+  return RunResult(state, last, trainer.compiles, trainer.compile_seconds, start_step=start_step)

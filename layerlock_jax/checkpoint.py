@@ -1,0 +1,454 @@
+"""Checkpoints: asynchronous Orbax saves, resume (also onto another mesh), init_from, preemption.
+
+Layout: `<workdir>/checkpoints/<step>/` holds three items, written by one Orbax CheckpointManager:
+  state/      the whole TrainState (trainable + frozen parameters, optimizer state, step)
+  data_iter/  the grain iterator position, one small JSON file per process
+  meta/       JSON: the freeze stage the state is split for, progress (train time, clips seen), the
+              shape-determining config fields, the full config (for humans), the process count.
+Nothing else is needed to continue bit-exactly: the mask RNG is fold_in(seed, step) and the LR a
+function of the step, so RNG state is never saved.
+
+Atomicity comes from Orbax: a step is written into `<step>.orbax-checkpoint-tmp-*` and renamed to
+`<step>` only once every item is complete, so a save killed at any point leaves no `<step>` directory
+and is never restored (leftover temporary directories are deleted when the manager starts).
+
+The state's tree depends on the stage (state.py: blocks move between `params` and `frozen`), so the
+stage is saved in `meta` and the restore target is `Trainer.abstract_state(saved_spec)`, whose
+leaves carry the CURRENT mesh's shardings: Orbax reads every shard it needs, which is what makes a
+checkpoint written on one device count / mesh shape resume on another.
+
+Restore checks, cheapest first, before anything is compiled or overwritten:
+  1. meta readable?                      no  -> corrupt: warn, move aside, try the previous step
+  2. shape-determining fields equal?     no  -> IncompatibleCheckpointError naming the fields
+  3. saved tree (Orbax metadata, no array data) == target paths/shapes/dtypes?  no -> Incompatible
+  4. arrays readable?                    no  -> corrupt: warn, move aside, try the previous step
+Moving a corrupt step aside (to `checkpoints.corrupt/`) instead of skipping it in place matters:
+Orbax refuses to save a step <= its latest step, so a corrupt step 800 left in place would silently
+swallow the new save of step 800. If checkpoints exist but none restores, that is an error, never
+a silent restart from scratch over the user's run.
+
+Nothing here unpickles: Orbax stores arrays with tensorstore plus JSON metadata, grain state is JSON.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Optional
+
+import grain
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+from etils import epath
+from jax.experimental import multihost_utils
+
+from layerlock_jax import state as state_lib
+from layerlock_jax.models import video_mae
+
+CHECKPOINTS = "checkpoints"
+CORRUPT = "checkpoints.corrupt"
+FORMAT = 1
+
+# Config fields that decide parameter / optimizer-state shapes: a checkpoint written with other values
+# cannot be restored into this model. Listed (not derived) so the error can name them.
+SHAPE_FIELDS = (
+    "model.width", "model.depth", "model.mlp_dim", "model.num_heads", "model.patch_size",
+    "model.posemb", "model.decoder.type", "model.decoder.width", "model.decoder.depth",
+    "model.decoder.num_heads", "model.decoder.mlp_dim", "data.num_frames", "data.image_size",
+    "layerlock.multi_target")
+# Fields that may change on resume but then break bit-exact continuation (data order, masks).
+EXACTNESS_FIELDS = ("seed", "batch_size", "data.source", "data.num_clips", "data.num_workers")
+
+
+class IncompatibleCheckpointError(ValueError):
+  """The workdir's checkpoint belongs to a different model; nothing was changed."""
+
+
+class CorruptCheckpointError(RuntimeError):
+  """Checkpoints exist, but none of them can be read."""
+
+
+@dataclasses.dataclass
+class Progress:
+  """Accounting that must survive restarts (throughput, ETA)."""
+  train_seconds: float = 0.0   # wall time spent in training steps, without compiles and restarts
+  clips_seen: int = 0          # global clips consumed
+
+
+@dataclasses.dataclass
+class Restored:
+  step: int
+  state: state_lib.TrainState
+  spec: state_lib.StageSpec     # the stage `state` is split for (maybe not the schedule's at `step`)
+  progress: Progress
+  meta: dict
+
+
+def _get(config, dotted: str):
+  value = config
+  for part in dotted.split("."):
+    value = value[part]
+  return value
+
+
+def _plain(value):
+  """Config values as JSON-comparable values (tuples and lists compare equal after a round trip)."""
+  return list(value) if isinstance(value, (tuple, list)) else value
+
+
+def shape_fields(config) -> dict:
+  fields = {name: _plain(_get(config, name)) for name in SHAPE_FIELDS}
+  # Derived: multi_target makes one latent head per freezable block, and grad clipping adds an
+  # optimizer-state entry; both change the saved tree without a dimension field changing.
+  fields["latent_heads"] = video_mae.VideoMAE(config).num_latent_heads
+  fields["optimizer.grad_clip>0"] = bool(config.optimizer.grad_clip > 0)
+  return fields
+
+
+def _diff(saved: dict, current: dict) -> list[str]:
+  return [f"{k}: checkpoint {saved.get(k)!r} != config {current.get(k)!r}"
+          for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+
+
+def _key_str(path) -> str:
+  return "/".join(str(getattr(p, "key", getattr(p, "name", getattr(p, "idx", p)))) for p in path)
+
+
+def _leaf_shapes(tree) -> dict:
+  """path -> (shape, dtype) for every array-like leaf; works on Orbax metadata and abstract trees."""
+  flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
+  return {_key_str(p): (tuple(x.shape), str(jnp.dtype(x.dtype))) for p, x in flat
+          if hasattr(x, "shape")}
+
+
+def _tree_mismatch(saved_tree, target) -> list[str]:
+  saved, want = _leaf_shapes(saved_tree), _leaf_shapes(target)
+  out = [f"{p}: missing in checkpoint" for p in sorted(set(want) - set(saved))]
+  out += [f"{p}: in checkpoint only" for p in sorted(set(saved) - set(want))]
+  out += [f"{p}: checkpoint {saved[p]} != model {want[p]}" for p in sorted(set(saved) & set(want))
+          if saved[p] != want[p]]
+  return out
+
+
+def _brief(err: Exception) -> str:
+  text = str(err).splitlines()[0] if str(err) else ""
+  return f"{type(err).__name__}: {text[:300]}"
+
+
+def _progress(meta: dict) -> Progress:
+  known = {f.name for f in dataclasses.fields(Progress)}
+  return Progress(**{k: v for k, v in meta["progress"].items() if k in known})
+
+
+def _spec_from(meta: dict) -> state_lib.StageSpec:
+  """The saved StageSpec. JSON turned its tuples into lists; they must be tuples again, or the spec
+  would be unhashable (it keys the compiled-step cache) and unequal to the schedule's."""
+  known = {f.name for f in dataclasses.fields(state_lib.StageSpec)}
+  saved = meta["stage"]
+  unknown = sorted(set(saved) - known)
+  if unknown:
+    raise IncompatibleCheckpointError(
+        f"the checkpoint's stage has fields this code does not know: {unknown} (written by a "
+        "newer version?)")
+  return state_lib.StageSpec(**{k: tuple(v) if isinstance(v, list) else v
+                                for k, v in saved.items()})
+
+
+def _quiet_orbax(record) -> bool:
+  """Hide Orbax's per-save INFO chatter (dozens of lines per checkpoint) and its warnings that a
+  read-only manager (used on purpose to inspect checkpoints) is read-only; other warnings show.
+
+  Orbax logs through absl's logger, our code through the root logger, so only Orbax is filtered.
+  """
+  if "/orbax/" not in record.pathname:
+    return True
+  if record.levelno < logging.WARNING:
+    return False
+  return not str(record.msg).startswith(("Given directory is read only",
+                                         "CheckpointManagerOptions.read_only=True"))
+
+
+def _manager(directory: str, config=None, *, read_only: bool = False) -> ocp.CheckpointManager:
+  logging.getLogger("absl").addFilter(_quiet_orbax)  # idempotent: same function object
+  keep = ocp.checkpoint_managers
+  policies = [keep.LatestN(n=int(config.keep_checkpoints) if config else 1)]
+  if config and config.keep_every > 0:
+    policies.append(keep.EveryNSteps(interval_steps=int(config.keep_every)))
+  options = ocp.CheckpointManagerOptions(
+      # The train loop decides when to save (checkpoint_every, end, preemption).
+      save_interval_steps=0 if read_only else 1,
+      preservation_policy=keep.AnyPreservationPolicy(policies),
+      cleanup_tmp_directories=not read_only,  # remnants of saves that were killed midway
+      enable_async_checkpointing=True, read_only=read_only, create=not read_only)
+  # Handlers named up front (not inferred from the first save), so a fresh manager can read the
+  # metadata of existing steps before anything is saved or restored.
+  handlers = {"state": ocp.StandardCheckpointHandler(),
+              "data_iter": grain.checkpoint.CheckpointHandler(),
+              "meta": ocp.JsonCheckpointHandler()}
+  return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
+
+
+class Checkpoints:
+  """The checkpoints of one workdir: save every N steps asynchronously, restore the latest."""
+
+  def __init__(self, directory: str, config, *, read_only: bool = False):
+    self.config = config
+    self.directory = os.path.abspath(directory)
+    self.manager = _manager(self.directory, None if read_only else config, read_only=read_only)
+
+  @classmethod
+  def in_workdir(cls, workdir: str, config) -> "Checkpoints":
+    return cls(os.path.join(workdir, CHECKPOINTS), config)
+
+  def steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  # --- save --------------------------------------------------------------------------------------
+  def save(self, step: int, state, spec: state_lib.StageSpec, data_iter, progress: Progress, *,
+           wait: bool = False) -> bool:
+    """Start saving `state` (split for `spec`) after `step` steps; returns False if it exists.
+
+    Orbax copies the arrays to host memory before returning, so the caller may donate `state` to
+    the next step right away; the writing happens in a background thread.
+    """
+    meta = {"format": FORMAT, "step": int(step), "stage": dataclasses.asdict(spec),
+            "progress": dataclasses.asdict(progress), "shape_fields": shape_fields(self.config),
+            "exactness_fields": {k: _plain(_get(self.config, k)) for k in EXACTNESS_FIELDS},
+            "process_count": jax.process_count(),
+            "config": json.loads(self.config.to_json_best_effort())}
+    saved = self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data_iter=grain.checkpoint.CheckpointSave(data_iter),
+        meta=ocp.args.JsonSave(meta)))
+    if wait:
+      self.manager.wait_until_finished()
+    return saved
+
+  def close(self):
+    """Finish pending writes (every process must call it: the final commit is collective)."""
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+  # --- restore -----------------------------------------------------------------------------------
+  def read_meta(self, step: int) -> dict:
+    return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
+  def check_compatible(self, step: int, meta: dict, trainer) -> state_lib.StageSpec:
+    """Raise IncompatibleCheckpointError unless `step` restores into `trainer`'s model."""
+    problems = _diff(meta["shape_fields"], shape_fields(self.config))
+    spec = _spec_from(meta)
+    if not problems:
+      saved_tree = self.manager.item_metadata(step)["state"]
+      problems = _tree_mismatch(saved_tree, trainer.abstract_state(spec))
+    if problems:
+      raise IncompatibleCheckpointError(
+          f"{self.directory}/{step} was written for a different model; refusing to resume (nothing "
+          "was changed). Mismatched: " + "; ".join(problems[:12])
+          + ". Use a new --workdir, or --config.init_from=<this checkpoint> to start from its "
+          "parameters if only non-shape fields differ.")
+    changed = _diff(meta.get("exactness_fields", {}),
+                    {k: _plain(_get(self.config, k)) for k in EXACTNESS_FIELDS})
+    if changed:
+      logging.warning("resuming with changed fields (continuation will not be bit-exact): %s",
+                      "; ".join(changed))
+    return spec
+
+  def restore_latest(self, trainer, data_iter) -> Optional[Restored]:
+    """Restore the newest readable checkpoint (sets `data_iter`'s position); None if there is none.
+
+    An incompatible checkpoint raises before any array is read; an unreadable one is moved aside
+    with a warning and the previous one is tried.
+    """
+    found = self.steps()
+    for step in reversed(found):
+      try:
+        meta = self.read_meta(step)
+        spec = self.check_compatible(step, meta, trainer)
+        state = self._restore_arrays(step, trainer.abstract_state(spec), data_iter, meta)
+      except IncompatibleCheckpointError:
+        raise  # another model: older steps are no better, and the user must decide
+      except Exception as err:  # pylint: disable=broad-except
+        self._set_aside(step, _brief(err))  # unreadable meta, tree metadata or arrays
+        continue
+      logging.info("restored checkpoint %s/%d (stage k=%d, %s)", self.directory, step,
+                   spec.frozen_layers, spec.target)
+      return Restored(step, state, spec, _progress(meta), meta)
+    if found:
+      raise CorruptCheckpointError(
+          f"none of the checkpoints {found} in {self.directory} could be read (moved to "
+          f"{CORRUPT}/); refusing to start from scratch over them. Move {self.directory} away "
+          "to start a new run in this workdir.")
+    return None
+
+  def _restore_arrays(self, step, target, data_iter, meta):
+    count = jax.process_count()
+    saved_count = int(meta.get("process_count", count))
+    args = {"state": ocp.args.StandardRestore(target)}
+    if saved_count == count:
+      args["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
+    restored = self.manager.restore(step, args=ocp.args.Composite(**args))
+    if saved_count != count:
+      data_iter.set_state(redeal_data_state(self._data_dir(step), saved_count, count))
+    return restored.state
+
+  def _data_dir(self, step: int) -> str:
+    return os.path.join(self.directory, str(step), "data_iter")
+
+  def _set_aside(self, step: int, why: str):
+    logging.warning("skipping checkpoint %s/%d: %s; moving it to %s/ and trying the previous one",
+                    self.directory, step, why, CORRUPT)
+    if jax.process_index() == 0:
+      dest = os.path.join(os.path.dirname(self.directory), CORRUPT, f"{step}-{int(time.time())}")
+      os.makedirs(os.path.dirname(dest), exist_ok=True)
+      os.replace(os.path.join(self.directory, str(step)), dest)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"layerlock_set_aside_{step}")
+    self.manager.reload()
+
+
+def redeal_data_state(data_dir: str, saved_count: int, count: int) -> dict:
+  """Data position for a different process count (e.g. resuming on more hosts).
+
+  data/pipeline.py deals one global shuffled stream round-robin to processes, so after n stream
+  elements in total each of P processes has read n / P of its share, and its grain state is
+  exactly {"next_index": n / P}. That lets a position be re-dealt to P' processes; any other state
+  shape (e.g. with worker processes) cannot be translated and is refused.
+  """
+  with open(os.path.join(data_dir, f"process_0-of-{saved_count}.json")) as f:
+    saved = json.load(f)
+  total = saved.get("next_index", 0) * saved_count if set(saved) == {"next_index"} else None
+  if total is None or total % count:
+    raise IncompatibleCheckpointError(
+        f"checkpoint written by {saved_count} processes, resumed by {count}: the data iterator "
+        f"state {saved} cannot be re-dealt (fields: process_count)")
+  return {"next_index": total // count}
+
+
+# --- loading checkpoints outside the resume path --------------------------------------------------
+def resolve(path: str) -> tuple[str, int]:
+  """(checkpoints dir, step) for a workdir, a checkpoints dir or a step dir (latest if not given)."""
+  path = os.path.abspath(os.path.expanduser(path))
+  if os.path.isdir(os.path.join(path, "meta")) and os.path.isdir(os.path.join(path, "state")):
+    return os.path.dirname(path), int(os.path.basename(path))
+  if os.path.isdir(os.path.join(path, CHECKPOINTS)):
+    path = os.path.join(path, CHECKPOINTS)
+  steps = []
+  if os.path.isdir(path):
+    manager = _manager(path, read_only=True)
+    steps = manager.all_steps()
+    manager.close()
+  if not steps:
+    raise FileNotFoundError(f"no complete checkpoint under {path}")
+  return path, max(steps)
+
+
+def restore(path: str, trainer, data_iter=None) -> Restored:
+  """Restore the train state of a checkpoint (workdir / checkpoints dir / step dir) on
+  `trainer`'s mesh, e.g. for evaluation or tests. The stage is the saved one."""
+  directory, step = resolve(path)
+  ckpts = Checkpoints(directory, trainer.config, read_only=True)
+  meta = ckpts.read_meta(step)
+  spec = ckpts.check_compatible(step, meta, trainer)
+  args = {"state": ocp.args.StandardRestore(trainer.abstract_state(spec))}
+  if data_iter is not None:
+    args["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
+  state = ckpts.manager.restore(step, args=ocp.args.Composite(**args)).state
+  ckpts.manager.close()
+  return Restored(step, state, spec, _progress(meta), meta)
+
+
+def init_from(path: str, trainer, spec: state_lib.StageSpec) -> state_lib.TrainState:
+  """A fresh TrainState (step 0, new optimizer state) whose parameters come from a checkpoint.
+
+  Only `params` and `frozen` are read (an Orbax partial restore), so the optimizer, schedule and
+  data settings of the source run do not matter; the model shape must match.
+  """
+  directory, step = resolve(path)
+  manager = _manager(directory, read_only=True)
+  meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+  # Parameter shapes only: the optimizer state is not read, and multi_target matters only
+  # through the number of latent heads it makes.
+  fields = set(SHAPE_FIELDS) - {"layerlock.multi_target"} | {"latent_heads"}
+  problems = _diff({k: v for k, v in meta["shape_fields"].items() if k in fields},
+                   {k: v for k, v in shape_fields(trainer.config).items() if k in fields})
+  saved_spec = _spec_from(meta)
+  target = trainer.abstract_state(saved_spec)
+  target = {"params": target.params, "frozen": target.frozen}
+  saved_tree = manager.item_metadata(step)["state"]
+  if not problems:
+    problems = _tree_mismatch({"params": saved_tree["params"], "frozen": saved_tree["frozen"]},
+                              target)
+  manager.close()
+  if problems:
+    raise IncompatibleCheckpointError(
+        f"--config.init_from={path}: parameters of a different model. Mismatched: "
+        + "; ".join(problems[:12]))
+  restored = ocp.Checkpointer(ocp.PyTreeCheckpointHandler()).restore(
+      os.path.join(directory, str(step), "state"), args=ocp.args.PyTreeRestore(
+          item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+          partial_restore=True))
+  logging.info("init_from %s/%d: parameters only (saved at stage k=%d)", directory, step,
+               saved_spec.frozen_layers)
+
+  def build(params, frozen):
+    full = state_lib.merge(params, frozen)
+    trainable, held = state_lib.partition(full, spec)
+    return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=trainable, frozen=held,
+                                opt_state=trainer.tx.init(trainable))
+  return jax.jit(build, out_shardings=trainer.state_shardings(spec))(restored["params"],
+                                                                      restored["frozen"])
+
+
+# --- preemption ------------------------------------------------------------------------------------
+class Preemption:
+  """Has the job been asked to stop? SIGTERM (single process) or JAX's preemption sync point.
+
+  With several processes the signal is left to JAX's preemption service (installed by
+  jax.distributed.initialize): a Python handler would replace it, and hosts that each noticed
+  SIGTERM at a different step would save different steps and hang in the collective save.
+  `reached_preemption_sync_point` makes every host agree on one step.
+  """
+
+  def __init__(self, manager: ocp.CheckpointManager):
+    self.manager = manager
+    self.signalled: Optional[int] = None
+    self._previous = None
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._on_signal)
+
+  def _on_signal(self, signum, frame):
+    del frame
+    self.signalled = signum
+    logging.warning("received signal %d: checkpointing after the current step, then exiting",
+                    signum)
+
+  def reached(self, step: int) -> bool:
+    # Called once per step on every process: the sync point protocol needs every host to ask.
+    return self.manager.reached_preemption(step) or self.signalled is not None
+
+  def close(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
+
+
+def main(argv):
+  """`python -m layerlock_jax.checkpoint WORKDIR`: list the checkpoints and what they hold."""
+  directory, _ = resolve(argv[1])
+  manager = _manager(directory, read_only=True)
+  for step in sorted(manager.all_steps()):
+    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    progress = meta["progress"]
+    print(f"step {step}: stage k={meta['stage']['frozen_layers']} ({meta['stage']['target']}), "
+          f"{progress['clips_seen']} clips, {progress['train_seconds']:.1f}s training, "
+          f"{meta['process_count']} process(es); {epath.Path(directory) / str(step)}")
+  manager.close()
+
+
+if __name__ == "__main__":
+  import sys  # pylint: disable=g-import-not-at-top
+  main(sys.argv)
