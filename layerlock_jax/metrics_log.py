@@ -48,23 +48,37 @@ class MetricsLog:
     truncate_jsonl(self.path, start_step)
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
+      # purge_step: after a resume, TensorBoard drops the events a killed run wrote past the
+      # checkpoint, so no step appears twice.
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30,
+                               purge_step=start_step + 1 if start_step else None)
 
   def reset_clock(self, step: int):
     """Restart throughput measurement (after a compile, so it does not count as training)."""
     self._last_time, self._last_step = time.perf_counter(), step
 
-  def write(self, step: int, metrics: dict, *, batch_size: int) -> dict:
-    """Log metrics of `step` (optimizer steps done); adds throughput and ETA; returns the record."""
+  def write(self, step: int, metrics: dict, *, batch_size: int, flops_per_step: float = 0.0,
+            peak_flops: float | None = None) -> dict:
+    """Log metrics of `step` (optimizer steps done); adds throughput, ETA and MFU.
+
+    flops_per_step: analytic model FLOPs of one step (flops.step_flops); peak_flops: the combined
+    peak FLOP/s of all devices of the run (None: unknown, MFU not logged).
+    """
     now = time.perf_counter()
     steps = step - self._last_step
     dt = now - self._last_time
     record = {"step": int(step)}
     record.update({k: _jsonable(v) for k, v in metrics.items()})
+    if flops_per_step:
+      record["flops_per_step"] = float(flops_per_step)
     if steps > 0 and dt > 0:
       record["steps_per_sec"] = steps / dt
       record["clips_per_sec"] = steps * batch_size / dt
       record["eta_sec"] = (self.total_steps - step) * dt / steps
+      if flops_per_step:
+        record["achieved_flops_per_sec"] = flops_per_step * steps / dt
+        if peak_flops:
+          record["mfu"] = record["achieved_flops_per_sec"] / peak_flops
     self._last_time, self._last_step = now, step
     if self.is_main:
       with open(self.path, "a") as f:

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from layerlock_jax import checkpoint
+from layerlock_jax import flops
 from layerlock_jax import optimizer as optim
 from layerlock_jax import schedule
 from layerlock_jax import sharding
@@ -126,9 +127,27 @@ class Trainer:
       self._step_fns[spec] = compiled
     return self._step_fns[spec]
 
+  def flops_per_step(self, spec) -> float:
+    """Analytic model FLOPs of one step at this stage (the MFU numerator; no remat recompute)."""
+    return flops.step_flops(self.config, spec.frozen_layers)["model_flops"]
+
   @property
   def compiles(self) -> int:
     return len(self._step_fns)
+
+
+def run_peak_flops(trainer) -> float | None:
+  """Combined peak FLOP/s of the run's devices (the MFU denominator).
+
+  Accelerators: the datasheet figure per device (flops.PEAK_FLOPS) times the device count. CPU:
+  there is no meaningful datasheet peak for XLA, so a large matmul is measured once now; forced
+  CPU "devices" share the same cores, so that figure is the total, not a per-device one.
+  """
+  device = trainer.mesh.devices.flat[0]
+  if device.platform == "cpu":
+    return flops.measure_cpu_peak_flops(trainer.config.model.dtype)
+  peak = flops.device_peak_flops(device, trainer.config.model.dtype)
+  return peak * trainer.mesh.devices.size if peak else None
 
 
 def write_config(config, workdir: str):
@@ -181,6 +200,7 @@ def run(config, workdir: str, devices=None) -> RunResult:
 
   log = MetricsLog(workdir, is_main=is_main, total_steps=config.total_steps,
                    start_step=start_step)
+  peak_flops = run_peak_flops(trainer)
   preemption = checkpoint.Preemption(ckpts.manager)
   note("training from step %d", start_step)
   last, preempted = {}, False
@@ -202,13 +222,17 @@ def run(config, workdir: str, devices=None) -> RunResult:
         clock = time.perf_counter()  # compiling is not training time
       state, metrics = step_fn(state, video)
       done = step + 1
-      progress.train_seconds += time.perf_counter() - clock
       progress.clips_seen += config.batch_size
       if done % config.log_every == 0 or done == config.total_steps:
-        metrics = jax.device_get(metrics)
+        metrics = jax.device_get(metrics)  # waits for the step: the time up to here was training
+        now = time.perf_counter()
+        progress.train_seconds += now - clock
+        clock = now
         metrics.update(frozen_layers=spec.frozen_layers, target=spec.target,
-                       clips_seen=progress.clips_seen, train_seconds=progress.train_seconds)
-        last = log.write(done, metrics, batch_size=config.batch_size)
+                       clips_seen=progress.clips_seen, train_seconds=progress.train_seconds,
+                       **pipeline.bad_input_metrics())
+        last = log.write(done, metrics, batch_size=config.batch_size, peak_flops=peak_flops,
+                         flops_per_step=trainer.flops_per_step(spec))
       # Saved with `spec`, the split `state` is in; a resume re-splits if the schedule differs.
       if done < config.total_steps and preemption.reached(done):
         note("preempted: checkpointing step %d and stopping", done)
@@ -216,14 +240,16 @@ def run(config, workdir: str, devices=None) -> RunResult:
         preempted = True
         break
       if config.checkpoint_every and done % config.checkpoint_every == 0:
+        progress.train_seconds += time.perf_counter() - clock
         ckpts.save(done, state, spec, data_iter, progress)
-      clock = time.perf_counter()  # logging and saving are not training time either
+        clock = time.perf_counter()  # saving is not training time
     if not preempted and start_step < config.total_steps:
       ckpts.save(config.total_steps, state, spec, data_iter, progress)
   finally:
     # Also on errors: pending async writes finish (or fail loudly) and SIGTERM goes back to
     # its previous handler.
     note("waiting for checkpoint writes")
+    data_iter.close()  # stops grain worker processes and frees their shared memory
     preemption.close()
     ckpts.close()
     log.close()
