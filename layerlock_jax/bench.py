@@ -1,0 +1,596 @@
+"""Training-step benchmarks: `python -m layerlock_jax.bench [--config=configs/tiny.py] [--out=F]`.
+
+For one config, in ONE process, it measures the compiled train step of layerlock_jax.train.Trainer
+(the program training runs, not a re-implementation) and prints a table plus JSON:
+  step time (median of timed steps after warm-up, each ended by jax.block_until_ready), clips/s,
+  analytic FLOPs (layerlock_jax/flops.py), MFU, compiled memory per device (temp / argument /
+  output bytes of `compiled.memory_analysis()`), compile time;
+and sweeps (--sweeps): freeze depth k (pixel-target and latent-target LayerLock stages), remat
+policy, batch size, attention path, compute dtype, the data loader's clips/s beside the step's
+consumption, and the Hugging Face PyTorch VideoMAE on the identical config (when torch and
+transformers are importable: `pip install -e .[torch]`).
+
+Why variants are timed interleaved (`time_interleaved`): the 2-core machines this runs on are
+shared, and background load drifts over minutes. Timing variant A for a minute and then variant B
+would fold that drift into the A/B ratio; round-robin rounds (A, B, C, A, B, C, ...) spread it over
+all variants alike, and medians drop the rounds a neighbour's burst hit.
+
+Ratios are the product: absolute times depend on the machine and its load, ratios taken in one run
+much less. Nothing here asserts a speed; tests assert behaviour.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import re
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from layerlock_jax import config_defaults
+from layerlock_jax import flops
+from layerlock_jax import state as state_lib
+from layerlock_jax import train
+
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "configs", "tiny.py")
+MIB = 2 ** 20
+SWEEPS = ("freeze", "remat", "batch", "attention", "dtype", "loader", "torch")
+
+
+# --- One measured variant ----------------------------------------------------------------------
+@dataclasses.dataclass
+class Variant:
+  """A compiled step (or any callable step) plus what it is, ready to be timed."""
+  group: str
+  name: str
+  row: dict                               # static facts: flops, memory, compile time, ...
+  step: Callable[[], None]                # runs ONE step and waits for it
+  compiled: Any = None                    # the jax Compiled, for HLO inspection
+  times: list = dataclasses.field(default_factory=list)
+  cpu_times: list = dataclasses.field(default_factory=list)
+
+  def clone(self, group: str, name: str, **row_updates) -> "Variant":
+    """The same compiled step under another group: re-timed with that group, never recompiled."""
+    return Variant(group, name, {**self.row, "group": group, "variant": name, **row_updates},
+                   self.step, self.compiled)
+
+
+def random_video(config, seed: int = 0) -> np.ndarray:
+  """uint8 clips (B, T, H, W, 3): the dtype the loader yields, so the step converts in-graph."""
+  d = config.data
+  return np.random.default_rng(seed).integers(
+      0, 256, (config.batch_size, d.num_frames, d.image_size, d.image_size, 3), dtype=np.uint8)
+
+
+def _fresh_state(trainer: train.Trainer, full_params, spec) -> state_lib.TrainState:
+  """The train state of `spec` from one full parameter tree, in the step's input shardings.
+
+  Cheaper than Trainer.init_state per stage (that compiles an init per spec). Every leaf is
+  COPIED: the compiled step donates its state, and a leaf shared with `full_params` (partition
+  passes whole sub-trees through) would be deleted under the next variant built from it.
+  """
+  params, frozen = state_lib.partition(full_params, spec)
+  st = state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
+                            opt_state=trainer.tx.init(params))
+  st = jax.tree.map(lambda x: jnp.array(x, copy=True), st)
+  return jax.device_put(st, trainer.state_shardings(spec))
+
+
+def init_params(trainer: train.Trainer):
+  return nn.unbox(jax.jit(trainer.model.init)(jax.random.key(trainer.config.seed)))
+
+
+def build_variant(group: str, name: str, config, frozen_layers: int = 0, *,
+                  trainer: train.Trainer | None = None, full_params=None,
+                  peak: dict | None = None) -> Variant:
+  """Compile the Trainer's step for (config, frozen_layers) and collect its static facts.
+
+  `trainer` / `full_params` may be shared between variants of one config (the freeze sweep):
+  one model init instead of one per k. `peak` caches the MFU denominator per dtype.
+  """
+  trainer = trainer or train.Trainer(config)
+  if full_params is None:
+    full_params = init_params(trainer)
+  ll = config.layerlock
+  latent = frozen_layers and ll.enabled and ll.target == "latent"
+  target = f"block_{frozen_layers}" if latent else "pixels"
+  spec = state_lib.stage_spec(config, frozen_layers, target)
+  st = _fresh_state(trainer, full_params, spec)
+  video = jax.device_put(random_video(config), trainer.video_sharding)
+  before = trainer.compile_seconds
+  compiled = trainer.step_fn(spec, st, video)
+  compile_s = trainer.compile_seconds - before
+  mem = compiled.memory_analysis()
+  f = flops.step_flops(config, frozen_layers)
+  devices = trainer.mesh.devices.size
+  row = {
+      "group": group, "variant": name, "frozen_layers": frozen_layers, "target": spec.target,
+      "latent": spec.latent, "batch": config.batch_size, "dtype": config.model.dtype,
+      "remat": config.model.remat_policy, "attention": config.model.attention,
+      "devices": devices, "model_flops": f["model_flops"], "hardware_flops": f["hardware_flops"],
+      "temp_bytes": mem.temp_size_in_bytes if mem else None,
+      "argument_bytes": mem.argument_size_in_bytes if mem else None,
+      "output_bytes": mem.output_size_in_bytes if mem else None,
+      "compile_s": compile_s,
+      "peak_flops_per_device": _peak(trainer.mesh.devices.flat[0], config.model.dtype, peak),
+  }
+  box = {"state": st}
+
+  def step():
+    box["state"], metrics = compiled(box["state"], video)
+    jax.block_until_ready((box["state"], metrics))
+
+  return Variant(group, name, row, step, compiled)
+
+
+def _peak(device, dtype: str, cache: dict | None) -> float | None:
+  """Datasheet peak on accelerators; on CPU what a large matmul achieves (flops.py explains)."""
+  cache = {} if cache is None else cache
+  if dtype not in cache:
+    value = flops.device_peak_flops(device, dtype)
+    if value is None and device.platform == "cpu":
+      value = flops.measure_cpu_peak_flops(dtype, n=2048, repeats=10)
+    cache[dtype] = value
+  return cache[dtype]
+
+
+def scan_loops(hlo_text: str) -> dict[str, list[int]]:
+  """Trip counts of the layer-scan while loops of a compiled step, split forward / backward.
+
+  The check behind "the frozen prefix costs forward only": a k-block frozen prefix must show up
+  as ONE forward loop of k trips and no backward (autodiff `transpose`) loop of k trips. RNG
+  loops (threefry) are whiles too and are skipped by requiring the BlockStack op name.
+  """
+  loops = {"forward": [], "backward": []}
+  for line in hlo_text.splitlines():
+    if " while(" not in line:
+      continue
+    name = re.search(r'op_name="([^"]*)"', line)
+    trips = re.search(r'"known_trip_count":\{"n":"(\d+)"\}', line)
+    if not name or "BlockStack" not in name.group(1):
+      continue
+    kind = "backward" if "transpose(" in name.group(1) else "forward"
+    loops[kind].append(int(trips.group(1)) if trips else -1)
+  return {k: sorted(v) for k, v in loops.items()}
+
+
+# --- Timing ------------------------------------------------------------------------------------
+def time_interleaved(variants: list[Variant], *, warmup: int, steps: int, rounds: int) -> None:
+  """`warmup` untimed steps each, then `rounds` round-robin passes of `steps` timed steps each.
+
+  Fills `variant.times` and finishes each row with its median step time, clips/s and MFU.
+  """
+  for v in variants:
+    for _ in range(warmup):
+      v.step()
+  for _ in range(rounds):
+    for v in variants:
+      for _ in range(steps):
+        start, cpu = time.perf_counter(), time.process_time()
+        v.step()
+        v.times.append(time.perf_counter() - start)
+        v.cpu_times.append(time.process_time() - cpu)
+  for v in variants:
+    finish_row(v)
+
+
+def finish_row(v: Variant) -> None:
+  r = v.row
+  r["step_s"] = statistics.median(v.times)
+  r["step_s_min"] = min(v.times)
+  # Process CPU seconds per step: less sensitive than wall time to neighbours on a shared
+  # machine (though threads that spin while descheduled peers hold them up still count).
+  r["cpu_s"] = statistics.median(v.cpu_times)
+  r["timed_steps"] = len(v.times)
+  r["clips_per_s"] = r["batch"] / r["step_s"]
+  if r.get("model_flops"):
+    r["mfu"] = flops.mfu(r["model_flops"], r["step_s"], r["devices"],
+                         r.get("peak_flops_per_device"))
+    r["achieved_tflops"] = r["model_flops"] / r["step_s"] / 1e12
+
+
+# --- Sweeps ------------------------------------------------------------------------------------
+def with_overrides(config, **fields):
+  """A copy of `config` with dotted fields (`model__dtype="bfloat16"`) replaced."""
+  c = copy.deepcopy(config)
+  for dotted, value in fields.items():
+    node = c
+    *parents, leaf = dotted.split("__")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+def add_freeze_savings(rows: list[dict]) -> None:
+  """Analytic vs measured saving against the k=0 row of the same group, and their ratio.
+
+  realized/theoretical = (1 - t_k / t_0) / (1 - F_k / F_0): 1.0 means the step got exactly as much
+  faster as the FLOP model says it should; below 1, time is spent that the FLOPs do not explain.
+  """
+  base = {r["group"]: r for r in rows
+          if r["group"].startswith("freeze") and r["frozen_layers"] == 0}
+  for r in rows:
+    b = base.get(r["group"])
+    if b is None or "step_s" not in r:
+      continue
+    r["flops_saving"] = 1 - r["hardware_flops"] / b["hardware_flops"]
+    r["time_saving"] = 1 - r["step_s"] / b["step_s"]
+    # Negative savings (a latent stage costs MORE than k=0) give a meaningful ratio too:
+    # "the extra cost is this fraction of the extra FLOPs".
+    ok = abs(r["flops_saving"]) > 1e-9
+    r["realized_over_theoretical"] = r["time_saving"] / r["flops_saving"] if ok else None
+    # The same from process CPU seconds per step: on a shared machine wall time also holds the
+    # time neighbours ran on "our" cores, CPU seconds mostly only the work this step did.
+    r["cpu_saving"] = 1 - r["cpu_s"] / b["cpu_s"]
+    r["realized_over_theoretical_cpu"] = r["cpu_saving"] / r["flops_saving"] if ok else None
+    if r.get("temp_bytes") is not None and b.get("temp_bytes"):
+      r["temp_vs_k0"] = r["temp_bytes"] / b["temp_bytes"]
+
+
+def saving_fit(rows: list[dict], group: str, key: str = "time_saving") -> float | None:
+  """Least-squares slope (through 0) of measured saving on analytic saving over a group's k.
+
+  One number for "realized / theoretical" over the whole sweep. Per-k ratios divide two small
+  numbers at small k (freezing 1 of 12 blocks saves ~6%), so a few points of timing noise swing
+  them widely; the slope weights each k by its analytic saving and averages the noise out.
+  """
+  pts = [(r["flops_saving"], r[key]) for r in rows
+         if r["group"] == group and r.get("flops_saving") and key in r]
+  den = sum(f * f for f, _ in pts)
+  return sum(f * t for f, t in pts) / den if den else None
+
+
+def loader_throughput(config, *, batches: int) -> dict:
+  """Clips/s of the grain pipeline alone (main process, nothing else running in this process)."""
+  from layerlock_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  it = pipeline.make_train_iterator(config.data, seed=config.seed,
+                                    global_batch_size=config.batch_size, process_index=0,
+                                    process_count=1)
+  next(it)  # the first batch pays for building the source and starting the read threads
+  start = time.perf_counter()
+  for _ in range(batches):
+    next(it)
+  seconds = time.perf_counter() - start
+  if hasattr(it, "close"):
+    it.close()
+  del it
+  return {"group": "loader", "variant": config.data.source, "batch": config.batch_size,
+          "batches": batches, "clips_per_s": batches * config.batch_size / seconds,
+          "workers": config.data.num_workers}
+
+
+# --- The Hugging Face PyTorch reference (issue 9) ----------------------------------------------
+def torch_available() -> bool:
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  return all(importlib.util.find_spec(m) is not None for m in ("torch", "transformers"))
+
+
+def hf_videomae_config(config):
+  """Our config -> transformers.VideoMAEConfig with the same sizes (light decoder only).
+
+  Same compute, not the same numerics: HF uses a 1-D sin-cos table where we may learn a 3-D one,
+  and its norm-pix target is per channel; neither changes a matmul shape. use_mean_pooling=True
+  keeps HF from adding a final encoder LayerNorm that our encoder does not have.
+  """
+  import transformers  # pylint: disable=g-import-not-at-top
+  m, dec = config.model, config.model.decoder
+  pt, ph, pw = m.patch_size
+  if ph != pw or dec.type != "light":
+    raise ValueError("HF VideoMAE needs square patches and the light decoder")
+  return transformers.VideoMAEConfig(
+      image_size=config.data.image_size, patch_size=ph, num_channels=3,
+      num_frames=config.data.num_frames, tubelet_size=pt, hidden_size=m.width,
+      num_hidden_layers=m.depth, num_attention_heads=m.num_heads, intermediate_size=m.mlp_dim,
+      hidden_act="gelu", layer_norm_eps=m.layer_norm_eps, qkv_bias=True,
+      use_mean_pooling=True, decoder_num_attention_heads=dec.num_heads,
+      decoder_hidden_size=dec.width, decoder_num_hidden_layers=dec.depth,
+      decoder_intermediate_size=dec.mlp_dim, norm_pix_loss=True)
+
+
+def torch_variant(config, *, threads: int = 2, attn_implementation: str = "sdpa",
+                  name: str = "hf_videomae") -> Variant:
+  """VideoMAEForPreTraining train step: forward + backward (+ clip) + AdamW, float32 or autocast.
+
+  Same batch, clip, masked count (a fixed bool_masked_pos, as HF requires equal counts per row),
+  optimizer hyper-parameters and gradient clipping as our step; gradient checkpointing off.
+  """
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(threads)
+  torch.manual_seed(config.seed)
+  hf_cfg = hf_videomae_config(config)
+  start = time.perf_counter()
+  model = transformers.VideoMAEForPreTraining._from_config(  # pylint: disable=protected-access
+      hf_cfg, attn_implementation=attn_implementation)
+  model.train()
+  o = config.optimizer
+  opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(o.b1, o.b2), eps=o.eps,
+                          weight_decay=o.weight_decay)
+  b, d = config.batch_size, config.data
+  video = torch.rand(b, d.num_frames, 3, d.image_size, d.image_size)
+  geo = flops.token_geometry(config)
+  noise = torch.rand(b, geo["num_tokens"])
+  masked_ids = noise.argsort(dim=1)[:, :geo["num_masked"]]
+  mask = torch.zeros(b, geo["num_tokens"], dtype=torch.bool).scatter_(1, masked_ids, True)
+  autocast = config.model.dtype == "bfloat16"
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+      loss = model(video, bool_masked_pos=mask).loss
+    loss.backward()
+    if o.grad_clip > 0:
+      torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+    opt.step()
+
+  step()  # first call allocates the AdamW moments: the analogue of our compile
+  f = flops.step_flops(config, 0)
+  row = {"group": "torch", "variant": f"{name}[{attn_implementation}]", "frozen_layers": 0,
+         "batch": b, "dtype": config.model.dtype, "remat": "none (gradient checkpointing off)",
+         "attention": attn_implementation, "devices": 1, "model_flops": f["model_flops"],
+         "hardware_flops": f["model_flops"], "compile_s": time.perf_counter() - start,
+         "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+         "transformers": transformers.__version__}
+  return Variant("torch", row["variant"], row, step)
+
+
+# --- Reporting ---------------------------------------------------------------------------------
+def _fmt(value, spec: str) -> str:
+  return "-" if value is None else format(value, spec)
+
+
+def format_table(rows: list[dict]) -> str:
+  """Fixed-width table of the measured rows (loader rows are printed separately).
+
+  "step ms" is the median wall time per step, "cpu ms" the median process CPU time per step.
+  """
+  head = (f"{'group':<16}{'variant':<26}{'batch':>6}{'step ms':>10}{'cpu ms':>9}{'clips/s':>9}"
+          f"{'GFLOP':>9}{'MFU%':>7}{'temp MiB':>10}{'arg MiB':>9}{'out MiB':>9}{'compile s':>10}")
+  lines = [head, "-" * len(head)]
+  for r in rows:
+    if "step_s" not in r:
+      continue
+    mfu = r.get("mfu")
+    lines.append(
+        f"{r['group']:<16}{r['variant']:<26}{r['batch']:>6}{r['step_s'] * 1e3:>10.1f}"
+        f"{r['cpu_s'] * 1e3:>9.1f}{r['clips_per_s']:>9.1f}{r['hardware_flops'] / 1e9:>9.2f}"
+        f"{_fmt(None if mfu is None or mfu != mfu else 100 * mfu, '.1f'):>7}"
+        f"{_fmt(r.get('temp_bytes') and r['temp_bytes'] / MIB, '.1f'):>10}"
+        f"{_fmt(r.get('argument_bytes') and r['argument_bytes'] / MIB, '.1f'):>9}"
+        f"{_fmt(r.get('output_bytes') and r['output_bytes'] / MIB, '.1f'):>9}"
+        f"{r['compile_s']:>10.1f}")
+  return "\n".join(lines)
+
+
+def format_freeze_table(rows: list[dict]) -> str:
+  """Per k: FLOPs, step time, temp memory, analytic vs measured saving and their ratio.
+
+  Two measured savings: wall time (median step) and process CPU seconds (median), each with its
+  realized/theoretical ratio; on a quiet machine they agree, on a loaded one trust the CPU one.
+  """
+  head = (f"{'group':<16}{'k':>3}{'GFLOP':>9}{'step ms':>10}{'temp MiB':>10}{'FLOP save':>11}"
+          f"{'time save':>11}{'real/theo':>11}{'cpu save':>10}{'real/theo':>11}{'temp/k0':>9}")
+  lines = [head, "-" * len(head)]
+  for r in rows:
+    if "flops_saving" not in r:
+      continue
+    lines.append(
+        f"{r['group']:<16}{r['frozen_layers']:>3}{r['hardware_flops'] / 1e9:>9.2f}"
+        f"{r['step_s'] * 1e3:>10.1f}{_fmt(r.get('temp_bytes') and r['temp_bytes'] / MIB, '.1f'):>10}"
+        f"{100 * r['flops_saving']:>10.1f}%{100 * r['time_saving']:>10.1f}%"
+        f"{_fmt(r['realized_over_theoretical'], '.2f'):>11}{100 * r['cpu_saving']:>9.1f}%"
+        f"{_fmt(r['realized_over_theoretical_cpu'], '.2f'):>11}{_fmt(r.get('temp_vs_k0'), '.2f'):>9}")
+  return "\n".join(lines)
+
+
+def environment() -> dict:
+  """What the numbers depend on, recorded next to them."""
+  dev = jax.devices()[0]
+  env = {"jax": jax.__version__, "platform": dev.platform, "device_kind": dev.device_kind,
+         "device_count": jax.device_count(), "cpu_count": os.cpu_count(),
+         "python": sys.version.split()[0]}
+  if hasattr(os, "getloadavg"):
+    env["loadavg_start"] = os.getloadavg()
+  return env
+
+
+# --- The sweep driver --------------------------------------------------------------------------
+@dataclasses.dataclass
+class Settings:
+  sweeps: tuple = SWEEPS
+  freeze_ks: tuple = ()            # () = 0 .. encoder depth - 1
+  remat_policies: tuple = ("none", "nothing_saveable", "dots_saveable",
+                           "dots_with_no_batch_dims_saveable")
+  batch_sizes: tuple = ()          # () = half, 1x and 2x the config's batch
+  attentions: tuple = ("xla", "dot_product")
+  dtypes: tuple = ("float32", "bfloat16")
+  warmup: int = 1
+  steps: int = 2
+  rounds: int = 3
+  loader_batches: int = 20
+  torch_threads: int = 2
+  torch_attention: tuple = ("sdpa",)
+
+
+def run_sweeps(config, settings: Settings, *, log=print) -> dict:
+  """All requested sweeps on `config`; returns {"rows": [...], "environment": {...}}.
+
+  One model init serves every variant (sweeps change no parameter shape), and a sweep value equal
+  to the config's own reuses the base variant's compiled step (re-timed inside that sweep), so
+  only genuinely different programs are compiled.
+  """
+  sweeps = tuple(settings.sweeps)
+  unknown = set(sweeps) - set(SWEEPS)
+  if unknown:
+    raise ValueError(f"unknown sweeps {sorted(unknown)}; choose from {SWEEPS}")
+  t_start = time.perf_counter()
+  env = environment()
+  peak: dict = {}
+  depth = config_defaults.encoder_depth(config)
+  rows = []
+
+  def timed(group_variants):
+    log(f"  timing {len(group_variants)} variant(s) ...")
+    time_interleaved(group_variants, warmup=settings.warmup, steps=settings.steps,
+                     rounds=settings.rounds)
+    rows.extend(v.row for v in group_variants)
+    return group_variants
+
+  log(f"[base] width {config.model.width} x depth {depth}, batch {config.batch_size}")
+  base_trainer = train.Trainer(config)
+  full = init_params(base_trainer)
+  base = build_variant("base", "config", config, trainer=base_trainer, full_params=full,
+                       peak=peak)
+  group = [base]
+  if "torch" in sweeps:
+    if torch_available() and config.model.decoder.type == "light":
+      group += [torch_variant(config, threads=settings.torch_threads, attn_implementation=a)
+                for a in settings.torch_attention]
+    else:
+      log("  no HF row: needs torch + transformers (pip install -e .[torch]) and a light decoder")
+  timed(group)
+  for v in group[1:]:
+    v.row["torch_over_jax"] = v.row["step_s"] / base.row["step_s"]
+
+  if "freeze" in sweeps:
+    ks = tuple(settings.freeze_ks) or tuple(range(depth))
+    for target in ("pixel", "latent"):
+      log(f"[freeze] target={target} k={list(ks)}")
+      c = with_overrides(config, layerlock__enabled=True, layerlock__target=target)
+      trainer = train.Trainer(c)
+      # k=0 is the same program as the base step (no frozen block, pixel loss only): re-time
+      # it here as the reference of this group's savings, for the latent rows too.
+      variants = [base.clone(f"freeze_{target}", "k=0")] if 0 in ks else []
+      variants += [build_variant(f"freeze_{target}", f"k={k}", c, k, trainer=trainer,
+                                 full_params=full, peak=peak) for k in ks if k]
+      timed(variants)
+
+  default_batches = (max(1, config.batch_size // 2), config.batch_size, 2 * config.batch_size)
+  for sweep, field, values in (
+      ("remat", "model__remat_policy", settings.remat_policies),
+      ("batch", "batch_size", settings.batch_sizes or default_batches),
+      ("attention", "model__attention", settings.attentions),
+      ("dtype", "model__dtype", settings.dtypes)):
+    if sweep not in sweeps:
+      continue
+    log(f"[{sweep}] {list(values)}")
+    *parents, leaf = field.split("__")
+    current = config
+    for p in parents:
+      current = current[p]
+    current = current[leaf]
+    variants = []
+    for v in values:
+      name = f"{leaf}={v}"
+      if str(current) == str(v):
+        variants.append(base.clone(sweep, name))
+      else:
+        variants.append(build_variant(sweep, name, with_overrides(config, **{field: v}),
+                                      full_params=full, peak=peak))
+    timed(variants)
+
+  add_freeze_savings(rows)
+  if "loader" in sweeps:
+    log("[loader]")
+    row = loader_throughput(config, batches=settings.loader_batches)
+    row["step_clips_per_s"] = base.row["clips_per_s"]
+    row["loader_over_step"] = row["clips_per_s"] / base.row["clips_per_s"]
+    rows.append(row)
+  env["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+  env["wall_s"] = time.perf_counter() - t_start
+  env["cpu_peak_flops"] = peak if env["platform"] == "cpu" else None
+  return {"rows": rows, "environment": env}
+
+
+def report(result: dict, *, title: str = "") -> str:
+  rows = result["rows"]
+  parts = [title] if title else []
+  parts.append(format_table(rows))
+  if any("flops_saving" in r for r in rows):
+    parts += ["", "Freeze sweep (saving vs k=0 of the same group):", format_freeze_table(rows)]
+    for g in sorted({r["group"] for r in rows if "flops_saving" in r}):
+      parts.append(f"{g}: realized/theoretical over all k (least-squares slope): wall "
+                   f"{_fmt(saving_fit(rows, g), '.2f')}, CPU "
+                   f"{_fmt(saving_fit(rows, g, 'cpu_saving'), '.2f')}")
+  for r in rows:
+    if "torch_over_jax" in r:
+      parts.append(f"\nHF PyTorch {r['variant']}: {r['step_s'] * 1e3:.1f} ms/step; torch/jax "
+                   f"step time = {r['torch_over_jax']:.2f} (> 1: ours is faster)")
+    if r["group"] == "loader":
+      parts.append(f"\nloader {r['clips_per_s']:.1f} clips/s vs step consumption "
+                   f"{r['step_clips_per_s']:.1f} clips/s (loader/step = {r['loader_over_step']:.2f})")
+  env = result["environment"]
+  parts.append(f"\nwall {env['wall_s']:.0f}s; load average {env.get('loadavg_start')} -> "
+               f"{env.get('loadavg_end')}; {env['device_count']} x {env['device_kind']}")
+  return "\n".join(parts)
+
+
+def write_json(result: dict, path: str) -> None:
+  if path:
+    with open(path, "w") as f:
+      json.dump(result, f, indent=2, default=str)
+
+
+# --- Command line ------------------------------------------------------------------------------
+def define_timing_flags() -> None:
+  """--warmup/--steps/--rounds/--out, shared by this CLI and the scripts under bench/."""
+  flags.DEFINE_integer("warmup", Settings.warmup, "Untimed steps per variant.")
+  flags.DEFINE_integer("steps", Settings.steps, "Timed steps per variant per round.")
+  flags.DEFINE_integer("rounds", Settings.rounds, "Round-robin timing rounds.")
+  flags.DEFINE_integer("torch_threads", Settings.torch_threads,
+                       "torch.set_num_threads for the HF step.")
+  flags.DEFINE_list("torch_attention", list(Settings.torch_attention),
+                    "HF attn_implementation(s): sdpa, eager.")
+  flags.DEFINE_string("out", "", "Write every row and the environment as JSON here.")
+
+
+def _define_flags() -> None:
+  # Defined only when this module is the program (not on import), so that the scripts under
+  # bench/ can import the library and define their own --config default.
+  config_flags.DEFINE_config_file(
+      "config", _DEFAULT_CONFIG, "Config file; override fields with --config.a.b=value.",
+      lock_config=True)
+  flags.DEFINE_list("sweeps", list(SWEEPS), f"Sweeps to run, of {SWEEPS}.")
+  flags.DEFINE_list("freeze_ks", [], "Frozen depths k (default: 0..encoder depth-1).")
+  flags.DEFINE_list("remat_policies", list(Settings.remat_policies), "Remat sweep values.")
+  flags.DEFINE_list("batch_sizes", [], "Batch sizes (default: half, 1x, 2x the config's).")
+  flags.DEFINE_list("attentions", list(Settings.attentions), "config.model.attention values.")
+  flags.DEFINE_list("dtypes", list(Settings.dtypes), "Compute dtypes of the dtype sweep.")
+  flags.DEFINE_integer("loader_batches", Settings.loader_batches, "Batches timed for the loader.")
+  define_timing_flags()
+
+
+def settings_from_flags() -> Settings:
+  f = flags.FLAGS
+  return Settings(
+      sweeps=tuple(f.sweeps), freeze_ks=tuple(int(k) for k in f.freeze_ks),
+      remat_policies=tuple(f.remat_policies), batch_sizes=tuple(int(b) for b in f.batch_sizes),
+      attentions=tuple(f.attentions), dtypes=tuple(f.dtypes), warmup=f.warmup, steps=f.steps,
+      rounds=f.rounds, loader_batches=f.loader_batches, torch_threads=f.torch_threads,
+      torch_attention=tuple(f.torch_attention))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  result = run_sweeps(flags.FLAGS.config, settings_from_flags())
+  print(report(result))
+  write_json(result, flags.FLAGS.out)
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)
