@@ -313,7 +313,8 @@ class Checkpoints:
 def redeal_data_state(data_dir: str, saved_count: int, count: int) -> dict:
   """Data position for a different process count (e.g. resuming on more hosts).
 
-  data/pipeline.py deals one global shuffled stream round-robin to processes, so after n stream
+  data/pipeline.py deals one global shuffled stream to processes in contiguous per-step blocks (each
+  process holds its rows of every global batch), so at a step boundary, after n stream
   elements in total each of P processes has read n / P of its share, and its grain state is
   exactly {"next_index": n / P}. That lets a position be re-dealt to P' processes; any other state
   shape (e.g. with worker processes) cannot be translated and is refused.

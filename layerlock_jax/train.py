@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from layerlock_jax import checkpoint
+from layerlock_jax import distributed
 from layerlock_jax import flops
 from layerlock_jax import optimizer as optim
 from layerlock_jax import schedule
@@ -28,6 +29,7 @@ from layerlock_jax import sharding
 from layerlock_jax import state as state_lib
 from layerlock_jax import train_step as step_lib
 from layerlock_jax.data import pipeline
+from layerlock_jax.evaluation import periodic
 from layerlock_jax.metrics_log import MetricsLog
 from layerlock_jax.models import video_mae
 
@@ -123,6 +125,10 @@ class Trainer:
         compiled = jitted.lower(state, video).compile()
       seconds = time.perf_counter() - start
       self.compile_seconds += seconds
+      # Processes finish compiling at different times; line them up before the stage's first
+      # collective (XLA:CPU collectives give up after a fixed 30 s).
+      distributed.barrier(f"compiled_stage_{spec.frozen_layers}_{len(self._step_fns)}",
+                          timeout_s=max(600.0, 2 * seconds))
       note("compiled stage k=%d (%s) in %.1fs", spec.frozen_layers, spec.target, seconds)
       self._step_fns[spec] = compiled
     return self._step_fns[spec]
@@ -233,6 +239,12 @@ def run(config, workdir: str, devices=None) -> RunResult:
                        **pipeline.bad_input_metrics())
         last = log.write(done, metrics, batch_size=config.batch_size, peak_flops=peak_flops,
                          flops_per_step=trainer.flops_per_step(spec))
+      if config.eval_every and (done % config.eval_every == 0 or done == config.total_steps):
+        progress.train_seconds += time.perf_counter() - clock
+        eval_metrics = periodic.evaluate_during_training(trainer, state, done)
+        if eval_metrics:
+          log.write(done, eval_metrics, batch_size=config.batch_size)
+        clock = time.perf_counter()  # evaluating is not training time
       # Saved with `spec`, the split `state` is in; a resume re-splits if the schedule differs.
       if done < config.total_steps and preemption.reached(done):
         note("preempted: checkpointing step %d and stopping", done)

@@ -338,11 +338,12 @@ def test_process_shards_disjoint_and_covering(folders):
       cfg, seed=3, global_batch_size=4, process_index=p, process_count=2), 5), [])
       for p in range(2)]
   # 5 steps x 2 clips per process = 20 = two epochs of the 10 records; labels identify records.
-  # The global record stream is dealt round-robin: process p reads positions p, p + 2, ...
+  # Process p reads a contiguous block of 2 records of every global batch of 4: its m-th record
+  # is global stream position (m // 2) * 4 + 2 p + m % 2.
   stream = [None] * 20
   for p in range(2):
     for m, lab in enumerate(per_proc[p]):
-      stream[p + 2 * m] = lab
+      stream[(m // 2) * 4 + 2 * p + m % 2] = lab
   for epoch in (stream[:10], stream[10:]):
     assert sorted(epoch) == list(range(10))  # disjoint within an epoch, and covering
   assert stream[:10] != stream[10:]          # reshuffled between epochs

@@ -2,14 +2,16 @@
 
 Order of operations in `make_train_iterator` (and why):
 
-  source -> shuffle(seed) -> repeat forever (reshuffled each epoch) -> [process_index::process_count]
+  source -> shuffle(seed) -> repeat forever (reshuffled each epoch) -> this process's rows
          -> to_iter_dataset (read threads) -> batch(local) -> [mp_prefetch(worker processes)]
 
-* Shuffling and repeating happen BEFORE the process split, on the global index stream. The stream is
-  then dealt round-robin to processes, so the processes read disjoint clips whose union is the whole
-  stream (each epoch covered exactly once), and the clips of global step k are stream positions
-  [k * global_batch_size, (k + 1) * global_batch_size) whatever the process count. Every epoch is a new
-  permutation, derived deterministically from the seed.
+* Shuffling and repeating happen BEFORE the process split, on the global index stream. Each process
+  then reads a contiguous block of every global batch (rows [p * local, (p + 1) * local)), so the
+  processes read disjoint clips whose union is the whole stream (each epoch covered exactly once),
+  and global step k is stream positions [k * global_batch_size, (k + 1) * global_batch_size) IN THE
+  SAME ORDER whatever the process count — masks are drawn per batch row, so that order is what makes
+  a 2-process run give the 1-process losses. Every epoch is a new permutation, derived
+  deterministically from the seed.
 * Everything is a lazy `grain.MapDataset` up to `to_iter_dataset`, so the iterator's checkpoint state
   is a tiny dict (a position), `get_state()` / `set_state()` resume at exactly the next batch, and the
   state can be saved with orbax (`grain.checkpoint.CheckpointSave(iterator)`) or as JSON.
@@ -71,9 +73,14 @@ def _train_dataset(data_cfg, *, seed: int, global_batch_size: int, process_index
     ds = ds.repeat(None, reseed_each_epoch=True).map_with_index(_TrainingClips(source, seed))
   else:
     ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None, reseed_each_epoch=True)
-  ds = ds[process_index::process_count]
-  prefetch = max(1, int(data_cfg.get("prefetch", 2)))
   records_per_batch = local_batch_size // clips_per_record
+  if process_count > 1:
+    # Each process reads a contiguous block of every global batch, so the global batch is the
+    # same clips in the same order whatever the process count (masks are drawn per batch row:
+    # a different order would give different losses).
+    ds = grain.MapDataset.range(len(ds) // process_count).map(
+        _ContiguousBlock(ds, records_per_batch, process_index, process_count))
+  prefetch = max(1, int(data_cfg.get("prefetch", 2)))
   # Read threads render or decode clips concurrently (numpy and FFmpeg do most of their work
   # outside the GIL). The buffer is in records: `prefetch` batches ahead.
   read_options = grain.ReadOptions(num_threads=int(data_cfg.get("read_threads", 4)),
@@ -87,6 +94,21 @@ def _train_dataset(data_cfg, *, seed: int, global_batch_size: int, process_index
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=num_workers, per_worker_buffer_size=prefetch))
   return it_ds
+
+
+class _ContiguousBlock:
+  """Local stream position j -> global position (j // R) * R * P + p * R + j % R.
+
+  R records per process per step, P processes, p this process: process p holds rows
+  [p * R, (p + 1) * R) of every global batch.
+  """
+
+  def __init__(self, ds, records_per_step: int, process_index: int, process_count: int):
+    self.ds, self.r = ds, records_per_step
+    self.p, self.n = process_index, process_count
+
+  def __call__(self, j: int):
+    return self.ds[(j // self.r) * self.r * self.n + self.p * self.r + j % self.r]
 
 
 class _TrainingClips:

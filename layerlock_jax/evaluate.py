@@ -1,0 +1,185 @@
+"""Standalone evaluation of a run's checkpoint: depth-wise probes, CKA, collapse, plots.
+
+  python -m layerlock_jax.evaluate --config=configs/tiny.py --workdir=DIR [--step=N]
+      [--num_clips=512] [--task_source=gratings] [--attentive_steps=500] [--random_baseline]
+
+Loads the checkpoint of step N (default: the latest) from DIR/checkpoints, runs the frozen encoder
+on `num_clips` train-split and `num_clips` test-split clips of config.data (or of the other
+embedded labelled set with --task_source; same frames and size), and writes to DIR/eval/:
+  step_N[_SOURCE].json         the depth-wise table (depthwise.depthwise_analysis), plus the
+                               same for the model at random initialisation with --random_baseline
+  step_N[_SOURCE]_probe.png    probe accuracy per block and task (random init dashed)
+  step_N[_SOURCE]_cka.png      linear / RBF CKA between depths
+  step_N[_SOURCE]_collapse.png effective rank, normalised std, token cosine per block
+  loss_curve.png               DIR/metrics.jsonl with the freeze-stage boundaries
+The encoder parameters are only read. Results are deterministic for a given --seed.
+"""
+import json
+import logging
+import math
+import os
+import sys
+from typing import Any, Sequence
+
+import jax
+import flax.linen as nn
+
+from layerlock_jax import config_defaults
+from layerlock_jax import schedule
+from layerlock_jax.evaluation import depthwise
+from layerlock_jax.evaluation import plots
+from layerlock_jax.models import video_mae
+
+
+def _jsonable(x: Any) -> Any:
+  """NaN / inf become None: strict JSON has no NaN, and readers other than Python choke on it."""
+  if isinstance(x, dict):
+    return {str(k): _jsonable(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_jsonable(v) for v in x]
+  if isinstance(x, float) and not math.isfinite(x):
+    return None
+  return x
+
+
+def random_init_params(config) -> dict:
+  """The model's parameters at initialisation from config.seed (the "untrained" reference)."""
+  model = video_mae.VideoMAE(config)
+  return jax.jit(lambda key: nn.unbox(model.init(key)))(jax.random.key(config.seed))
+
+
+def load_checkpoint_state(config, workdir: str, step: int | None = None):
+  """(step, TrainState) of a run's checkpoint (latest if `step` is None), on this host's devices."""
+  from layerlock_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from layerlock_jax import train  # pylint: disable=g-import-not-at-top
+  path = workdir if step is None else os.path.join(workdir, checkpoint.CHECKPOINTS, str(step))
+  restored = checkpoint.restore(path, train.Trainer(config))
+  return restored.step, restored.state
+
+
+def write_evaluation(result: dict, out_dir: str, name: str, *,
+                     metrics_path: str | None = None, config=None) -> dict[str, str]:
+  """Writes NAME.json and the PNGs for a result of `depthwise.evaluate_params` (optionally with
+  result["random_init"]); the loss curve too when `metrics_path` exists. Returns {kind: path}."""
+  os.makedirs(out_dir, exist_ok=True)
+  paths = {"json": os.path.join(out_dir, f"{name}.json")}
+  with open(paths["json"], "w") as f:
+    json.dump(_jsonable(result), f, indent=1)
+  reference = result.get("random_init")
+  paths["probe"] = plots.plot_probe_accuracy(
+      result, os.path.join(out_dir, f"{name}_probe.png"), reference=reference,
+      title=f"{name}: decodability per block on {result.get('task_source', '?')}")
+  paths["cka"] = plots.plot_cka(result, os.path.join(out_dir, f"{name}_cka.png"),
+                                title=f"{name}: CKA between depths (test clips)")
+  paths["collapse"] = plots.plot_collapse(result, os.path.join(out_dir, f"{name}_collapse.png"),
+                                          reference=reference, title=f"{name}: collapse statistics")
+  if metrics_path and os.path.exists(metrics_path):
+    rows = plots.read_metrics(metrics_path)
+    stages = None
+    if config is not None:
+      table = schedule.freeze_table(config, config_defaults.encoder_depth(config))
+      stages = [(s.start_step, s.frozen_layers, s.target) for s in table]
+    if any(isinstance(r.get("loss"), (int, float)) for r in rows):
+      paths["loss_curve"] = plots.plot_loss_curve(
+          rows, os.path.join(out_dir, "loss_curve.png"), stages=stages)
+  return paths
+
+
+def run_evaluation(config, workdir: str, *, step: int | None = None, num_clips: int = 512,
+                   task_source: str | None = None, seed: int = 0, attentive_steps: int = 500,
+                   random_baseline: bool = False, params: Any = None,
+                   tasks: Sequence[str] | None = None) -> dict[str, Any]:
+  """The CLI's work: load (or take `params` with `step`), evaluate, write. Returns
+  {"step", "result", "paths"}."""
+  if params is None:
+    step, params = load_checkpoint_state(config, workdir, step)
+  elif step is None:
+    raise ValueError("pass `step` together with in-memory `params`")
+  num_clips = min(int(num_clips), int(config.data.num_clips))
+  data = depthwise.load_eval_data(config, num_train=num_clips, num_test=num_clips,
+                                  task_source=task_source, tasks=tasks)
+  attentive = dict(attentive_blocks=() if attentive_steps <= 0 else None,
+                   attentive_kwargs={"steps": attentive_steps} if attentive_steps > 0 else None)
+  result = depthwise.evaluate_params(config, params, data=data, seed=seed, **attentive)
+  result["step"] = int(step)
+  if random_baseline:
+    result["random_init"] = depthwise.evaluate_params(
+        config, random_init_params(config), data=data, seed=seed, **attentive)
+  name = f"step_{int(step)}"
+  if task_source and task_source != config.data.source:
+    name += f"_{task_source}"
+  paths = write_evaluation(result, os.path.join(workdir, "eval"), name,
+                           metrics_path=os.path.join(workdir, "metrics.jsonl"), config=config)
+  return {"step": int(step), "result": result, "paths": paths}
+
+
+def format_table(result: dict) -> str:
+  """The per-block rows as a fixed-width text table (linear-probe accuracy per task and the
+  collapse numbers), for the log."""
+  tasks = list(result["tasks"])
+  head = ["block"] + [f"lin/{t}"[:14] for t in tasks] + ["eff_rank", "norm_std", "tok_cos",
+                                                          "collapsed"]
+  lines = ["  ".join(f"{h:>14}" for h in head)]
+  for row in result["rows"]:
+    cells = [row["name"]] + [f"{row[f'linear/{t}']:.3f}" for t in tasks]
+    cells += [f"{row.get('effective_rank', float('nan')):.2f}",
+              f"{row.get('pooled_normalized_std', float('nan')):.3f}",
+              f"{row.get('token_cosine_similarity', float('nan')):.3f}",
+              str(row.get("collapsed"))]
+    lines.append("  ".join(f"{c:>14}" for c in cells))
+  chance = "  ".join(f"{t}={result['tasks'][t]['chance']:.3f}" for t in tasks)
+  return "\n".join(lines) + f"\nchance (majority class): {chance}"
+
+
+def _define_flags():
+  # Defined only when run as a program: tests import this module next to layerlock_jax.main,
+  # whose --config flag would otherwise be defined twice.
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.DEFINE_config_file("config", None, "The run's config file (as for training).",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "The run's directory (checkpoints, metrics.jsonl).")
+  flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
+  flags.DEFINE_integer("num_clips", 512, "Clips per split (probe fit on train, scored on test).")
+  flags.DEFINE_string("task_source", "", "Labelled source to probe on (default: config.data's), "
+                      "e.g. gratings or moving_mnist; rendered at the model's frames and size.")
+  flags.DEFINE_list("tasks", [], "Labels to probe (default: all labels of the source).")
+  flags.DEFINE_integer("seed", 0, "Seed of the probes (initialisation, minibatch order).")
+  flags.DEFINE_integer("attentive_steps", 500, "Attentive-probe steps at the last block "
+                       "(0: skip the attentive probe).")
+  flags.DEFINE_bool("random_baseline", True, "Also evaluate the model at random initialisation "
+                    "(same data and probes) as the reference line.")
+  return flags.FLAGS
+
+
+def main(argv):
+  from absl import app  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.getLogger().setLevel(logging.INFO)
+  flags = sys.modules[__name__].FLAGS
+  if flags.config is None or not flags.workdir:
+    print("--config and --workdir are required", file=sys.stderr)
+    sys.exit(2)
+  out = run_evaluation(flags.config, os.path.expanduser(flags.workdir), step=flags.step,
+                       num_clips=flags.num_clips, task_source=flags.task_source or None,
+                       seed=flags.seed, attentive_steps=flags.attentive_steps,
+                       random_baseline=flags.random_baseline, tasks=flags.tasks or None)
+  result = out["result"]
+  print(f"step {out['step']} on {result['task_source']}:")
+  print(format_table(result))
+  for task, t in result["tasks"].items():
+    if t["attentive"]:
+      print(f"attentive probe {task}: " + ", ".join(
+          f"block {b}: {acc:.3f}" for b, acc in t["attentive"].items()))
+  if "random_init" in result:
+    print("random initialisation:")
+    print(format_table(result["random_init"]))
+  for kind, path in out["paths"].items():
+    print(f"wrote {kind}: {path}")
+
+
+if __name__ == "__main__":
+  from absl import app  # pylint: disable=g-import-not-at-top
+  FLAGS = _define_flags()
+  app.run(main)
