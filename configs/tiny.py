@@ -20,7 +20,7 @@ def get_config():
   m.width, m.depth, m.mlp_dim, m.num_heads = 128, 6, 256, 4
   m.patch_size = (2, 8, 8)
   m.posemb = "learned_3d"
-  m.remat_policy = "none"          # tiny activations: recomputing costs more than it saves
+  m.remat_policy = "none"          # activations are tiny here: nothing to save by recomputing
   m.decoder.type = "light"
   m.decoder.width, m.decoder.depth, m.decoder.num_heads, m.decoder.mlp_dim = 64, 1, 4, 128
 

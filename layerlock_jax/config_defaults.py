@@ -69,6 +69,8 @@ def base_config() -> ml_collections.ConfigDict:
   m.dtype = "float32"              # compute dtype: float32 | bfloat16 (parameters stay float32)
   m.remat_policy = "nothing_saveable"  # none | nothing_saveable | dots_saveable |
                                    # dots_with_no_batch_dims_saveable | everything_saveable
+  m.scan_unroll = 1                # lax.scan unroll of every block stack (1: rolled; depth: unrolled,
+                                   # e.g. so that XLA's cost_analysis counts every layer)
   m.attention = "xla"              # xla: einsum softmax | dot_product: jax.nn.dot_product_attention
   m.attention_impl = ""            # with attention=dot_product: "" (backend picks) | xla | cudnn
   d = m.decoder = ml_collections.ConfigDict()

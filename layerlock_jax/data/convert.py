@@ -28,6 +28,7 @@ import math
 import os
 import sys
 import time
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable
 
@@ -135,7 +136,8 @@ def convert_folder(input_dir: str, output_dir: str, *, labels_csv: str = "", sha
         + (f"; {len(listing.ignored)} other file(s) ignored" if listing.ignored else ""))
     results, start, last = [], time.time(), 0.0
     skipped = [(rel, "no label in labels_csv") for rel in listing.missing_label]
-    with ProcessPoolExecutor(workers) as pool:
+    # spawn, not fork: forking a process whose JAX / FFmpeg threads hold locks can deadlock.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
       jobs = ((p, min_frames, verify) for p in paths)
       for i, res in enumerate(pool.map(_inspect_star, jobs, chunksize=4)):
         results.append(res)
