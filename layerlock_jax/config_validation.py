@@ -40,6 +40,7 @@ FIRST_FREEZES = ("end_of_pixel", "one_interval_later")
 LAYERLOCK_TARGETS = ("latent", "pixel")
 TARGET_NORMS = ("none", "layernorm", "standardize")
 WEIGHT_SCHEDULES = ("constant", "cosine")
+BLOCKWISE_REGIMES = ("concurrent", "sequential", "e2e")
 SYNTHETIC_SOURCES = ("moving_mnist", "gratings")
 FILE_SOURCES = ("video_folder", "array_record")
 DATA_SOURCES = SYNTHETIC_SOURCES + FILE_SOURCES + ("tfds",)
@@ -335,6 +336,59 @@ def _check_layerlock(c: Any) -> None:
                 f"lower --config.{field} or raise --config.total_steps")
 
 
+def _check_blockwise(c: Any) -> None:
+  """Blockwise SSL (layerlock_jax/blockwise.py); the same rules as blockwise.block_boundaries and
+  sequential_budgets, restated here because this module must not import JAX."""
+  if not _get(c, "blockwise.enabled"):
+    return
+  for other in ("layerlock", "naive_latent"):
+    if _get(c, f"{other}.enabled"):
+      raise _fail("blockwise.enabled", True, f"together with {other}.enabled=True mixes two "
+                  "training methods (blockwise trains each block by its own pixel loss)",
+                  f"enable only one of --config.blockwise.enabled / --config.{other}.enabled")
+  _choice(c, "blockwise.regime", BLOCKWISE_REGIMES)
+  if _get(c, "model.decoder.type") != "light":
+    raise _fail("model.decoder.type", _get(c, "model.decoder.type"),
+                "cannot be a per-block decoder: the query decoder borrows the last encoder blocks",
+                "use --config.model.decoder.type=light with blockwise.enabled")
+  enc = encoder_depth(c)
+  bounds = _get(c, "blockwise.boundaries")
+  if not isinstance(bounds, Sequence) or isinstance(bounds, str):
+    raise _fail("blockwise.boundaries", bounds, "is not a sequence of cumulative block ends",
+                f"pass e.g. --config.blockwise.boundaries='(2, 6, {enc})'")
+  if len(bounds):
+    if (not all(_is_int(b) for b in bounds) or bounds[0] < 1 or bounds[-1] != enc
+        or any(b <= a for a, b in zip(bounds, bounds[1:]))):
+      raise _fail("blockwise.boundaries", tuple(bounds), "must be strictly increasing integers "
+                  f">= 1 ending at the encoder depth {enc}",
+                  f"pass e.g. --config.blockwise.boundaries='({enc // 2}, {enc})'")
+    num_blocks = len(bounds)
+  else:
+    num_blocks = _int(c, "blockwise.num_blocks", lo=1, hi=enc)
+    if enc % num_blocks:
+      raise _fail("blockwise.num_blocks", num_blocks, f"does not divide the encoder depth {enc}",
+                  f"use one of {[d for d in range(1, enc + 1) if enc % d == 0]} or give uneven "
+                  "blocks with --config.blockwise.boundaries")
+  if _get(c, "blockwise.regime") != "sequential":
+    return
+  total = _get(c, "total_steps")
+  steps = _get(c, "blockwise.sequential_steps")
+  if not isinstance(steps, Sequence) or isinstance(steps, str):
+    raise _fail("blockwise.sequential_steps", steps, "is not a sequence of steps per block",
+                "pass e.g. --config.blockwise.sequential_steps='(100, 100)'")
+  if not len(steps):
+    if total < num_blocks:
+      raise _fail("total_steps", total, f"cannot give each of {num_blocks} blocks a step in the "
+                  "sequential regime", f"pass --config.total_steps >= {num_blocks}")
+    return
+  if (len(steps) != num_blocks or not all(_is_int(s) and s >= 1 for s in steps)
+      or sum(steps) > total):
+    raise _fail("blockwise.sequential_steps", tuple(steps), f"must be {num_blocks} budgets (one "
+                f"per block), each >= 1, summing to <= total_steps={total}",
+                "pass e.g. --config.blockwise.sequential_steps="
+                f"'{tuple([max(total // num_blocks, 1)] * num_blocks)}' or () for an even split")
+
+
 def _check_naive_latent(c: Any) -> None:
   if not _get(c, "naive_latent.enabled"):
     return
@@ -487,6 +541,7 @@ def validate(config: Any, *, num_devices: int, process_count: int = 1) -> None:
   _check_masking(config, grid)
   _choice(config, "objective.pixel_norm", PIXEL_NORMS)
   _check_optimizer(config)
+  _check_blockwise(config)
   _check_layerlock(config)
   _check_naive_latent(config)
   _check_mesh(config, num_devices, process_count)

@@ -45,6 +45,16 @@ wasted zero one. The base cosine keeps running underneath: the mini-warmup only 
 while, it neither pauses nor restarts the decay, so the total LR budget of a run does not depend on
 how many switches it has. Boundaries where only freezing happens (target stays "pixels") get no
 mini-warmup, since the loss landscape does not change there. ``mini_warmup_steps == 0`` disables it.
+
+Blockwise SSL (``config.blockwise.enabled``, layerlock_jax/blockwise.py). ``concurrent`` and ``e2e``
+are one stage, (0, 0, "pixels"). ``sequential`` has one stage per block: block j starts at the sum
+of the budgets of blocks 1..j-1 (``blockwise.sequential_steps``, default an even split of
+total_steps) with ``frozen_layers`` = b_{j-1}, the number of layers before it, and target
+``"block_{j}_pixels"``. Its learning rate restarts in every stage: each block gets a compressed
+copy of the run's schedule over its own window (warmup of the same *fraction* of the window as
+warmup_steps is of total_steps, then cosine to min_lr at the window's end) [I: the paper's
+sequential protocol is unknown]. One global cosine would hand the last blocks only the tail of
+the decay, so block depth and learning rate would be confounded.
 """
 from __future__ import annotations
 
@@ -56,6 +66,8 @@ from typing import Callable, Sequence
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+
+from layerlock_jax import blockwise
 
 PIXELS = "pixels"
 _FIRST_FREEZE = ("end_of_pixel", "one_interval_later")
@@ -152,6 +164,8 @@ def _explicit_events(explicit: Sequence, cap: int) -> list[tuple[int, int]]:
 def freeze_table(config: ml_collections.ConfigDict, encoder_depth: int) -> tuple[Stage, ...]:
   """All stages of the run, ordered by start step; the first is (0, 0, "pixels")."""
   pixel_stage = Stage(start_step=0, frozen_layers=0, target=PIXELS)
+  if blockwise.enabled(config):
+    return blockwise_table(config, encoder_depth)
   ll = config.layerlock
   if not ll.enabled:
     return (pixel_stage,)
@@ -166,6 +180,19 @@ def freeze_table(config: ml_collections.ConfigDict, encoder_depth: int) -> tuple
   stages += [Stage(step, k, _target_for(k, ll.target))
              for step, k in events if step < config.total_steps]
   return tuple(stages)
+
+
+def blockwise_table(config: ml_collections.ConfigDict, encoder_depth: int) -> tuple[Stage, ...]:
+  """Stages of a blockwise run (see the module docstring)."""
+  regime = config.blockwise.regime
+  if regime not in blockwise.REGIMES:
+    raise ValueError(f"config.blockwise.regime must be one of {blockwise.REGIMES}, got {regime!r}")
+  if regime != "sequential":
+    return (Stage(start_step=0, frozen_layers=0, target=PIXELS),)
+  bounds = blockwise.block_boundaries(config, encoder_depth)
+  starts = blockwise.sequential_starts(config, len(bounds))
+  return tuple(Stage(start, lo, f"{blockwise.block_name(j)}_pixels")
+               for j, (start, lo) in enumerate(zip(starts, (0,) + bounds[:-1]), start=1))
 
 
 def stage_boundaries(table: Sequence[Stage]) -> frozenset[int]:
@@ -224,6 +251,8 @@ def learning_rate_fn(config: ml_collections.ConfigDict,
   warmup, total = int(opt.warmup_steps), int(config.total_steps)
   if warmup < 0:
     raise ValueError(f"config.optimizer.warmup_steps must be >= 0, got {warmup}")
+  if blockwise.enabled(config) and config.blockwise.regime == "sequential":
+    return _per_stage_schedule(table, peak, end, warmup, total)
   mini = int(config.layerlock.mini_warmup_steps)
   if mini < 0:
     raise ValueError(f"config.layerlock.mini_warmup_steps must be >= 0, got {mini}")
@@ -244,6 +273,30 @@ def learning_rate_fn(config: ml_collections.ConfigDict,
     last = jnp.asarray(switch_arr)[jnp.maximum(idx, 0)]
     ramp = jnp.minimum(1.0, (step_i - last + 1).astype(jnp.float32) / mini)
     return base * jnp.where(idx >= 0, ramp, 1.0)
+  return schedule
+
+
+def _per_stage_schedule(table: Sequence[Stage], peak: float, end: float, warmup: int,
+                        total: int) -> Callable:
+  """Warmup + cosine restarted in every stage, each a copy of the whole run's shape squeezed into
+  the stage's window (blockwise sequential)."""
+  starts = [s.start_step for s in table]
+  stops = starts[1:] + [max(total, starts[-1] + 1)]
+  lengths = [b - a for a, b in zip(starts, stops)]
+  warmups = [int(round(warmup * n / max(total, 1))) for n in lengths]
+  starts_arr = np.asarray(starts, np.int32)
+  lengths_arr = np.asarray(lengths, np.float32)
+  warmups_arr = np.asarray(warmups, np.float32)
+
+  def schedule(step):
+    step_i = jnp.asarray(step, jnp.int32)
+    idx = jnp.maximum(jnp.searchsorted(starts_arr, step_i, side="right") - 1, 0)
+    local = (step_i - jnp.asarray(starts_arr)[idx]).astype(jnp.float32)
+    n, w = jnp.asarray(lengths_arr)[idx], jnp.asarray(warmups_arr)[idx]
+    warm = peak * local / jnp.maximum(w, 1.0)
+    progress = jnp.clip((local - w) / jnp.maximum(n - w, 1.0), 0.0, 1.0)
+    cosine = end + (peak - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+    return jnp.where(local < w, warm, cosine)
   return schedule
 
 

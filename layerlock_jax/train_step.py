@@ -12,11 +12,15 @@ Forward of one step (k frozen blocks):
                              -> latent head (MSE vs block-k output of the frozen prefix on the FULL
                                 clip, gathered at masked ids; LayerLock) or vs the model's own
                                 block-j output (naive latent baseline; collapses)
+
+Blockwise SSL (spec.regime set) takes the same step with a different loss: the per-block local
+losses of layerlock_jax/blockwise.py, logged as "block_j_loss".
 """
 import jax
 import jax.numpy as jnp
 import optax
 
+from layerlock_jax import blockwise
 from layerlock_jax import masking
 from layerlock_jax import objectives
 from layerlock_jax.models import video_mae
@@ -38,6 +42,11 @@ def feature_spread(x):
 def loss_fn(params, frozen, video, key, step, *, model: video_mae.VideoMAE, config,
             spec: StageSpec, latent_weight_fn=None):
   """Scalar loss and metrics; differentiated w.r.t. `params` only."""
+  if spec.regime:
+    loss, metrics, x = blockwise.local_losses(params, frozen, video, key, model=model,
+                                              config=config, spec=spec)
+    metrics["feature_spread"] = feature_spread(x)
+    return loss, metrics
   k = spec.frozen_layers
   batch = video.shape[0]
   mask_key, latent_key = jax.random.split(key)

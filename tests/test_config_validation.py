@@ -339,3 +339,70 @@ def test_encoder_depth_excludes_query_decoder_blocks():
   assert encoder_depth(c) == 4
   c.model.decoder.type = "query"
   assert encoder_depth(c) == 3
+
+
+# --- blockwise SSL -------------------------------------------------------------------------------
+# _tiny() has a 4-block encoder and 100 total steps.
+_BW = {"blockwise.enabled": True}
+_BW_SEQ = {**_BW, "blockwise.regime": "sequential"}
+
+BW_BAD = [
+    ("bw_regime", {**_BW, "blockwise.regime": "simultaneous"}, "blockwise.regime", None),
+    ("bw_with_layerlock", {**_BW, **_LL}, "blockwise.enabled", "layerlock.enabled=True"),
+    ("bw_with_naive", {**_BW, **_NL}, "blockwise.enabled", "naive_latent.enabled=True"),
+    ("bw_query_decoder", {**_BW, "model.decoder.type": "query"}, "model.decoder.type", None),
+    ("bw_num_blocks_divide", {**_BW, "blockwise.num_blocks": 3}, "blockwise.num_blocks",
+     "encoder depth 4"),
+    ("bw_num_blocks_deep", {**_BW, "blockwise.num_blocks": 8}, "blockwise.num_blocks", None),
+    ("bw_num_blocks_0", {**_BW, "blockwise.num_blocks": 0}, "blockwise.num_blocks", None),
+    ("bw_bounds_short", {**_BW, "blockwise.boundaries": (1, 3)}, "blockwise.boundaries",
+     "encoder depth 4"),
+    ("bw_bounds_order", {**_BW, "blockwise.boundaries": (3, 2, 4)}, "blockwise.boundaries", None),
+    ("bw_bounds_repeat", {**_BW, "blockwise.boundaries": (2, 2, 4)}, "blockwise.boundaries", None),
+    ("bw_bounds_zero", {**_BW, "blockwise.boundaries": (0, 4)}, "blockwise.boundaries", None),
+    ("bw_seq_length", {**_BW_SEQ, "blockwise.sequential_steps": (50, 50)},
+     "blockwise.sequential_steps", "4 budgets"),
+    ("bw_seq_sum", {**_BW_SEQ, "blockwise.sequential_steps": (30, 30, 30, 30)},
+     "blockwise.sequential_steps", "total_steps=100"),
+    ("bw_seq_zero", {**_BW_SEQ, "blockwise.sequential_steps": (0, 30, 30, 30)},
+     "blockwise.sequential_steps", None),
+    # Uneven boundaries make 2 blocks, so 2 budgets are needed.
+    ("bw_seq_uneven", {**_BW_SEQ, "blockwise.boundaries": (1, 4),
+                       "blockwise.sequential_steps": (10, 10, 10)},
+     "blockwise.sequential_steps", "2 budgets"),
+    ("bw_seq_too_short", {**_BW_SEQ, "total_steps": 3}, "total_steps", "4 blocks"),
+]
+
+
+@pytest.mark.parametrize("overrides,field,snippet", [b[1:] for b in BW_BAD],
+                         ids=[b[0] for b in BW_BAD])
+def test_bad_blockwise_config_names_field_and_value(overrides, field, snippet):
+  with pytest.raises(ConfigError) as info:
+    validate(_set(_tiny(), overrides), num_devices=1)
+  err = info.value
+  assert err.field == f"config.{field}", err
+  if field in overrides:
+    assert f"{field.rsplit('.', 1)[-1]}={overrides[field]!r}" in err.message, err.message
+  if snippet is not None:
+    assert snippet in err.message, err.message
+
+
+BW_GOOD = [
+    ("bw_default", _BW),
+    ("bw_e2e_one_block", {**_BW, "blockwise.regime": "e2e", "blockwise.num_blocks": 1}),
+    ("bw_every_layer", {**_BW, "blockwise.num_blocks": 4}),
+    ("bw_uneven", {**_BW, "blockwise.boundaries": (1, 3, 4)}),
+    ("bw_seq_even_split", _BW_SEQ),
+    ("bw_seq_budgets_fill", {**_BW_SEQ, "blockwise.sequential_steps": (25, 25, 25, 25)}),
+    ("bw_seq_budgets_short", {**_BW_SEQ, "blockwise.sequential_steps": (10, 10, 10, 10)}),
+    ("bw_seq_one_step_each", {**_BW_SEQ, "total_steps": 4}),
+    # Budgets only matter to the sequential regime; other regimes ignore them.
+    ("bw_concurrent_ignores_budgets", {**_BW, "blockwise.sequential_steps": (1,)}),
+    # A disabled section is not checked, even with layerlock on.
+    ("bw_disabled", {**_LL, "blockwise.num_blocks": 3, "blockwise.regime": "x"}),
+]
+
+
+@pytest.mark.parametrize("overrides", [g[1] for g in BW_GOOD], ids=[g[0] for g in BW_GOOD])
+def test_valid_blockwise_configs_pass(overrides):
+  assert validate(_set(_tiny(), overrides), num_devices=1) is None

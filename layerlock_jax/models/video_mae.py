@@ -12,11 +12,21 @@ over parameter dicts. The parameter tree is:
    "decoder":     LightDecoder | QueryDecoder,
    "pixel_head":  PatchHead         (decoder features -> tubelet pixels),
    "latent_head": PatchHead         (decoder features -> encoder width; LayerLock targets)}
+
+With blockwise SSL (config.blockwise.enabled, layerlock_jax/blockwise.py) every encoder block has
+its own light decoder and pixel head instead of the single decoder and heads:
+
+  {"embed", "encoder" (unchanged: the same stacked tree, so evaluation tools read it as is),
+   "block_decoders": {"block_1": LightDecoder, ..., "block_n": ...},
+   "block_heads":    {"block_1": PatchHead, ..., "block_n": ...}}
+
+The per-block sub-trees are applied with the same `decode` / `predict_pixels` as the plain ones.
 """
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from layerlock_jax import blockwise
 from layerlock_jax import config_defaults
 from layerlock_jax import schedule
 from layerlock_jax.models import decoders
@@ -43,7 +53,7 @@ class VideoMAE:
     self.width = m.width
     self.encoder_depth = config_defaults.encoder_depth(config)
     self.remat_policy = m.remat_policy
-    self.unroll = m.get("scan_unroll", 1)
+    self.unroll = m.scan_unroll
     self.dtype = vit.DTYPES[m.dtype]
     self.block = dict(width=m.width, mlp_dim=m.mlp_dim, num_heads=m.num_heads, posemb=m.posemb,
                       rope_base=float(m.rope_base), rope_fractions=tuple(m.rope_fractions),
@@ -51,6 +61,10 @@ class VideoMAE:
                       attention_impl=m.attention_impl, layer_norm_eps=m.layer_norm_eps,
                       dtype=self.dtype)
     self.coords = vit.token_grid(self.grid)
+    # Blockwise SSL: regime ("" when off) and cumulative block ends b_1 < ... < b_n.
+    self.blockwise = config.blockwise.regime if blockwise.enabled(config) else ""
+    self.boundaries = (blockwise.block_boundaries(config, self.encoder_depth)
+                       if self.blockwise else ())
     self.num_latent_heads = 1
     if config.layerlock.enabled and config.layerlock.multi_target:
       self.num_latent_heads = schedule.frozen_cap(config, self.encoder_depth)
@@ -81,6 +95,8 @@ class VideoMAE:
     tokens = jnp.zeros((1, 1, self.width), self.dtype)
     positions = jnp.asarray(self.coords)[enc_ids]
     feats = jnp.zeros((1, 1, self.decoder_width), self.dtype)
+    if self.blockwise:
+      return self._init_blockwise(rng, video, tokens, positions, enc_ids, query_ids, feats)
     return {
         "embed": self.embed_module.init(keys[0], video)["params"],
         "encoder": self.stack(self.encoder_depth, remat=False).init(keys[1], tokens,
@@ -88,6 +104,21 @@ class VideoMAE:
         "decoder": self.decoder.init(keys[2], tokens, enc_ids, query_ids)["params"],
         "pixel_head": self.pixel_head.init(keys[3], feats)["params"],
         "latent_head": self.latent_head.init(keys[4], feats)["params"],
+    }
+
+  def _init_blockwise(self, rng, video, tokens, positions, enc_ids, query_ids, feats):
+    """Embedding and encoder as in plain MAE, then one decoder and one pixel head per block."""
+    names = [blockwise.block_name(j) for j in range(1, len(self.boundaries) + 1)]
+    embed_key, encoder_key, *keys = jax.random.split(rng, 2 + 2 * len(names))
+    return {
+        "embed": self.embed_module.init(embed_key, video)["params"],
+        "encoder": self.stack(self.encoder_depth, remat=False).init(encoder_key, tokens,
+                                                                     positions)["params"],
+        blockwise.DECODERS: {
+            name: self.decoder.init(keys[2 * i], tokens, enc_ids, query_ids)["params"]
+            for i, name in enumerate(names)},
+        blockwise.HEADS: {name: self.pixel_head.init(keys[2 * i + 1], feats)["params"]
+                          for i, name in enumerate(names)},
     }
 
   # --- forward pieces (pure functions of parameter dicts) ----------------------------------------
