@@ -132,8 +132,8 @@ def make_train_step(model, config, spec: StageSpec, tx: optax.GradientTransforma
                                      latent_weight_fn=latent_weight_fn)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics.update(loss=loss, grad_norm=optax.global_norm(grads),
-                   param_norm=optax.global_norm(params), lr=learning_rate_fn(state.step))
+    metrics.update(loss=loss, grad_norm=optax.tree.norm(grads),
+                   param_norm=optax.tree.norm(params), lr=learning_rate_fn(state.step))
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics
 
