@@ -38,8 +38,7 @@ VARIANTS = ("layerlock", "mae")
 
 def get_config(variant: str = "layerlock"):
   """The ViT-e (~4B) config; `variant` is "layerlock" (default) or "mae" (see the docstring)."""
-  if variant not in VARIANTS:
-    raise ValueError(f"unknown variant {variant!r}; use one of {VARIANTS}")
+  config_defaults.check_variant(variant, VARIANTS)
   c = config_defaults.vit_config("e")
   # The 4DS decoder: query tokens enter before the last 4 backbone blocks, which decode.
   c.model.decoder.type = "query"
@@ -58,18 +57,11 @@ def get_config(variant: str = "layerlock"):
   c.mesh.preset = "fsdp"
 
   if variant == "layerlock":
-    c.model.posemb = "rope"  # 3D RoPE, 10/25/25% of the width along t/h/w, after the first norm
-    ll = c.layerlock
-    ll.enabled = True
-    ll.target = "latent"
     # Encoder depth 52 (56 blocks minus the 4 decoder blocks); cap = 2/3 * 52 -> 34 frozen
     # blocks, one per event (jump 1), so 34 freeze events. Keeping the paper's ViT-G pacing
     # (160K pixel steps, 10K interval [S]) the last freeze lands at
     #   pixel_steps + (34 - 1) * interval = 160K + 33 * 10K = 490K = 89.1% of 550K,
     # which is why total_steps is 550K: the last ~10% of training adapts to the final target.
-    ll.pixel_steps = 160_000
-    ll.interval = 10_000
-    ll.jump = 1
-    ll.max_frozen = 34
-    ll.mini_warmup_steps = 500
+    config_defaults.enable_layerlock(c, pixel_steps=160_000, interval=10_000,
+                                     max_frozen=34, mini_warmup_steps=500)
   return c

@@ -26,8 +26,7 @@ VARIANTS = ("mae", "layerlock")
 
 def get_config(variant: str = "mae"):
   """The ViT-B/16 config; `variant` is "mae" or "layerlock" (see the module docstring)."""
-  if variant not in VARIANTS:
-    raise ValueError(f"unknown variant {variant!r}; use one of {VARIANTS}")
+  config_defaults.check_variant(variant, VARIANTS)
   c = config_defaults.vit_config("B")
   # The light VideoMAE decoder (the base_config dims: 384 wide, 4 deep, 6 heads, MLP 1536): at
   # this size the 4DS query decoder would take 4 of only 12 blocks away from the encoder.
@@ -42,19 +41,12 @@ def get_config(variant: str = "mae"):
   c.keep_every = 50_000  # permanent snapshots for depth-wise analysis of the frozen prefix
 
   if variant == "layerlock":
-    c.model.posemb = "rope"  # 3D RoPE, 10/25/25% of the width along t/h/w, after the first norm
-    ll = c.layerlock
-    ll.enabled = True
-    ll.target = "latent"
     # Encoder depth 12; cap = 2/3 * 12 -> 8 frozen
     # blocks, one per event (jump 1), so 8 freeze events. With the first freeze at the end of
     # the pixel stage the last one lands at
     #   pixel_steps + (8 - 1) * interval = 60K + 7 * 17K = 179K = 89.5% of 200K,
     # leaving the last ~10% of training to adapt to the final target. [I: the papers give the
     # schedule only for ViT-G (160K pixel steps, 10K interval); other sizes are scaled to fit.]
-    ll.pixel_steps = 60_000
-    ll.interval = 17_000
-    ll.jump = 1
-    ll.max_frozen = 8
-    ll.mini_warmup_steps = 250
+    config_defaults.enable_layerlock(c, pixel_steps=60_000, interval=17_000,
+                                     max_frozen=8, mini_warmup_steps=250)
   return c

@@ -30,8 +30,7 @@ VARIANTS = ("mae", "layerlock")
 
 def get_config(variant: str = "mae"):
   """The ViT-g/16 config; `variant` is "mae" or "layerlock" (see the module docstring)."""
-  if variant not in VARIANTS:
-    raise ValueError(f"unknown variant {variant!r}; use one of {VARIANTS}")
+  config_defaults.check_variant(variant, VARIANTS)
   c = config_defaults.vit_config("g")
   # The 4DS decoder: query tokens enter before the last 4 backbone blocks, which decode.
   c.model.decoder.type = "query"
@@ -49,19 +48,12 @@ def get_config(variant: str = "mae"):
   c.mesh.preset = "fsdp"
 
   if variant == "layerlock":
-    c.model.posemb = "rope"  # 3D RoPE, 10/25/25% of the width along t/h/w, after the first norm
-    ll = c.layerlock
-    ll.enabled = True
-    ll.target = "latent"
     # Encoder depth 36 (40 blocks minus the 4 decoder blocks); cap = 2/3 * 36 -> 24 frozen
     # blocks, one per event (jump 1), so 24 freeze events. With the first freeze at the end of
     # the pixel stage the last one lands at
     #   pixel_steps + (24 - 1) * interval = 150K + 23 * 11K = 403K = 89.6% of 450K,
     # leaving the last ~10% of training to adapt to the final target. [I: the papers give the
     # schedule only for ViT-G (160K pixel steps, 10K interval); other sizes are scaled to fit.]
-    ll.pixel_steps = 150_000
-    ll.interval = 11_000
-    ll.jump = 1
-    ll.max_frozen = 24
-    ll.mini_warmup_steps = 500
+    config_defaults.enable_layerlock(c, pixel_steps=150_000, interval=11_000,
+                                     max_frozen=24, mini_warmup_steps=500)
   return c

@@ -30,8 +30,7 @@ VARIANTS = ("mae", "layerlock")
 
 def get_config(variant: str = "mae"):
   """The ViT-G/16 config; `variant` is "mae" or "layerlock" (see the module docstring)."""
-  if variant not in VARIANTS:
-    raise ValueError(f"unknown variant {variant!r}; use one of {VARIANTS}")
+  config_defaults.check_variant(variant, VARIANTS)
   c = config_defaults.vit_config("G")
   # The 4DS decoder: query tokens enter before the last 4 backbone blocks, which decode.
   c.model.decoder.type = "query"
@@ -49,10 +48,6 @@ def get_config(variant: str = "mae"):
   c.mesh.preset = "fsdp"
 
   if variant == "layerlock":
-    c.model.posemb = "rope"  # 3D RoPE, 10/25/25% of the width along t/h/w, after the first norm
-    ll = c.layerlock
-    ll.enabled = True
-    ll.target = "latent"
     # Encoder depth 44 (48 blocks minus the 4 decoder blocks); cap = 2/3 * 44 -> 29 frozen
     # blocks, one per event (jump 1), so 29 freeze events. With the first freeze at the end of
     # the pixel stage the last one lands at
@@ -61,9 +56,6 @@ def get_config(variant: str = "mae"):
     # schedule only for ViT-G (160K pixel steps, 10K interval); other sizes are scaled to fit.]
     # The paper caps ViT-G at 32 of 48 blocks (2/3 of the full depth) [S]; we take 2/3 of
     # the 44 ENCODER blocks, because the 4 decoder blocks must stay trainable.
-    ll.pixel_steps = 160_000
-    ll.interval = 10_000
-    ll.jump = 1
-    ll.max_frozen = 29
-    ll.mini_warmup_steps = 500
+    config_defaults.enable_layerlock(c, pixel_steps=160_000, interval=10_000,
+                                     max_frozen=29, mini_warmup_steps=500)
   return c

@@ -31,8 +31,7 @@ VARIANTS = ("mae", "layerlock")
 
 def get_config(variant: str = "mae"):
   """The ViT-H/16 config; `variant` is "mae" or "layerlock" (see the module docstring)."""
-  if variant not in VARIANTS:
-    raise ValueError(f"unknown variant {variant!r}; use one of {VARIANTS}")
+  config_defaults.check_variant(variant, VARIANTS)
   c = config_defaults.vit_config("H")
   # The 4DS decoder: query tokens enter before the last 4 backbone blocks, which decode.
   c.model.decoder.type = "query"
@@ -50,19 +49,12 @@ def get_config(variant: str = "mae"):
   c.mesh.preset = "fsdp"
 
   if variant == "layerlock":
-    c.model.posemb = "rope"  # 3D RoPE, 10/25/25% of the width along t/h/w, after the first norm
-    ll = c.layerlock
-    ll.enabled = True
-    ll.target = "latent"
     # Encoder depth 28 (32 blocks minus the 4 decoder blocks); cap = 2/3 * 28 -> 18 frozen
     # blocks, one per event (jump 1), so 18 freeze events. With the first freeze at the end of
     # the pixel stage the last one lands at
     #   pixel_steps + (18 - 1) * interval = 130K + 17 * 13.5K = 359.5K = 89.9% of 400K,
     # leaving the last ~10% of training to adapt to the final target. [I: the papers give the
     # schedule only for ViT-G (160K pixel steps, 10K interval); other sizes are scaled to fit.]
-    ll.pixel_steps = 130_000
-    ll.interval = 13_500
-    ll.jump = 1
-    ll.max_frozen = 18
-    ll.mini_warmup_steps = 500
+    config_defaults.enable_layerlock(c, pixel_steps=130_000, interval=13_500,
+                                     max_frozen=18, mini_warmup_steps=500)
   return c

@@ -26,8 +26,7 @@ VARIANTS = ("mae", "layerlock")
 
 def get_config(variant: str = "mae"):
   """The ViT-L/16 config; `variant` is "mae" or "layerlock" (see the module docstring)."""
-  if variant not in VARIANTS:
-    raise ValueError(f"unknown variant {variant!r}; use one of {VARIANTS}")
+  config_defaults.check_variant(variant, VARIANTS)
   c = config_defaults.vit_config("L")
   # The 4DS decoder: query tokens enter before the last 4 backbone blocks, which decode.
   c.model.decoder.type = "query"
@@ -42,19 +41,12 @@ def get_config(variant: str = "mae"):
   c.keep_every = 50_000  # permanent snapshots for depth-wise analysis of the frozen prefix
 
   if variant == "layerlock":
-    c.model.posemb = "rope"  # 3D RoPE, 10/25/25% of the width along t/h/w, after the first norm
-    ll = c.layerlock
-    ll.enabled = True
-    ll.target = "latent"
     # Encoder depth 20 (24 blocks minus the 4 decoder blocks); cap = 2/3 * 20 -> 13 frozen
     # blocks, one per event (jump 1), so 13 freeze events. With the first freeze at the end of
     # the pixel stage the last one lands at
     #   pixel_steps + (13 - 1) * interval = 100K + 12 * 14K = 268K = 89.3% of 300K,
     # leaving the last ~10% of training to adapt to the final target. [I: the papers give the
     # schedule only for ViT-G (160K pixel steps, 10K interval); other sizes are scaled to fit.]
-    ll.pixel_steps = 100_000
-    ll.interval = 14_000
-    ll.jump = 1
-    ll.max_frozen = 13
-    ll.mini_warmup_steps = 500
+    config_defaults.enable_layerlock(c, pixel_steps=100_000, interval=14_000,
+                                     max_frozen=13, mini_warmup_steps=500)
   return c

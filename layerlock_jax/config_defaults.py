@@ -187,3 +187,27 @@ def encoder_depth(config) -> int:
   if model["decoder"]["type"] == "query":
     return model["depth"] - model["decoder"]["depth"]
   return model["depth"]
+
+
+def check_variant(variant: str, variants) -> None:
+  """A config file's `get_config(variant)` argument must be one of its variants."""
+  if variant not in variants:
+    raise ValueError(f"unknown variant {variant!r}; use one of {tuple(variants)}")
+
+
+def enable_layerlock(c, *, pixel_steps: int, interval: int, max_frozen: int,
+                     mini_warmup_steps: int):
+  """The `:layerlock` variant of a size config: 3-D RoPE (10/25/25% of the width along t/h/w,
+  after the first norm), latent target, one block frozen per event (jump 1) up to `max_frozen`,
+  first freeze at the end of the pixel stage. [I: the papers give the schedule only for ViT-G;
+  other sizes are scaled so that the last freeze lands at ~90% of training.]"""
+  c.model.posemb = "rope"
+  ll = c.layerlock
+  ll.enabled = True
+  ll.target = "latent"
+  ll.jump = 1
+  ll.pixel_steps = pixel_steps
+  ll.interval = interval
+  ll.max_frozen = max_frozen
+  ll.mini_warmup_steps = mini_warmup_steps
+  return c
