@@ -19,6 +19,7 @@ import time
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from layerlock_jax import checkpoint
 from layerlock_jax import distributed
@@ -47,6 +48,7 @@ class RunResult:
   compile_seconds: float
   start_step: int = 0         # > 0 when the run resumed from a checkpoint
   preempted: bool = False     # stopped early by SIGTERM / a preemption notice (checkpoint saved)
+  programs: list = dataclasses.field(default_factory=list)  # Trainer.programs
 
 
 class Trainer:
@@ -67,8 +69,13 @@ class Trainer:
     self.boxed_abstract = jax.eval_shape(self.model.init, jax.random.key(config.seed))
     self.abstract_params = nn.unbox(self.boxed_abstract)
     self.param_shardings = sharding.param_shardings(self.boxed_abstract, self.mesh, self.rules)
+    # The seed enters the step as an argument, not a constant (see make_train_step).
+    self.seed = jax.make_array_from_callback((), self.replicated,
+                                             lambda _: np.uint32(config.seed))
     self._step_fns = {}
     self.compile_seconds = 0.0
+    # One row per compiled stage program: what it costs (analytic FLOPs, compiled buffer sizes).
+    self.programs: list[dict] = []
 
   # --- stages ----------------------------------------------------------------------------------
   def spec_at(self, step: int) -> state_lib.StageSpec:
@@ -118,11 +125,11 @@ class Trainer:
       fn = step_lib.make_train_step(self.model, self.config, spec, self.tx,
                                     self.learning_rate_fn, self.latent_weight_fn)
       shardings = self.state_shardings(spec)
-      jitted = jax.jit(fn, in_shardings=(shardings, self.video_sharding),
+      jitted = jax.jit(fn, in_shardings=(shardings, self.video_sharding, self.replicated),
                        out_shardings=(shardings, self.replicated), donate_argnums=0)
       start = time.perf_counter()
       with sharding.activation_sharding(self.mesh, self.rules):
-        compiled = jitted.lower(state, video).compile()
+        compiled = SeededStep(jitted.lower(state, video, self.seed).compile(), self.seed)
       seconds = time.perf_counter() - start
       self.compile_seconds += seconds
       # Processes finish compiling at different times; line them up before the stage's first
@@ -131,6 +138,8 @@ class Trainer:
                           timeout_s=max(600.0, 2 * seconds))
       note("compiled stage k=%d (%s) in %.1fs", spec.frozen_layers, spec.target, seconds)
       self._step_fns[spec] = compiled
+      self.programs.append(program_stats(compiled, spec, seconds,
+                                         self.flops_per_step(spec)))
     return self._step_fns[spec]
 
   def flops_per_step(self, spec) -> float:
@@ -140,6 +149,32 @@ class Trainer:
   @property
   def compiles(self) -> int:
     return len(self._step_fns)
+
+
+class SeededStep:
+  """A compiled stage step called as `(state, video)`: the seed argument is bound here. Other
+  attributes (memory_analysis, cost_analysis, as_text, ...) are the compiled program's."""
+
+  def __init__(self, compiled, seed):
+    self.compiled, self.seed = compiled, seed
+
+  def __call__(self, state, video):
+    return self.compiled(state, video, self.seed)
+
+  def __getattr__(self, name):
+    return getattr(self.compiled, name)
+
+
+def program_stats(compiled, spec, compile_seconds: float, model_flops: float) -> dict:
+  """A compiled stage program's costs: analytic model FLOPs per step and the per-device buffer
+  sizes XLA assigned (temp = activations and scratch live during the step). Bytes are None where
+  the backend has no memory analysis."""
+  mem = compiled.memory_analysis()
+  row = {"frozen_layers": spec.frozen_layers, "target": spec.target,
+         "compile_seconds": compile_seconds, "model_flops": model_flops}
+  for key in ("temp", "argument", "output", "alias"):
+    row[f"{key}_bytes"] = int(getattr(mem, f"{key}_size_in_bytes")) if mem else None
+  return row
 
 
 def run_peak_flops(trainer) -> float | None:
@@ -269,12 +304,13 @@ def run(config, workdir: str, devices=None) -> RunResult:
     if start_step >= config.total_steps:
       note("nothing to do: the checkpoint is at step %d of %d", start_step, config.total_steps)
     return RunResult(state, last, trainer.compiles, trainer.compile_seconds,
-                     start_step=start_step, preempted=preempted)
+                     start_step=start_step, preempted=preempted, programs=trainer.programs)
   note("done: %d steps, %d compiled stages, %.1fs compiling", config.total_steps,
        trainer.compiles, trainer.compile_seconds)
   if is_main:
     with open(os.path.join(workdir, "summary.json"), "w") as f:
       json.dump({"final": last, "compiles": trainer.compiles,
-                 "compile_seconds": trainer.compile_seconds, "resumed_from": start_step}, f,
-                indent=2)
-  return RunResult(state, last, trainer.compiles, trainer.compile_seconds, start_step=start_step)
+                 "compile_seconds": trainer.compile_seconds, "resumed_from": start_step,
+                 "programs": trainer.programs}, f, indent=2)
+  return RunResult(state, last, trainer.compiles, trainer.compile_seconds, start_step=start_step,
+                   programs=trainer.programs)

@@ -121,11 +121,18 @@ def layerlock_targets(model, frozen_encoder, tokens, *, multi_target: bool):
 
 def make_train_step(model, config, spec: StageSpec, tx: optax.GradientTransformation,
                     learning_rate_fn, latent_weight_fn=None):
-  """The (unjitted) pure step function for one stage."""
-  base_key = jax.random.key(config.seed)
+  """The (unjitted) pure step function for one stage: `(state, video[, seed]) -> (state,
+  metrics)`.
 
-  def train_step(state: TrainState, video):
-    key = jax.random.fold_in(base_key, state.step)
+  The random key of a step is fold_in(key(seed), step). `seed` (a uint32 scalar) defaults to
+  config.seed baked in as a constant; the Trainer passes it as an argument instead, so that runs
+  differing only in their seed compile to the same program (one persistent-cache entry for a seed
+  sweep) and get the same numbers either way.
+  """
+
+  def train_step(state: TrainState, video, seed=None):
+    seed = jnp.uint32(config.seed) if seed is None else seed
+    key = jax.random.fold_in(jax.random.key(seed), state.step)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, metrics), grads = grad_fn(state.params, state.frozen, video, key, state.step,
                                      model=model, config=config, spec=spec,

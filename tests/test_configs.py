@@ -18,7 +18,13 @@ from layerlock_jax import config_defaults
 from layerlock_jax.config_validation import encoder_depth, resolve_mesh_shape, validate
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
-CONFIG_FILES = sorted(p for p in CONFIG_DIR.glob("*.py") if not p.name.startswith("_"))
+# Also configs/experiments/ (the runs of `python -m layerlock_jax.reproduce`).
+CONFIG_FILES = sorted(p for p in CONFIG_DIR.rglob("*.py") if not p.name.startswith("_"))
+
+
+def _rel(path: pathlib.Path) -> str:
+  """'configs/...' as the docstring commands spell the file."""
+  return path.relative_to(CONFIG_DIR.parent).as_posix()
 
 # The size configs: file stem -> VIT_SIZES key.
 SIZE_CONFIGS = {"vit_s": "S", "vit_b": "B", "vit_l": "L", "vit_h": "H", "vit_giant": "g",
@@ -35,7 +41,7 @@ def _load(path: pathlib.Path):
 def _variant_args(path: pathlib.Path) -> list[tuple[str, ...]]:
   """() for the default plus every `--config=configs/<file>:VARIANT` the docstring advertises."""
   doc = _load(path).__doc__ or ""
-  found = re.findall(rf"--config=configs/{re.escape(path.name)}:(\w+)", doc)
+  found = re.findall(rf"--config={re.escape(_rel(path))}:(\w+)", doc)
   return [()] + [(v,) for v in dict.fromkeys(found)]
 
 
@@ -62,7 +68,7 @@ def test_size_configs_exist():
 def test_docstring_names_its_own_command(path):
   doc = _load(path).__doc__
   assert doc, f"{path.name} has no docstring"
-  assert re.search(rf"python -m layerlock_jax\.main --config=configs/{re.escape(path.name)}\b",
+  assert re.search(rf"python -m layerlock_jax\.main --config={re.escape(_rel(path))}\b",
                    doc), f"{path.name}: docstring lacks its own run command"
 
 

@@ -103,11 +103,36 @@ def final_loss(rows: Sequence[dict], total_steps: int, tail_fraction: float) -> 
   return float(sum(tail) / len(tail))
 
 
-def _run_and_read(run_fn, config, workdir, tail_fraction) -> dict[str, Any]:
-  run_fn(config, workdir)
+def summarize_grid(baseline: dict[str, Any], cells: Sequence[dict[str, Any]], *,
+                   skipped: Sequence[dict] = (), tail_fraction: float, free_tolerance: float,
+                   total_steps: int, encoder_depth: int) -> dict[str, Any]:
+  """The grid's result from the baseline's and the cells' `{"final_loss", ...}` records (cells
+  also carry "layers" and "step"): relative increases, free flags, earliest free T per L."""
+  base = baseline["final_loss"]
+  results = []
+  for cell in cells:
+    cell = dict(cell)
+    if cell.get("final_loss") is not None and base:
+      cell["relative_increase"] = (cell["final_loss"] - base) / base
+      cell["free"] = bool(cell["relative_increase"] <= free_tolerance)
+    results.append(cell)
+  used_layers = sorted({c["layers"] for c in results})
+  used_steps = sorted({c["step"] for c in results})
+  earliest = {}
+  for l in used_layers:
+    free = [c["step"] for c in results if c["layers"] == l and c.get("free")]
+    earliest[str(l)] = min(free) if free else None
+  return {"baseline": baseline, "layers": used_layers, "steps": used_steps, "cells": results,
+          "skipped": list(skipped), "tail_fraction": tail_fraction,
+          "free_tolerance": free_tolerance, "total_steps": int(total_steps),
+          "encoder_depth": encoder_depth, "earliest_free_step": earliest}
+
+
+def read_run(workdir: str, total_steps: int, tail_fraction: float) -> dict[str, Any]:
+  """{"final_loss", "last_loss", "workdir"} of a finished run's metrics.jsonl."""
   path = os.path.join(workdir, "metrics.jsonl")
   rows = plots.read_metrics(path) if os.path.exists(path) else []
-  loss = final_loss(rows, config.total_steps, tail_fraction)
+  loss = final_loss(rows, total_steps, tail_fraction)
   last = rows[-1]["loss"] if rows and isinstance(rows[-1].get("loss"), (int, float)) else None
   return {"final_loss": loss, "last_loss": last, "workdir": workdir}
 
@@ -121,7 +146,7 @@ def run_convergence_experiment(config, workdir: str, *, layers: Sequence[int] | 
   layers: L values (default DEFAULT_LAYERS); steps: T values (default: DEFAULT_STEP_FRACTIONS of
   config.total_steps). A cell counts as "free" when its final loss is within `free_tolerance`
   (relative) of the baseline's. `run_fn(config, workdir)` trains one run (default train.run; tests
-  pass a stand-in). Returns the JSON-able result:
+  pass a stand-in). Returns the JSON-able result (`summarize_grid`):
     {"baseline": {...}, "layers": [...], "steps": [...], "cells": [{"layers", "step",
      "final_loss", "relative_increase", "free", ...}], "skipped": [...], "earliest_free_step":
      {L: smallest free T or None}}
@@ -137,34 +162,24 @@ def run_convergence_experiment(config, workdir: str, *, layers: Sequence[int] | 
   cells, skipped = grid_cells(layers, steps, total_steps=config.total_steps, encoder_depth=depth)
   os.makedirs(workdir, exist_ok=True)
 
+  def train_and_read(cfg, name):
+    run_fn(cfg, os.path.join(workdir, name))
+    return read_run(os.path.join(workdir, name), cfg.total_steps, tail_fraction)
+
   logging.info("convergence experiment: baseline + %d cells in %s", len(cells), workdir)
-  baseline = _run_and_read(run_fn, baseline_config(config), os.path.join(workdir, "baseline"),
-                           tail_fraction)
-  base = baseline["final_loss"]
+  baseline = train_and_read(baseline_config(config), "baseline")
   results = []
   for l, t in cells:
     logging.info("convergence cell: freeze blocks <= %d at step %d", l, t)
-    cell = _run_and_read(run_fn, frozen_config(config, l, t), os.path.join(workdir, f"L{l}_T{t}"),
-                         tail_fraction)
+    cell = train_and_read(frozen_config(config, l, t), f"L{l}_T{t}")
     cell.update(layers=l, step=t)
-    if cell["final_loss"] is not None and base:
-      cell["relative_increase"] = (cell["final_loss"] - base) / base
-      cell["free"] = bool(cell["relative_increase"] <= free_tolerance)
     results.append(cell)
-
-  used_layers = sorted({l for l, _ in cells})
-  used_steps = sorted({t for _, t in cells})
-  earliest = {}
-  for l in used_layers:
-    free = [c["step"] for c in results if c["layers"] == l and c.get("free")]
-    earliest[str(l)] = min(free) if free else None
-  result = {"baseline": baseline, "layers": used_layers, "steps": used_steps, "cells": results,
-            "skipped": skipped, "tail_fraction": tail_fraction, "free_tolerance": free_tolerance,
-            "total_steps": int(config.total_steps), "encoder_depth": depth,
-            "earliest_free_step": earliest}
+  result = summarize_grid(baseline, results, skipped=skipped, tail_fraction=tail_fraction,
+                          free_tolerance=free_tolerance, total_steps=config.total_steps,
+                          encoder_depth=depth)
   with open(os.path.join(workdir, "convergence.json"), "w") as f:
     json.dump(result, f, indent=2)
-  if results and base is not None:
+  if results and baseline["final_loss"] is not None:
     plots.plot_convergence(result, os.path.join(workdir, "convergence.png"))
   return result
 

@@ -1,0 +1,297 @@
+"""OUT/report.md and its figures, written from the reproduction's results (layerlock_jax.reproduce).
+
+Every number is formatted from `results` (OUT/results.json) or `timing` (OUT/timing.json); the only
+text typed here is prose, table headers and the papers' reference numbers inside the claims.
+Figures use matplotlib's object API on an Agg canvas, like evaluation/plots.py.
+"""
+import os
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from layerlock_jax.evaluation import plots
+
+_COLORS = {"mae": "tab:blue", "freeze_pixel": "tab:cyan", "layerlock": "tab:green",
+           "naive_latent": "tab:red", "layerlock_no_miniwarmup": "tab:olive",
+           "mae_learned_posemb": "tab:purple", "random_init": "gray",
+           "concurrent": "tab:orange", "sequential": "tab:brown", "e2e": "tab:blue"}
+
+
+def _f(x, digits: int = 3, signed: bool = False, pct: bool = False) -> str:
+  if x is None or (isinstance(x, float) and not np.isfinite(x)):
+    return "n/a"
+  if pct:
+    return f"{100 * x:+.1f}%" if signed else f"{100 * x:.1f}%"
+  return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def _seeds(arm: dict) -> str:
+  return " / ".join(_f(v) for v in arm["per_seed"]) or "n/a"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(r) + " |" for r in rows]
+  return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# Figures.
+# ------------------------------------------------------------------------------------------------
+
+
+def _bars(ax, names, arms, title):
+  for i, name in enumerate(names):
+    arm = arms[name]
+    if arm["mean"] is None:
+      continue
+    ax.bar(i, arm["mean"], color=_COLORS.get(name, "gray"), alpha=0.7)
+    ax.plot([i] * len(arm["per_seed"]), arm["per_seed"], "k.", ms=8)
+  ax.set_xticks(range(len(names)))
+  ax.set_xticklabels([n.replace("_", "\n") for n in names], fontsize=8)
+  ax.set_title(title, fontsize=10)
+  ax.set_ylabel("mean top-1 over tasks")
+
+
+def figure_freezing(claim: dict, path: str) -> str:
+  fig = Figure(figsize=(12, 3.8))
+  ax = fig.add_subplot(1, 3, 1)
+  _bars(ax, ["mae", "freeze_pixel"], claim["probe"], "attentive probe (dots: seeds)")
+  ax = fig.add_subplot(1, 3, 2)
+  _bars(ax, ["mae", "freeze_pixel"], claim["linear"], "linear probe (dots: seeds)")
+  ax = fig.add_subplot(1, 3, 3)
+  ks = [r["frozen_layers"] for r in claim["per_stage"]]
+  for key, label, style in (("flops_ratio", "analytic FLOPs", "o-"),
+                            ("step_time_ratio", "measured step time", "s--"),
+                            ("temp_ratio", "compiled temp memory", "^:")):
+    ax.plot(ks, plots._finite([r[key] for r in claim["per_stage"]]), style, label=label)  # pylint: disable=protected-access
+  ax.axhline(1.0, color="gray", lw=0.8)
+  ax.set_xlabel("frozen blocks k")
+  ax.set_ylabel("ratio to unfrozen MAE step")
+  ax.set_title("cost per step vs frozen blocks", fontsize=10)
+  ax.legend(fontsize=8)
+  return plots._save(fig, path)  # pylint: disable=protected-access
+
+
+def figure_collapse(claim: dict, path: str) -> str:
+  fig = Figure(figsize=(12, 3.8))
+  panels = (("linear", "linear probe at the last block\n(mean over tasks, in training)"),
+            ("effective_rank", "effective rank (last block)"),
+            ("normalized_std", "normalised per-dim std (last block)"))
+  for i, (key, title) in enumerate(panels):
+    ax = fig.add_subplot(1, 3, i + 1)
+    for arm, curves in claim["curves"].items():
+      for s, curve in enumerate(curves):
+        ax.plot(curve["step"], plots._finite(curve[key]), "-" if s == 0 else "--",  # pylint: disable=protected-access
+                color=_COLORS.get(arm, "gray"), label=arm if s == 0 else None)
+    ax.set_xlabel("step")
+    ax.set_title(title, fontsize=10)
+    if key == "normalized_std":
+      ax.set_yscale("log")
+    ax.legend(fontsize=8)
+  return plots._save(fig, path)  # pylint: disable=protected-access
+
+
+def figure_layerlock_vs_mae(claim: dict, path: str) -> str:
+  fig = Figure(figsize=(11, 3.8))
+  ax = fig.add_subplot(1, 2, 1)
+  names = [n for n in ("mae", "layerlock", "layerlock_no_miniwarmup", "mae_learned_posemb")
+           if claim["probe"][n]["per_seed"]]
+  _bars(ax, names, claim["probe"], "attentive probe (dots: seeds)")
+  for key, ref in claim["random_init"].items():
+    if ref["attentive"] is not None:
+      ax.axhline(ref["attentive"], ls=":", color="gray")
+      ax.text(len(names) - 0.5, ref["attentive"], f"random init ({key})", fontsize=7,
+              ha="right", va="bottom", color="gray")
+  ax = fig.add_subplot(1, 2, 2)
+  tasks = list(claim["per_task"]["mae"])
+  width = 0.35
+  for i, arm in enumerate(("mae", "layerlock")):
+    ax.bar(np.arange(len(tasks)) + (i - 0.5) * width, [claim["per_task"][arm][t] for t in tasks],
+           width, color=_COLORS[arm], label=arm, alpha=0.8)
+  chance = [claim["random_init"]["rope"]["tasks"][t]["chance"] for t in tasks]
+  ax.plot(np.arange(len(tasks)), chance, "k_", ms=30, label="chance")
+  ax.set_xticks(range(len(tasks)))
+  ax.set_xticklabels(tasks)
+  ax.set_title("attentive probe per task (seed mean)", fontsize=10)
+  ax.legend(fontsize=8)
+  return plots._save(fig, path)  # pylint: disable=protected-access
+
+
+def figure_blockwise(claim: dict, path: str) -> str:
+  fig = Figure(figsize=(14, 3.6))
+  panels = (("linear/mean", "linear probe (mean over tasks)"), ("knn_mAP/mean", "kNN mAP"),
+            ("linear_cka_prev", "linear CKA to previous depth"),
+            ("token_cosine_similarity", "token cosine similarity"))
+  for i, (key, title) in enumerate(panels):
+    ax = fig.add_subplot(1, 4, i + 1)
+    for name, curves in claim["curves"].items():
+      ys = plots._finite(curves[key])  # pylint: disable=protected-access
+      ax.plot(range(len(ys)), ys, "o-" if name != "random_init" else "o:",
+              color=_COLORS.get(name, "gray"), label=name)
+    ax.set_xlabel("depth (0 = embedding)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+  return plots._save(fig, path)  # pylint: disable=protected-access
+
+
+# ------------------------------------------------------------------------------------------------
+# Markdown.
+# ------------------------------------------------------------------------------------------------
+
+
+def _section_convergence(c: dict, fig: str) -> str:
+  g = c["grid"]
+  rows = []
+  for l in g["layers"]:
+    row = [str(l)]
+    for t in g["steps"]:
+      cell = next((x for x in g["cells"] if x["layers"] == l and x["step"] == t), None)
+      row.append("n/a" if cell is None else
+                 f"{_f(cell.get('final_loss'), 4)} ({_f(cell.get('relative_increase'), signed=True, pct=True)})")
+    rows.append(row)
+  return "\n\n".join([
+      _table(["frozen blocks L"] + [f"T = {t}" for t in g["steps"]], rows),
+      f"Baseline (never frozen) final loss: {_f(g['baseline']['final_loss'], 4)}; final loss = "
+      f"mean logged loss over the last {_f(100 * g['tail_fraction'], 0)}% of "
+      f"{g['total_steps']} steps; every cell sees the baseline's batches and masks.",
+      f"![convergence grid]({fig})"])
+
+
+def _section_freezing(c: dict, fig: str) -> str:
+  p, l = c["probe"], c["linear"]
+  rows = [[arm, _seeds(p[arm]), _f(p[arm]["mean"]), _seeds(l[arm]), _f(l[arm]["mean"])]
+          for arm in ("mae", "freeze_pixel")]
+  stages = [[str(r["frozen_layers"]), _f(r["flops_ratio"]), _f(r["step_time_ratio"]),
+             _f(r["temp_ratio"]), _f(r["temp_bytes"] / 2**20 if r["temp_bytes"] else None, 1)]
+            for r in c["per_stage"]]
+  cmp, lcmp = c["comparison"], c["linear_comparison"]
+  return "\n\n".join([
+      _table(["arm", "attentive per seed", "attentive mean", "linear per seed", "linear mean"],
+             rows),
+      f"Attentive probe: freeze_pixel - MAE = {_f(cmp['delta'], signed=True)} (seed noise "
+      f"{_f(cmp['noise'])}); linear probe: {_f(lcmp['delta'], signed=True)} (noise "
+      f"{_f(lcmp['noise'])}).",
+      f"Training cost: analytic model FLOPs {_f(-c['analytic_flops_saving'], signed=True, pct=True)}"
+      f" over the run; measured training time {_f(-c['measured_time_saving'], signed=True, pct=True) if c['measured_time_saving'] is not None else 'n/a'}"
+      f" (wall clock, varies between runs); compiled temp memory in the last stage "
+      f"{_f(c['last_stage_temp_memory_ratio'])} x MAE's. Per stage (ratios to the unfrozen step):",
+      _table(["k", "analytic FLOPs", "measured step time", "temp memory", "temp MiB"], stages),
+      f"![freezing]({fig})"])
+
+
+def _section_collapse(c: dict, fig: str) -> str:
+  rows = []
+  for arm, t in c["table"].items():
+    rows.append([arm, _f(t["attentive"]), _f(t["attentive_over_chance"], signed=True),
+                 _f(t["linear"]), _f(t["linear_over_chance"], signed=True),
+                 _f(t["effective_rank"], 2), _f(t["normalized_std"]),
+                 ", ".join(str(x) for x in t["collapsed"])])
+  return "\n\n".join([
+      _table(["arm", "attentive", "over chance", "linear", "over chance", "effective rank",
+              "normalised std", "collapsed flag per seed"], rows),
+      "Seed means at the last block. The collapse flag is `analysis.collapse_statistics`' "
+      "(normalised per-dimension std below 0.05 of the feature norm).",
+      f"![collapse over training]({fig})"])
+
+
+def _section_layerlock(c: dict, fig: str) -> str:
+  p, l = c["probe"], c["linear"]
+  rows = [[arm, _seeds(p[arm]), _f(p[arm]["mean"]), _seeds(l[arm]), _f(l[arm]["mean"])]
+          for arm in p if p[arm]["per_seed"]]
+  for key, ref in c["random_init"].items():
+    rows.append([f"random init ({key})", _f(ref["attentive"]), _f(ref["attentive"]),
+                 _f(ref["linear"]), _f(ref["linear"])])
+  cmp, lcmp, ab = c["comparison"], c["linear_comparison"], c["ablations"]
+  if ab["mini_warmup"] is None and ab["rope"] is None:
+    ablations = ("Ablations not run (they do not fit the 30-minute budget; add `--ablations`, "
+                 "about 4 more minutes).")
+  else:
+    ablations = (f"Ablations (seed 0, attentive): mini-warmup on - off = "
+                 f"{_f(ab['mini_warmup'], signed=True)}; RoPE - learned 3-D position embedding "
+                 f"(MAE) = {_f(ab['rope'], signed=True)}.")
+  return "\n\n".join([
+      _table(["arm", "attentive per seed", "attentive mean", "linear per seed", "linear mean"],
+             rows),
+      f"LayerLock - MAE: attentive {_f(cmp['delta'], signed=True)} (noise {_f(cmp['noise'])}), "
+      f"linear {_f(lcmp['delta'], signed=True)} (noise {_f(lcmp['noise'])}). " + ablations,
+      f"![LayerLock vs MAE]({fig})"])
+
+
+def _section_blockwise(c: dict, fig: str) -> str:
+  curves = c["curves"]
+  depth = len(curves["e2e"]["linear/mean"])
+  rows = []
+  for name, cur in curves.items():
+    rows.append([name] + [_f(v) for v in cur["linear/mean"]] +
+                [_f(cur["linear_cka_prev"][-1]), _f(cur["knn_mAP/mean"][-1])])
+  checks = []
+  for name, ch in c["checks"].items():
+    checks.append([name, _f(ch["last_block_delta_vs_e2e"], signed=True), _f(ch["tolerance"]),
+                   _f(ch["early_blocks_delta_vs_e2e"], signed=True), _f(ch["late_cka_min"]),
+                   _f(ch["token_cosine_block1_delta_vs_e2e"], signed=True)])
+  return "\n\n".join([
+      "Linear probe (mean over tasks) per depth, and at the last block CKA to the previous depth "
+      "and kNN mAP:",
+      _table(["regime"] + [f"depth {j}" for j in range(depth)] + ["CKA last", "kNN mAP last"],
+             rows),
+      _table(["regime", "last block vs e2e", "tolerance", "early blocks vs e2e",
+              "late consecutive CKA (min)", "block-1 token cosine vs e2e"], checks),
+      f"![blockwise]({fig})"])
+
+
+_SECTIONS = (
+    ("convergence", "1. Convergence order", _section_convergence, None),
+    ("freezing", "2. Progressive freezing is nearly free", _section_freezing, figure_freezing),
+    ("collapse", "3. Naive latent prediction collapses, LayerLock does not", _section_collapse,
+     figure_collapse),
+    ("layerlock_vs_mae", "4. LayerLock >= pixel MAE", _section_layerlock,
+     figure_layerlock_vs_mae),
+    ("blockwise", "5. Blockwise ~ end-to-end", _section_blockwise, figure_blockwise),
+)
+
+
+def write_report(results: dict[str, Any], timing: dict[str, Any], out: str, *,
+                 command: str) -> str:
+  """Writes OUT/report.md and OUT/fig_*.png; returns the report's path."""
+  ev = results["eval"]
+  lines = [
+      "# LayerLock / blockwise SSL: the papers' claims at CPU scale",
+      "",
+      f"Generated by `{command}`" + (" (QUICK MODE: smoke-sized runs, the numbers mean "
+                                     "nothing)" if results["quick"] else "") + ".",
+      f"Seeds {results['seeds']}; every run's exact command is in the table at the end. "
+      f"Probes: frozen encoders, {ev['clips_per_split']} train / {ev['clips_per_split']} test "
+      f"clips rendered from data seed {ev['data_seed']} (no run pretrained on them), probe seed "
+      f"{ev['probe_seed']}; attentive readout (4DS: learned query cross-attention, width "
+      f"{ev['attentive_width']}, {ev['attentive_steps']} AdamW steps of {ev['attentive_batch']} "
+      "clips) at the last block, the headline probe; linear probe "
+      f"(standardised mean-pooled tokens, L-BFGS, {ev['linear_probe_steps']} steps) and cosine "
+      "kNN beside it. Numbers are top-1 accuracy averaged over the labelled tasks.",
+      f"Wall time {timing['total_seconds'] / 60:.1f} min on {timing['machine']['cpus']} CPUs "
+      f"({timing['machine']['platform']}).",
+      "",
+      "## Summary",
+      "",
+      _table(["claim", "verdict"], [[title, results["claims"][key]["verdict"]]
+                                    for key, title, _, _ in _SECTIONS]),
+  ]
+  for key, title, section, figure in _SECTIONS:
+    claim = results["claims"][key]
+    fig_name = f"fig_{key}.png"
+    if figure is None:
+      plots.plot_convergence(claim["grid"], os.path.join(out, fig_name))
+    else:
+      figure(claim, os.path.join(out, fig_name))
+    lines += ["", f"## {title}", "", f"**Claim.** {claim['claim']}", "",
+              f"**Rule.** {claim['rule']}", "", f"**Verdict: {claim['verdict']}.**", "",
+              section(claim, fig_name)]
+  lines += ["", "## Runs", "",
+            _table(["run", "final loss", "attentive", "linear", "command"],
+                   [[r["name"], _f(r.get("final_loss"), 4), _f(r.get("attentive")),
+                     _f(r.get("linear")), f"`{r['command']}`"] for r in results["runs"]]), ""]
+  path = os.path.join(out, "report.md")
+  with open(path, "w") as f:
+    f.write("\n".join(lines))
+  return path

@@ -1,0 +1,317 @@
+r"""Reproduce the papers' claims at small scale: one command, one report.
+
+  python -m layerlock_jax.reproduce --out=/tmp/reproduce            # full: ~25 min on 2 CPU cores
+  python -m layerlock_jax.reproduce --out=/tmp/reproduce --ablations  # + RoPE, mini-warmup arms
+  python -m layerlock_jax.reproduce --out=/tmp/reproduce_q --quick  # CI smoke run: a few minutes
+
+Trains the runs of configs/experiments/ (each an ordinary training run: its exact
+`python -m layerlock_jax.main ...` command is listed in the report), evaluates every final
+encoder with the frozen-encoder probes of layerlock_jax.evaluation on one fixed labelled set, and
+writes OUT/report.md with tables and PNG figures, each claim of ../shared/research/papers.md §6
+next to what was measured here:
+  1. convergence order (LayerLock Fig. 1): freeze blocks <= L at step T, final loss over a grid;
+  2. progressive freezing with the pixel target is nearly free (probe within seed noise; FLOPs,
+     step time and memory saved);
+  3. a naive latent loss collapses, LayerLock does not (probe, effective rank over training);
+  4. LayerLock >= pixel MAE on the probe (+ mini-warmup and RoPE ablations);
+  5. blockwise (concurrent, sequential) ~ end-to-end: per-block decodability, CKA, retrieval.
+Every number in the report is computed from the runs' artifacts (OUT/results.json holds them);
+the verdicts come from rules stated in the report, applied to those numbers.
+
+Resumable: each run trains in OUT/runs/NAME and is skipped (its final checkpoint restored) when
+already finished; each evaluation is cached as OUT/runs/NAME/eval.json. Delete OUT to regenerate
+everything from scratch: the same seeds give the same numbers (wall-clock times aside).
+--quick shrinks every run to a few steps and the probes to a few clips: it exercises the whole
+pipeline (CI runs it) and its numbers mean nothing.
+"""
+import dataclasses
+import importlib.util
+import json
+import logging
+import os
+import pathlib
+import platform
+import sys
+import time
+from typing import Any
+
+from layerlock_jax import config_defaults
+from layerlock_jax import evaluate
+from layerlock_jax.evaluation import claims
+from layerlock_jax.evaluation import convergence
+from layerlock_jax.evaluation import depthwise
+from layerlock_jax.evaluation import report
+
+EXPERIMENTS_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs" / "experiments"
+# Probes and retrieval of every model run on clips rendered from this data seed: a set none of the
+# runs was pretrained on (their data seeds are their run seeds 0, 1, ...), identical for all.
+EVAL_DATA_SEED = 1000
+PROBE_SEED = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One training run: a config file of configs/experiments/, its variant and its seed."""
+  file: str       # "layerlock_claims" | "blockwise_claims"
+  variant: str    # e.g. "layerlock", "mae,freeze=1@60", "concurrent,quick"
+  seed: int
+
+  @property
+  def name(self) -> str:
+    slug = self.variant.replace(",quick", "").replace(",freeze=", "_freeze").replace("@", "at")
+    prefix = "blockwise_" if self.file == "blockwise_claims" else ""
+    return f"{prefix}{slug}_s{self.seed}"
+
+  @property
+  def arm(self) -> str:
+    return self.variant.split(",")[0]
+
+  def config(self):
+    path = EXPERIMENTS_DIR / f"{self.file}.py"
+    spec = importlib.util.spec_from_file_location(f"_experiments_{self.file}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(self.variant)
+    config.seed = self.seed
+    return config
+
+  def command(self, out: str) -> str:
+    return (f"python -m layerlock_jax.main --config=configs/experiments/{self.file}.py:"
+            f"{self.variant} --config.seed={self.seed} --workdir={out}/runs/{self.name}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """What the reproduction trains and how it evaluates (full or quick)."""
+  quick: bool
+  seeds: tuple[int, ...] = (0, 1)
+  arms: tuple[str, ...] = ("mae", "freeze_pixel", "layerlock", "naive_latent")
+  # Arms trained at every seed (the others at the first seed only): the arms whose differences
+  # the claims weigh against seed noise.
+  repeated_arms: tuple[str, ...] = ("mae", "freeze_pixel", "layerlock")
+  grid_layers: tuple[int, ...] = (1, 3)
+  grid_steps: tuple[int, ...] = (100, 300)
+  blockwise_seeds: tuple[int, ...] = (0,)
+  eval_clips: int = 512
+  # The attentive readout is the slowest part of an evaluation: 300 AdamW steps of 32 clips at
+  # width 128 keep it near 15 s per model on 2 cores (width 256 / batch 64: ~90 s, ~0.05 higher
+  # accuracy on Moving MNIST for every model alike).
+  attentive_steps: int = 300
+  attentive_width: int = 128
+  attentive_heads: int = 4
+  attentive_batch: int = 32
+  probe_steps: int = 300
+  tail_fraction: float = 0.1
+  free_tolerance: float = 0.01
+
+  @classmethod
+  def make(cls, quick: bool, ablations: bool = False) -> "Plan":
+    if ablations and not quick:
+      return cls(quick=False, arms=cls.arms + ("layerlock_no_miniwarmup", "mae_learned_posemb"))
+    if quick:
+      # The ablation arms only add compile time to a smoke run; one arm keeps two seeds so that
+      # the seed-noise path runs.
+      return cls(quick=True, arms=("mae", "freeze_pixel", "layerlock", "naive_latent"),
+                 repeated_arms=("mae",), grid_layers=(1, 2), grid_steps=(10,), eval_clips=48,
+                 attentive_steps=8, probe_steps=20)
+    return cls(quick=False)
+
+  def _v(self, variant: str) -> str:
+    return variant + (",quick" if self.quick else "")
+
+  def main_runs(self) -> dict[str, list[Run]]:
+    """Arm -> its runs (claims 2, 3, 4; the seed-0 MAE run is also the grid's baseline)."""
+    return {arm: [Run("layerlock_claims", self._v(arm), s)
+                  for s in (self.seeds if arm in self.repeated_arms else self.seeds[:1])]
+            for arm in self.arms}
+
+  def grid_runs(self) -> list[tuple[int, int, Run]]:
+    return [(l, t, Run("layerlock_claims", self._v(f"mae,freeze={l}@{t}"), self.seeds[0]))
+            for l in self.grid_layers for t in self.grid_steps]
+
+  def blockwise_runs(self) -> dict[str, list[Run]]:
+    return {r: [Run("blockwise_claims", self._v(r), s) for s in self.blockwise_seeds]
+            for r in ("concurrent", "sequential", "e2e")}
+
+
+class Reproduction:
+  """Trains, evaluates and caches; every public method is idempotent on OUT."""
+
+  def __init__(self, out: str, plan: Plan):
+    self.out, self.plan = out, plan
+    self._eval_data: dict[str, depthwise.EvalData] = {}
+    self.timings: dict[str, float] = {}
+
+  def workdir(self, run: Run) -> str:
+    return os.path.join(self.out, "runs", run.name)
+
+  def train(self, run: Run):
+    """Trains (or restores the finished) run; returns its final TrainState."""
+    from layerlock_jax import train  # pylint: disable=g-import-not-at-top
+    start = time.perf_counter()
+    logging.info("reproduce: training %s\n  %s", run.name, run.command(self.out))
+    result = train.run(run.config(), self.workdir(run))
+    self.timings[run.name] = time.perf_counter() - start
+    return result.state
+
+  def eval_data(self, config) -> depthwise.EvalData:
+    source = config.data.source
+    if source not in self._eval_data:
+      n = self.plan.eval_clips
+      self._eval_data[source] = depthwise.load_eval_data(config, num_train=n, num_test=n,
+                                                         data_seed=EVAL_DATA_SEED)
+    return self._eval_data[source]
+
+  def _evaluate(self, config, params, path: str) -> dict[str, Any]:
+    if os.path.exists(path):
+      with open(path) as f:
+        return json.load(f)
+    depth = config_defaults.encoder_depth(config)
+    result = depthwise.evaluate_params(
+        config, params, data=self.eval_data(config), seed=PROBE_SEED,
+        probe_steps=self.plan.probe_steps, attentive_blocks=(depth,),
+        attentive_kwargs={"steps": self.plan.attentive_steps, "width": self.plan.attentive_width,
+                          "num_heads": self.plan.attentive_heads,
+                          "batch_size": self.plan.attentive_batch})
+    result.pop("timing", None)  # wall clock: not part of the (reproducible) result
+    result = evaluate._jsonable(result)  # pylint: disable=protected-access
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+      json.dump(result, f)
+    os.replace(path + ".tmp", path)  # a killed evaluation never leaves a half-written cache
+    return result
+
+  def train_and_evaluate(self, run: Run) -> dict[str, Any]:
+    """The run's artifacts for the claims: eval table, metrics rows, summary, command."""
+    path = os.path.join(self.workdir(run), "eval.json")
+    params = None if os.path.exists(path) and _finished(self.workdir(run)) else self.train(run)
+    config = run.config()
+    evaluation = self._evaluate(config, params, path)
+    return claims.run_record(run.name, run.arm, run.seed, run.command(self.out), config,
+                             self.workdir(run), evaluation)
+
+  def train_only(self, run: Run) -> str:
+    if not _finished(self.workdir(run)):
+      self.train(run)
+    return self.workdir(run)
+
+  def random_init(self, run: Run) -> dict[str, Any]:
+    """Evaluation of `run`'s model at initialisation (seed 0): the untrained reference."""
+    config = run.config()
+    path = os.path.join(self.out, "runs", f"random_init_{run.name}", "eval.json")
+    params = None if os.path.exists(path) else evaluate.random_init_params(config)
+    return self._evaluate(config, params, path)
+
+
+def _finished(workdir: str) -> bool:
+  """A run is done when its summary.json exists (written after the final checkpoint)."""
+  return os.path.exists(os.path.join(workdir, "summary.json"))
+
+
+def reproduce(out: str, *, quick: bool = False, ablations: bool = False) -> dict[str, Any]:
+  """The whole reproduction into `out`; returns the results (also OUT/results.json).
+  `ablations` adds LayerLock without mini-warmup and MAE with learned position embeddings (one
+  seed each, ~4 more minutes)."""
+  start = time.perf_counter()
+  plan = Plan.make(quick, ablations)
+  repro = Reproduction(out, plan)
+  os.makedirs(out, exist_ok=True)
+  _enable_compile_cache(os.path.join(out, "xla_cache"))
+
+  main_runs = plan.main_runs()
+  main = {arm: [repro.train_and_evaluate(r) for r in runs] for arm, runs in main_runs.items()}
+  reference = {"rope": repro.random_init(main_runs["mae"][0])}
+  if "mae_learned_posemb" in main_runs:
+    reference["learned_3d"] = repro.random_init(main_runs["mae_learned_posemb"][0])
+
+  base_run = main_runs["mae"][0]
+  base_cfg = base_run.config()
+  tail = plan.tail_fraction
+  cells = []
+  for l, t, run in plan.grid_runs():
+    cell = convergence.read_run(repro.train_only(run), base_cfg.total_steps, tail)
+    cell.update(layers=l, step=t, command=run.command(out))
+    cells.append(cell)
+  baseline = convergence.read_run(repro.workdir(base_run), base_cfg.total_steps, tail)
+  baseline["command"] = base_run.command(out)
+  grid = convergence.summarize_grid(
+      baseline, cells, tail_fraction=tail, free_tolerance=plan.free_tolerance,
+      total_steps=base_cfg.total_steps, encoder_depth=config_defaults.encoder_depth(base_cfg))
+
+  blockwise = {regime: [repro.train_and_evaluate(r) for r in runs]
+               for regime, runs in plan.blockwise_runs().items()}
+  blockwise_reference = repro.random_init(plan.blockwise_runs()["e2e"][0])
+
+  results = {
+      "quick": quick,
+      "seeds": list(plan.seeds),
+      "eval": {"data_seed": EVAL_DATA_SEED, "probe_seed": PROBE_SEED,
+               "clips_per_split": plan.eval_clips, "attentive_steps": plan.attentive_steps,
+               "attentive_width": plan.attentive_width, "attentive_batch": plan.attentive_batch,
+               "linear_probe_steps": plan.probe_steps},
+      "ablations": "mae_learned_posemb" in main_runs,
+      "claims": {
+          "convergence": claims.convergence_claim(grid),
+          "freezing": claims.freezing_claim(main["mae"], main["freeze_pixel"]),
+          "collapse": claims.collapse_claim(main["mae"], main["naive_latent"],
+                                            main["layerlock"]),
+          "layerlock_vs_mae": claims.layerlock_vs_mae_claim(
+              main["mae"], main["layerlock"], main.get("layerlock_no_miniwarmup", []),
+              main.get("mae_learned_posemb", []), reference),
+          "blockwise": claims.blockwise_claim(blockwise, blockwise_reference),
+      },
+      "runs": [claims.run_summary(r) for runs in list(main.values()) + list(blockwise.values())
+               for r in runs] + [{"name": f"grid_L{c['layers']}_T{c['step']}",
+                                  "command": c["command"]} for c in cells],
+  }
+  # Wall-clock facts live apart from the results: they are the only numbers that differ between
+  # two reproductions with the same seeds.
+  timing = {"total_seconds": time.perf_counter() - start, "train_seconds": repro.timings,
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                        "python": sys.version.split()[0]}}
+  with open(os.path.join(out, "results.json"), "w") as f:
+    json.dump(evaluate._jsonable(results), f, indent=1)  # pylint: disable=protected-access
+  with open(os.path.join(out, "timing.json"), "w") as f:
+    json.dump(timing, f, indent=1)
+  report.write_report(results, timing, out, command=_command(out, quick, ablations))
+  return results
+
+
+def _enable_compile_cache(path: str):
+  """Persistent XLA cache (unless the process already has one): runs that differ only in their
+  seed, and the grid cells' unfrozen stage, compile to programs seen before. Kept inside OUT so
+  that deleting OUT really starts from scratch."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if not jax.config.jax_compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def _command(out: str, quick: bool, ablations: bool) -> str:
+  return (f"python -m layerlock_jax.reproduce --out={out}" + (" --quick" if quick else "") +
+          (" --ablations" if ablations and not quick else ""))
+
+
+def main(argv):
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.getLogger().setLevel(logging.INFO)
+  f = flags.FLAGS
+  out = os.path.abspath(os.path.expanduser(f.out))
+  results = reproduce(out, quick=f.quick, ablations=f.ablations)
+  print(f"wrote {os.path.join(out, 'report.md')}")
+  for name, claim in results["claims"].items():
+    print(f"{name}: {claim['verdict']}")
+
+
+if __name__ == "__main__":
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string("out", None, "Output directory (runs, results.json, report.md, figures).")
+  flags.DEFINE_bool("quick", False, "CI-sized smoke run: a few steps per run, tiny probes.")
+  flags.DEFINE_bool("ablations", False, "Also train the RoPE and mini-warmup ablation arms "
+                    "(one seed each; ~4 more minutes).")
+  flags.mark_flags_as_required(["out"])
+  app.run(main)

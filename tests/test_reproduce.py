@@ -1,0 +1,236 @@
+"""`python -m layerlock_jax.reproduce`: the claim rules on hand-made numbers, the experiment configs,
+and the quick mode end to end (it is what CI runs), including regeneration from scratch."""
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from layerlock_jax import config_defaults
+from layerlock_jax import flops
+from layerlock_jax import reproduce
+from layerlock_jax.config_validation import validate
+from layerlock_jax.evaluation import claims
+from layerlock_jax.evaluation import convergence
+
+
+# ------------------------------------------------------------------------------------------------
+# Experiment configs.
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["mae", "freeze_pixel", "layerlock", "naive_latent",
+                                     "layerlock_no_miniwarmup", "mae_learned_posemb",
+                                     "mae,freeze=3@150", "layerlock,quick", "mae,freeze=1@10,quick"])
+def test_layerlock_claims_variants_validate(variant):
+  config = reproduce.Run("layerlock_claims", variant, 0).config()
+  validate(config, num_devices=1)
+  arm = variant.split(",")[0]
+  ll = config.layerlock
+  assert config.naive_latent.enabled == (arm == "naive_latent")
+  assert config.model.posemb == ("learned_3d" if arm == "mae_learned_posemb" else "rope")
+  if "freeze=" in variant:
+    layers, step = map(int, re.search(r"freeze=(\d+)@(\d+)", variant).groups())
+    assert ll.enabled and ll.target == "pixel" and tuple(map(tuple, ll.explicit)) == ((step, layers),)
+  elif arm in ("mae", "naive_latent", "mae_learned_posemb"):
+    assert not ll.enabled
+  else:
+    assert ll.enabled and ll.target == ("pixel" if arm == "freeze_pixel" else "latent")
+    assert ll.mini_warmup_steps == (0 if arm == "layerlock_no_miniwarmup" else
+                                    (2 if "quick" in variant else 20))
+  assert config.total_steps == (30 if "quick" in variant else 600)
+
+
+@pytest.mark.parametrize("variant", ["layerlok", "mae,freeze=1", "layerlock,freeze=1@10",
+                                     "mae,slow"])
+def test_layerlock_claims_rejects_bad_variants(variant):
+  with pytest.raises(ValueError):
+    reproduce.Run("layerlock_claims", variant, 0).config()
+
+
+@pytest.mark.parametrize("variant", ["concurrent", "sequential", "e2e", "e2e,quick"])
+def test_blockwise_claims_variants_validate(variant):
+  config = reproduce.Run("blockwise_claims", variant, 1).config()
+  validate(config, num_devices=1)
+  assert config.seed == 1 and config.blockwise.regime == variant.split(",")[0]
+  assert config.blockwise.num_blocks == 3 and config.model.depth == 6
+
+
+def test_run_names_and_commands_are_distinct():
+  for quick, ablations in ((False, False), (True, False), (False, True)):
+    plan = reproduce.Plan.make(quick, ablations)
+    assert ("mae_learned_posemb" in plan.main_runs()) == ablations
+    runs = [r for rs in plan.main_runs().values() for r in rs]
+    runs += [r for _, _, r in plan.grid_runs()]
+    runs += [r for rs in plan.blockwise_runs().values() for r in rs]
+    names = [r.name for r in runs]
+    assert len(set(names)) == len(names), names
+    for r in runs:
+      cmd = r.command("/o")
+      assert f"--config.seed={r.seed}" in cmd and cmd.endswith(f"--workdir=/o/runs/{r.name}")
+      assert ("quick" in r.variant) == quick
+
+
+# ------------------------------------------------------------------------------------------------
+# Claim rules on hand-made numbers.
+# ------------------------------------------------------------------------------------------------
+
+
+def _grid(increases: dict[tuple[int, int], float]):
+  base = {"final_loss": 1.0}
+  cells = [{"layers": l, "step": t, "final_loss": 1.0 + inc} for (l, t), inc in increases.items()]
+  return convergence.summarize_grid(base, cells, tail_fraction=0.1, free_tolerance=0.01,
+                                    total_steps=600, encoder_depth=6)
+
+
+def test_convergence_claim_staircase():
+  # L=1 free from T=60 on; L=3 only from T=300: the paper's picture.
+  good = _grid({(1, 60): 0.005, (1, 150): 0.002, (1, 300): 0.0,
+                (3, 60): 0.08, (3, 150): 0.03, (3, 300): 0.004})
+  c = claims.convergence_claim(good)
+  assert c["verdict"].startswith("reproduced") and c["ordered_pairs"] == c["pairs"] == 3
+  assert good["earliest_free_step"] == {"1": 60, "3": 300}
+  # Deep blocks cheaper to freeze than shallow ones at every T: the opposite order.
+  bad = _grid({(1, 60): 0.08, (1, 150): 0.05, (3, 60): 0.01, (3, 150): 0.001})
+  assert claims.convergence_claim(bad)["verdict"].startswith("not reproduced")
+  # Ordered at every T, but both prefixes become free at the same T: no staircase to see.
+  flat = _grid({(1, 100): 0.029, (1, 300): 0.002, (3, 100): 0.033, (3, 300): 0.002})
+  assert claims.convergence_claim(flat)["verdict"].startswith("partly")
+  mixed = _grid({(1, 60): 0.02, (1, 150): 0.05, (1, 300): 0.0,
+                 (3, 60): 0.03, (3, 150): 0.01, (3, 300): 0.02})
+  assert claims.convergence_claim(mixed)["verdict"].startswith("partly")
+
+
+def _record(attentive, linear=0.5, collapsed=False, chance=0.1, norm_std=0.4):
+  return {"probe": {"attentive": attentive, "linear": linear, "knn_top1": linear,
+                    "attentive_over_chance": attentive - chance,
+                    "linear_over_chance": linear - chance, "effective_rank": 10.0,
+                    "normalized_std": norm_std, "collapsed": collapsed, "tasks": {}},
+          "eval_curve": [], "encoder_depth": 6}
+
+
+def test_seed_noise_comparison():
+  a = claims._arm([_record(0.50), _record(0.54)], "attentive")  # pylint: disable=protected-access
+  b = claims._arm([_record(0.60), _record(0.61)], "attentive")  # pylint: disable=protected-access
+  assert a["mean"] == pytest.approx(0.52) and a["range"] == pytest.approx(0.04)
+  cmp = claims._compare(a, b)  # pylint: disable=protected-access
+  assert cmp["delta"] == pytest.approx(0.085) and cmp["noise"] == pytest.approx(0.04)
+  assert cmp["beyond_noise"]
+  c = claims._arm([_record(0.49), _record(0.57)], "attentive")  # pylint: disable=protected-access
+  assert not claims._compare(a, c)["beyond_noise"]  # pylint: disable=protected-access
+
+
+def test_collapse_claim_rules():
+  mae = [_record(0.5), _record(0.52)]
+  healthy = [_record(0.45), _record(0.47)]
+  collapsed_near_chance = [_record(0.12, collapsed=True, norm_std=0.01),
+                           _record(0.13, collapsed=True, norm_std=0.01)]
+  collapsed_decodable = [_record(0.30, collapsed=True), _record(0.31, collapsed=True)]
+  assert claims.collapse_claim(mae, collapsed_near_chance, healthy)["verdict"].startswith(
+      "reproduced")
+  assert claims.collapse_claim(mae, collapsed_decodable, healthy)["verdict"].startswith("partly")
+  assert claims.collapse_claim(mae, healthy, healthy)["verdict"].startswith("not")
+  # One seed not flagged: not every seed collapsed.
+  mixed = [collapsed_near_chance[0], _record(0.12)]
+  assert claims.collapse_claim(mae, mixed, healthy)["verdict"].startswith("not")
+
+
+def test_analytic_train_flops_is_the_stage_weighted_sum():
+  config = reproduce.Run("layerlock_claims", "freeze_pixel", 0).config()
+  # Freezes at 200, 280, 360, 440 (k = 1..4), 600 steps: steps per k = 200, 80, 80, 80, 160.
+  per_k = {k: flops.step_flops(config, k)["model_flops"] for k in range(5)}
+  expected = (200 * per_k[0] + 80 * per_k[1] + 80 * per_k[2] + 80 * per_k[3] + 160 * per_k[4])
+  assert claims.analytic_train_flops(config) == pytest.approx(expected, rel=1e-12)
+  mae = reproduce.Run("layerlock_claims", "mae", 0).config()
+  assert claims.analytic_train_flops(mae) == pytest.approx(600 * per_k[0], rel=1e-12)
+
+
+def test_probe_summary_reads_the_last_block():
+  evaluation = {"blocks": [0, 1, 2],
+                "tasks": {"a": {"chance": 0.5, "linear": [0.1, 0.2, 0.9], "knn_top1": [0, 0, 0.8],
+                                "attentive": {"2": 0.7}},
+                          "b": {"chance": 0.25, "linear": [0.1, 0.2, 0.5],
+                                "knn_top1": [0, 0, 0.4], "attentive": {"2": 0.25}}},
+                "collapse": [{}, {}, {"effective_rank": 3.0, "pooled_normalized_std": 0.01,
+                                      "collapsed": True}]}
+  s = claims.probe_summary(evaluation)
+  assert s["block"] == 2 and s["linear"] == pytest.approx(0.7)
+  assert s["attentive"] == pytest.approx(0.475)
+  assert s["attentive_over_chance"] == pytest.approx(((0.7 - 0.5) + (0.25 - 0.25)) / 2)
+  assert s["collapsed"] and s["normalized_std"] == 0.01
+
+
+# ------------------------------------------------------------------------------------------------
+# The quick mode, end to end (CI runs this).
+# ------------------------------------------------------------------------------------------------
+
+
+def _strip_timing(x):
+  """results.json without wall-clock values (the only ones allowed to differ between runs)."""
+  if isinstance(x, dict):
+    return {k: _strip_timing(v) for k, v in x.items()
+            if not any(w in k for w in ("seconds", "time", "workdir"))}
+  if isinstance(x, list):
+    return [_strip_timing(v) for v in x]
+  return x
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("reproduce_quick"))
+  results = reproduce.reproduce(out, quick=True)
+  return out, results
+
+
+def test_quick_report_states_every_claim_with_figures(quick_run):
+  out, results = quick_run
+  with open(os.path.join(out, "report.md")) as f:
+    report = f.read()
+  assert "QUICK MODE" in report
+  on_disk = json.load(open(os.path.join(out, "results.json")))
+  assert set(on_disk["claims"]) == {"convergence", "freezing", "collapse", "layerlock_vs_mae",
+                                    "blockwise"}
+  for key, claim in on_disk["claims"].items():
+    assert re.match(r"(reproduced|partly reproduced|not reproduced)", claim["verdict"]), key
+    assert f"**Verdict: {claim['verdict']}.**" in report
+    fig = os.path.join(out, f"fig_{key}.png")
+    assert f"]({os.path.basename(fig)})" in report
+    with open(fig, "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  # Numbers come from the results: spot-check a few formatted values.
+  fz = on_disk["claims"]["freezing"]
+  assert f"{fz['probe']['mae']['mean']:.3f}" in report
+  assert f"{100 * fz['analytic_flops_saving']:.1f}%" in report
+  # Every run is listed with its exact command, and the command's config is what was trained.
+  for run in results["runs"]:
+    assert f"`{run['command']}`" in report
+  sample = reproduce.Plan.make(True).main_runs()["layerlock"][0]
+  trained = json.load(open(os.path.join(out, "runs", sample.name, "config.json")))
+  assert trained == json.loads(sample.config().to_json_best_effort())
+
+
+def test_quick_freezing_measures_the_frozen_stages(quick_run):
+  _, results = quick_run
+  fz = results["claims"]["freezing"]
+  ks = [r["frozen_layers"] for r in fz["per_stage"]]
+  assert ks == [0, 1, 2]  # quick LayerLock freezes up to 2 blocks
+  ratios = [r["flops_ratio"] for r in fz["per_stage"]]
+  assert ratios[0] == pytest.approx(1.0) and ratios[0] > ratios[1] > ratios[2]
+  assert 0 < fz["analytic_flops_saving"] < 1
+  # The compiled programs really shrink when blocks freeze (no backward through them).
+  temps = [r["temp_bytes"] for r in fz["per_stage"]]
+  assert temps[2] < temps[0]
+
+
+def test_quick_regenerates_a_deleted_run_with_the_same_numbers(quick_run):
+  out, results = quick_run
+  victim = reproduce.Plan.make(True).main_runs()["naive_latent"][0]
+  shutil.rmtree(os.path.join(out, "runs", victim.name))
+  os.remove(os.path.join(out, "report.md"))
+  again = reproduce.reproduce(out, quick=True)
+  first, second = _strip_timing(results), _strip_timing(again)
+  assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+  assert os.path.exists(os.path.join(out, "report.md"))
+  assert np.isfinite(again["claims"]["collapse"]["table"]["naive_latent"]["normalized_std"])
