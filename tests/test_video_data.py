@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from layerlock_jax.data import augment, pipeline, records, synthetic, video_files
+from layerlock_jax.data import augment, decode, pipeline, records, synthetic, video_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T, S = 8, 32  # clip frames and size used by most tests
@@ -123,7 +123,7 @@ def test_decoded_frames_match_what_was_encoded(folders, i):
   ref = folders["refs"][i]
   path = folders["good"] / f"c{i}" / f"v.{ext}"
   for src in (str(path), path.read_bytes()):
-    video = video_files.decode_video(src, limit=1000)
+    video = decode.decode_video(src, limit=1000)
     assert (video.num_frames, video.height, video.width) == ref.shape[:3]
     got = np.stack([video.rgb(t) for t in range(video.num_frames)]).astype(np.int64)
     assert np.abs(got - ref).mean() < tol, codec
@@ -135,12 +135,12 @@ def test_decoded_frames_match_what_was_encoded(folders, i):
 
 def test_decode_limit_and_frames_array_input(folders):
   ref = folders["refs"][0]
-  assert video_files.decode_video(str(folders["good"] / "c0" / "v.mp4"), limit=5).num_frames == 5
-  arr = video_files.decode_video(ref, limit=1000)
+  assert decode.decode_video(str(folders["good"] / "c0" / "v.mp4"), limit=5).num_frames == 5
+  arr = decode.decode_video(ref, limit=1000)
   np.testing.assert_array_equal(arr.rgb(3), ref[3])
   for bad in (ref.astype(np.float32), ref[..., :2], np.zeros((0, 4, 4, 3), np.uint8)):
-    with pytest.raises(video_files.BadVideoError):
-      video_files.decode_video(bad, limit=10)
+    with pytest.raises(decode.BadVideoError):
+      decode.decode_video(bad, limit=10)
 
 
 def test_bad_files_raise_bad_video_error_with_reason(folders):
@@ -148,8 +148,8 @@ def test_bad_files_raise_bad_video_error_with_reason(folders):
   expect = {"cut.mp4": "unreadable", "cut.avi": "truncated", "empty.mp4": "empty",
             "notes.mp4": "unreadable", "sound.mp4": "no video stream"}
   for name, kind in expect.items():
-    with pytest.raises(video_files.BadVideoError) as err:
-      video_files.decode_video(str(bad / name), limit=1000)
+    with pytest.raises(decode.BadVideoError) as err:
+      decode.decode_video(str(bad / name), limit=1000)
     assert err.value.reason.startswith(kind), (name, err.value.reason)
 
 

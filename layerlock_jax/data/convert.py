@@ -32,6 +32,7 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable
 
+from layerlock_jax.data import decode
 from layerlock_jax.data import records
 from layerlock_jax.data import video_files
 
@@ -45,7 +46,7 @@ def inspect_video(path: str, min_frames: int, verify: bool) -> dict[str, Any]:
   try:
     if verify:
       return _count_frames(path, min_frames)
-    result = video_files.probe_file(path, min_frames)
+    result = decode.probe_file(path, min_frames)
     if result.reason:
       return {"ok": False, "reason": result.reason}
     return {"ok": True, "num_frames": result.exact_frames}
@@ -56,19 +57,19 @@ def inspect_video(path: str, min_frames: int, verify: bool) -> dict[str, Any]:
 
 def _count_frames(path: str, min_frames: int) -> dict[str, Any]:
   try:
-    container = video_files._open(path)  # pylint: disable=protected-access
-  except video_files.BadVideoError as e:
+    container = decode._open(path)  # pylint: disable=protected-access
+  except decode.BadVideoError as e:
     return {"ok": False, "reason": e.reason}
   count, size = 0, None
   try:
-    stream = video_files._video_stream(container)  # pylint: disable=protected-access
+    stream = decode._video_stream(container)  # pylint: disable=protected-access
     codec = stream.codec_context.name
     for frame in container.decode(stream):  # frames are dropped as we go: constant memory
       if size is None:
         size = (frame.width, frame.height)
       count += 1
-    video_files.check_complete(count, int(stream.frames or 0))
-  except video_files.BadVideoError as e:
+    decode.check_complete(count, int(stream.frames or 0))
+  except decode.BadVideoError as e:
     return {"ok": False, "reason": e.reason}
   except Exception as e:  # pylint: disable=broad-except
     return {"ok": False,

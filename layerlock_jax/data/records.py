@@ -40,6 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from layerlock_jax.data import augment
+from layerlock_jax.data import decode
 from layerlock_jax.data import video_files
 
 MAGIC = b"LLV1"
@@ -60,14 +61,14 @@ def decode_record(raw: bytes) -> tuple[dict[str, Any], bytes]:
   """(header, encoded video bytes); BadVideoError for anything that is not such a record."""
   raw = bytes(raw)
   if len(raw) < 8 or raw[:4] != MAGIC:
-    raise video_files.BadVideoError("not a layerlock video record (bad magic)")
+    raise decode.BadVideoError("not a layerlock video record (bad magic)")
   (size,) = _HEADER_LEN.unpack_from(raw, 4)
   if 8 + size > len(raw):
-    raise video_files.BadVideoError("corrupt record: header runs past the end")
+    raise decode.BadVideoError("corrupt record: header runs past the end")
   try:
     header = json.loads(raw[8:8 + size].decode("utf-8"))
   except (UnicodeDecodeError, ValueError) as e:
-    raise video_files.BadVideoError(f"corrupt record header ({e})") from None
+    raise decode.BadVideoError(f"corrupt record header ({e})") from None
   return header, raw[8 + size:]
 
 
@@ -128,7 +129,7 @@ class ArrayRecordSource(video_files.ClipSource):
   """Encoded clips in ArrayRecord shards (config.data.source=array_record)."""
 
   def __init__(self, path: str, split: str, spec: augment.ClipSpec, *,
-               max_decode_frames: int = video_files.DEFAULT_MAX_DECODE_FRAMES):
+               max_decode_frames: int = decode.DEFAULT_MAX_DECODE_FRAMES):
     self.spec, self.max_decode_frames = spec, int(max_decode_frames)
     self.shards = resolve_shards(path, split)
     name = f"array_record {path} (split {split})"
@@ -143,7 +144,7 @@ class ArrayRecordSource(video_files.ClipSource):
       raise video_files.NoUsableVideoError(f"{name}: the shards hold no record")
     try:
       first, _ = decode_record(self._data[0])
-    except video_files.BadVideoError as e:
+    except decode.BadVideoError as e:
       raise ValueError(f"{self.shards[0]}: {e.reason}. These shards were not written by "
                        "`python -m layerlock_jax.data.convert`; for a TFDS dataset use "
                        "--config.data.source=tfds") from None
@@ -208,7 +209,7 @@ class ArrayRecordSource(video_files.ClipSource):
     name = f"{header.get('name', '?')} ({self._record_name(underlying)})"
     label = header.get("label") if self.num_classes is not None else None
     if self.num_classes is not None and label is None:
-      raise video_files.BadVideoError("record has no label but the shards are labelled")
+      raise decode.BadVideoError("record has no label but the shards are labelled")
     known = header.get("num_frames")
     return video_files.Record(video, label, name, int(known) if known else None)
 
@@ -233,7 +234,7 @@ class TfdsSource(video_files.ClipSource):
 
   def __init__(self, name_or_dir: str, split: str, spec: augment.ClipSpec, *,
                data_dir: str | None = None, video_key: str = "video", label_key: str = "label",
-               max_decode_frames: int = video_files.DEFAULT_MAX_DECODE_FRAMES):
+               max_decode_frames: int = decode.DEFAULT_MAX_DECODE_FRAMES):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import)
     self.spec, self.max_decode_frames = spec, int(max_decode_frames)
     if os.path.isdir(name_or_dir) and os.path.exists(
@@ -289,7 +290,7 @@ def array_record_from_config(data_cfg, split: str, seed: int) -> ArrayRecordSour
   return ArrayRecordSource(
       data_cfg.path, split, augment.spec_from_config(data_cfg),
       max_decode_frames=int(data_cfg.get("max_decode_frames",
-                                         video_files.DEFAULT_MAX_DECODE_FRAMES)))
+                                         decode.DEFAULT_MAX_DECODE_FRAMES)))
 
 
 def tfds_from_config(data_cfg, split: str, seed: int) -> TfdsSource:
@@ -300,4 +301,4 @@ def tfds_from_config(data_cfg, split: str, seed: int) -> TfdsSource:
       video_key=str(data_cfg.get("tfds_video_key", "video")),
       label_key=str(data_cfg.get("tfds_label_key", "label")),
       max_decode_frames=int(data_cfg.get("max_decode_frames",
-                                         video_files.DEFAULT_MAX_DECODE_FRAMES)))
+                                         decode.DEFAULT_MAX_DECODE_FRAMES)))

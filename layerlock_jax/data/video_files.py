@@ -1,4 +1,4 @@
-"""Video files as a grain source: PyAV decoding, labels, and bad-input handling.
+"""Video files as a grain source: folders, splits, labels, and bad-input handling.
 
 `VideoFolderSource` (data.source=video_folder) serves every video under a folder, in any container
 and codec PyAV decodes (mp4, avi, webm, mkv, mov, ...), at any resolution and frame rate.
@@ -27,9 +27,7 @@ Bad input never crashes training and never becomes a black clip:
   them into counts for the metrics and logs each newly seen bad file once.
 * A folder with no usable video raises `NoUsableVideoError` saying why each file was rejected.
 
-Decoding keeps a video's decoded (YUV) frames until its clips are cut, capped at
-data.max_decode_frames (default 1024; later frames are never used). Convert very long or
-high-resolution collections with `python -m layerlock_jax.data.convert` (and re-encode if needed).
+Opening, probing and decoding a video (PyAV) live in decode.py.
 """
 from __future__ import annotations
 
@@ -37,7 +35,6 @@ import atexit
 import collections
 import csv
 import glob
-import io
 import json
 import logging
 import os
@@ -48,26 +45,16 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable, NamedTuple, Sequence
 
-import av
-import av.video.reformatter
 import numpy as np
 
 from layerlock_jax.data import augment
+from layerlock_jax.data import decode
 
 VIDEO_EXTENSIONS = frozenset({
     ".mp4", ".m4v", ".mov", ".avi", ".webm", ".mkv", ".mpg", ".mpeg", ".ts", ".m2ts", ".flv",
     ".wmv", ".ogv", ".3gp", ".vob"})
 SPLIT_FOLDERS = {"train": ("train",), "test": ("test", "val", "validation")}
-DEFAULT_MAX_DECODE_FRAMES = 1024
 _LOG_NAMES_SHOWN = 50  # names listed in one log message; the counts always cover everything
-
-
-class BadVideoError(Exception):
-  """A video that cannot give a clip; `reason` is short and human-readable."""
-
-  @property
-  def reason(self) -> str:
-    return str(self.args[0])
 
 
 class NoUsableVideoError(ValueError):
@@ -189,194 +176,6 @@ def bad_input_metrics() -> dict[str, int]:
 
 
 # ------------------------------------------------------------------------------------------------
-# Decoding.
-
-
-class DecodedVideo:
-  """Decoded frames, converted to RGB on demand (only the frames a clip uses are converted)."""
-
-  def __init__(self, frames: Sequence[Any] | np.ndarray):
-    self._frames = frames
-    if isinstance(frames, np.ndarray):
-      self.num_frames, self.height, self.width = frames.shape[:3]
-    else:
-      self.num_frames = len(frames)
-      self.height, self.width = frames[0].height, frames[0].width
-
-  def rgb(self, index: int) -> np.ndarray:
-    frame = self._frames[index]
-    if isinstance(frame, np.ndarray):
-      return frame
-    # Explicit size: a stream whose resolution changes mid-way is scaled back to the first frame's.
-    return _reformatter(frame).reformat(frame, format="rgb24", width=self.width,
-                                        height=self.height).to_ndarray()
-
-
-_THREAD_STATE = threading.local()
-
-
-def _reformatter(frame) -> Any:
-  """A libswscale context for frames like `frame`, kept per (reader) thread.
-
-  `frame.to_ndarray(format=...)` builds a new context for every frame object, and one shared
-  reformatter rebuilds it whenever the input changes (size, pixel format, colour space or range -
-  e.g. between an h264 and a vp9 file): 0.2-5 ms per frame, more than decoding a small frame. One
-  kept context per input kind costs ~0.03 ms per frame.
-  """
-  cache = _THREAD_STATE.__dict__.setdefault("reformatters", {})
-  key = (frame.width, frame.height, frame.format.name, int(frame.colorspace),
-         int(frame.color_range))
-  if key not in cache:
-    if len(cache) >= 16:
-      cache.clear()  # a stream of ever-new sizes must not grow the cache without bound
-    cache[key] = av.video.reformatter.VideoReformatter()
-  return cache[key]
-
-
-def _frames_array(value: np.ndarray) -> np.ndarray:
-  """Already-decoded frames (e.g. a TFDS Tensor feature) as uint8 (T, H, W, 3)."""
-  if value.dtype != np.uint8:
-    raise BadVideoError(f"frames array has dtype {value.dtype}, expected uint8")
-  if value.ndim == 3:
-    value = value[..., None]
-  if value.ndim != 4 or value.shape[-1] not in (1, 3) or 0 in value.shape:
-    raise BadVideoError(f"frames array has shape {value.shape}, expected (T, H, W, 3)")
-  return np.repeat(value, 3, axis=-1) if value.shape[-1] == 1 else value
-
-
-def _open(src: str | bytes) -> Any:
-  if isinstance(src, (bytes, bytearray, memoryview)):
-    if len(src) == 0:
-      raise BadVideoError("empty (0 bytes)")
-    data = io.BytesIO(src)
-  else:
-    if os.path.getsize(src) == 0:
-      raise BadVideoError("empty file (0 bytes)")
-    data = src
-  try:
-    return av.open(data, metadata_errors="ignore")
-  except Exception as e:  # pylint: disable=broad-except
-    # Any failure to open (FFmpeg errors, OSError, odd metadata) is a property of the file.
-    raise BadVideoError(f"unreadable ({type(e).__name__}: {e})") from None
-
-
-def _video_stream(container) -> Any:
-  """The first real video stream (cover art in mp4/mkv is a one-frame 'video' stream: ignored)."""
-  attached = int(av.stream.Disposition.attached_pic)
-  streams = [s for s in container.streams.video if not int(s.disposition) & attached]
-  if not streams:
-    kinds = sorted({s.type for s in container.streams}) or ["none"]
-    raise BadVideoError(f"no video stream (streams: {', '.join(kinds)})")
-  stream = streams[0]
-  if stream.codec_context is None:
-    raise BadVideoError(f"no decoder for codec {stream.codec.name if stream.codec else '?'}")
-  return stream
-
-
-def check_complete(decoded: int, declared: int) -> None:
-  """Flags a stream that ended early without an error: the usual face of a file cut off mid-way.
-
-  `declared` is the container's frame count (exact in mp4 and avi, 0 = unknown in webm/mkv). A
-  small shortfall is normal (an mp4 edit list hides the frames before its start), so only a gap of
-  more than max(3, 5%) frames counts as truncation.
-  """
-  if declared and declared - decoded > max(3, declared // 20):
-    raise BadVideoError(f"truncated: decoded {decoded} of the {declared} frames the container "
-                        "lists")
-
-
-def decode_video(src: str | bytes | np.ndarray, limit: int) -> DecodedVideo:
-  """Decodes up to `limit` frames of a file path, encoded bytes, or an existing frames array.
-
-  Raises BadVideoError for anything wrong with the input, including a stream that raises part way
-  (a truncated file): a partial decode is not silently accepted, so whether a file is usable does
-  not depend on which frames a clip happened to need.
-  """
-  if isinstance(src, np.ndarray) and src.dtype != np.object_:
-    return DecodedVideo(_frames_array(src)[:limit])
-  if isinstance(src, np.ndarray):
-    src = src.item()  # a TFDS bytes scalar
-  container = _open(src)
-  frames = []
-  try:
-    stream = _video_stream(container)
-    declared = int(stream.frames or 0)
-    for frame in container.decode(stream):
-      frames.append(frame)
-      if len(frames) >= limit:
-        break
-    else:
-      check_complete(len(frames), declared)
-  except BadVideoError:
-    raise
-  except Exception as e:  # pylint: disable=broad-except
-    raise BadVideoError(f"decode error (after {len(frames)} frame(s); {type(e).__name__}: "
-                        f"{e})") from None
-  finally:
-    container.close()
-  if not frames:
-    raise BadVideoError("no decodable frames")
-  if frames[0].width < 1 or frames[0].height < 1:
-    raise BadVideoError(f"frames of size {frames[0].width}x{frames[0].height}")
-  return DecodedVideo(frames)
-
-
-class ProbeResult(NamedTuple):
-  reason: str | None           # None: usable as far as the container tells
-  exact_frames: int | None     # the container's frame count where it states one
-
-
-def probe_file(path: str, min_frames: int) -> ProbeResult:
-  """Cheap checks (open + stream info, no decoding) of one file."""
-  try:
-    container = _open(path)
-  except OSError as e:  # e.g. a dangling symlink
-    return ProbeResult(f"unreadable ({e})", None)
-  except BadVideoError as e:
-    return ProbeResult(e.reason, None)
-  with container:
-    try:
-      frames = int(_video_stream(container).frames or 0)
-    except BadVideoError as e:
-      return ProbeResult(e.reason, None)
-  if 0 < frames < min_frames:
-    return ProbeResult(f"too short: {frames} frame(s) < {min_frames} per clip", frames)
-  return ProbeResult(None, frames or None)
-
-
-def load_clips(src: str | bytes | np.ndarray, spec: augment.ClipSpec, rng: np.random.Generator,
-               *, max_frames: int = DEFAULT_MAX_DECODE_FRAMES,
-               known_frames: int | None = None) -> np.ndarray:
-  """`spec.clips_per_video` clips uint8 (k, T, S, S, 3) of one video; BadVideoError if unusable.
-
-  With `known_frames` (a verified count, e.g. from a converted shard) the window is planned first
-  and decoding stops after the last frame needed; otherwise the video is decoded (up to max_frames)
-  to learn its length. Both give identical clips (augment's fixed draw order).
-  """
-  try:
-    if known_frames is not None:
-      available = min(int(known_frames), max_frames)
-      temporal = augment.plan_temporal(available, spec, rng)
-      need = max(int(ix[-1]) for ix in temporal) + 1
-      video = decode_video(src, need)
-      if video.num_frames < need:
-        raise BadVideoError(f"decoded only {video.num_frames} frame(s), but its record states "
-                            f"{known_frames}")
-    else:
-      video = decode_video(src, max_frames)
-      temporal = augment.plan_temporal(video.num_frames, spec, rng)
-  except augment.TooShortError as e:
-    raise BadVideoError(str(e)) from None
-  plans = augment.plan_spatial(temporal, video.height, video.width, spec, rng)
-  try:
-    rgb = {i: video.rgb(i) for i in sorted({int(i) for p in plans for i in p.indices})}
-  except Exception as e:  # pylint: disable=broad-except
-    raise BadVideoError(f"frame conversion failed ({type(e).__name__}: {e})") from None
-  return np.stack([augment.render(np.stack([rgb[int(i)] for i in p.indices]), p.box,
-                                  spec.image_size, p.flip) for p in plans])
-
-
-# ------------------------------------------------------------------------------------------------
 # The shared source base.
 
 
@@ -435,9 +234,9 @@ class ClipSource:
       try:
         item = self._read(r)
         name = item.name
-        clips = load_clips(item.src, spec, augment.clip_rng(seed, position),
-                           max_frames=self.max_decode_frames, known_frames=item.known_frames)
-      except BadVideoError as e:
+        clips = decode.load_clips(item.src, spec, augment.clip_rng(seed, position),
+                                  max_frames=self.max_decode_frames, known_frames=item.known_frames)
+      except decode.BadVideoError as e:
         bad.add(r)
         last_reason = e.reason
         self.bad_input.record(name, "decode", e.reason)
@@ -580,7 +379,7 @@ class VideoFolderSource(ClipSource):
   """Every video under a folder (config.data.source=video_folder); see the module docstring."""
 
   def __init__(self, path: str, split: str, spec: augment.ClipSpec, *, labels_csv: str = "",
-               probe: bool = True, max_decode_frames: int = DEFAULT_MAX_DECODE_FRAMES,
+               probe: bool = True, max_decode_frames: int = decode.DEFAULT_MAX_DECODE_FRAMES,
                probe_threads: int = 8):
     self.spec, self.max_decode_frames = spec, int(max_decode_frames)
     if self.max_decode_frames < spec.num_frames:
@@ -591,11 +390,11 @@ class VideoFolderSource(ClipSource):
     self.bad_input = BadInputLog(name)
     skipped = [(rel, "no label in labels_csv") for rel in listing.missing_label]
     files, labels = listing.files, listing.labels
-    results = [ProbeResult(None, None)] * len(files)
+    results = [decode.ProbeResult(None, None)] * len(files)
     if probe and files:  # threads: opening files on network storage is mostly waiting
       with ThreadPoolExecutor(max(1, probe_threads)) as pool:
         results = list(pool.map(
-            lambda rel: probe_file(os.path.join(self.root, rel), spec.num_frames), files))
+            lambda rel: decode.probe_file(os.path.join(self.root, rel), spec.num_frames), files))
     self._files, self._labels = [], []
     for rel, label, result in zip(files, labels, results):
       if result.reason is None:
@@ -630,4 +429,4 @@ def source_from_config(data_cfg, split: str, seed: int) -> VideoFolderSource:
       data_cfg.path, split, augment.spec_from_config(data_cfg),
       labels_csv=str(data_cfg.get("labels_csv", "") or ""),
       probe=bool(data_cfg.get("probe_files", True)),
-      max_decode_frames=int(data_cfg.get("max_decode_frames", DEFAULT_MAX_DECODE_FRAMES)))
+      max_decode_frames=int(data_cfg.get("max_decode_frames", decode.DEFAULT_MAX_DECODE_FRAMES)))
