@@ -20,8 +20,15 @@ What is counted (see `step_flops` for the per-term rules):
     * the QKV projection of the first trainable encoder block when blocks 1..k are frozen (its
       input is the stop-gradient output of block k): 2x forward for that one matmul;
     * the light decoder's input projection when every encoder block is frozen.
+  The real step's block stacks (flax nn.scan) form the input gradient of their first block even
+  when its input is a stop-gradient (measured on the unrolled step: one QKV input gradient, about
+  1.5% of a step at test size, tests/test_flops_model.py). That is wasted work, not model FLOPs:
+  like remat recompute it is left out of the MFU numerator (XLA's count includes it).
 - Remat recompute is reported separately (`remat_recompute`); MFU excludes it, hardware FLOPs
   include it.
+- Blockwise SSL (config.blockwise.enabled, layerlock_jax/blockwise.py) has its own rules: every
+  block that runs has its own light decoder and pixel head, and the sequential regime's idle suffix
+  is not run at all (`_blockwise_step_flops`).
 """
 from __future__ import annotations
 
@@ -184,6 +191,9 @@ def step_flops(config: Any, frozen_layers: int = 0, *,
                        The frozen prefix runs forward only and is never rematerialised.
     model_flops        everything except remat_recompute: the MFU numerator.
     hardware_flops     model_flops + remat_recompute.
+  With config.blockwise.enabled the same keys are filled by `_blockwise_step_flops`, where
+  `frozen_layers` identifies the stage (0 for concurrent and e2e; b_{j-1} for sequential block j,
+  as in the freeze table and StageSpec.frozen_layers).
   """
   m, dec = config.model, config.model.decoder
   batch = config.batch_size if batch_size is None else batch_size
@@ -195,6 +205,8 @@ def step_flops(config: Any, frozen_layers: int = 0, *,
   k = frozen_layers
   if not 0 <= k <= enc_depth:
     raise ValueError(f"frozen_layers={k} outside [0, encoder depth {enc_depth}]")
+  if "blockwise" in config and config.blockwise.enabled:
+    return _blockwise_step_flops(config, k, batch)
   n_train = enc_depth - k
 
   # --- student encoder -------------------------------------------------------------------------
@@ -242,19 +254,30 @@ def step_flops(config: Any, frozen_layers: int = 0, *,
     target_forward += layer * block_flops(n, d, f, batch=batch)
   heads = 3 * head_fwd
 
-  # --- remat -----------------------------------------------------------------------------------
+  remat_recompute = _remat_recompute(config, batch, n_train, n_vis, s_dec, dec_width, dec_mlp)
+  return _totals(patch_embed, encoder_trainable, encoder_frozen, decoder, heads, target_forward,
+                 remat_recompute)
+
+
+def _remat_recompute(config: Any, batch: int, n_train: int, n_vis: int, s_dec: int,
+                     dec_width: int, dec_mlp: int, num_decoders: int = 1) -> int:
+  """Forward matmuls re-run by the backward pass (config.model.remat_policy) in the n_train
+  trainable encoder blocks and the blocks of `num_decoders` decoders; never a frozen prefix."""
+  m, dec = config.model, config.model.decoder
   policy = m.remat_policy
   if policy not in _REMAT_POLICIES:
     raise ValueError(f"unknown remat_policy {policy!r}; expected one of {_REMAT_POLICIES}")
   if policy == "nothing_saveable":
-    remat_recompute = (n_train * enc_block
-                       + dec.depth * block_flops(s_dec, dec_width, dec_mlp, batch=batch))
-  elif policy == "dots_with_no_batch_dims_saveable":
-    remat_recompute = (n_train * _attention_core_flops(n_vis, d, batch)
-                       + dec.depth * _attention_core_flops(s_dec, dec_width, batch))
-  else:  # none, everything_saveable, dots_saveable: every matmul output is kept.
-    remat_recompute = 0
+    return (n_train * block_flops(n_vis, m.width, m.mlp_dim, batch=batch)
+            + num_decoders * dec.depth * block_flops(s_dec, dec_width, dec_mlp, batch=batch))
+  if policy == "dots_with_no_batch_dims_saveable":
+    return (n_train * _attention_core_flops(n_vis, m.width, batch)
+            + num_decoders * dec.depth * _attention_core_flops(s_dec, dec_width, batch))
+  return 0  # none, everything_saveable, dots_saveable: every matmul output is kept.
 
+
+def _totals(patch_embed: int, encoder_trainable: int, encoder_frozen: int, decoder: int,
+            heads: int, target_forward: int, remat_recompute: int) -> dict[str, int]:
   model_flops = (patch_embed + encoder_frozen + encoder_trainable + decoder + heads
                  + target_forward)
   return {
@@ -268,6 +291,76 @@ def step_flops(config: Any, frozen_layers: int = 0, *,
       "model_flops": model_flops,
       "hardware_flops": model_flops + remat_recompute,
   }
+
+
+def _blockwise_step_flops(config: Any, k: int, batch: int) -> dict[str, int]:
+  """`step_flops` of blockwise SSL (layerlock_jax/blockwise.py `local_losses`), stage given by k.
+
+  The encoder's L layers are cut at b_1 < ... < b_n = L; every block that runs has its own light
+  decoder (D->Dd projection on N_vis tokens, decoder blocks on N_vis + Q tokens) and pixel head
+  (Dd->P on Q tokens), trained (3x). No latent targets (blockwise excludes LayerLock and naive
+  latent), so target_forward is 0. Per regime:
+    concurrent  embedding 2x, all L encoder layers 3x less the QKV input gradient of the first
+                layer of blocks 2..n (each reads a stop-gradient; the module docstring says why
+                XLA still counts it), n decoders 3x, n heads 3x.
+    e2e         embedding 2x, all L encoder layers 3x (the last block's loss reaches all of them),
+                n decoder stacks and heads 3x; the input projection of decoders 1..n-1 reads
+                stop_gradient(x_j), so it is 2x (decoder n's is 3x).
+    sequential  stage of block j, k = b_{j-1}: embedding 2x if j = 1 else 1x (frozen with block
+                1); layers 1..k forward only; layers k+1..b_j 3x, less the first QKV input gradient
+                when k >= 1; block j's decoder and head only, 3x; the idle layers b_j+1..L and the
+                other blocks' decoders are not run (0).
+  """
+  from layerlock_jax import blockwise  # pylint: disable=g-import-not-at-top  (imports JAX)
+  m, dec = config.model, config.model.decoder
+  regime = config.blockwise.regime
+  if regime not in blockwise.REGIMES:
+    raise ValueError(f"unknown blockwise regime {regime!r}; expected one of {blockwise.REGIMES}")
+  if dec.type != "light":
+    raise ValueError(f"blockwise needs the light decoder, got {dec.type!r}")
+  geo = token_geometry(config)
+  n_vis, q, p = geo["num_visible"], geo["num_queries"], geo["patch_dim"]
+  s_dec = n_vis + q
+  d, f = m.width, m.mlp_dim
+  depth = config_defaults.encoder_depth(config)
+  bounds = blockwise.block_boundaries(config, depth)
+  num_blocks = len(bounds)
+
+  embed_fwd = _matmul(batch * geo["num_tokens"], p, d)
+  enc_block = block_flops(n_vis, d, f, batch=batch)
+  qkv = _qkv_flops(n_vis, d, batch)
+  proj = _matmul(batch * n_vis, d, dec.width)
+  dec_blocks = dec.depth * block_flops(s_dec, dec.width, dec.mlp_dim, batch=batch)
+  head = _matmul(batch * q, dec.width, p)
+
+  if regime == "sequential":
+    starts = (0,) + bounds[:-1]
+    if k not in starts:
+      raise ValueError(f"frozen_layers={k} is not a block start {starts} of a sequential "
+                       "blockwise run")
+    n_train = bounds[starts.index(k)] - k
+    num_decoders = 1
+    patch_embed = embed_fwd if k else 2 * embed_fwd
+    encoder_frozen = k * enc_block
+    encoder_trainable = 3 * n_train * enc_block - (qkv if k else 0)
+    decoder = 3 * (proj + dec_blocks)
+  else:
+    if k:
+      raise ValueError(f"frozen_layers={k}: the {regime} blockwise regime freezes nothing")
+    n_train, num_decoders = depth, num_blocks
+    patch_embed = 2 * embed_fwd
+    encoder_frozen = 0
+    encoder_trainable = 3 * depth * enc_block
+    if regime == "concurrent":
+      encoder_trainable -= (num_blocks - 1) * qkv
+      decoder = num_blocks * 3 * (proj + dec_blocks)
+    else:  # e2e
+      decoder = num_blocks * 3 * dec_blocks + (3 + 2 * (num_blocks - 1)) * proj
+  heads = 3 * num_decoders * head
+  remat_recompute = _remat_recompute(config, batch, n_train, n_vis, s_dec, dec.width,
+                                     dec.mlp_dim, num_decoders)
+  return _totals(patch_embed, encoder_trainable, encoder_frozen, decoder, heads, 0,
+                 remat_recompute)
 
 
 def _normalise_dtype(dtype: Any) -> str:
