@@ -16,6 +16,7 @@ sees what a downstream model would see.
 Seed noise: with runs at several seeds, an arm's noise is the range (max - min) of its metric
 over seeds; two arms differ "beyond noise" when their means differ by more than the larger range.
 """
+import json
 import os
 from typing import Any, Sequence
 
@@ -78,7 +79,6 @@ def run_record(name: str, arm: str, seed: int, command: str, config, workdir: st
   summary_path = os.path.join(workdir, "summary.json")
   summary = {}
   if os.path.exists(summary_path):
-    import json  # pylint: disable=g-import-not-at-top
     with open(summary_path) as f:
       summary = json.load(f)
   depth = config_defaults.encoder_depth(config)
@@ -176,13 +176,9 @@ def _stage_step_seconds(record: dict[str, Any]) -> dict[int, float]:
   rows = [r for r in plots.read_metrics(os.path.join(record["workdir"], "metrics.jsonl"))
           if isinstance(r.get("train_seconds"), (int, float))]
   sums: dict[int, list[float]] = {}
-  prev_step, prev_t = 0, 0.0
-  for r in rows:
+  for prev, r in zip(rows, rows[1:]):  # the first interval holds the first step's warm-up
     k = int(r.get("frozen_layers", 0))
-    steps, secs = r["step"] - prev_step, r["train_seconds"] - prev_t
-    prev_step, prev_t = r["step"], r["train_seconds"]
-    if prev_step == steps:  # the first interval holds warm-up effects of the first compile
-      continue
+    steps, secs = r["step"] - prev["step"], r["train_seconds"] - prev["train_seconds"]
     acc = sums.setdefault(k, [0.0, 0.0])
     acc[0] += secs
     acc[1] += steps
