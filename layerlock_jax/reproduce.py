@@ -266,7 +266,10 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False) -> dict
   }
   # Wall-clock facts live apart from the results: they are the only numbers that differ between
   # two reproductions with the same seeds.
+  num_runs = (sum(len(r) for r in main_runs.values()) + len(cells) +
+              sum(len(r) for r in plan.blockwise_runs().values()))
   timing = {"total_seconds": time.perf_counter() - start, "train_seconds": repro.timings,
+            "runs_trained": len(repro.timings), "runs_total": num_runs,
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                         "python": sys.version.split()[0]}}
   with open(os.path.join(out, "results.json"), "w") as f:

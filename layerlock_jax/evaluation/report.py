@@ -269,8 +269,10 @@ def write_report(results: dict[str, Any], timing: dict[str, Any], out: str, *,
       "clips) at the last block, the headline probe; linear probe "
       f"(standardised mean-pooled tokens, L-BFGS, {ev['linear_probe_steps']} steps) and cosine "
       "kNN beside it. Numbers are top-1 accuracy averaged over the labelled tasks.",
-      f"Wall time {timing['total_seconds'] / 60:.1f} min on {timing['machine']['cpus']} CPUs "
-      f"({timing['machine']['platform']}).",
+      f"Wall time of this invocation {timing['total_seconds'] / 60:.1f} min on "
+      f"{timing['machine']['cpus']} CPUs ({timing['machine']['platform']}); "
+      f"{timing['runs_trained']} of {timing['runs_total']} runs trained in it (the others, and "
+      "their evaluations, were reused from OUT/runs).",
       "",
       "## Summary",
       "",
