@@ -3,9 +3,9 @@ r"""The small video ViT behind the LayerLock claims of `python -m layerlock_jax.
   python -m layerlock_jax.main --config=configs/experiments/layerlock_claims.py:layerlock \
       --config.seed=0 --workdir=/tmp/claims/layerlock_s0
 
-configs/layerlock_tiny.py's model and data (6 blocks of width 128, 3-D RoPE, 16 x 32^2 Moving
-MNIST, 600 steps of 16 clips), with in-training evaluation every 150 steps so that probe accuracy
-and effective rank can be followed over training. The text after ':' is the arm, optionally
+Built on configs/layerlock_tiny.py (model, data, optimiser, freeze schedule: 6 blocks of width
+128, 3-D RoPE, 16 x 32^2 Moving MNIST, 600 steps of 16 clips), with in-training evaluation every
+150 steps so that probe accuracy and effective rank can be followed over training. The text after ':' is the arm, optionally
 followed by comma-separated modifiers:
 
   mae                       plain pixel MAE (the baseline of every claim)
@@ -21,8 +21,17 @@ modifiers:
                             result)
 e.g. `layerlock_claims.py:mae,freeze=2@150` or `layerlock_claims.py:layerlock,quick`.
 """
+import importlib.util
+import pathlib
+
 from layerlock_jax import config_defaults
 from layerlock_jax.evaluation import convergence
+
+# Loaded by path, as config_flags loads config files: configs/ is not a package.
+_spec = importlib.util.spec_from_file_location(
+    "_layerlock_tiny", pathlib.Path(__file__).parent.parent / "layerlock_tiny.py")
+_layerlock_tiny = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_layerlock_tiny)
 
 ARMS = ("mae", "freeze_pixel", "layerlock", "naive_latent", "layerlock_no_miniwarmup",
         "mae_learned_posemb")
@@ -48,41 +57,15 @@ def parse_variant(variant: str) -> tuple[str, dict]:
 
 def get_config(variant: str = "layerlock"):
   arm, mods = parse_variant(variant)
-  c = config_defaults.base_config()
-  c.total_steps = 600
-  c.batch_size = 16
-  c.log_every = 20
+  c = _layerlock_tiny.get_config()   # model, data, optimiser and freeze schedule
   c.checkpoint_every = 0           # only the final state: these runs are minutes long
   c.eval_every = 150
-
-  m = c.model
-  m.width, m.depth, m.mlp_dim, m.num_heads = 128, 6, 256, 4
-  m.patch_size = (2, 8, 8)
-  m.posemb = "learned_3d" if arm == "mae_learned_posemb" else "rope"
-  m.remat_policy = "none"
-  m.decoder.type = "light"
-  m.decoder.width, m.decoder.depth, m.decoder.num_heads, m.decoder.mlp_dim = 64, 1, 4, 128
-
-  c.masking.type = "random"
-  c.masking.ratio = 0.75
-  c.objective.pixel_norm = "patch"
-
-  c.optimizer.lr = 1e-3
-  c.optimizer.min_lr = 1e-5
-  c.optimizer.warmup_steps = 50
-  c.optimizer.weight_decay = 0.05
-
+  if arm == "mae_learned_posemb":
+    c.model.posemb = "learned_3d"
   ll = c.layerlock
-  ll.pixel_steps = 200             # freezes at 200, 280, 360, 440 (k = 1..4)
-  ll.interval = 80
-  ll.jump = 1
-  ll.max_frozen = 4
-  ll.target_norm = "layernorm"
-  ll.keep_pixel_loss = True
-  ll.mini_warmup_steps = 20
-  if arm in ("freeze_pixel", "layerlock", "layerlock_no_miniwarmup"):
-    ll.enabled = True
-    ll.target = "pixel" if arm == "freeze_pixel" else "latent"
+  ll.enabled = arm in ("freeze_pixel", "layerlock", "layerlock_no_miniwarmup")
+  if arm == "freeze_pixel":
+    ll.target = "pixel"
   if arm == "layerlock_no_miniwarmup":
     ll.mini_warmup_steps = 0
   if arm == "naive_latent":        # LayerLock §1.9: predict the unfrozen middle block, weight 1
@@ -90,14 +73,6 @@ def get_config(variant: str = "layerlock"):
     c.naive_latent.layer = -1
     c.naive_latent.weight = 1.0
     c.naive_latent.target_norm = "none"
-
-  c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 1
-  c.mesh.preset = "data_parallel"
-
-  c.data.source = "moving_mnist"
-  c.data.num_frames = 16
-  c.data.image_size = 32
-  c.data.num_clips = 2048
 
   if mods["quick"]:
     c.total_steps, c.log_every, c.eval_every = 30, 5, 30
