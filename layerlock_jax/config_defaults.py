@@ -143,8 +143,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   # --- data ------------------------------------------------------------------------------------------
   data = c.data = ml_collections.ConfigDict()
-  data.source = "moving_mnist"     # moving_mnist | gratings (embedded, labelled) | video_folder |
-                                   # array_record | tfds
+  data.source = "moving_mnist"     # moving_mnist | gratings | camera_motion (embedded, labelled) |
+                                   # video_folder | array_record | tfds
   data.num_frames = 16
   data.image_size = 224
   data.path = ""                   # folder / shard pattern / tfds name for file-backed sources

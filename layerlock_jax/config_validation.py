@@ -41,7 +41,7 @@ LAYERLOCK_TARGETS = ("latent", "pixel")
 TARGET_NORMS = ("none", "layernorm", "standardize")
 WEIGHT_SCHEDULES = ("constant", "cosine")
 BLOCKWISE_REGIMES = ("concurrent", "sequential", "e2e")
-SYNTHETIC_SOURCES = ("moving_mnist", "gratings")
+SYNTHETIC_SOURCES = ("moving_mnist", "gratings", "camera_motion")
 FILE_SOURCES = ("video_folder", "array_record")
 DATA_SOURCES = SYNTHETIC_SOURCES + FILE_SOURCES + ("tfds",)
 
