@@ -111,7 +111,8 @@ def base_config() -> ml_collections.ConfigDict:
                                    # "when the parameter norms of the first layers plateau", automated]
   cv = ll.convergence = ml_collections.ConfigDict()
   cv.check_every = 20              # steps between checks of the next block's norm
-  cv.threshold = 0.01              # relative norm change between two checks counted as "plateaued"
+  cv.threshold = 1e-5              # relative norm change per step counted as "plateaued" [I: set on
+                                   # layerlock_tiny, where block 1 settles at ~1e-5 around step 200]
   cv.patience = 2                  # consecutive plateaued checks before the block freezes
   cv.min_interval = 40             # steps at least between freezes (before the first: pixel_steps)
   cv.max_interval = 0              # freeze anyway this many steps after the previous one (0: never)

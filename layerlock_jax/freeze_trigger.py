@@ -4,9 +4,12 @@ The LayerLock paper starts freezing "when the parameter norms of the first layer
 its intervals by hand. `config.layerlock.trigger = "convergence"` makes that heuristic automatic:
 every `check_every` steps the train loop hands this module the per-layer parameter norms of the
 trainable encoder stack; the signal is the relative change of the norm of the next `jump` blocks
-(the ones the next freeze would take) since the previous check,
+(the ones the next freeze would take) since the previous check, per step,
 
-    signal = | ||theta_t|| - ||theta_{t - check_every}|| | / ||theta_{t - check_every}||.
+    signal = | ||theta_t|| - ||theta_{t - n}|| | / (||theta_{t - n}|| * n),   n = check_every,
+
+so that a threshold does not depend on how often it is checked. It does depend on the learning rate
+(a block moves less as the cosine decays), which is why min_interval / max_interval bound it.
 
 When it stays below `threshold` for `patience` consecutive checks, and at least `min_interval` steps
 have passed since the previous freeze (for the first freeze: `layerlock.pixel_steps`), the blocks
@@ -97,7 +100,7 @@ class ConvergenceTrigger:
     candidate = math.sqrt(sum(float(n) ** 2 for n in layer_norms[:self.jump]))
     signal = None
     if st.last_norm is not None and st.last_norm > 0:
-      signal = _round(abs(candidate - st.last_norm) / st.last_norm)
+      signal = _round(abs(candidate - st.last_norm) / (st.last_norm * self.check_every))
     st.last_norm, st.last_signal = candidate, signal
     st.calm_checks = st.calm_checks + 1 if signal is not None and signal < self.threshold else 0
     previous = st.events[-1][0] if st.events else 0

@@ -18,7 +18,7 @@ def _config(**conv):
   ll = c.layerlock
   ll.enabled, ll.trigger, ll.pixel_steps, ll.jump, ll.max_frozen = True, "convergence", 100, 1, 3
   cv = ll.convergence
-  cv.check_every, cv.threshold, cv.patience, cv.min_interval, cv.max_interval = 10, 0.01, 2, 50, 0
+  cv.check_every, cv.threshold, cv.patience, cv.min_interval, cv.max_interval = 10, 1e-3, 2, 50, 0
   for key, value in conv.items():
     cv[key] = value
   return c
@@ -56,7 +56,8 @@ def test_freezes_after_patience_calm_checks_not_before_pixel_steps_and_respects_
 
 
 def test_max_interval_forces_a_freeze_and_a_restless_block_never_freezes_without_it():
-  restless = lambda step, k: 1.0 * 1.03 ** (step / 10)  # 3% per check, forever above 1%
+  # 3% per check of 10 steps: 0.003 per step, forever above the threshold of 0.001.
+  restless = lambda step, k: 1.0 * 1.03 ** (step / 10)
   assert _feed(freeze_trigger.ConvergenceTrigger(_config(), frozen_cap=3), restless) == []
   forced = freeze_trigger.ConvergenceTrigger(_config(max_interval=150), frozen_cap=3)
   # First freeze forced at 150 (0 + max_interval, later than pixel_steps), then every 150 steps.
