@@ -28,6 +28,9 @@ setuptools.setup(
         "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
         "matplotlib>=3.8",
         "av>=14.0",  # PyAV: video decode/encode
+        "pillow>=10.0",
+        "scikit-image>=0.22",  # ships the photographs of the camera_motion source
+        "scikit-learn>=1.3",  # linear probes; ships two more photographs
     ],
     extras_require={
         "test": ["pytest>=8.0", "portpicker>=1.6"],

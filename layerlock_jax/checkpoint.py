@@ -78,6 +78,9 @@ class Progress:
   """Accounting that must survive restarts (throughput, ETA)."""
   train_seconds: float = 0.0   # wall time spent in training steps, without compiles and restarts
   clips_seen: int = 0          # global clips consumed
+  # Convergence-triggered freezing (freeze_trigger.TriggerState as JSON): the decided freeze events
+  # and the trigger's running state, so a resumed run decides exactly as an uninterrupted one.
+  trigger: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass

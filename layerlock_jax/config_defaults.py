@@ -106,8 +106,20 @@ def base_config() -> ml_collections.ConfigDict:
   ll.max_frozen_fraction = 2 / 3   # cap as a fraction of encoder depth [S: 32/48 for ViT-G]
   ll.first_freeze = "end_of_pixel"  # end_of_pixel | one_interval_later [I: ambiguous in paper]
   ll.explicit = ()                 # ((step, k), ...) overrides the rule above when non-empty
+  ll.trigger = "schedule"          # schedule: the rule / explicit table above | convergence: freeze
+                                   # the next block once its parameter norm plateaus [I: the paper's
+                                   # "when the parameter norms of the first layers plateau", automated]
+  cv = ll.convergence = ml_collections.ConfigDict()
+  cv.check_every = 20              # steps between checks of the next block's norm
+  cv.threshold = 1e-5              # relative norm change per step counted as "plateaued" [I: set on
+                                   # layerlock_tiny, where block 1 settles at ~1e-5 around step 200]
+  cv.patience = 2                  # consecutive plateaued checks before the block freezes
+  cv.min_interval = 40             # steps at least between freezes (before the first: pixel_steps)
+  cv.max_interval = 0              # freeze anyway this many steps after the previous one (0: never)
   ll.target = "latent"             # latent: LayerLock | pixel: progressive freezing, pixel target only
   ll.target_norm = "layernorm"     # none | layernorm (no affine) | standardize (per token)
+  ll.target_center = "none"        # none | clip: subtract each clip's per-channel mean over all
+                                   # tokens before target_norm (removes the shared clip vector) [I]
   ll.multi_target = False          # predict every frozen block's output, not only the newest [S]
   ll.latent_patch_fraction = 1.0   # random fraction of masked patches in the latent loss [S: 1 or .05]
   ll.keep_pixel_loss = True        # keep the pixel loss after the switch
@@ -143,8 +155,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   # --- data ------------------------------------------------------------------------------------------
   data = c.data = ml_collections.ConfigDict()
-  data.source = "moving_mnist"     # moving_mnist | gratings (embedded, labelled) | video_folder |
-                                   # array_record | tfds
+  data.source = "moving_mnist"     # moving_mnist | gratings | camera_motion (embedded, labelled) |
+                                   # video_folder | array_record | tfds
   data.num_frames = 16
   data.image_size = 224
   data.path = ""                   # folder / shard pattern / tfds name for file-backed sources

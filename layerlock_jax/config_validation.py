@@ -38,10 +38,11 @@ MASKING_TYPES = ("random", "tube")
 PIXEL_NORMS = ("none", "patch", "patch_channel")
 FIRST_FREEZES = ("end_of_pixel", "one_interval_later")
 LAYERLOCK_TARGETS = ("latent", "pixel")
+FREEZE_TRIGGERS = ("schedule", "convergence")
 TARGET_NORMS = ("none", "layernorm", "standardize")
 WEIGHT_SCHEDULES = ("constant", "cosine")
 BLOCKWISE_REGIMES = ("concurrent", "sequential", "e2e")
-SYNTHETIC_SOURCES = ("moving_mnist", "gratings")
+SYNTHETIC_SOURCES = ("moving_mnist", "gratings", "camera_motion")
 FILE_SOURCES = ("video_folder", "array_record")
 DATA_SOURCES = SYNTHETIC_SOURCES + FILE_SOURCES + ("tfds",)
 
@@ -281,6 +282,7 @@ def _check_layerlock(c: Any) -> None:
   first = _choice(c, "layerlock.first_freeze", FIRST_FREEZES)
   target = _choice(c, "layerlock.target", LAYERLOCK_TARGETS)
   _choice(c, "layerlock.target_norm", TARGET_NORMS)
+  _choice(c, "layerlock.target_center", ("none", "clip"))
   _num(c, "layerlock.latent_patch_fraction", 0, 1, lo_open=True)
   _num(c, "layerlock.latent_loss_weight", 0)
   _int(c, "layerlock.mini_warmup_steps", lo=0)
@@ -310,6 +312,9 @@ def _check_layerlock(c: Any) -> None:
                   f"raise it to >= {1 / enc:.3g} or set --config.layerlock.max_frozen")
 
   explicit = _get(c, "layerlock.explicit")
+  if _choice(c, "layerlock.trigger", FREEZE_TRIGGERS) == "convergence":
+    _check_convergence_trigger(c, explicit, pixel_steps)
+    return
   if explicit:
     prev = (0, 0)  # step 0 is the pixel stage; both step and k must rise from there
     for i, pair in enumerate(explicit):
@@ -334,6 +339,28 @@ def _check_layerlock(c: Any) -> None:
                 f"{first!r}), not before total_steps={total}, so LayerLock would never freeze a "
                 "block",
                 f"lower --config.{field} or raise --config.total_steps")
+
+
+def _check_convergence_trigger(c: Any, explicit, pixel_steps: int) -> None:
+  if explicit:
+    raise _fail("layerlock.explicit", tuple(explicit), "is a fixed freeze table, but "
+                "layerlock.trigger='convergence' decides the table while training",
+                "drop --config.layerlock.explicit or use --config.layerlock.trigger=schedule")
+  check_every = _int(c, "layerlock.convergence.check_every", lo=1)
+  _num(c, "layerlock.convergence.threshold", 0, lo_open=True)
+  _int(c, "layerlock.convergence.patience", lo=1)
+  min_interval = _int(c, "layerlock.convergence.min_interval", lo=1)
+  max_interval = _int(c, "layerlock.convergence.max_interval", lo=0)
+  if max_interval and max_interval < min_interval:
+    raise _fail("layerlock.convergence.max_interval", max_interval, f"is below min_interval="
+                f"{min_interval}, so every freeze would be forced", "pass 0 (never forced) or a "
+                f"value >= {min_interval}")
+  first = max(pixel_steps, 1)
+  total = _get(c, "total_steps")
+  if first + check_every > total:
+    raise _fail("layerlock.pixel_steps", pixel_steps, f"leaves no convergence check between the "
+                f"end of the pixel phase and total_steps={total}, so nothing would ever freeze",
+                "lower --config.layerlock.pixel_steps or raise --config.total_steps")
 
 
 def _check_blockwise(c: Any) -> None:

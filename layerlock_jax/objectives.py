@@ -55,6 +55,18 @@ def normalize_latent(x, norm: str):
   raise ValueError(f"unknown latent target norm {norm!r}")
 
 
+def center_over_tokens(targets):
+  """Subtract each clip's mean over all its tokens, per feature channel: (B, N, ...) -> same.
+
+  Early in training a block's output is mostly one vector shared by every token of a clip; the
+  per-token LayerNorm keeps that vector, and a latent loss on it teaches the student to broadcast
+  it. Centring over the clip's tokens (all of them, masked or not, before any gather) leaves only
+  what differs between positions.
+  """
+  targets = targets.astype(jnp.float32)
+  return targets - targets.mean(axis=1, keepdims=True)
+
+
 def mse(prediction, target):
   """Mean squared error over every element (positions and values), float32."""
   return jnp.mean(jnp.square(prediction.astype(jnp.float32) - target.astype(jnp.float32)))

@@ -58,7 +58,8 @@ class Run:
 
   @property
   def name(self) -> str:
-    slug = self.variant.replace(",quick", "").replace(",freeze=", "_freeze").replace("@", "at")
+    slug = (self.variant.replace(",quick", "").replace(",", "_").replace("=", "")
+            .replace("@", "at"))
     prefix = "blockwise_" if self.file == "blockwise_claims" else ""
     return f"{prefix}{slug}_s{self.seed}"
 
@@ -89,9 +90,14 @@ class Plan:
   # Arms trained at every seed (the others at the first seed only): the arms whose differences
   # the claims weigh against seed noise.
   repeated_arms: tuple[str, ...] = ("mae", "freeze_pixel", "layerlock")
+  # LayerLock vs MAE again on the camera-motion set (photographic content everywhere, unlike
+  # Moving MNIST's black background), every seed.
+  camera_arms: tuple[str, ...] = ("mae", "layerlock")
   grid_layers: tuple[int, ...] = (1, 3)
   grid_steps: tuple[int, ...] = (100, 300)
-  blockwise_seeds: tuple[int, ...] = (0,)
+  blockwise_seeds: tuple[int, ...] = (0, 1)
+  # Every attentive probe runs once per token normalisation, at the 0.95-depth and last blocks.
+  attentive_norms: tuple[str, ...] = ("layernorm", "standardize")
   eval_clips: int = 512
   # The attentive readout is the slowest part of an evaluation: 300 AdamW steps of 32 clips at
   # width 128 keep it near 15 s per model on 2 cores (width 256 / batch 64: ~90 s, ~0.05 higher
@@ -113,7 +119,7 @@ class Plan:
       # the seed-noise path runs.
       return cls(quick=True, arms=("mae", "freeze_pixel", "layerlock", "naive_latent"),
                  repeated_arms=("mae",), grid_layers=(1, 2), grid_steps=(10,), eval_clips=48,
-                 attentive_steps=8, probe_steps=20)
+                 attentive_steps=8, probe_steps=20, blockwise_seeds=(0,))
     return cls(quick=False)
 
   def _v(self, variant: str) -> str:
@@ -124,6 +130,12 @@ class Plan:
     return {arm: [Run("layerlock_claims", self._v(arm), s)
                   for s in (self.seeds if arm in self.repeated_arms else self.seeds[:1])]
             for arm in self.arms}
+
+  def camera_runs(self) -> dict[str, list[Run]]:
+    """Arm -> its runs on the camera-motion set (claim 4b; quick: the first seed only)."""
+    seeds = self.seeds[:1] if self.quick else self.seeds
+    return {arm: [Run("layerlock_claims", self._v(f"{arm},data=camera_motion"), s)
+                  for s in seeds] for arm in self.camera_arms}
 
   def grid_runs(self) -> list[tuple[int, int, Run]]:
     return [(l, t, Run("layerlock_claims", self._v(f"mae,freeze={l}@{t}"), self.seeds[0]))
@@ -169,7 +181,9 @@ class Reproduction:
     depth = config_defaults.encoder_depth(config)
     result = depthwise.evaluate_params(
         config, params, data=self.eval_data(config), seed=PROBE_SEED,
-        probe_steps=self.plan.probe_steps, attentive_blocks=(depth,),
+        probe_steps=self.plan.probe_steps,
+        attentive_blocks=tuple(sorted({depthwise.readout_block(depth), depth})),
+        attentive_norms=self.plan.attentive_norms,
         attentive_kwargs={"steps": self.plan.attentive_steps, "width": self.plan.attentive_width,
                           "num_heads": self.plan.attentive_heads,
                           "batch_size": self.plan.attentive_batch})
@@ -224,6 +238,10 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False) -> dict
   if "mae_learned_posemb" in main_runs:
     reference["learned_3d"] = repro.random_init(main_runs["mae_learned_posemb"][0])
 
+  camera_runs = plan.camera_runs()
+  camera = {arm: [repro.train_and_evaluate(r) for r in runs] for arm, runs in camera_runs.items()}
+  camera_reference = {"rope": repro.random_init(camera_runs["mae"][0])}
+
   base_run = main_runs["mae"][0]
   base_cfg = base_run.config()
   tail = plan.tail_fraction
@@ -248,7 +266,8 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False) -> dict
       "eval": {"data_seed": EVAL_DATA_SEED, "probe_seed": PROBE_SEED,
                "clips_per_split": plan.eval_clips, "attentive_steps": plan.attentive_steps,
                "attentive_width": plan.attentive_width, "attentive_batch": plan.attentive_batch,
-               "linear_probe_steps": plan.probe_steps},
+               "linear_probe_steps": plan.probe_steps,
+               "attentive_norms": list(plan.attentive_norms)},
       "ablations": "mae_learned_posemb" in main_runs,
       "claims": {
           "convergence": claims.convergence_claim(grid),
@@ -258,15 +277,19 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False) -> dict
           "layerlock_vs_mae": claims.layerlock_vs_mae_claim(
               main["mae"], main["layerlock"], main.get("layerlock_no_miniwarmup", []),
               main.get("mae_learned_posemb", []), reference),
+          "layerlock_vs_mae_camera": claims.layerlock_vs_mae_claim(
+              camera["mae"], camera["layerlock"], [], [], camera_reference),
           "blockwise": claims.blockwise_claim(blockwise, blockwise_reference),
       },
-      "runs": [claims.run_summary(r) for runs in list(main.values()) + list(blockwise.values())
+      "runs": [claims.run_summary(r) for runs in (list(main.values()) + list(camera.values()) +
+                                                  list(blockwise.values()))
                for r in runs] + [{"name": f"grid_L{c['layers']}_T{c['step']}",
                                   "command": c["command"]} for c in cells],
   }
   # Wall-clock facts live apart from the results: they are the only numbers that differ between
   # two reproductions with the same seeds.
   num_runs = (sum(len(r) for r in main_runs.values()) + len(cells) +
+              sum(len(r) for r in camera_runs.values()) +
               sum(len(r) for r in plan.blockwise_runs().values()))
   timing = {"total_seconds": time.perf_counter() - start, "train_seconds": repro.timings,
             "runs_trained": len(repro.timings), "runs_total": num_runs,

@@ -136,9 +136,9 @@ def _rule_events(ll: ml_collections.ConfigDict, cap: int) -> list[tuple[int, int
   return events
 
 
-def _explicit_events(explicit: Sequence, cap: int) -> list[tuple[int, int]]:
-  """Validated (step, k) pairs from config.layerlock.explicit."""
-  name = "config.layerlock.explicit"
+def _explicit_events(explicit: Sequence, cap: int,
+                     name: str = "config.layerlock.explicit") -> list[tuple[int, int]]:
+  """Validated (step, k) pairs from config.layerlock.explicit (or decided by the trigger)."""
   events = []
   for entry in explicit:
     if not isinstance(entry, (tuple, list)) or len(entry) != 2:
@@ -161,8 +161,14 @@ def _explicit_events(explicit: Sequence, cap: int) -> list[tuple[int, int]]:
   return events
 
 
-def freeze_table(config: ml_collections.ConfigDict, encoder_depth: int) -> tuple[Stage, ...]:
-  """All stages of the run, ordered by start step; the first is (0, 0, "pixels")."""
+def freeze_table(config: ml_collections.ConfigDict, encoder_depth: int,
+                 decided: Sequence = ()) -> tuple[Stage, ...]:
+  """All stages of the run, ordered by start step; the first is (0, 0, "pixels").
+
+  With ``config.layerlock.trigger == "convergence"`` the events are not known in advance: `decided`
+  holds the (step, k) events the convergence trigger (freeze_trigger.py) has decided so far, and the
+  table is the one an explicit schedule with those events would give.
+  """
   pixel_stage = Stage(start_step=0, frozen_layers=0, target=PIXELS)
   if blockwise.enabled(config):
     return blockwise_table(config, encoder_depth)
@@ -172,7 +178,9 @@ def freeze_table(config: ml_collections.ConfigDict, encoder_depth: int) -> tuple
   if ll.target not in _TARGETS:
     raise ValueError(f"config.layerlock.target must be one of {_TARGETS}, got {ll.target!r}")
   cap = frozen_cap(config, encoder_depth)
-  if len(ll.explicit) > 0:
+  if ll.get("trigger", "schedule") == "convergence":
+    events = _explicit_events(decided, cap, name="decided freeze events")
+  elif len(ll.explicit) > 0:
     events = _explicit_events(ll.explicit, cap)
   else:
     events = _rule_events(ll, cap)

@@ -24,6 +24,7 @@ import numpy as np
 from layerlock_jax import checkpoint
 from layerlock_jax import distributed
 from layerlock_jax import flops
+from layerlock_jax import freeze_trigger
 from layerlock_jax import optimizer as optim
 from layerlock_jax import schedule
 from layerlock_jax import sharding
@@ -59,10 +60,15 @@ class Trainer:
     self.mesh = sharding.make_mesh(config.mesh, devices)
     self.rules = sharding.axis_rules(config.mesh)
     self.model = video_mae.VideoMAE(config)
-    self.table = schedule.freeze_table(config, self.model.encoder_depth)
-    self.learning_rate_fn = schedule.learning_rate_fn(config, self.table)
+    # Convergence-triggered freezing decides the freeze table while training; otherwise it is
+    # known in full now.
+    ll = config.layerlock
+    self.trigger = None
+    if ll.enabled and ll.get("trigger", "schedule") == "convergence":
+      self.trigger = freeze_trigger.ConvergenceTrigger(
+          config, schedule.frozen_cap(config, self.model.encoder_depth))
+    self._build_schedule()
     self.latent_weight_fn = schedule.naive_latent_weight_fn(config)
-    self.tx = optim.make_optimizer(config.optimizer, self.learning_rate_fn)
     self.video_sharding = sharding.batch_sharding(self.mesh, self.rules, 5)
     self.replicated = sharding.replicated(self.mesh)
     # Abstract parameters: shapes, dtypes and logical axes without allocating anything.
@@ -76,6 +82,35 @@ class Trainer:
     self.compile_seconds = 0.0
     # One row per compiled stage program: what it costs (analytic FLOPs, compiled buffer sizes).
     self.programs: list[dict] = []
+
+  def _build_schedule(self):
+    """Freeze table, LR schedule and optimizer. The LR's mini-warmups sit at the table's target
+    switches, so a newly decided freeze rebuilds all three; programs already compiled belong to
+    earlier stages, whose learning rates the new boundary does not change."""
+    decided = self.trigger.events if self.trigger else ()
+    self.table = schedule.freeze_table(self.config, self.model.encoder_depth, decided=decided)
+    self.learning_rate_fn = schedule.learning_rate_fn(self.config, self.table)
+    self.tx = optim.make_optimizer(self.config.optimizer, self.learning_rate_fn)
+
+  def restore_trigger(self, saved: dict):
+    """Continue the convergence trigger from a checkpoint's `Progress.trigger`."""
+    if self.trigger is not None and saved:
+      self.trigger.state = freeze_trigger.TriggerState.from_json(saved)
+      self._build_schedule()
+
+  def check_convergence(self, done: int, metrics: dict) -> bool:
+    """After step `done`: let the trigger look at the trainable blocks' norms (a host sync, but
+    only every `check_every` steps). True when it decided a freeze starting at step `done`."""
+    norms = metrics.pop(step_lib.LAYER_NORMS, None)
+    if self.trigger is None or norms is None or not self.trigger.due(done):
+      return False
+    event = self.trigger.observe(done, [float(x) for x in jax.device_get(norms)])
+    if event is None:
+      return False
+    self._build_schedule()
+    note("step %d: the next block's norm has plateaued; freeze table now:\n%s", done,
+         schedule.format_table(self.table, self.config.total_steps))
+    return True
 
   # --- stages ----------------------------------------------------------------------------------
   def spec_at(self, step: int) -> state_lib.StageSpec:
@@ -228,6 +263,7 @@ def run(config, workdir: str, devices=None) -> RunResult:
   if restored is not None:
     start_step, state, spec, progress = (restored.step, restored.state, restored.spec,
                                          restored.progress)
+    trainer.restore_trigger(progress.trigger)
     if config.init_from:
       logging.info("init_from ignored: resuming this workdir's own checkpoint")
   else:
@@ -264,6 +300,9 @@ def run(config, workdir: str, devices=None) -> RunResult:
       state, metrics = step_fn(state, video)
       done = step + 1
       progress.clips_seen += config.batch_size
+      if trainer.trigger is not None:
+        trainer.check_convergence(done, metrics)
+        progress.trigger = trainer.trigger.state.to_json()
       if done % config.log_every == 0 or done == config.total_steps:
         metrics = jax.device_get(metrics)  # waits for the step: the time up to here was training
         now = time.perf_counter()
@@ -272,6 +311,8 @@ def run(config, workdir: str, devices=None) -> RunResult:
         metrics.update(frozen_layers=spec.frozen_layers, target=spec.target,
                        clips_seen=progress.clips_seen, train_seconds=progress.train_seconds,
                        **pipeline.bad_input_metrics())
+        if trainer.trigger is not None:
+          metrics["freeze_signal"] = trainer.trigger.state.last_signal
         last = log.write(done, metrics, batch_size=config.batch_size, peak_flops=peak_flops,
                          flops_per_step=trainer.flops_per_step(spec))
       if config.eval_every and (done % config.eval_every == 0 or done == config.total_steps):
@@ -311,6 +352,7 @@ def run(config, workdir: str, devices=None) -> RunResult:
     with open(os.path.join(workdir, "summary.json"), "w") as f:
       json.dump({"final": last, "compiles": trainer.compiles,
                  "compile_seconds": trainer.compile_seconds, "resumed_from": start_step,
-                 "programs": trainer.programs}, f, indent=2)
+                 "programs": trainer.programs,
+                 "freeze_table": [dataclasses.asdict(s) for s in trainer.table]}, f, indent=2)
   return RunResult(state, last, trainer.compiles, trainer.compile_seconds, start_step=start_step,
                    programs=trainer.programs)

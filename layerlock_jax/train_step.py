@@ -94,6 +94,8 @@ def _latent_loss(params, frozen, tokens, feats, masked, key, step, *, model, con
   else:
     ll = config.layerlock
     targets = layerlock_targets(model, frozen["encoder"], tokens, multi_target=ll.multi_target)
+    if ll.get("target_center", "none") == "clip":
+      targets = objectives.center_over_tokens(targets)
     norm, fraction = ll.target_norm, ll.latent_patch_fraction
     weight = ll.latent_loss_weight
   # Optionally only a random fraction of the masked positions (LayerLock's 5% ablation).
@@ -119,6 +121,16 @@ def layerlock_targets(model, frozen_encoder, tokens, *, multi_target: bool):
   return jax.lax.stop_gradient(targets)
 
 
+LAYER_NORMS = "encoder_layer_norms"  # metrics key: (trainable blocks,) parameter norms
+
+
+def encoder_layer_norms(params) -> jax.Array:
+  """L2 norm of each trainable encoder block's parameters, in depth order: (blocks,) float32."""
+  squares = [jnp.sum(jnp.square(x.astype(jnp.float32)), axis=tuple(range(1, x.ndim)))
+             for x in jax.tree.leaves(params["encoder"])]
+  return jnp.sqrt(sum(squares))
+
+
 def make_train_step(model, config, spec: StageSpec, tx: optax.GradientTransformation,
                     learning_rate_fn, latent_weight_fn=None):
   """The (unjitted) pure step function for one stage: `(state, video[, seed]) -> (state,
@@ -129,6 +141,11 @@ def make_train_step(model, config, spec: StageSpec, tx: optax.GradientTransforma
   differing only in their seed compile to the same program (one persistent-cache entry for a seed
   sweep) and get the same numbers either way.
   """
+
+  # The convergence trigger (freeze_trigger.py) reads the trainable blocks' norms at its checks.
+  ll = config.layerlock
+  track_layer_norms = bool(ll.enabled and ll.get("trigger", "schedule") == "convergence"
+                           and not spec.regime)
 
   def train_step(state: TrainState, video, seed=None):
     seed = jnp.uint32(config.seed) if seed is None else seed
@@ -141,6 +158,8 @@ def make_train_step(model, config, spec: StageSpec, tx: optax.GradientTransforma
     params = optax.apply_updates(state.params, updates)
     metrics.update(loss=loss, grad_norm=optax.tree.norm(grads),
                    param_norm=optax.tree.norm(params), lr=learning_rate_fn(state.step))
+    if track_layer_norms:
+      metrics[LAYER_NORMS] = encoder_layer_norms(params)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics
 

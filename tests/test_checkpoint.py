@@ -42,7 +42,15 @@ SMALL = {
 # Pixel stage for 12 steps, then block 1 frozen with the latent target: one stage boundary.
 LAYERLOCK = {"layerlock.pixel_steps": 12, "layerlock.interval": 6, "layerlock.max_frozen": 1,
              "layerlock.mini_warmup_steps": 2}
-CONFIGS = {"tiny": ("tiny.py", SMALL), "layerlock": ("layerlock_tiny.py", {**SMALL, **LAYERLOCK})}
+# Convergence-triggered freezing on 4 blocks: the trigger checks every 4 steps, so a kill lands
+# between decisions, and a resume must replay them from the checkpoint (3 freezes by step 24).
+CONVERGENCE = {**LAYERLOCK, "model.depth": 4, "layerlock.max_frozen": 3,
+               "layerlock.pixel_steps": 8, "layerlock.trigger": "convergence",
+               "layerlock.convergence.check_every": 4, "layerlock.convergence.threshold": 2.5e-4,
+               "layerlock.convergence.patience": 1, "layerlock.convergence.min_interval": 8,
+               "layerlock.convergence.max_interval": 16}
+CONFIGS = {"tiny": ("tiny.py", SMALL), "layerlock": ("layerlock_tiny.py", {**SMALL, **LAYERLOCK}),
+           "convergence": ("layerlock_tiny.py", {**SMALL, **CONVERGENCE})}
 # Logged values that must repeat exactly after a resume (timings cannot).
 DETERMINISTIC = ("step", "loss", "pixel_loss", "latent_loss", "lr", "grad_norm", "frozen_layers",
                  "target", "clips_seen", "feature_spread")
@@ -312,7 +320,25 @@ def finish(proc, timeout=240):
   return proc.returncode, out
 
 
-@pytest.mark.parametrize("name", ["tiny", "layerlock"])
+def test_convergence_trigger_freezes_at_least_three_times_and_records_its_decisions(reference):
+  workdir, result = reference["convergence"]
+  recs = records(workdir)
+  frozen = [r["frozen_layers"] for r in recs]
+  assert sorted(set(frozen)) == [0, 1, 2, 3] and frozen == sorted(frozen)
+  with open(os.path.join(workdir, "summary.json")) as f:
+    table = json.load(f)["freeze_table"]
+  # Every decision is on a check step (a multiple of 4), after the pixel phase, min_interval apart.
+  starts = [row["start_step"] for row in table[1:]]
+  assert all(s % 4 == 0 for s in starts) and starts[0] >= 8, starts
+  assert all(b - a >= 8 for a, b in zip(starts, starts[1:])), starts
+  # The log agrees with the decided table step by step.
+  for r in recs:
+    stage = max(i for i, row in enumerate(table) if row["start_step"] < r["step"])
+    assert r["frozen_layers"] == table[stage]["frozen_layers"], r["step"]
+  assert any(r.get("freeze_signal") is not None for r in recs)
+
+
+@pytest.mark.parametrize("name", ["tiny", "layerlock", "convergence"])
 def test_sigkill_at_random_step_then_rerun_is_bit_identical(reference, tmp_path, name):
   ref_dir, ref = reference[name]
   work = str(tmp_path / "w")

@@ -103,6 +103,22 @@ def test_pixel_targets_match_numpy_reference(norm):
   np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
 
 
+def test_clip_centred_latent_targets_match_numpy_and_drop_a_shared_clip_vector():
+  rng = np.random.default_rng(0)
+  targets = rng.normal(size=(3, 10, 1, 8)).astype(np.float32)  # (B, N, targets, D)
+  want = targets - targets.astype(np.float64).mean(axis=1, keepdims=True)  # per clip and channel
+  got = np.asarray(objectives.center_over_tokens(jnp.asarray(targets)))
+  np.testing.assert_allclose(got, want, atol=1e-6)
+  # A vector shared by every token of a clip (what an untrained block mostly outputs) is gone
+  # after centring, and with it the part of the LayerNormed target a student could predict
+  # without looking at its position.
+  shared = rng.normal(size=(3, 1, 1, 8)).astype(np.float32) * 50
+  moved = np.asarray(objectives.center_over_tokens(jnp.asarray(targets + shared)))
+  np.testing.assert_allclose(moved, got, atol=1e-4)
+  ln = np.asarray(objectives.normalize_latent(jnp.asarray(targets + shared), "layernorm"))
+  assert np.abs(ln.mean(axis=1)).mean() > 0.5  # without centring: dominated by the shared vector
+
+
 def test_rope_after_norm_matches_hand_rotation():
   # width 20: fractions (0.1, 0.25, 0.25) -> rotated parts of 2, 4, 4 features; 10 untouched.
   x = np.arange(1, 21, dtype=np.float32)[None, None]

@@ -245,3 +245,40 @@ def test_attentive_probe_solves_a_task_that_needs_attention():
   # test clips give std ~0.02).
   linear = probes.linear_probe(mean_pool(xtr), ytr, mean_pool(xte), yte, 8, seed=0)
   assert linear["accuracy"] < 0.125 + 0.1
+
+
+def test_standardize_tokens_matches_sklearn_standard_scaler_fitted_on_train_tokens():
+  from sklearn.preprocessing import StandardScaler  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(3)
+  train = rng.normal(2.0, 5.0, size=(20, 2, 3, 6)).astype(np.float32)
+  test = rng.normal(-1.0, 1.0, size=(7, 2, 3, 6)).astype(np.float32)
+  train[..., 4] = 1.5  # a constant dimension: centred, not divided by zero
+  scaler = StandardScaler().fit(train.reshape(-1, 6))
+  a, b = probes.standardize_tokens(train, test)
+  np.testing.assert_allclose(a.reshape(-1, 6), scaler.transform(train.reshape(-1, 6)), atol=1e-5)
+  np.testing.assert_allclose(b.reshape(-1, 6), scaler.transform(test.reshape(-1, 6)), atol=1e-5)
+
+
+def test_standardized_attentive_probe_ignores_per_dimension_affine_changes_of_the_features():
+  rng = np.random.default_rng(7)
+  xtr, ytr = _spike_task(rng, 512)
+  xte, yte = _spike_task(rng, 128)
+  kwargs = dict(seed=0, steps=200, batch_size=32, lr=1e-2, width=32, num_heads=4,
+                token_norm="standardize")
+  plain = probes.attentive_probe(xtr, ytr, xte, yte, 8, **kwargs)
+  assert plain["accuracy"] >= 0.8
+  # Each feature dimension rescaled and shifted (as a block's output can be): the probe sees the
+  # same standardised tokens up to rounding, so it reaches the same accuracy.
+  scale = np.exp(rng.normal(size=16)).astype(np.float32) * 10
+  shift = rng.normal(size=16).astype(np.float32) * 100
+  moved = probes.attentive_probe(xtr * scale + shift, ytr, xte * scale + shift, yte, 8, **kwargs)
+  assert abs(moved["accuracy"] - plain["accuracy"]) <= 2 / len(yte)
+  with pytest.raises(ValueError, match="token_norm"):
+    probes.attentive_probe(xtr, ytr, xte, yte, 8, **{**kwargs, "token_norm": "batchnorm"})
+
+
+@pytest.mark.parametrize("depth,block", [(6, 4), (12, 10), (24, 21), (40, 37), (2, 1), (1, 1)])
+def test_readout_block_follows_the_4ds_095_depth_rule(depth, block):
+  from layerlock_jax.evaluation import depthwise  # pylint: disable=g-import-not-at-top
+  # 4DS reads list_of_outputs[int(0.95 * depth) - 1], the list starting at the embedding (block 0).
+  assert depthwise.readout_block(depth) == block

@@ -23,7 +23,9 @@ from layerlock_jax.evaluation import convergence
 
 @pytest.mark.parametrize("variant", ["mae", "freeze_pixel", "layerlock", "naive_latent",
                                      "layerlock_no_miniwarmup", "mae_learned_posemb",
-                                     "mae,freeze=3@150", "layerlock,quick", "mae,freeze=1@10,quick"])
+                                     "mae,freeze=3@150", "layerlock,quick", "mae,freeze=1@10,quick",
+                                     "layerlock,data=camera_motion,trigger=convergence,center",
+                                     "mae,data=camera_motion,quick"])
 def test_layerlock_claims_variants_validate(variant):
   config = reproduce.Run("layerlock_claims", variant, 0).config()
   validate(config, num_devices=1)
@@ -41,10 +43,14 @@ def test_layerlock_claims_variants_validate(variant):
     assert ll.mini_warmup_steps == (0 if arm == "layerlock_no_miniwarmup" else
                                     (2 if "quick" in variant else 20))
   assert config.total_steps == (30 if "quick" in variant else 600)
+  assert config.data.source == ("camera_motion" if "data=camera_motion" in variant
+                                else "moving_mnist")
+  assert ll.trigger == ("convergence" if "trigger=convergence" in variant else "schedule")
+  assert ll.target_center == ("clip" if "center" in variant.split(",") else "none")
 
 
 @pytest.mark.parametrize("variant", ["layerlok", "mae,freeze=1", "layerlock,freeze=1@10",
-                                     "mae,slow"])
+                                     "mae,slow", "mae,data=kinetics"])
 def test_layerlock_claims_rejects_bad_variants(variant):
   with pytest.raises(ValueError):
     reproduce.Run("layerlock_claims", variant, 0).config()
@@ -65,6 +71,7 @@ def test_run_names_and_commands_are_distinct():
     runs = [r for rs in plan.main_runs().values() for r in rs]
     runs += [r for _, _, r in plan.grid_runs()]
     runs += [r for rs in plan.blockwise_runs().values() for r in rs]
+    runs += [r for rs in plan.camera_runs().values() for r in rs]
     names = [r.name for r in runs]
     assert len(set(names)) == len(names), names
     for r in runs:
@@ -162,6 +169,38 @@ def test_probe_summary_reads_the_last_block():
   assert s["collapsed"] and s["normalized_std"] == 0.01
 
 
+def _evaluation(depth=6, att=None, std=None):
+  """A hand-made evaluation of a `depth`-block encoder with one task: linear accuracy j/10 at
+  block j, attentive probes at the given blocks."""
+  return {"blocks": list(range(depth + 1)),
+          "tasks": {"a": {"chance": 0.1, "linear": [j / 10 for j in range(depth + 1)],
+                          "knn_top1": [0.0] * (depth + 1), "attentive": att or {},
+                          "attentive_standardize": std or {}}},
+          "collapse": [{} for _ in range(depth)] + [{"collapsed": False}]}
+
+
+def test_headline_is_the_attentive_probe_at_the_4ds_depth_with_a_fallback_for_old_caches():
+  new = _evaluation(att={"4": 0.6, "6": 0.3}, std={"4": 0.7, "6": 0.5})
+  assert claims.headline_block(new, 6) == 4
+  s = claims.probe_summary(new, claims.headline_block(new, 6))
+  assert s["attentive"] == 0.6 and s["attentive_standardize"] == 0.7 and s["linear"] == 0.4
+  old = _evaluation(att={"6": 0.3})  # cached before the 0.95-depth probe existed
+  assert claims.headline_block(old, 6) == 6
+
+
+def test_readout_table_averages_each_probe_and_depth_over_seeds():
+  records = [{"readouts": claims.readouts(_evaluation(att={"4": a, "6": b}, std={"4": c}), 6)}
+             for a, b, c in ((0.6, 0.3, 0.7), (0.4, 0.5, 0.9))]
+  table = claims.readout_table({"mae": records, "empty": []})
+  assert list(table) == ["mae"]
+  row = table["mae"]
+  assert row["attentive@0.95"] == pytest.approx(0.5)
+  assert row["attentive@last"] == pytest.approx(0.4)
+  assert row["attentive_standardize@0.95"] == pytest.approx(0.8)
+  assert row["attentive_standardize@last"] is None  # not measured there
+  assert row["linear@0.95"] == pytest.approx(0.4) and row["linear@last"] == pytest.approx(0.6)
+
+
 # ------------------------------------------------------------------------------------------------
 # The quick mode, end to end (CI runs this).
 # ------------------------------------------------------------------------------------------------
@@ -191,7 +230,8 @@ def test_quick_report_states_every_claim_with_figures(quick_run):
   assert "QUICK MODE" in report
   on_disk = json.load(open(os.path.join(out, "results.json")))
   assert set(on_disk["claims"]) == {"convergence", "freezing", "collapse", "layerlock_vs_mae",
-                                    "blockwise"}
+                                    "layerlock_vs_mae_camera", "blockwise"}
+  assert "Readout table" in report
   for key, claim in on_disk["claims"].items():
     assert re.match(r"(reproduced|partly reproduced|not reproduced)", claim["verdict"]), key
     assert f"**Verdict: {claim['verdict']}.**" in report

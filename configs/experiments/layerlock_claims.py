@@ -17,6 +17,11 @@ followed by comma-separated modifiers:
 modifiers:
   freeze=L@T                freeze blocks 1..L (and the embedding) at step T, pixel target: one
                             cell of the convergence-order grid (claim 1); only with `mae`
+  data=camera_motion        the embedded camera-motion set (pans and zooms over photographs,
+                            labels scene / motion / speed) instead of Moving MNIST
+  trigger=convergence       freeze when the next block's parameter norm plateaus instead of the
+                            fixed table (layerlock / freeze_pixel arms)
+  center                    clip-centred latent targets (layerlock.target_center=clip)
   quick                     CI-sized: 30 steps, 3 freeze stages, 256 clips (a smoke run, not a
                             result)
 e.g. `layerlock_claims.py:mae,freeze=2@150` or `layerlock_claims.py:layerlock,quick`.
@@ -41,15 +46,22 @@ def parse_variant(variant: str) -> tuple[str, dict]:
   """'arm[,freeze=L@T][,quick]' -> (arm, {"freeze": (L, T) or None, "quick": bool})."""
   arm, *mods = [p.strip() for p in variant.split(",")]
   config_defaults.check_variant(arm, ARMS)
-  out = {"freeze": None, "quick": False}
+  out = {"freeze": None, "quick": False, "data": None, "trigger": None, "center": False}
   for mod in mods:
     if mod == "quick":
       out["quick"] = True
+    elif mod == "center":
+      out["center"] = True
     elif mod.startswith("freeze=") and "@" in mod:
       layers, step = mod.removeprefix("freeze=").split("@")
       out["freeze"] = (int(layers), int(step))
+    elif mod in ("data=moving_mnist", "data=camera_motion"):
+      out["data"] = mod.removeprefix("data=")
+    elif mod == "trigger=convergence":
+      out["trigger"] = "convergence"
     else:
-      raise ValueError(f"unknown modifier {mod!r} in {variant!r}; use freeze=L@T or quick")
+      raise ValueError(f"unknown modifier {mod!r} in {variant!r}; use freeze=L@T, "
+                       "data=camera_motion, trigger=convergence, center or quick")
   if out["freeze"] and arm != "mae":
     raise ValueError(f"freeze=L@T is a cell of the convergence grid: only with mae, got {arm!r}")
   return arm, out
@@ -74,10 +86,18 @@ def get_config(variant: str = "layerlock"):
     c.naive_latent.weight = 1.0
     c.naive_latent.target_norm = "none"
 
+  if mods["data"]:
+    c.data.source = mods["data"]
+  if mods["trigger"]:
+    ll.trigger = mods["trigger"]
+  if mods["center"]:
+    ll.target_center = "clip"
+
   if mods["quick"]:
     c.total_steps, c.log_every, c.eval_every = 30, 5, 30
     c.optimizer.warmup_steps = 5
     ll.pixel_steps, ll.interval, ll.max_frozen, ll.mini_warmup_steps = 10, 6, 2, 2
+    ll.convergence.check_every, ll.convergence.min_interval = 2, 4
     c.data.num_clips = 256
   if mods["freeze"]:
     layers, step = mods["freeze"]

@@ -314,6 +314,8 @@ SOURCE_FACTORIES: dict[str, SourceFactory] = {
         num_digits=cfg.get("num_digits", 1)),
     "gratings": lambda cfg, split, seed: Gratings(
         cfg.num_clips, cfg.num_frames, cfg.image_size, seed, split),
+    "camera_motion": lambda cfg, split, seed: _file_source("camera_motion", "source_from_config",
+                                                          cfg, split, seed),
     # File-backed sources import PyAV / grain / tfds only when used.
     "video_folder": lambda cfg, split, seed: _file_source("video_files", "source_from_config",
                                                          cfg, split, seed),

@@ -118,7 +118,8 @@ def depthwise_analysis(train: features_lib.Features, train_labels: dict[str, np.
                        num_classes: dict[str, int], *, seed: int = 0,
                        probe_steps: int = 300, attentive_blocks: Sequence[int] = (),
                        attentive_kwargs: dict | None = None, cka: bool = True,
-                       token_stat_clips: int | None = None) -> dict[str, Any]:
+                       token_stat_clips: int | None = None,
+                       attentive_norms: Sequence[str] = ("layernorm",)) -> dict[str, Any]:
   """The per-depth table of decodability, similarity and collapse statistics.
 
   train / test: features of the probe-fitting and scoring clips; tokens are used when present
@@ -126,7 +127,9 @@ def depthwise_analysis(train: features_lib.Features, train_labels: dict[str, np.
   attentive probe). Returns a JSON-able dict:
     blocks, block_names: the depths (0 = embedding).
     tasks[name]: num_classes, chance, linear / linear_train / knn_top1 / knn_top5 / knn_mAP
-      (lists over depths), attentive ({block: accuracy}).
+      (lists over depths), attentive ({block: accuracy}, tokens LayerNormed) and, when
+      "standardize" is in `attentive_norms`, attentive_standardize (tokens standardised per
+      feature dimension with train statistics; see probes.attentive_probe).
     linear_cka, rbf_cka: [L+1][L+1] matrices on the pooled test features.
     collapse: per-depth collapse_statistics (pooled statistics on all test clips, token-level
       ones on the first `token_stat_clips` clips whose tokens were extracted).
@@ -140,7 +143,8 @@ def depthwise_analysis(train: features_lib.Features, train_labels: dict[str, np.
   for name, classes in num_classes.items():
     ytr, yte = np.asarray(train_labels[name]), np.asarray(test_labels[name])
     task = {"num_classes": int(classes), "chance": _chance(yte), "linear": [],
-            "linear_train": [], "knn_top1": [], "knn_top5": [], "knn_mAP": [], "attentive": {}}
+            "linear_train": [], "knn_top1": [], "knn_top5": [], "knn_mAP": []}
+    task.update({attentive_key(norm): {} for norm in attentive_norms})
     for j in blocks:
       lin = probes.linear_probe(train.pooled[j], ytr, test.pooled[j], yte, classes, seed=seed,
                                 steps=probe_steps)
@@ -155,9 +159,10 @@ def depthwise_analysis(train: features_lib.Features, train_labels: dict[str, np.
         raise ValueError(f"attentive probe at block {j} needs train and test tokens of it")
       if len(train.tokens[j]) != len(ytr) or len(test.tokens[j]) != len(yte):
         raise ValueError("attentive probe needs tokens of every train and test clip")
-      att = probes.attentive_probe(train.tokens[j], ytr, test.tokens[j], yte, classes, seed=seed,
-                                   **(attentive_kwargs or {}))
-      task["attentive"][str(j)] = att["accuracy"]
+      for norm in attentive_norms:
+        att = probes.attentive_probe(train.tokens[j], ytr, test.tokens[j], yte, classes,
+                                     seed=seed, token_norm=norm, **(attentive_kwargs or {}))
+        task[attentive_key(norm)][str(j)] = att["accuracy"]
     tasks[name] = task
 
   collapse = []
@@ -180,6 +185,24 @@ def depthwise_analysis(train: features_lib.Features, train_labels: dict[str, np.
   return result
 
 
+def attentive_key(token_norm: str) -> str:
+  """Result key of the attentive probe with this token normalisation ("attentive" for the 4DS
+  LayerNorm, so older results keep their meaning)."""
+  return "attentive" if token_norm == "layernorm" else f"attentive_{token_norm}"
+
+
+def readout_block(depth: int, fraction: float = 0.95) -> int:
+  """The block (1-based) whose output a depth-`fraction` readout reads.
+
+  The 4DS evaluation code indexes its list of block outputs with int(fraction * depth) - 1 over a
+  list that starts at the embedding, so at 0.95 a 12-block encoder is read after block 10 and a
+  6-block one after block 4, not at the last block. This reproduces that rule (at least block 1).
+  """
+  if depth < 1 or not 0.0 < fraction <= 1.0:
+    raise ValueError(f"need depth >= 1 and fraction in (0, 1], got {depth}, {fraction}")
+  return max(1, int(fraction * depth + 1e-9) - 1)
+
+
 def _rows(result: dict[str, Any]) -> list[dict[str, Any]]:
   """One flat row per depth: the table a reader (or a CSV) wants."""
   rows = []
@@ -190,8 +213,9 @@ def _rows(result: dict[str, Any]) -> list[dict[str, Any]]:
       row[f"linear/{name}"] = task["linear"][j]
       row[f"knn_top1/{name}"] = task["knn_top1"][j]
       row[f"knn_mAP/{name}"] = task["knn_mAP"][j]
-      if str(j) in task["attentive"]:
-        row[f"attentive/{name}"] = task["attentive"][str(j)]
+      for key in (k for k in task if k.startswith("attentive")):
+        if str(j) in task[key]:
+          row[f"{key}/{name}"] = task[key][str(j)]
       linear.append(task["linear"][j])
     if linear:
       row["linear/mean"] = float(np.mean(linear))
@@ -217,14 +241,15 @@ def evaluate_params(config, params: Any, *, num_train: int = 512, num_test: int 
                     seed: int = 0, probe_steps: int = 300,
                     attentive_blocks: Sequence[int] | None = None,
                     attentive_kwargs: dict | None = None, token_clips: int = 256,
-                    batch_size: int = 32, extractor: features_lib.FeatureExtractor | None = None
-                    ) -> dict[str, Any]:
+                    batch_size: int = 32, extractor: features_lib.FeatureExtractor | None = None,
+                    attentive_norms: Sequence[str] = ("layernorm",)) -> dict[str, Any]:
   """Depth-wise evaluation of the encoder in `params` (full tree or TrainState; never modified).
 
   data: pre-loaded clips (reuse them to compare several models on identical data); otherwise
     `num_train` / `num_test` clips of config.data (or `task_source`) are rendered.
   attentive_blocks: depths that also get an attentive probe; default: the last block. Pass () to
-    skip it (it is the slowest part).
+    skip it (it is the slowest part). `readout_block(depth)` gives the 4DS 0.95-depth block.
+  attentive_norms: token normalisations of the attentive probe, each a separate probe.
   token_clips: test clips whose tokens feed the token-level statistics.
   Deterministic for a given `seed` (probe initialisation and minibatch order).
   """
@@ -250,7 +275,8 @@ def evaluate_params(config, params: Any, *, num_train: int = 512, num_test: int 
   result = depthwise_analysis(train_feats, data.train_labels, test_feats, data.test_labels,
                               data.num_classes, seed=seed, probe_steps=probe_steps,
                               attentive_blocks=attentive_blocks,
-                              attentive_kwargs=attentive_kwargs, token_stat_clips=token_clips)
+                              attentive_kwargs=attentive_kwargs, token_stat_clips=token_clips,
+                              attentive_norms=attentive_norms)
   result.update(task_source=data.source, seed=seed,
                 timing={"features_seconds": extract_seconds,
                         "total_seconds": time.perf_counter() - start})

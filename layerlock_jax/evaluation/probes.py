@@ -215,6 +215,7 @@ class AttentiveReadout(nn.Module):
   num_heads: int = 16
   mlp_ratio: int = 4
   dropout_rate: float = 0.0
+  input_norm: bool = True  # step 1; False when the caller standardised the tokens already
 
   @nn.compact
   def __call__(self, tokens: jax.Array, *, deterministic: bool = True) -> jax.Array:
@@ -227,7 +228,7 @@ class AttentiveReadout(nn.Module):
     b, t, p, d = tokens.shape
     heads, head_dim = self.num_heads, self.width // self.num_heads
 
-    x = nn.LayerNorm(name="input_norm")(tokens)
+    x = nn.LayerNorm(name="input_norm")(tokens) if self.input_norm else tokens
     time_embed = self.param("temporal_embedding", nn.initializers.normal(0.02), (t, d))
     x = (x + time_embed[None, :, None, :]).reshape(b, t * p, d)
 
@@ -251,11 +252,11 @@ class AttentiveReadout(nn.Module):
 
 @functools.lru_cache(maxsize=16)
 def _attentive_fns(num_classes, num_queries, width, num_heads, lr, weight_decay, steps,
-                   warmup_steps):
+                   warmup_steps, input_norm=True):
   """Builds (init, optimizer, train step, predict), all jitted, once per hyper-parameter set,
   so repeated probes with the same shapes reuse the compiled functions."""
   model = AttentiveReadout(num_classes=num_classes, num_queries=num_queries, width=width,
-                           num_heads=num_heads)
+                           num_heads=num_heads, input_norm=input_norm)
   schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps, max(steps, warmup_steps + 1))
   # Decay matrices (kernels, queries, time embedding), not biases or LayerNorm scales.
   decay_mask = lambda params: jax.tree.map(lambda a: a.ndim >= 2, params)
@@ -280,6 +281,19 @@ def _attentive_fns(num_classes, num_queries, width, num_heads, lr, weight_decay,
   return init, tx, train_step, predict
 
 
+TOKEN_NORMS = ("layernorm", "standardize")
+
+
+def standardize_tokens(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Per feature dimension (last axis): subtract the mean and divide by the std of every TRAIN
+  token, for train and test alike (zero-variance dimensions are only centred)."""
+  flat = train.reshape(-1, train.shape[-1]).astype(np.float64)
+  mean, std = flat.mean(0), flat.std(0)
+  std = np.where(std > 0, std, 1.0)
+  scale = lambda x: ((x - mean) / std).astype(np.float32)
+  return scale(train), scale(test)
+
+
 def _batched_accuracy(predict, params, tokens, labels, batch_size):
   """Top-1 accuracy with fixed-size (zero-padded) batches so `predict` compiles once."""
   n = tokens.shape[0]
@@ -299,7 +313,8 @@ def attentive_probe(train_tokens: Any, train_labels: Any, test_tokens: Any, test
                     num_classes: int, *, seed: int, steps: int = 1000, batch_size: int = 64,
                     lr: float = 1e-3, weight_decay: float = 0.05, width: int = 256,
                     num_heads: int = 8, num_queries: int = 1, warmup_steps: int | None = None,
-                    eval_batch_size: int = 256) -> dict[str, float]:
+                    eval_batch_size: int = 256, token_norm: str = "layernorm"
+                    ) -> dict[str, float]:
   """Trains an `AttentiveReadout` on frozen tokens and reports test top-1 accuracy.
 
   Tokens: [N, T, P, D] or [N, S, D]. AdamW on minibatches of `batch_size` (epochs are reshuffled
@@ -307,6 +322,12 @@ def attentive_probe(train_tokens: Any, train_labels: Any, test_tokens: Any, test
   so every step sees a full batch and the step compiles once), learning rate with linear warmup
   (default 10% of steps) and cosine decay to 0. Weight decay applies to matrices only. The 4DS
   depth readout is width 1024 / 16 heads; the smaller default suits small probing sets.
+
+  token_norm: "layernorm" (4DS: a LayerNorm over each token's features, inside the readout) or
+  "standardize" (each feature dimension standardised with the mean and std of all TRAIN tokens,
+  no LayerNorm). A per-token LayerNorm keeps a vector that every token of a clip shares; the
+  per-dimension standardisation removes the dataset-wide mean instead and keeps the differences
+  between a clip's tokens at their relative scale.
 
   Returns {"accuracy": test top-1, "train_accuracy": train top-1, "train_loss": mean loss over the
   last 10% of steps}.
@@ -316,6 +337,10 @@ def attentive_probe(train_tokens: Any, train_labels: Any, test_tokens: Any, test
   if xtr.ndim not in (3, 4) or xtr.shape[1:] != xte.shape[1:]:
     raise ValueError(f"expected matching [N, T, P, D] / [N, S, D] tokens, got {xtr.shape}, "
                      f"{xte.shape}")
+  if token_norm not in TOKEN_NORMS:
+    raise ValueError(f"token_norm must be one of {TOKEN_NORMS}, got {token_norm!r}")
+  if token_norm == "standardize":
+    xtr, xte = standardize_tokens(xtr, xte)
   ytr = _labels(train_labels, xtr.shape[0], num_classes, "train_labels")
   yte = _labels(test_labels, xte.shape[0], num_classes, "test_labels")
   if steps < 1 or batch_size < 1:
@@ -327,7 +352,7 @@ def attentive_probe(train_tokens: Any, train_labels: Any, test_tokens: Any, test
 
   init, tx, train_step, predict = _attentive_fns(
       num_classes, num_queries, width, num_heads, float(lr), float(weight_decay), int(steps),
-      int(warmup_steps))
+      int(warmup_steps), token_norm == "layernorm")
   params = init(jax.random.key(seed), jnp.asarray(xtr[:1]))
   opt_state = tx.init(params)
 
