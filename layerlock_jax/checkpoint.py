@@ -40,6 +40,7 @@ import threading
 import time
 from typing import Optional
 
+import flax.linen as nn
 import grain
 import jax
 import jax.numpy as jnp
@@ -210,7 +211,7 @@ class Checkpoints:
 
   # --- save --------------------------------------------------------------------------------------
   def save(self, step: int, state, spec: state_lib.StageSpec, data_iter, progress: Progress, *,
-           wait: bool = False) -> bool:
+           wait: bool = False, extra_meta: Optional[dict] = None) -> bool:
     """Start saving `state` (split for `spec`) after `step` steps; returns False if it exists.
 
     Orbax copies the arrays to host memory before returning, so the caller may donate `state` to
@@ -220,7 +221,7 @@ class Checkpoints:
             "progress": dataclasses.asdict(progress), "shape_fields": shape_fields(self.config),
             "exactness_fields": {k: _plain(_get(self.config, k)) for k in EXACTNESS_FIELDS},
             "process_count": jax.process_count(),
-            "config": json.loads(self.config.to_json_best_effort())}
+            "config": json.loads(self.config.to_json_best_effort()), **(extra_meta or {})}
     saved = self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data_iter=grain.checkpoint.CheckpointSave(data_iter),
         meta=ocp.args.JsonSave(meta)))
@@ -371,6 +372,9 @@ def init_from(path: str, trainer, spec: state_lib.StageSpec) -> state_lib.TrainS
   directory, step = resolve(path)
   manager = _manager(directory, read_only=True)
   meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+  if meta.get("imported"):
+    manager.close()
+    return _init_from_imported(path, trainer, spec)
   # Parameter shapes only: the optimizer state is not read, and multi_target matters only
   # through the number of latent heads it makes.
   fields = set(SHAPE_FIELDS) - {"layerlock.multi_target"} | {"latent_heads"}
@@ -402,6 +406,77 @@ def init_from(path: str, trainer, spec: state_lib.StageSpec) -> state_lib.TrainS
                                 opt_state=trainer.tx.init(trainable))
   return jax.jit(build, out_shardings=trainer.state_shardings(spec))(restored["params"],
                                                                       restored["frozen"])
+
+
+def restore_params(path: str, sharding: Optional[jax.sharding.Sharding] = None
+                   ) -> tuple[int, dict, dict]:
+  """(step, meta, full parameter tree) of a checkpoint, for the model it was written for.
+
+  Reads only `params` and `frozen` (never the optimizer state) and merges them into one tree (one
+  encoder stack), placed with `sharding` (default: the first local device). No config is needed:
+  the saved tree's metadata gives every shape.
+  """
+  directory, step = resolve(path)
+  manager = _manager(directory, read_only=True)
+  meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+  saved = manager.item_metadata(step)["state"]
+  manager.close()
+  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding),
+                        {"params": dict(saved["params"]), "frozen": dict(saved["frozen"])},
+                        is_leaf=lambda x: hasattr(x, "shape"))
+  restored = ocp.Checkpointer(ocp.PyTreeCheckpointHandler()).restore(
+      os.path.join(directory, str(step), "state"), args=ocp.args.PyTreeRestore(
+          item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+          partial_restore=True))
+  return step, meta, state_lib.merge(restored["params"], restored["frozen"])
+
+
+def _init_from_imported(path: str, trainer, spec: state_lib.StageSpec) -> state_lib.TrainState:
+  """init_from an imported encoder (layerlock_jax.weights): embedding and blocks come from it,
+  everything else (decoder, heads) is freshly initialised from config.seed.
+
+  The imported stack of L blocks fills the encoder, and with the 4DS query decoder, whose blocks
+  are the backbone's last ones, the encoder takes blocks 1..L-d and the decoder blocks L-d+1..L.
+  """
+  model = trainer.model
+  want_embed = trainer.abstract_params["embed"]
+  want_enc = trainer.abstract_params["encoder"]
+  query = "blocks" in trainer.abstract_params["decoder"]
+  dec_depth = video_mae.stack_depth(trainer.abstract_params["decoder"]["blocks"]) if query else 0
+  _, meta, source = restore_params(path)
+  fields = ("model.width", "model.mlp_dim", "model.num_heads", "model.patch_size", "model.posemb",
+            "data.num_frames", "data.image_size")
+  problems = _diff({k: meta["shape_fields"][k] for k in fields},
+                   {k: _plain(_get(trainer.config, k)) for k in fields})
+  problems = problems or _tree_mismatch(source["embed"], want_embed)
+  depth = video_mae.stack_depth(source["encoder"])
+  if problems:
+    pass
+  elif depth != model.encoder_depth + dec_depth:
+    problems.append(f"encoder depth: checkpoint {depth} blocks != config {model.encoder_depth}"
+                    + (f" + {dec_depth} query-decoder blocks" if dec_depth else ""))
+  else:
+    problems += _tree_mismatch(jax.tree.map(lambda x: x[:model.encoder_depth], source["encoder"]),
+                               want_enc)
+  if problems:
+    raise IncompatibleCheckpointError(
+        f"--config.init_from={path} (imported from {meta['imported'].get('from')}): encoder of a "
+        "different shape. Mismatched: " + "; ".join(problems[:12]))
+  logging.info("init_from %s: imported encoder (%s), decoder and heads freshly initialised",
+               path, meta["imported"].get("from"))
+
+  def build(key, embed, encoder):
+    full = nn.unbox(model.init(key))
+    full["embed"] = embed
+    full["encoder"] = jax.tree.map(lambda x: x[:model.encoder_depth], encoder)
+    if dec_depth:
+      full["decoder"]["blocks"] = jax.tree.map(lambda x: x[model.encoder_depth:], encoder)
+    trainable, held = state_lib.partition(full, spec)
+    return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=trainable, frozen=held,
+                                opt_state=trainer.tx.init(trainable))
+  return jax.jit(build, out_shardings=trainer.state_shardings(spec))(
+      jax.random.key(trainer.config.seed), source["embed"], source["encoder"])
 
 
 # --- preemption ------------------------------------------------------------------------------------

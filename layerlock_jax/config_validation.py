@@ -26,7 +26,7 @@ from layerlock_jax.config_defaults import encoder_depth
 
 MESH_AXES = ("data", "fsdp", "tensor")  # declaration order = slow to fast interconnect
 
-POSEMBS = ("learned_3d", "sincos", "rope", "none")
+POSEMBS = ("learned_3d", "sincos", "sincos_1d", "rope", "none")
 ROPE_PLACEMENTS = ("after_norm", "qk")
 DTYPES = ("float32", "bfloat16")
 REMAT_POLICIES = ("none", "nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable",
@@ -199,6 +199,10 @@ def _check_model(c: Any) -> None:
                     f"raise the {axis} share to >= {2 / dim:.3g} or set it to 0")
 
   _num(c, "model.layer_norm_eps", 0, lo_open=True)
+  std = _get(c, "model.input_std")
+  if len(std) != 3 or len(_get(c, "model.input_mean")) != 3 or min(std) <= 0:
+    raise _fail("model.input_std", tuple(std), "needs 3 positive values (with 3 input_mean)",
+                "pass e.g. --config.model.input_std='(0.229, 0.224, 0.225)'")
   _choice(c, "model.dtype", DTYPES)
   _choice(c, "model.remat_policy", REMAT_POLICIES)
   _choice(c, "model.attention", ATTENTIONS)

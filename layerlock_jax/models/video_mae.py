@@ -59,7 +59,10 @@ class VideoMAE:
                       rope_base=float(m.rope_base), rope_fractions=tuple(m.rope_fractions),
                       rope_placement=m.rope_placement, attention=m.attention,
                       attention_impl=m.attention_impl, layer_norm_eps=m.layer_norm_eps,
-                      dtype=self.dtype)
+                      gelu_approximate=bool(m.gelu_approximate), dtype=self.dtype)
+    # Input normalisation; None when it is the identity (no op is added to the graph then).
+    mean, std = tuple(map(float, m.input_mean)), tuple(map(float, m.input_std))
+    self.input_norm = None if (mean, std) == ((0.0,) * 3, (1.0,) * 3) else (mean, std)
     self.coords = vit.token_grid(self.grid)
     # Blockwise SSL: regime ("" when off) and cumulative block ends b_1 < ... < b_n.
     self.blockwise = config.blockwise.regime if blockwise.enabled(config) else ""
@@ -123,9 +126,15 @@ class VideoMAE:
 
   # --- forward pieces (pure functions of parameter dicts) ----------------------------------------
   def embed(self, params, video):
-    """uint8 or float video (B, T, H, W, 3) -> tokens (B, N, D) with absolute position code."""
+    """uint8 or float video (B, T, H, W, 3) -> tokens (B, N, D) with absolute position code.
+
+    uint8 is scaled to [0, 1] (float input is taken as already scaled), then normalised by
+    config.model.input_mean / input_std."""
     if video.dtype == jnp.uint8:
       video = video.astype(jnp.float32) / 255.0
+    if self.input_norm is not None:
+      mean, std = self.input_norm
+      video = (video.astype(jnp.float32) - jnp.asarray(mean)) / jnp.asarray(std)
     return self.embed_module.apply({"params": params}, video.astype(self.dtype))
 
   def positions(self, ids):
