@@ -28,6 +28,7 @@ setuptools.setup(
         "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
         "matplotlib>=3.8",
         "av>=14.0",  # PyAV: video decode/encode
+        "safetensors>=0.4",  # Hugging Face weights, read and written with its numpy API
     ],
     extras_require={
         "test": ["pytest>=8.0", "portpicker>=1.6"],

@@ -408,28 +408,42 @@ def init_from(path: str, trainer, spec: state_lib.StageSpec) -> state_lib.TrainS
                                                                       restored["frozen"])
 
 
-def restore_params(path: str, sharding: Optional[jax.sharding.Sharding] = None
+# Config fields that decide the encoder's parameter shapes (the decoder's do not matter to tools
+# that only run the encoder, nor to init_from of an imported encoder).
+ENCODER_FIELDS = ("model.width", "model.mlp_dim", "model.num_heads", "model.patch_size",
+                  "model.posemb", "data.num_frames", "data.image_size")
+
+
+def restore_params(path: str, sharding: Optional[jax.sharding.Sharding] = None, config=None
                    ) -> tuple[int, dict, dict]:
   """(step, meta, full parameter tree) of a checkpoint, for the model it was written for.
 
   Reads only `params` and `frozen` (never the optimizer state) and merges them into one tree (one
-  encoder stack), placed with `sharding` (default: the first local device). No config is needed:
-  the saved tree's metadata gives every shape.
+  encoder stack), placed with `sharding` (default: the first local device). The saved tree's
+  metadata gives every shape; with `config`, its encoder fields must match the checkpoint's
+  (IncompatibleCheckpointError naming them, before any array is read).
   """
   directory, step = resolve(path)
   manager = _manager(directory, read_only=True)
   meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
   saved = manager.item_metadata(step)["state"]
   manager.close()
+  if config is not None:
+    problems = _diff({k: meta["shape_fields"][k] for k in ENCODER_FIELDS},
+                     {k: _plain(_get(config, k)) for k in ENCODER_FIELDS})
+    if problems:
+      raise IncompatibleCheckpointError(
+          f"{directory}/{step} holds an encoder of another shape than the config's: "
+          + "; ".join(problems))
   sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  groups = {k: dict(saved[k]) for k in ("params", "frozen") if k in saved and saved[k]}
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding),
-                        {"params": dict(saved["params"]), "frozen": dict(saved["frozen"])},
-                        is_leaf=lambda x: hasattr(x, "shape"))
+                        groups, is_leaf=lambda x: hasattr(x, "shape"))
   restored = ocp.Checkpointer(ocp.PyTreeCheckpointHandler()).restore(
       os.path.join(directory, str(step), "state"), args=ocp.args.PyTreeRestore(
           item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
           partial_restore=True))
-  return step, meta, state_lib.merge(restored["params"], restored["frozen"])
+  return step, meta, state_lib.merge(restored.get("params", {}), restored.get("frozen", {}))
 
 
 def _init_from_imported(path: str, trainer, spec: state_lib.StageSpec) -> state_lib.TrainState:
@@ -444,12 +458,11 @@ def _init_from_imported(path: str, trainer, spec: state_lib.StageSpec) -> state_
   want_enc = trainer.abstract_params["encoder"]
   query = "blocks" in trainer.abstract_params["decoder"]
   dec_depth = video_mae.stack_depth(trainer.abstract_params["decoder"]["blocks"]) if query else 0
-  _, meta, source = restore_params(path)
-  fields = ("model.width", "model.mlp_dim", "model.num_heads", "model.patch_size", "model.posemb",
-            "data.num_frames", "data.image_size")
-  problems = _diff({k: meta["shape_fields"][k] for k in fields},
-                   {k: _plain(_get(trainer.config, k)) for k in fields})
-  problems = problems or _tree_mismatch(source["embed"], want_embed)
+  try:  # the encoder fields are compared before any array is read
+    _, meta, source = restore_params(path, config=trainer.config)
+  except IncompatibleCheckpointError as err:
+    raise IncompatibleCheckpointError(f"--config.init_from={path}: {err}") from None
+  problems = _tree_mismatch(source["embed"], want_embed)
   depth = video_mae.stack_depth(source["encoder"])
   if problems:
     pass

@@ -56,12 +56,14 @@ def read(path: str) -> Imported:
   ours = {k[len(root):]: v for k, v in flat.items()
           if k.startswith(root + "encoder/") or k.startswith(root + "processor/")}
 
-  def get(key, ndim):
+  def get(key, shape):
+    """The array at root + key; `shape` is its expected shape, or its rank when an int."""
     if key not in ours:
       raise WeightsError(f"{path}: key {root}{key} is missing")
     value = np.asarray(ours.pop(key), np.float32)
-    if value.ndim != ndim:
-      raise WeightsError(f"{path}: {root}{key} has shape {value.shape}, expected {ndim} dims")
+    if (value.ndim != shape) if isinstance(shape, int) else (value.shape != tuple(shape)):
+      raise WeightsError(f"{path}: {root}{key} has shape {value.shape}, expected "
+                         f"{shape if not isinstance(shape, int) else f'{shape} dims'}")
     return value
 
   kernel = get(_PATCH, 5)
@@ -69,6 +71,9 @@ def read(path: str) -> Imported:
   if channels != 3:
     raise WeightsError(f"{path}: {root}{_PATCH} has {channels} input channels, expected 3 (RGB)")
   pos = get("encoder/posenc/embeddings", 4)
+  if pos.shape[3] != d:
+    raise WeightsError(f"{path}: {root}encoder/posenc/embeddings has shape {pos.shape}, expected "
+                       f"width {d} last")
   t, h, w = pos.shape[:3]
   if h * ph != w * pw:
     raise WeightsError(f"{path}: position table {pos.shape} with patch {(ph, pw)} is a non-square "
@@ -76,25 +81,31 @@ def read(path: str) -> Imported:
   depth = len({m.group(1) for k in ours if (m := re.match(r"processor/layers_(\d+)/", k))})
   if depth == 0:
     raise WeightsError(f"{path}: no {root}processor/layers_<i>/ blocks")
-  blocks = []
-  for i in range(depth):
-    blocks.append({leaf: get(f"processor/layers_{i}/{leaf}",
-                             3 if leaf.endswith("kernel") and "attention/" in leaf
-                             else 2 if leaf.endswith(("kernel", "query/bias", "key/bias",
-                                                      "value/bias")) else 1)
-                   for leaf in _BLOCK_LEAVES})
-  embed = {"patch": {"kernel": kernel.reshape(-1, d), "bias": get("encoder/patch_embedding/Conv_0/bias", 1)},
+  first = f"processor/layers_0/"
+  if first + "attention/query/kernel" not in ours or first + "mlp/dense_in/kernel" not in ours:
+    raise WeightsError(f"{path}: key {root}{first}attention/query/kernel or "
+                       f"{root}{first}mlp/dense_in/kernel is missing")
+  heads = np.shape(ours[first + "attention/query/kernel"])[1]
+  mlp = np.shape(ours[first + "mlp/dense_in/kernel"])[-1]
+  if d % heads:
+    raise WeightsError(f"{path}: {heads} heads do not divide the width {d}")
+  hd = d // heads
+  shapes = {"attention/out/kernel": (heads, hd, d), "mlp/dense_in/kernel": (d, mlp),
+            "mlp/dense_in/bias": (mlp,), "mlp/dense_out/kernel": (mlp, d)}
+  for n in ("query", "key", "value"):
+    shapes[f"attention/{n}/kernel"] = (d, heads, hd)
+    shapes[f"attention/{n}/bias"] = (heads, hd)
+  blocks = [{leaf: get(f"processor/layers_{i}/{leaf}", shapes.get(leaf, (d,)))
+             for leaf in _BLOCK_LEAVES} for i in range(depth)]
+  embed = {"patch": {"kernel": kernel.reshape(-1, d),
+                     "bias": get("encoder/patch_embedding/Conv_0/bias", (d,))},
            "pos": pos}
   if ours:
     raise WeightsError(f"{path}: parameters we cannot represent: "
                        + ", ".join(root + k for k in sorted(ours)[:6]))
-  heads, mlp = blocks[0]["attention/query/kernel"].shape[1], blocks[0]["mlp/dense_in/kernel"].shape[1]
 
   def stack(fn):
-    try:
-      return np.stack([fn(b) for b in blocks])
-    except ValueError as err:
-      raise WeightsError(f"{path}: blocks have inconsistent shapes ({err})") from err
+    return np.stack([fn(b) for b in blocks])
 
   layers = {
       "norm1": {"scale": stack(lambda b: b["attention_norm/scale"]),

@@ -128,23 +128,31 @@ def read(path: str) -> Imported:
   hf, model, data = read_config(path)
   tensors = _read_tensors(path)
   p = _prefix(tensors, path)
-  d, h = model["width"], model["num_heads"]
+  d, h, m = model["width"], model["num_heads"], model["mlp_dim"]
+  pt, ph, pw = model["patch_size"]
+  # The shape every tensor must have (torch Linear weights are (out, in)); checked on read so
+  # that an error names the file's own key.
+  shapes = {"embeddings.patch_embeddings.projection.weight": (d, 3, pt, ph, pw),
+            "intermediate.dense.weight": (m, d), "intermediate.dense.bias": (m,),
+            "output.dense.weight": (d, m)}
 
-  def get(name, default_zero=None):
+  def get(name):
     key = p + name
     if key not in tensors:
-      if default_zero is not None:
-        return np.zeros(default_zero, np.float32)
       raise WeightsError(f"{path}: tensor {key} is missing")
-    return np.asarray(tensors[key], np.float32)
+    value = np.asarray(tensors[key], np.float32)
+    short = name.split(".", 3)[-1] if name.startswith("encoder.layer.") else name
+    square = short.endswith(".weight") and "layernorm" not in short
+    want = shapes.get(short, (d, d) if square else (d,))
+    if value.shape != want:
+      raise WeightsError(f"{path}: tensor {key} has shape {value.shape}, expected {want} "
+                         "(from config.json)")
+    return value
 
-  def linear(name):  # torch Linear weight is (out, in)
+  def linear(name):
     return get(name + ".weight").T
 
   conv = get("embeddings.patch_embeddings.projection.weight")
-  if conv.ndim != 5:
-    raise WeightsError(f"{path}: {p}embeddings.patch_embeddings.projection.weight has shape "
-                       f"{conv.shape}, expected (hidden, 3, tubelet, patch, patch)")
   embed = {"patch": {"kernel": conv.transpose(2, 3, 4, 1, 0).reshape(-1, conv.shape[0]),
                      "bias": get("embeddings.patch_embeddings.projection.bias")}}
   layers = []
@@ -156,7 +164,7 @@ def read(path: str) -> Imported:
       if p + att + short + ".bias" in tensors:
         bias[short] = get(att + short + ".bias")
       elif legacy and p + att + legacy in tensors:
-        bias[short] = get(att + legacy)
+        bias[short] = get(att + legacy)  # transformers 4.x names
       else:
         bias[short] = np.zeros((d,), np.float32)  # qv_bias=false, or the (absent) k bias
     qkv_k = np.stack([linear(att + s).reshape(-1, h, d // h) for s in ("query", "key", "value")], 1)
@@ -173,11 +181,8 @@ def read(path: str) -> Imported:
         "mlp2": {"kernel": linear(a + "output.dense"), "bias": get(a + "output.dense.bias")}})
   if f"{p}encoder.layer.{model['depth']}.layernorm_before.weight" in tensors:
     raise WeightsError(f"{path}: more encoder layers than num_hidden_layers={model['depth']}")
-  try:
-    stacked = {k: {n: np.stack([l[k][n] for l in layers]) for n in layers[0][k]}
-               for k in layers[0]} if layers else {}
-  except ValueError as err:  # layers of different shapes
-    raise WeightsError(f"{path}: encoder layers have inconsistent shapes ({err})") from err
+  stacked = {k: {n: np.stack([l[k][n] for l in layers]) for n in layers[0][k]}
+             for k in layers[0]} if layers else {}
   params = {"embed": embed, "encoder": {"layers": stacked}}
   layout.check(params, model, data, path)
   del hf

@@ -1,16 +1,17 @@
 """Imported encoders as workdirs, and the parameters of any workdir without its optimizer state.
 
-An imported model is written exactly as training writes step 0 (train.write_config's config.json,
-an Orbax checkpoint `checkpoints/0` with state, data_iter and meta), so every tool that reads a run
-reads it. The encoder (embedding + blocks) holds the imported weights; the decoder and heads, which
-released encoders do not ship, are initialised from config.seed; the Adam moments are zero, as at
-any step 0. meta["imported"] records the source, which `init_from` uses to take only the encoder.
+An imported model is written in the layout training writes (train.write_config's config.json, an
+Orbax checkpoint `checkpoints/0` with the items state, data_iter and meta), so the tools that read
+parameters read it: `evaluate`, `extract_features`, `export`, and `--config.init_from=W`. Its state
+holds what was released, the encoder (embedding + blocks) as `params`, and no decoder, heads or
+optimizer state; meta["imported"] records the source. `init_from` takes the encoder from it and
+initialises the rest for the new run's config; resuming W itself as a run is refused by the
+resume path's tree check (continue with init_from into a new workdir instead).
 """
 import json
 import logging
 import os
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -18,6 +19,7 @@ import ml_collections
 from layerlock_jax import checkpoint
 from layerlock_jax import config_defaults
 from layerlock_jax import config_validation
+from layerlock_jax import state as state_lib
 from layerlock_jax.weights import Imported, WeightsError
 
 
@@ -73,7 +75,6 @@ def load_params(workdir: str, step: int | None = None,
 def save_imported(imported: Imported, workdir: str, seed: int = 0) -> str:
   """Write `imported` into a new workdir as a step-0 checkpoint; returns the checkpoint dir."""
   from layerlock_jax import train  # pylint: disable=g-import-not-at-top
-  from layerlock_jax import state as state_lib  # pylint: disable=g-import-not-at-top
   from layerlock_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   workdir = os.path.abspath(os.path.expanduser(workdir))
   if os.path.exists(os.path.join(workdir, "config.json")) or os.path.exists(
@@ -86,18 +87,12 @@ def save_imported(imported: Imported, workdir: str, seed: int = 0) -> str:
   except config_validation.ConfigError as err:
     raise WeightsError(f"{imported.path}: the imported model gives an invalid config: "
                        f"{config_validation.format_error(err)}") from err
-  trainer = train.Trainer(config)
-  spec = trainer.spec_at(0)
-
-  def build(key, embed, encoder):
-    full = nn.unbox(trainer.model.init(key))
-    full["embed"], full["encoder"] = embed, encoder
-    params, frozen = state_lib.partition(full, spec)
-    return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
-                                opt_state=trainer.tx.init(params))
-
-  state = jax.jit(build, out_shardings=trainer.state_shardings(spec))(
-      jax.random.key(config.seed), imported.params["embed"], imported.params["encoder"])
+  spec = state_lib.stage_spec(config, 0, "pixels")
+  # Encoder only, no optimizer state: nothing else was released, and inventing a decoder here
+  # would only be discarded by init_from (which initialises one for the run's own config).
+  params = jax.tree.map(jnp.asarray, imported.params)
+  state = state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen={},
+                               opt_state={})
   data_iter = pipeline.make_train_iterator(
       config.data, seed=config.seed, global_batch_size=config.batch_size,
       process_index=jax.process_index(), process_count=jax.process_count())
