@@ -5,7 +5,9 @@ r"""Encoder features of any clips or videos, from a workdir (trained or imported
 
 --input: uint8 clips (N, T, H, W, 3) at the model's frames and size (an .npy file, memory-mapped).
 --videos: every video under DIR, as the data pipeline's evaluation clip of each (centred window
-and crop, config.data.frame_stride), in the sorted file order the folder source lists them.
+and crop, config.data.frame_stride), in the sorted file order the folder source lists them; files
+that cannot be opened are skipped (logged), F.videos.txt names the video of each row, and a video
+that fails to decode later gets a NaN row (logged) rather than another video's features.
 The model's own preprocessing is applied (uint8 / 255, then config.model.input_mean / input_std).
 
 Output F.npy, float32, clips in input order:
@@ -16,6 +18,7 @@ split over the local devices (batch_size per device, the last batch padded), and
 written through a memory map to F.npy.tmp, renamed to F.npy when complete.
 """
 import argparse
+import logging
 import os
 import sys
 import time
@@ -71,10 +74,23 @@ class ClipReader:
                                                   max_decode_frames=config.data.max_decode_frames)
       self.count = len(self.source)
 
+    self.names, self.failed = [], []  # --videos: file of each row; rows that could not decode
+
   def batch(self, start: int, stop: int) -> np.ndarray:
     if self.source is None:
       return np.asarray(self.array[start:stop])
-    return np.stack([self.source[i]["video"] for i in range(start, stop)])
+    clips = []
+    for i in range(start, stop):
+      # The folder source stands in the next good video for one that fails to decode (right for
+      # training); here that row would be mislabelled, so it is detected and marked instead.
+      before = self.source.bad_input.summary()["replaced"]
+      clip = self.source[i]["video"]
+      name = self.source._read(i).name  # pylint: disable=protected-access
+      self.names.append(name)
+      if self.source.bad_input.summary()["replaced"] != before:
+        self.failed.append(i)
+      clips.append(clip)
+    return np.stack(clips)
 
 
 def make_forward(model: video_mae.VideoMAE, block, pool: str):
@@ -128,7 +144,7 @@ def extract(workdir: str, output: str, *, input_path: str = "", videos: str = ""
   n, d = reader.count, model.width
   shape = (n,) + ((model.encoder_depth + 1,) if which is None else ()) + (
       () if pool == "mean" else (model.num_tokens,)) + (d,)
-  tmp = output + ".tmp"
+  tmp, names = output + ".tmp", output[:-len(".npy")] + ".videos.txt"
   out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
   start = time.perf_counter()
   try:
@@ -142,13 +158,22 @@ def extract(workdir: str, output: str, *, input_path: str = "", videos: str = ""
       out[lo:hi] = np.asarray(feats)[:hi - lo]
       if progress:
         _progress(hi, n, start)
+    out[reader.failed] = np.nan
     out.flush()
     del out
+    if videos:
+      with open(names + ".tmp", "w") as f:
+        f.writelines(f"{name}\n" for name in reader.names)
+      os.replace(names + ".tmp", names)
     os.replace(tmp, output)
   except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+    for leftover in (tmp, names + ".tmp"):
+      if os.path.exists(leftover):
+        os.remove(leftover)
     raise
+  if reader.failed:
+    logging.warning("%d video(s) failed to decode; their rows are NaN: %s", len(reader.failed),
+                    [reader.names[i] for i in reader.failed][:10])
   return shape
 
 

@@ -378,3 +378,46 @@ def test_clis_answer_help():
     with pytest.raises(SystemExit) as exit_:
       main(["--help"])
     assert exit_.value.code == 0
+
+
+def _encode(path, frames, rate=25, gop=30):
+  import av  # pylint: disable=g-import-not-at-top
+  with av.open(str(path), "w") as c:
+    s = c.add_stream("libx264", rate=rate)
+    s.height, s.width = frames.shape[1:3]
+    s.pix_fmt, s.gop_size = "yuv420p", gop
+    for f in frames:
+      for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+        c.mux(p)
+    for p in s.encode():
+      c.mux(p)
+
+
+def test_extract_features_from_a_video_folder(fourds_workdir, tmp_path):
+  """--videos: each video's centred evaluation clip (the data pipeline's), rows in the listed file
+  order named in F.videos.txt; an unreadable file is skipped, not given a row."""
+  from layerlock_jax.data import augment, video_files  # pylint: disable=g-import-not-at-top
+  w, _ = fourds_workdir
+  rng = np.random.default_rng(0)
+  folder = tmp_path / "videos"
+  folder.mkdir()
+  smooth = lambda n, h, ww: np.clip(  # noqa: E731  (moving gradients, codec-friendly)
+      np.linspace(0, 255, ww)[None, None, :, None] + 3 * np.arange(n)[:, None, None, None]
+      + rng.integers(0, 20, (1, h, 1, 3)), 0, 255).astype(np.uint8) * np.ones((n, h, ww, 3),
+                                                                                np.uint8)
+  _encode(folder / "b_long.mp4", smooth(100, 180, 240), gop=100)  # 4 s, one keyframe
+  _encode(folder / "a_short.mp4", smooth(20, 40, 56))
+  (folder / "c_broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+  out = str(tmp_path / "v.npy")
+  assert fx.main([f"--workdir={w}", f"--videos={folder}", f"--output={out}", "--pool=mean",
+                  "--batch_size=1"]) == 0
+  got = np.load(out)
+  assert (tmp_path / "v.videos.txt").read_text().split() == ["a_short.mp4", "b_long.mp4"]
+  config = workdir_lib.load_config(w)
+  source = video_files.VideoFolderSource(str(folder), "train",
+                                         augment.spec_from_config(config.data))
+  clips = np.stack([source[i]["video"] for i in range(2)])
+  assert clips.shape == (2, FRAMES, SIZE, SIZE, 3)
+  want = features(w, clips, tmp_path, pool="mean")
+  assert got.shape == (2, D) and np.isfinite(got).all()
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
