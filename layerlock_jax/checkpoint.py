@@ -462,7 +462,9 @@ def _init_from_imported(path: str, trainer, spec: state_lib.StageSpec) -> state_
     _, meta, source = restore_params(path, config=trainer.config)
   except IncompatibleCheckpointError as err:
     raise IncompatibleCheckpointError(f"--config.init_from={path}: {err}") from None
-  problems = _tree_mismatch(source["embed"], want_embed)
+  problems = _tree_mismatch({"embed": source["embed"], "encoder_norm": source.get("encoder_norm")},
+                            {"embed": want_embed,
+                             "encoder_norm": trainer.abstract_params.get("encoder_norm")})
   depth = video_mae.stack_depth(source["encoder"])
   if problems:
     pass
@@ -479,17 +481,20 @@ def _init_from_imported(path: str, trainer, spec: state_lib.StageSpec) -> state_
   logging.info("init_from %s: imported encoder (%s), decoder and heads freshly initialised",
                path, meta["imported"].get("from"))
 
-  def build(key, embed, encoder):
+  def build(key, embed, encoder, norm):
     full = nn.unbox(model.init(key))
     full["embed"] = embed
     full["encoder"] = jax.tree.map(lambda x: x[:model.encoder_depth], encoder)
     if dec_depth:
       full["decoder"]["blocks"] = jax.tree.map(lambda x: x[model.encoder_depth:], encoder)
+    if norm is not None:
+      full["encoder_norm"] = norm
     trainable, held = state_lib.partition(full, spec)
     return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=trainable, frozen=held,
                                 opt_state=trainer.tx.init(trainable))
   return jax.jit(build, out_shardings=trainer.state_shardings(spec))(
-      jax.random.key(trainer.config.seed), source["embed"], source["encoder"])
+      jax.random.key(trainer.config.seed), source["embed"], source["encoder"],
+      source.get("encoder_norm"))
 
 
 # --- preemption ------------------------------------------------------------------------------------

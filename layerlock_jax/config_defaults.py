@@ -67,6 +67,8 @@ def base_config() -> ml_collections.ConfigDict:
   m.rope_fractions = (0.10, 0.25, 0.25)  # share of features rotated along (t, h, w); rest: none [S]
   m.rope_placement = "after_norm"  # after_norm: rotate LN1 output before QKV [S] | qk: rotate q, k
   m.layer_norm_eps = 1e-6
+  m.final_norm = False             # a LayerNorm on the encoder's output, before the decoder
+                                   # (VideoMAE checkpoints without mean pooling have one)
   m.gelu_approximate = True        # tanh GELU (4DS); False: exact erf GELU (VideoMAE)
   # Pixels -> (pixels / 255 - input_mean) / input_std per RGB channel; the defaults leave [0, 1]
   # (4DS); imported VideoMAE models use the ImageNet statistics they were trained with.

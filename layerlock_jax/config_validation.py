@@ -355,6 +355,9 @@ def _check_blockwise(c: Any) -> None:
     raise _fail("model.decoder.type", _get(c, "model.decoder.type"),
                 "cannot be a per-block decoder: the query decoder borrows the last encoder blocks",
                 "use --config.model.decoder.type=light with blockwise.enabled")
+  if _get(c, "model.final_norm"):
+    raise _fail("model.final_norm", True, "has no place in blockwise training (every block feeds "
+                "its own decoder directly)", "use --config.model.final_norm=False")
   enc = encoder_depth(c)
   bounds = _get(c, "blockwise.boundaries")
   if not isinstance(bounds, Sequence) or isinstance(bounds, str):

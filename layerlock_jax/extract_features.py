@@ -13,7 +13,8 @@ The model's own preprocessing is applied (uint8 / 255, then config.model.input_m
 Output F.npy, float32, clips in input order:
   --block=-1 (last block) or J (0 = the embedding, J = block J): (N, tokens, D), or (N, D) with
   --pool=mean; --block=all: (N, depth + 1, tokens, D) / (N, depth + 1, D), index 0 the embedding.
-Tokens are in raster (t, h, w) order. Only parameters are read (no optimizer state); each batch is
+Tokens are in raster (t, h, w) order; with config.model.final_norm the last block's tokens are
+taken after that norm (HF VideoMAE's last_hidden_state). Only parameters are read (no optimizer state); each batch is
 split over the local devices (batch_size per device, the last batch padded), and the output is
 written through a memory map to F.npy.tmp, renamed to F.npy when complete.
 """
@@ -95,14 +96,17 @@ class ClipReader:
 
 def make_forward(model: video_mae.VideoMAE, block, pool: str):
   """jitted (embed, encoder, video) -> features of one batch (see the module docstring)."""
-  def forward(embed, encoder, video):
+  def forward(embed, encoder, norm, video):
     if block is None:
       out = model.block_outputs(embed, [encoder], video)            # (L+1, B, N, D)
+      out = out.at[-1].set(model.encoder_output(norm, out[-1]))
       out = jnp.moveaxis(out, 0, 1)                                  # (B, L+1, N, D)
     else:
       x = model.embed(embed, video)
       ids = jnp.broadcast_to(jnp.arange(model.num_tokens, dtype=jnp.int32), x.shape[:2])
       out = model.run_stack(jax.tree.map(lambda p: p[:block], encoder), x, ids, remat=False)
+      if block == model.encoder_depth:
+        out = model.encoder_output(norm, out)
     out = out.astype(jnp.float32)
     return out.mean(axis=-2) if pool == "mean" else out
   return jax.jit(forward)
@@ -154,7 +158,8 @@ def extract(workdir: str, output: str, *, input_path: str = "", videos: str = ""
       if hi - lo < per_step:  # one compiled shape: pad the last batch
         clips = np.concatenate([clips, np.zeros((per_step - (hi - lo),) + clips.shape[1:],
                                                 clips.dtype)])
-      feats = forward(params["embed"], params["encoder"], jax.device_put(clips, split))
+      feats = forward(params["embed"], params["encoder"], params.get("encoder_norm"),
+                      jax.device_put(clips, split))
       out[lo:hi] = np.asarray(feats)[:hi - lo]
       if progress:
         _progress(hi, n, start)

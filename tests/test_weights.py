@@ -98,10 +98,55 @@ def test_hf_live_model_and_export_load_in_transformers(hf_workdir, fixture_io, t
                                                   [imported.params["encoder"]], clips)[-1]
   assert rel_err(ours, mk.hf_features(model, clips)) < 1e-4
 
+  # Without mean pooling HF adds a final LayerNorm: imported as model.final_norm, and exported back.
+  normed = mk.build_model(seed=2, mean_pooling=False)
+  normed.save_pretrained(tmp_path / "normed", safe_serialization=True)
+  w = str(tmp_path / "normed_w")
+  weights_cli.import_weights("hf_videomae", str(tmp_path / "normed"), w)
+  assert workdir_lib.load_config(w).model.final_norm
+  assert rel_err(features(w, clips, tmp_path), mk.hf_features(normed, clips)) < 1e-4
+  weights_cli.export_weights(w, "hf_videomae", str(tmp_path / "normed_out"))
+  back = transformers.VideoMAEModel.from_pretrained(str(tmp_path / "normed_out")).eval()
+  assert back.layernorm is not None
+  assert rel_err(mk.hf_features(back, clips), mk.hf_features(normed, clips)) < 1e-5
+
   weights_cli.export_weights(hf_workdir, "hf_videomae", str(tmp_path / "exported"))
   reloaded = transformers.VideoMAEModel.from_pretrained(str(tmp_path / "exported")).eval()
   assert rel_err(mk.hf_features(reloaded, fixture_io["clips"]),
                  fixture_io["last_hidden_state"]) < 1e-4
+
+
+def test_hf_final_layernorm_without_mean_pooling(fixture_io, tmp_path):
+  """use_mean_pooling=false: HF applies `layernorm` (eps 1e-12) to the last block's output. The
+  fixture's encoder plus a random final norm must give numpy's LayerNorm of HF's fixture output."""
+  tensors = load_file(os.path.join(FIXTURE, "model.safetensors"))
+  rng = np.random.default_rng(5)
+  scale, bias = (1 + 0.1 * rng.standard_normal(192)).astype(np.float32), \
+      (0.1 * rng.standard_normal(192)).astype(np.float32)
+  (tmp_path / "normed").mkdir()
+  save_file({**tensors, "layernorm.weight": scale, "layernorm.bias": bias},
+            str(tmp_path / "normed" / "model.safetensors"))
+  with open(os.path.join(FIXTURE, "config.json")) as f:
+    hf = json.load(f)
+  (tmp_path / "normed" / "config.json").write_text(json.dumps({**hf, "use_mean_pooling": False}))
+  imported = hf_videomae.read(str(tmp_path / "normed"))
+  config = workdir_lib.config_for(imported)
+  assert config.model.final_norm
+  from layerlock_jax.models import video_mae  # pylint: disable=g-import-not-at-top
+  model = video_mae.VideoMAE(config)
+  last = model.block_outputs(imported.params["embed"], [imported.params["encoder"]],
+                             fixture_io["clips"])[-1]
+  got = model.encoder_output(imported.params["encoder_norm"], last)
+  h = fixture_io["last_hidden_state"].astype(np.float64)
+  want = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-12) * scale + bias
+  assert rel_err(got, want) < 1e-4
+  # Export keeps it: the written file has `layernorm` and use_mean_pooling=false, and reads back.
+  w = str(tmp_path / "w")
+  weights_cli.import_weights("hf_videomae", str(tmp_path / "normed"), w)
+  weights_cli.export_weights(w, "hf_videomae", str(tmp_path / "out"))
+  written = load_file(str(tmp_path / "out" / "model.safetensors"))
+  np.testing.assert_array_equal(written["layernorm.weight"], scale)
+  assert not json.loads((tmp_path / "out" / "config.json").read_text())["use_mean_pooling"]
 
 
 def test_export_then_reimport_is_the_identity(hf_workdir, tmp_path):
@@ -308,14 +353,18 @@ def test_bad_hf_directories(tmp_path, capsys):
   _import_fails("hf_videomae", bad, tmp_path, capsys, "not a VideoMAE checkpoint")
   with open(os.path.join(FIXTURE, "config.json")) as f:
     hf = json.load(f)
-  (bad / "config.json").write_text(json.dumps({**hf, "use_mean_pooling": False}))
-  _import_fails("hf_videomae", bad, tmp_path, capsys, "use_mean_pooling")
+  (bad / "config.json").write_text(json.dumps({**hf, "hidden_act": "relu"}))
+  _import_fails("hf_videomae", bad, tmp_path, capsys, "hidden_act='relu' cannot be represented")
   (bad / "config.json").write_text(json.dumps(hf))
   _import_fails("hf_videomae", bad, tmp_path, capsys, "no model.safetensors")
   tensors = load_file(os.path.join(FIXTURE, "model.safetensors"))
   missing = "encoder.layer.2.intermediate.dense.bias"
   save_file({k: v for k, v in tensors.items() if k != missing}, str(bad / "model.safetensors"))
   _import_fails("hf_videomae", bad, tmp_path, capsys, missing)
+  save_file(tensors, str(bad / "model.safetensors"))
+  (bad / "config.json").write_text(json.dumps({**hf, "use_mean_pooling": False}))
+  _import_fails("hf_videomae", bad, tmp_path, capsys, "tensor layernorm.weight is missing")
+  (bad / "config.json").write_text(json.dumps(hf))
   tensors["encoder.layer.1.output.dense.weight"] = np.zeros((192, 100), np.float32)
   save_file(tensors, str(bad / "model.safetensors"))
   _import_fails("hf_videomae", bad, tmp_path, capsys,

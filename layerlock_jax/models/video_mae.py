@@ -81,6 +81,12 @@ class VideoMAE:
                                            self.unroll)
       self.decoder_width = m.width
     self.embed_module = vit.TubeletEmbed(m.width, self.patch_size, m.posemb, self.dtype)
+    # Optional LayerNorm on the full encoder's output ("encoder_norm" parameters).
+    self.final_norm = bool(m.final_norm)
+    self.norm_module = nn.LayerNorm(
+        epsilon=m.layer_norm_eps, dtype=self.dtype,
+        scale_init=vit._param_init(nn.initializers.ones, ("embed",)),  # pylint: disable=protected-access
+        bias_init=vit._param_init(nn.initializers.zeros, ("embed",)))  # pylint: disable=protected-access
     self.pixel_head = decoders.PatchHead(self.patch_dim, 1, self.dtype)
     self.latent_head = decoders.PatchHead(m.width, self.num_latent_heads, self.dtype)
 
@@ -100,7 +106,10 @@ class VideoMAE:
     feats = jnp.zeros((1, 1, self.decoder_width), self.dtype)
     if self.blockwise:
       return self._init_blockwise(rng, video, tokens, positions, enc_ids, query_ids, feats)
-    return {
+    extra = {}
+    if self.final_norm:  # its own key, so the other groups' initial values do not depend on it
+      extra["encoder_norm"] = self.norm_module.init(jax.random.fold_in(rng, 5), tokens)["params"]
+    return {**extra,
         "embed": self.embed_module.init(keys[0], video)["params"],
         "encoder": self.stack(self.encoder_depth, remat=False).init(keys[1], tokens,
                                                                      positions)["params"],
@@ -148,6 +157,11 @@ class VideoMAE:
       return (x, x[None, :0]) if return_all else x
     return self.stack(n, remat).apply({"params": stack_params}, x, self.positions(ids),
                                       return_all=return_all)
+
+  def encoder_output(self, norm_params, x):
+    """The final LayerNorm (config.model.final_norm) on the last block's output; identity when
+    the model has none (norm_params None)."""
+    return x if norm_params is None else self.norm_module.apply({"params": norm_params}, x)
 
   def decode(self, params, enc_tokens, enc_ids, query_ids):
     return self.decoder.apply({"params": params}, enc_tokens, enc_ids, query_ids)

@@ -34,7 +34,7 @@ def export_weights(workdir: str, target: str, path: str, step: int | None = None
   if os.path.exists(os.path.join(path, "model.safetensors")):
     raise WeightsError(f"--path={path} already holds a model.safetensors; refusing to overwrite")
   _, _, params = workdir_lib.load_params(workdir, step)
-  encoder = {"embed": params["embed"], "encoder": params["encoder"]}
+  encoder = {k: params[k] for k in ("embed", "encoder", "encoder_norm") if k in params}
   hf_videomae.write(model, data, jax.tree.map(np.asarray, encoder), path)
 
 

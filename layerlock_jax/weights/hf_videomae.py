@@ -12,8 +12,8 @@ What HF's forward pass is, and how each piece maps:
     residual), LayerNorm eps config.layer_norm_eps (1e-12 by default), GELU = hidden_act.
   * attention: q and v biases, no k bias. A k bias adds q.b_k to every logit of one query, which
     softmax ignores, so a zero k bias on import is exact and dropping ours on export loses nothing.
-  * final LayerNorm: only when use_mean_pooling is false (the fc_norm of the classifier is not part
-    of the encoder). Our encoder has no final norm, so such checkpoints are refused by name.
+  * final LayerNorm `layernorm`: only when use_mean_pooling is false -> config.model.final_norm
+    (the fc_norm of a classifier is not part of the encoder and is not read).
   * input: uint8 / 255, then ImageNet mean/std (or the image_mean/std of preprocessor_config.json).
 """
 import json
@@ -95,9 +95,6 @@ def read_config(path: str) -> tuple[dict, dict, dict]:
                        f"(supported: {sorted(_GELU)})")
   if int(hf.get("num_channels", 3)) != 3:
     raise WeightsError(f"{file}: num_channels={hf['num_channels']}; only RGB (3) is supported")
-  if not hf.get("use_mean_pooling", True):
-    raise WeightsError(f"{file}: use_mean_pooling=false means a final encoder LayerNorm, which "
-                       "our encoder does not have (it cannot be represented)")
   width, heads = int(hf.get("hidden_size", 768)), int(hf.get("num_attention_heads", 12))
   if width % heads:
     raise WeightsError(f"{file}: hidden_size={width} is not a multiple of num_attention_heads")
@@ -108,6 +105,7 @@ def read_config(path: str) -> tuple[dict, dict, dict]:
            "patch_size": (int(hf.get("tubelet_size", 2)), patch, patch), "posemb": "sincos_1d",
            "layer_norm_eps": float(hf.get("layer_norm_eps", 1e-12)),
            "gelu_approximate": _GELU[hf.get("hidden_act", "gelu")],
+           "final_norm": not hf.get("use_mean_pooling", True),
            "input_mean": mean, "input_std": std}
   data = {"num_frames": int(hf.get("num_frames", 16)),
           "image_size": _square(hf.get("image_size", 224), "image_size")}
@@ -184,6 +182,8 @@ def read(path: str) -> Imported:
   stacked = {k: {n: np.stack([l[k][n] for l in layers]) for n in layers[0][k]}
              for k in layers[0]} if layers else {}
   params = {"embed": embed, "encoder": {"layers": stacked}}
+  if model["final_norm"]:
+    params["encoder_norm"] = {"scale": get("layernorm.weight"), "bias": get("layernorm.bias")}
   layout.check(params, model, data, path)
   del hf
   return Imported("hf_videomae", path, model, data, params)
@@ -229,6 +229,9 @@ def write(model: dict, data: dict, params: dict, path: str) -> None:
     tensors[a + "intermediate.dense.bias"] = enc["mlp1"]["bias"][i]
     tensors[a + "output.dense.weight"] = enc["mlp2"]["kernel"][i].T
     tensors[a + "output.dense.bias"] = enc["mlp2"]["bias"][i]
+  if model.get("final_norm"):
+    tensors["layernorm.weight"] = params["encoder_norm"]["scale"]
+    tensors["layernorm.bias"] = params["encoder_norm"]["bias"]
   config = {"architectures": ["VideoMAEModel"], "model_type": "videomae",
             "image_size": int(data["image_size"]), "patch_size": int(ph), "num_channels": 3,
             "num_frames": int(data["num_frames"]), "tubelet_size": int(pt), "hidden_size": d,
@@ -237,7 +240,7 @@ def write(model: dict, data: dict, params: dict, path: str) -> None:
             "hidden_act": "gelu_pytorch_tanh" if model["gelu_approximate"] else "gelu",
             "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
             "layer_norm_eps": float(model["layer_norm_eps"]), "qkv_bias": True,
-            "use_mean_pooling": True, "torch_dtype": "float32"}
+            "use_mean_pooling": not model.get("final_norm"), "torch_dtype": "float32"}
   preprocessor = {"image_processor_type": "VideoMAEImageProcessor", "do_rescale": True,
                   "rescale_factor": 1 / 255, "do_normalize": True,
                   "image_mean": list(model["input_mean"]), "image_std": list(model["input_std"]),

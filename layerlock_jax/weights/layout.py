@@ -8,6 +8,7 @@
            layers/out/kernel (L, H, D/H, D),   layers/out/bias (L, D)
            layers/mlp1/kernel (L, D, M), layers/mlp1/bias (L, M)
            layers/mlp2/kernel (L, M, D), layers/mlp2/bias (L, D)
+  encoder_norm: {scale, bias} (D,)        -- model.final_norm only
 """
 import numpy as np
 
@@ -28,7 +29,10 @@ def expected_shapes(model: dict, data: dict) -> dict:
             "out": {"kernel": (depth, h, d // h, d), "bias": (depth, d)},
             "mlp1": {"kernel": (depth, d, m), "bias": (depth, m)},
             "mlp2": {"kernel": (depth, m, d), "bias": (depth, d)}}
-  return {"embed": embed, "encoder": {"layers": layers}}
+  out = {"embed": embed, "encoder": {"layers": layers}}
+  if model.get("final_norm"):
+    out["encoder_norm"] = {"scale": (d,), "bias": (d,)}
+  return out
 
 
 def _flat(tree, prefix=""):
