@@ -284,6 +284,12 @@ def test_4ds_import_matches_numpy_reference(fourds_workdir, tmp_path):
   assert rel_err(every[:, -1], want.mean(1)) < 1e-4
   config = workdir_lib.load_config(w)
   assert (config.model.posemb, config.model.depth, config.model.num_heads) == ("learned_3d", 3, 4)
+  # evaluate reads the same parameters (and no optimizer state) with the workdir's config.
+  from layerlock_jax import evaluate  # pylint: disable=g-import-not-at-top
+  step, params = evaluate.load_checkpoint_params(config, w)
+  assert step == 0 and sorted(params) == ["embed", "encoder"]
+  np.testing.assert_array_equal(params["embed"]["pos"],
+                                flat["params/layers_0/encoder/posenc/embeddings"])
 
 
 def test_init_from_imported_encoder_and_mismatch(fourds_workdir):
@@ -470,3 +476,31 @@ def test_extract_features_from_a_video_folder(fourds_workdir, tmp_path):
   want = features(w, clips, tmp_path, pool="mean")
   assert got.shape == (2, D) and np.isfinite(got).all()
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_final_norm_trains_between_encoder_and_decoder():
+  """model.final_norm adds encoder_norm parameters, in the trainable tree, that the pixel loss
+  depends on; without the knob the tree has no such group."""
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from layerlock_jax import state as state_lib  # pylint: disable=g-import-not-at-top
+  from layerlock_jax import train_step  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.models import video_mae  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  config.model.depth, config.model.decoder.depth = 1, 1
+  config.data.num_frames, config.data.image_size = 4, 16
+  assert "encoder_norm" not in jax.eval_shape(
+      lambda: video_mae.VideoMAE(config).init(jax.random.key(0)))
+  config.model.final_norm = True
+  model = video_mae.VideoMAE(config)
+  full = nn.unbox(model.init(jax.random.key(0)))
+  spec = state_lib.stage_spec(config, 0, "pixels")
+  params, frozen = state_lib.partition(full, spec)
+  assert "encoder_norm" in params
+  video = np.random.default_rng(0).integers(0, 256, (2, 4, 16, 16, 3), dtype=np.uint8)
+  loss = jax.jit(lambda p: train_step.loss_fn(p, frozen, video, jax.random.key(1), 0, model=model,
+                                              config=config, spec=spec)[0])
+  moved = jax.tree.map(lambda x: x, params)
+  moved["encoder_norm"] = {"scale": 3 * params["encoder_norm"]["scale"],
+                           "bias": params["encoder_norm"]["bias"] + 1}
+  assert float(loss(moved)) != float(loss(params))  # the decoder sees the normed encoder output
