@@ -199,10 +199,12 @@ def _check_model(c: Any) -> None:
                     f"raise the {axis} share to >= {2 / dim:.3g} or set it to 0")
 
   _num(c, "model.layer_norm_eps", 0, lo_open=True)
-  std = _get(c, "model.input_std")
-  if len(std) != 3 or len(_get(c, "model.input_mean")) != 3 or min(std) <= 0:
-    raise _fail("model.input_std", tuple(std), "needs 3 positive values (with 3 input_mean)",
-                "pass e.g. --config.model.input_std='(0.229, 0.224, 0.225)'")
+  for name, positive in (("model.input_mean", False), ("model.input_std", True)):
+    value = _get(c, name)
+    if (not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 3
+        or not all(_is_num(v) and (v > 0 or not positive) for v in value)):
+      raise _fail(name, value, f"is not 3 {'positive ' if positive else ''}numbers (R, G, B)",
+                  f"pass e.g. --config.{name}='(0.5, 0.5, 0.5)'")
   _choice(c, "model.dtype", DTYPES)
   _choice(c, "model.remat_policy", REMAT_POLICIES)
   _choice(c, "model.attention", ATTENTIONS)

@@ -7,7 +7,9 @@ r"""Encoder features of any clips or videos, from a workdir (trained or imported
 --videos: every video under DIR, as the data pipeline's evaluation clip of each (centred window
 and crop, config.data.frame_stride), in the sorted file order the folder source lists them; files
 that cannot be opened are skipped (logged), F.videos.txt names the video of each row, and a video
-that fails to decode later gets a NaN row (logged) rather than another video's features.
+that fails to decode later gets a NaN row (logged) rather than another video's features. A folder
+with split sub-folders (train/, val/, ...) is read from its train split: point --videos at the
+split folder you want.
 The model's own preprocessing is applied (uint8 / 255, then config.model.input_mean / input_std).
 
 Output F.npy, float32, clips in input order:
@@ -71,10 +73,12 @@ class ClipReader:
     else:
       from layerlock_jax.data import augment, video_files  # pylint: disable=g-import-not-at-top
       spec = augment.spec_from_config(config.data)
-      self.source = video_files.VideoFolderSource(videos, "train", spec,
-                                                  max_decode_frames=config.data.max_decode_frames)
+      try:
+        self.source = video_files.VideoFolderSource(
+            videos, "train", spec, max_decode_frames=config.data.max_decode_frames)
+      except (OSError, ValueError) as err:  # not a folder, or no usable video in it
+        raise FeatureError(f"--videos={videos}: {err}") from err
       self.count = len(self.source)
-
     self.names, self.failed = [], []  # --videos: file of each row; rows that could not decode
 
   def batch(self, start: int, stop: int) -> np.ndarray:

@@ -504,3 +504,18 @@ def test_final_norm_trains_between_encoder_and_decoder():
   moved["encoder_norm"] = {"scale": 3 * params["encoder_norm"]["scale"],
                            "bias": params["encoder_norm"]["bias"] + 1}
   assert float(loss(moved)) != float(loss(params))  # the decoder sees the normed encoder output
+
+
+@pytest.mark.parametrize("field,value,blockwise_on", [
+    ("model.input_std", (0.2, 0.0, 0.2), False), ("model.input_mean", (0.5, 0.5), False),
+    ("model.final_norm", True, True)])
+def test_new_model_knobs_are_validated(field, value, blockwise_on):
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from layerlock_jax import config_validation  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  config.blockwise.enabled = blockwise_on
+  section, key = field.split(".")
+  config[section][key] = value
+  with pytest.raises(config_validation.ConfigError) as err:
+    config_validation.validate(config, num_devices=1)
+  assert field in config_validation.format_error(err.value)

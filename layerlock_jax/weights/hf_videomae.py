@@ -123,7 +123,7 @@ def _prefix(tensors: dict, path: str) -> str:
 def read(path: str) -> Imported:
   """A VideoMAE save_pretrained directory -> Imported (nothing is written)."""
   path = os.path.abspath(os.path.expanduser(path))
-  hf, model, data = read_config(path)
+  _, model, data = read_config(path)
   tensors = _read_tensors(path)
   p = _prefix(tensors, path)
   d, h, m = model["width"], model["num_heads"], model["mlp_dim"]
@@ -185,7 +185,6 @@ def read(path: str) -> Imported:
   if model["final_norm"]:
     params["encoder_norm"] = {"scale": get("layernorm.weight"), "bias": get("layernorm.bias")}
   layout.check(params, model, data, path)
-  del hf
   return Imported("hf_videomae", path, model, data, params)
 
 
