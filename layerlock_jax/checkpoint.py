@@ -414,13 +414,15 @@ ENCODER_FIELDS = ("model.width", "model.mlp_dim", "model.num_heads", "model.patc
                   "model.posemb", "data.num_frames", "data.image_size")
 
 
-def restore_params(path: str, sharding: Optional[jax.sharding.Sharding] = None, config=None
-                   ) -> tuple[int, dict, dict]:
+def restore_params(path: str, sharding: Optional[jax.sharding.Sharding] = None, config=None, *,
+                   group_shardings: Optional[dict] = None) -> tuple[int, dict, dict]:
   """(step, meta, full parameter tree) of a checkpoint, for the model it was written for.
 
   Reads only `params` and `frozen` (never the optimizer state) and merges them into one tree (one
-  encoder stack), placed with `sharding` (default: the first local device). The saved tree's
-  metadata gives every shape; with `config`, its encoder fields must match the checkpoint's
+  encoder stack), placed with `sharding` (default: the first local device), except the top-level
+  groups named in `group_shardings` ({group: tree of shardings of that group}; a stacked group's
+  shardings fit any depth as long as the layers axis is not split). The saved tree's metadata
+  gives every shape; with `config`, its encoder fields must match the checkpoint's
   (IncompatibleCheckpointError naming them, before any array is read).
   """
   directory, step = resolve(path)
@@ -436,9 +438,19 @@ def restore_params(path: str, sharding: Optional[jax.sharding.Sharding] = None, 
           f"{directory}/{step} holds an encoder of another shape than the config's: "
           + "; ".join(problems))
   sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  groups = {k: dict(saved[k]) for k in ("params", "frozen") if k in saved and saved[k]}
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding),
-                        groups, is_leaf=lambda x: hasattr(x, "shape"))
+  group_shardings = group_shardings or {}
+
+  def abstract(tree, shardings):
+    return jax.tree.map(lambda m, sh: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sh),
+                        tree, shardings, is_leaf=lambda x: hasattr(x, "shape"))
+
+  target = {}
+  for part in ("params", "frozen"):
+    for name, tree in (dict(saved[part]) if part in saved and saved[part] else {}).items():
+      shardings = group_shardings.get(name)
+      if shardings is None:
+        shardings = jax.tree.map(lambda _: sharding, tree, is_leaf=lambda x: hasattr(x, "shape"))
+      target.setdefault(part, {})[name] = abstract(tree, shardings)
   restored = ocp.Checkpointer(ocp.PyTreeCheckpointHandler()).restore(
       os.path.join(directory, str(step), "state"), args=ocp.args.PyTreeRestore(
           item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
@@ -458,8 +470,12 @@ def _init_from_imported(path: str, trainer, spec: state_lib.StageSpec) -> state_
   want_enc = trainer.abstract_params["encoder"]
   query = "blocks" in trainer.abstract_params["decoder"]
   dec_depth = video_mae.stack_depth(trainer.abstract_params["decoder"]["blocks"]) if query else 0
-  try:  # the encoder fields are compared before any array is read
-    _, meta, source = restore_params(path, config=trainer.config)
+  # Read straight into the run's parameter layout (never whole on one device: a 4B encoder
+  # exceeds one accelerator's memory); the fields are compared before any array is read.
+  group_shardings = {k: trainer.param_shardings[k] for k in ("embed", "encoder", "encoder_norm")
+                     if k in trainer.param_shardings}
+  try:
+    _, meta, source = restore_params(path, config=trainer.config, group_shardings=group_shardings)
   except IncompatibleCheckpointError as err:
     raise IncompatibleCheckpointError(f"--config.init_from={path}: {err}") from None
   problems = _tree_mismatch({"embed": source["embed"], "encoder_norm": source.get("encoder_norm")},

@@ -300,9 +300,13 @@ def test_init_from_imported_encoder_and_mismatch(fourds_workdir):
   config = workdir_lib.load_config(w)
   config.model.decoder.type, config.model.decoder.depth = "query", 1
   config.batch_size = 8
-  trainer = train.Trainer(config, jax.devices()[:1])
+  config.mesh.data, config.mesh.fsdp = 1, 8  # FSDP over the 8 test devices: read straight in
+  trainer = train.Trainer(config)
   spec = trainer.spec_at(0)
   state = checkpoint.init_from(w, trainer, spec)
+  kernel = state.params["encoder"]["layers"]["mlp1"]["kernel"]
+  assert kernel.sharding == trainer.state_shardings(spec).params["encoder"]["layers"]["mlp1"][
+      "kernel"] and "fsdp" in str(kernel.sharding.spec)
   root = "params/layers_0/"
   params = {**state.frozen, **state.params}
   np.testing.assert_array_equal(params["embed"]["pos"], flat[root + "encoder/posenc/embeddings"])
@@ -315,7 +319,7 @@ def test_init_from_imported_encoder_and_mismatch(fourds_workdir):
   assert int(state.step) == 0
   config.model.posemb = "rope"
   with pytest.raises(checkpoint.IncompatibleCheckpointError, match="model.posemb") as err:
-    checkpoint.init_from(w, train.Trainer(config, jax.devices()[:1]), spec)
+    checkpoint.init_from(w, train.Trainer(config), spec)
   assert "\n" not in str(err.value)
 
 
