@@ -16,9 +16,10 @@ Output F.npy, float32, clips in input order:
   --block=-1 (last block) or J (0 = the embedding, J = block J): (N, tokens, D), or (N, D) with
   --pool=mean; --block=all: (N, depth + 1, tokens, D) / (N, depth + 1, D), index 0 the embedding.
 Tokens are in raster (t, h, w) order; with config.model.final_norm the last block's tokens are
-taken after that norm (HF VideoMAE's last_hidden_state). Only parameters are read (no optimizer state); each batch is
-split over the local devices (batch_size per device, the last batch padded), and the output is
-written through a memory map to F.npy.tmp, renamed to F.npy when complete.
+taken after that norm (HF VideoMAE's last_hidden_state). Only parameters are read (no optimizer
+state); each batch is split over the local devices (batch_size per device, the last batch
+padded), and the output is written through a memory map to F.npy.tmp, renamed to F.npy when
+complete.
 """
 import argparse
 import logging

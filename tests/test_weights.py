@@ -345,7 +345,7 @@ def test_vit4b_init_from_4ds_e_shapes_check_abstractly():
   assert (m.width, m.mlp_dim, m.num_heads, m.posemb) == (1792, 15360, 16, "learned_3d")
 
 
-# --- bad input: one clear error, nothing written ---------------------------------------------------
+# --- bad input: one clear error, nothing written -------------------------------------------------
 def _import_fails(source, path, tmp_path, capsys, match):
   w = tmp_path / "never"
   assert weights_cli.main(["import", f"--from={source}", f"--path={path}",

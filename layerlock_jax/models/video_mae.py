@@ -83,10 +83,10 @@ class VideoMAE:
     self.embed_module = vit.TubeletEmbed(m.width, self.patch_size, m.posemb, self.dtype)
     # Optional LayerNorm on the full encoder's output ("encoder_norm" parameters).
     self.final_norm = bool(m.final_norm)
-    self.norm_module = nn.LayerNorm(
-        epsilon=m.layer_norm_eps, dtype=self.dtype,
-        scale_init=vit._param_init(nn.initializers.ones, ("embed",)),  # pylint: disable=protected-access
-        bias_init=vit._param_init(nn.initializers.zeros, ("embed",)))  # pylint: disable=protected-access
+    boxed = vit._param_init  # pylint: disable=protected-access
+    self.norm_module = nn.LayerNorm(epsilon=m.layer_norm_eps, dtype=self.dtype,
+                                    scale_init=boxed(nn.initializers.ones, ("embed",)),
+                                    bias_init=boxed(nn.initializers.zeros, ("embed",)))
     self.pixel_head = decoders.PatchHead(self.patch_dim, 1, self.dtype)
     self.latent_head = decoders.PatchHead(m.width, self.num_latent_heads, self.dtype)
 

@@ -12,7 +12,9 @@ WRITERS = ("hf_videomae",)
 
 def import_weights(source: str, path: str, workdir: str, seed: int = 0) -> str:
   """Read `path` (a READERS format) and write it into the new `workdir`; returns the step dir."""
-  from layerlock_jax.weights import fourds, hf_videomae, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.weights import fourds, hf_videomae
+  from layerlock_jax.weights import workdir as workdir_lib
   reader = {"hf_videomae": hf_videomae.read, "4ds_npz": fourds.read}[source]
   imported = reader(path)  # validates everything before anything is written
   return workdir_lib.save_imported(imported, workdir, seed)
@@ -23,7 +25,8 @@ def export_weights(workdir: str, target: str, path: str, step: int | None = None
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from layerlock_jax import config_defaults  # pylint: disable=g-import-not-at-top
-  from layerlock_jax.weights import hf_videomae, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.weights import hf_videomae  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.weights import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   del target  # one writer so far
   config = workdir_lib.load_config(workdir)
   m, d = config.model, config.data

@@ -124,7 +124,8 @@ def read(path: str) -> Imported:
                "bias": stack(lambda b: b["mlp/dense_out/bias"])}}
   model = {"width": d, "depth": depth, "mlp_dim": mlp, "num_heads": heads,
            "patch_size": (pt, ph, pw), "posemb": "learned_3d", "layer_norm_eps": 1e-6,
-           "gelu_approximate": True, "final_norm": False, "input_mean": (0.0, 0.0, 0.0), "input_std": (1.0, 1.0, 1.0)}
+           "gelu_approximate": True, "final_norm": False, "input_mean": (0.0, 0.0, 0.0),
+           "input_std": (1.0, 1.0, 1.0)}
   data = {"num_frames": t * pt, "image_size": h * ph}
   params = {"embed": embed, "encoder": {"layers": layers}}
   layout.check(params, model, data, path)

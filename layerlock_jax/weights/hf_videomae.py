@@ -175,7 +175,8 @@ def read(path: str) -> Imported:
                 "bias": get(a + "attention.output.dense.bias")},
         "norm2": {"scale": get(a + "layernorm_after.weight"),
                   "bias": get(a + "layernorm_after.bias")},
-        "mlp1": {"kernel": linear(a + "intermediate.dense"), "bias": get(a + "intermediate.dense.bias")},
+        "mlp1": {"kernel": linear(a + "intermediate.dense"),
+                 "bias": get(a + "intermediate.dense.bias")},
         "mlp2": {"kernel": linear(a + "output.dense"), "bias": get(a + "output.dense.bias")}})
   if f"{p}encoder.layer.{model['depth']}.layernorm_before.weight" in tensors:
     raise WeightsError(f"{path}: more encoder layers than num_hidden_layers={model['depth']}")
