@@ -27,40 +27,51 @@ from layerlock_jax.weights import Imported, WeightsError
 from layerlock_jax.weights import layout
 
 _PATCH = "encoder/patch_embedding/Conv_0/kernel"
-_BLOCK_LEAVES = (
-    "attention_norm/scale", "attention_norm/bias", "mlp_norm/scale", "mlp_norm/bias",
-    "attention/query/kernel", "attention/query/bias", "attention/key/kernel", "attention/key/bias",
-    "attention/value/kernel", "attention/value/bias", "attention/out/kernel", "attention/out/bias",
-    "mlp/dense_in/kernel", "mlp/dense_in/bias", "mlp/dense_out/kernel", "mlp/dense_out/bias")
 
 
-def _load(path: str) -> dict:
+def _open(path: str):
+  """The npz archive, opened lazily: members are read one at a time (a 4DS-e file is 14 GB)."""
   if not os.path.isfile(path):
     raise WeightsError(f"{path}: no such file")
   try:
-    with np.load(path, allow_pickle=False) as npz:
-      return {k: npz[k] for k in npz.files}
+    npz = np.load(path, allow_pickle=False)
   except (zipfile.BadZipFile, ValueError, OSError) as err:
     raise WeightsError(f"{path}: not a readable npz archive ({err})") from err
+  if not isinstance(npz, np.lib.npyio.NpzFile):
+    raise WeightsError(f"{path}: a single .npy array, not an npz archive of parameters")
+  return npz
 
 
 def read(path: str) -> Imported:
-  """A 4DS backbone npz -> Imported (nothing is written)."""
+  """A 4DS backbone npz -> Imported (nothing is written).
+
+  Memory: each parameter is read once, straight into its slot of the stacked [layers, ...] array,
+  so the peak is about one copy of the model (plus one member being read).
+  """
   path = os.path.abspath(os.path.expanduser(path))
-  flat = _load(path)
-  roots = [k[:-len(_PATCH)] for k in flat if k.endswith(_PATCH)]
+  with _open(path) as npz:
+    return _read(npz, path)
+
+
+def _read(npz, path: str) -> Imported:
+  names = list(npz.files)
+  roots = [k[:-len(_PATCH)] for k in names if k.endswith(_PATCH)]
   if len(roots) != 1:
     raise WeightsError(f"{path}: expected exactly one '{_PATCH}' key, found {len(roots)}; not a "
-                       f"4DS backbone checkpoint (keys: {sorted(flat)[:5]}...)")
+                       f"4DS backbone checkpoint (keys: {sorted(names)[:5]}...)")
   root = roots[0]
-  ours = {k[len(root):]: v for k, v in flat.items()
-          if k.startswith(root + "encoder/") or k.startswith(root + "processor/")}
+  pending = {k[len(root):] for k in names
+             if k.startswith(root + "encoder/") or k.startswith(root + "processor/")}
 
   def get(key, shape):
     """The array at root + key; `shape` is its expected shape, or its rank when an int."""
-    if key not in ours:
+    if key not in pending:
       raise WeightsError(f"{path}: key {root}{key} is missing")
-    value = np.asarray(ours.pop(key), np.float32)
+    pending.discard(key)
+    try:
+      value = np.asarray(npz[root + key], np.float32)
+    except (ValueError, OSError, zipfile.BadZipFile) as err:
+      raise WeightsError(f"{path}: {root}{key} cannot be read ({err})") from err
     if (value.ndim != shape) if isinstance(shape, int) else (value.shape != tuple(shape)):
       raise WeightsError(f"{path}: {root}{key} has shape {value.shape}, expected "
                          f"{shape if not isinstance(shape, int) else f'{shape} dims'}")
@@ -78,15 +89,13 @@ def read(path: str) -> Imported:
   if h * ph != w * pw:
     raise WeightsError(f"{path}: position table {pos.shape} with patch {(ph, pw)} is a non-square "
                        "frame; only square image_size is supported")
-  depth = len({m.group(1) for k in ours if (m := re.match(r"processor/layers_(\d+)/", k))})
+  depth = len({m.group(1) for k in pending if (m := re.match(r"processor/layers_(\d+)/", k))})
   if depth == 0:
     raise WeightsError(f"{path}: no {root}processor/layers_<i>/ blocks")
-  first = f"processor/layers_0/"
-  if first + "attention/query/kernel" not in ours or first + "mlp/dense_in/kernel" not in ours:
-    raise WeightsError(f"{path}: key {root}{first}attention/query/kernel or "
-                       f"{root}{first}mlp/dense_in/kernel is missing")
-  heads = np.shape(ours[first + "attention/query/kernel"])[1]
-  mlp = np.shape(ours[first + "mlp/dense_in/kernel"])[-1]
+  first = "processor/layers_0/"
+  heads = get(first + "attention/query/kernel", 3).shape[1]
+  mlp = get(first + "mlp/dense_in/kernel", 2).shape[1]
+  pending |= {first + "attention/query/kernel", first + "mlp/dense_in/kernel"}  # read again below
   if d % heads:
     raise WeightsError(f"{path}: {heads} heads do not divide the width {d}")
   hd = d // heads
@@ -95,33 +104,36 @@ def read(path: str) -> Imported:
   for n in ("query", "key", "value"):
     shapes[f"attention/{n}/kernel"] = (d, heads, hd)
     shapes[f"attention/{n}/bias"] = (heads, hd)
-  blocks = [{leaf: get(f"processor/layers_{i}/{leaf}", shapes.get(leaf, (d,)))
-             for leaf in _BLOCK_LEAVES} for i in range(depth)]
+
+  def stack(leaf):
+    shape = shapes.get(leaf, (d,))
+    out = np.empty((depth, *shape), np.float32)
+    for i in range(depth):
+      out[i] = get(f"processor/layers_{i}/{leaf}", shape)
+    return out
+
+  def stack_qkv(kind):  # (L, D, 3, H, D/H) kernels, (L, 3, H, D/H) biases, q/k/v on axis 2 or 1
+    axis = 2 if kind == "kernel" else 1
+    shape = (d, heads, hd) if kind == "kernel" else (heads, hd)
+    out = np.empty((depth, *shape[:axis - 1], 3, *shape[axis - 1:]), np.float32)
+    for j, n in enumerate(("query", "key", "value")):
+      index = (slice(None),) * axis + (j,)
+      out[index] = stack(f"attention/{n}/{kind}")
+    return out
+
+  layers = {
+      "norm1": {"scale": stack("attention_norm/scale"), "bias": stack("attention_norm/bias")},
+      "qkv": {"kernel": stack_qkv("kernel"), "bias": stack_qkv("bias")},
+      "out": {"kernel": stack("attention/out/kernel"), "bias": stack("attention/out/bias")},
+      "norm2": {"scale": stack("mlp_norm/scale"), "bias": stack("mlp_norm/bias")},
+      "mlp1": {"kernel": stack("mlp/dense_in/kernel"), "bias": stack("mlp/dense_in/bias")},
+      "mlp2": {"kernel": stack("mlp/dense_out/kernel"), "bias": stack("mlp/dense_out/bias")}}
   embed = {"patch": {"kernel": kernel.reshape(-1, d),
                      "bias": get("encoder/patch_embedding/Conv_0/bias", (d,))},
            "pos": pos}
-  if ours:
+  if pending:
     raise WeightsError(f"{path}: parameters we cannot represent: "
-                       + ", ".join(root + k for k in sorted(ours)[:6]))
-
-  def stack(fn):
-    return np.stack([fn(b) for b in blocks])
-
-  layers = {
-      "norm1": {"scale": stack(lambda b: b["attention_norm/scale"]),
-                "bias": stack(lambda b: b["attention_norm/bias"])},
-      "qkv": {"kernel": stack(lambda b: np.stack([b[f"attention/{n}/kernel"]
-                                                  for n in ("query", "key", "value")], 1)),
-              "bias": stack(lambda b: np.stack([b[f"attention/{n}/bias"]
-                                                for n in ("query", "key", "value")], 0))},
-      "out": {"kernel": stack(lambda b: b["attention/out/kernel"]),
-              "bias": stack(lambda b: b["attention/out/bias"])},
-      "norm2": {"scale": stack(lambda b: b["mlp_norm/scale"]),
-                "bias": stack(lambda b: b["mlp_norm/bias"])},
-      "mlp1": {"kernel": stack(lambda b: b["mlp/dense_in/kernel"]),
-               "bias": stack(lambda b: b["mlp/dense_in/bias"])},
-      "mlp2": {"kernel": stack(lambda b: b["mlp/dense_out/kernel"]),
-               "bias": stack(lambda b: b["mlp/dense_out/bias"])}}
+                       + ", ".join(root + k for k in sorted(pending)[:6]))
   model = {"width": d, "depth": depth, "mlp_dim": mlp, "num_heads": heads,
            "patch_size": (pt, ph, pw), "posemb": "learned_3d", "layer_norm_eps": 1e-6,
            "gelu_approximate": True, "final_norm": False, "input_mean": (0.0, 0.0, 0.0),

@@ -13,8 +13,8 @@ import logging
 import os
 
 import jax
-import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from layerlock_jax import checkpoint
 from layerlock_jax import config_defaults
@@ -90,8 +90,8 @@ def save_imported(imported: Imported, workdir: str, seed: int = 0) -> str:
   spec = state_lib.stage_spec(config, 0, "pixels")
   # Encoder only, no optimizer state: nothing else was released, and inventing a decoder here
   # would only be discarded by init_from (which initialises one for the run's own config).
-  params = jax.tree.map(jnp.asarray, imported.params)
-  state = state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen={},
+  # Host numpy arrays go to Orbax as they are (no device copy of a possibly 15 GB encoder).
+  state = state_lib.TrainState(step=np.zeros((), np.int32), params=imported.params, frozen={},
                                opt_state={})
   data_iter = pipeline.make_train_iterator(
       config.data, seed=config.seed, global_batch_size=config.batch_size,
