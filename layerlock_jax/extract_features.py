@@ -130,7 +130,7 @@ def _progress(done: int, total: int, start: float) -> None:
 
 def extract(workdir: str, output: str, *, input_path: str = "", videos: str = "",
             step: int | None = None, block: str = "-1", pool: str = "none",
-            batch_size: int = 4, progress: bool = True) -> tuple:
+            batch_size: int = 4, progress: bool = True, devices=None) -> tuple:
   """The CLI's work; returns the output's shape. Every argument is checked (and the checkpoint
   found) before the parameters are read, and F.npy only appears complete."""
   if pool not in ("none", "mean"):
@@ -143,7 +143,7 @@ def extract(workdir: str, output: str, *, input_path: str = "", videos: str = ""
   model = video_mae.VideoMAE(config)
   which = parse_block(block, model.encoder_depth)
   reader = ClipReader(config, input_path, videos)
-  devices = jax.local_devices()
+  devices = list(devices or jax.local_devices())
   mesh = Mesh(np.asarray(devices), ("batch",))
   replicated = NamedSharding(mesh, PartitionSpec())
   split = NamedSharding(mesh, PartitionSpec("batch"))

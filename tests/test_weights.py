@@ -279,6 +279,11 @@ def test_4ds_import_matches_numpy_reference(fourds_workdir, tmp_path):
   want = numpy_4ds_forward(flat, clips)
   got = features(w, clips, tmp_path)
   assert rel_err(got, want) < 1e-4
+  # Batches split over the 8 test devices give what one device gives.
+  np.save(tmp_path / "c.npy", clips)
+  fx.extract(w, str(tmp_path / "one.npy"), input_path=str(tmp_path / "c.npy"), batch_size=2,
+             progress=False, devices=jax.devices()[:1])
+  np.testing.assert_allclose(np.load(tmp_path / "one.npy"), got, rtol=1e-5, atol=1e-5)
   every = features(w, clips, tmp_path, block="all", pool="mean")
   assert every.shape == (3, LAYERS + 1, D)
   assert rel_err(every[:, -1], want.mean(1)) < 1e-4
