@@ -31,6 +31,7 @@ setuptools.setup(
         "pillow>=10.0",
         "scikit-image>=0.22",  # ships the photographs of the camera_motion source
         "scikit-learn>=1.3",  # linear probes; ships two more photographs
+        "safetensors>=0.4",  # Hugging Face weights, read and written with its numpy API
     ],
     extras_require={
         "test": ["pytest>=8.0", "portpicker>=1.6"],

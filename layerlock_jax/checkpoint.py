@@ -40,6 +40,7 @@ import threading
 import time
 from typing import Optional
 
+import flax.linen as nn
 import grain
 import jax
 import jax.numpy as jnp
@@ -213,7 +214,7 @@ class Checkpoints:
 
   # --- save --------------------------------------------------------------------------------------
   def save(self, step: int, state, spec: state_lib.StageSpec, data_iter, progress: Progress, *,
-           wait: bool = False) -> bool:
+           wait: bool = False, extra_meta: Optional[dict] = None) -> bool:
     """Start saving `state` (split for `spec`) after `step` steps; returns False if it exists.
 
     Orbax copies the arrays to host memory before returning, so the caller may donate `state` to
@@ -223,7 +224,7 @@ class Checkpoints:
             "progress": dataclasses.asdict(progress), "shape_fields": shape_fields(self.config),
             "exactness_fields": {k: _plain(_get(self.config, k)) for k in EXACTNESS_FIELDS},
             "process_count": jax.process_count(),
-            "config": json.loads(self.config.to_json_best_effort())}
+            "config": json.loads(self.config.to_json_best_effort()), **(extra_meta or {})}
     saved = self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data_iter=grain.checkpoint.CheckpointSave(data_iter),
         meta=ocp.args.JsonSave(meta)))
@@ -374,6 +375,9 @@ def init_from(path: str, trainer, spec: state_lib.StageSpec) -> state_lib.TrainS
   directory, step = resolve(path)
   manager = _manager(directory, read_only=True)
   meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+  if meta.get("imported"):
+    manager.close()
+    return _init_from_imported(path, trainer, spec)
   # Parameter shapes only: the optimizer state is not read, and multi_target matters only
   # through the number of latent heads it makes.
   fields = set(SHAPE_FIELDS) - {"layerlock.multi_target"} | {"latent_heads"}
@@ -405,6 +409,111 @@ def init_from(path: str, trainer, spec: state_lib.StageSpec) -> state_lib.TrainS
                                 opt_state=trainer.tx.init(trainable))
   return jax.jit(build, out_shardings=trainer.state_shardings(spec))(restored["params"],
                                                                       restored["frozen"])
+
+
+# Config fields that decide the encoder's parameter shapes (the decoder's do not matter to tools
+# that only run the encoder, nor to init_from of an imported encoder).
+ENCODER_FIELDS = ("model.width", "model.mlp_dim", "model.num_heads", "model.patch_size",
+                  "model.posemb", "data.num_frames", "data.image_size")
+
+
+def restore_params(path: str, sharding: Optional[jax.sharding.Sharding] = None, config=None, *,
+                   group_shardings: Optional[dict] = None) -> tuple[int, dict, dict]:
+  """(step, meta, full parameter tree) of a checkpoint, for the model it was written for.
+
+  Reads only `params` and `frozen` (never the optimizer state) and merges them into one tree (one
+  encoder stack), placed with `sharding` (default: the first local device), except the top-level
+  groups named in `group_shardings` ({group: tree of shardings of that group}; a stacked group's
+  shardings fit any depth as long as the layers axis is not split). The saved tree's metadata
+  gives every shape; with `config`, its encoder fields must match the checkpoint's
+  (IncompatibleCheckpointError naming them, before any array is read).
+  """
+  directory, step = resolve(path)
+  manager = _manager(directory, read_only=True)
+  meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+  saved = manager.item_metadata(step)["state"]
+  manager.close()
+  if config is not None:
+    problems = _diff({k: meta["shape_fields"][k] for k in ENCODER_FIELDS},
+                     {k: _plain(_get(config, k)) for k in ENCODER_FIELDS})
+    if problems:
+      raise IncompatibleCheckpointError(
+          f"{directory}/{step} holds an encoder of another shape than the config's: "
+          + "; ".join(problems))
+  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  group_shardings = group_shardings or {}
+
+  def abstract(tree, shardings):
+    return jax.tree.map(lambda m, sh: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sh),
+                        tree, shardings, is_leaf=lambda x: hasattr(x, "shape"))
+
+  target = {}
+  for part in ("params", "frozen"):
+    for name, tree in (dict(saved[part]) if part in saved and saved[part] else {}).items():
+      shardings = group_shardings.get(name)
+      if shardings is None:
+        shardings = jax.tree.map(lambda _: sharding, tree, is_leaf=lambda x: hasattr(x, "shape"))
+      target.setdefault(part, {})[name] = abstract(tree, shardings)
+  restored = ocp.Checkpointer(ocp.PyTreeCheckpointHandler()).restore(
+      os.path.join(directory, str(step), "state"), args=ocp.args.PyTreeRestore(
+          item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+          partial_restore=True))
+  return step, meta, state_lib.merge(restored.get("params", {}), restored.get("frozen", {}))
+
+
+def _init_from_imported(path: str, trainer, spec: state_lib.StageSpec) -> state_lib.TrainState:
+  """init_from an imported encoder (layerlock_jax.weights): embedding and blocks come from it,
+  everything else (decoder, heads) is freshly initialised from config.seed.
+
+  The imported stack of L blocks fills the encoder, and with the 4DS query decoder, whose blocks
+  are the backbone's last ones, the encoder takes blocks 1..L-d and the decoder blocks L-d+1..L.
+  """
+  model = trainer.model
+  want_embed = trainer.abstract_params["embed"]
+  want_enc = trainer.abstract_params["encoder"]
+  query = "blocks" in trainer.abstract_params["decoder"]
+  dec_depth = video_mae.stack_depth(trainer.abstract_params["decoder"]["blocks"]) if query else 0
+  # Read straight into the run's parameter layout (never whole on one device: a 4B encoder
+  # exceeds one accelerator's memory); the fields are compared before any array is read.
+  group_shardings = {k: trainer.param_shardings[k] for k in ("embed", "encoder", "encoder_norm")
+                     if k in trainer.param_shardings}
+  try:
+    _, meta, source = restore_params(path, config=trainer.config, group_shardings=group_shardings)
+  except IncompatibleCheckpointError as err:
+    raise IncompatibleCheckpointError(f"--config.init_from={path}: {err}") from None
+  problems = _tree_mismatch({"embed": source["embed"], "encoder_norm": source.get("encoder_norm")},
+                            {"embed": want_embed,
+                             "encoder_norm": trainer.abstract_params.get("encoder_norm")})
+  depth = video_mae.stack_depth(source["encoder"])
+  if problems:
+    pass
+  elif depth != model.encoder_depth + dec_depth:
+    problems.append(f"encoder depth: checkpoint {depth} blocks != config {model.encoder_depth}"
+                    + (f" + {dec_depth} query-decoder blocks" if dec_depth else ""))
+  else:
+    problems += _tree_mismatch(jax.tree.map(lambda x: x[:model.encoder_depth], source["encoder"]),
+                               want_enc)
+  if problems:
+    raise IncompatibleCheckpointError(
+        f"--config.init_from={path} (imported from {meta['imported'].get('from')}): encoder of a "
+        "different shape. Mismatched: " + "; ".join(problems[:12]))
+  logging.info("init_from %s: imported encoder (%s), decoder and heads freshly initialised",
+               path, meta["imported"].get("from"))
+
+  def build(key, embed, encoder, norm):
+    full = nn.unbox(model.init(key))
+    full["embed"] = embed
+    full["encoder"] = jax.tree.map(lambda x: x[:model.encoder_depth], encoder)
+    if dec_depth:
+      full["decoder"]["blocks"] = jax.tree.map(lambda x: x[model.encoder_depth:], encoder)
+    if norm is not None:
+      full["encoder_norm"] = norm
+    trainable, held = state_lib.partition(full, spec)
+    return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=trainable, frozen=held,
+                                opt_state=trainer.tx.init(trainable))
+  return jax.jit(build, out_shardings=trainer.state_shardings(spec))(
+      jax.random.key(trainer.config.seed), source["embed"], source["encoder"],
+      source.get("encoder_norm"))
 
 
 # --- preemption ------------------------------------------------------------------------------------

@@ -61,11 +61,19 @@ def base_config() -> ml_collections.ConfigDict:
   m = c.model = ml_collections.ConfigDict()
   m.width, m.depth, m.mlp_dim, m.num_heads = VIT_SIZES["B"]
   m.patch_size = (2, 16, 16)       # tubelet (time, height, width) [P-code 4DS]
-  m.posemb = "learned_3d"          # learned_3d (4DS) | sincos (VideoMAE) | rope (LayerLock) | none
+  m.posemb = "learned_3d"          # learned_3d (4DS) | sincos (3-D) | sincos_1d (VideoMAE's table) |
+                                   # rope (LayerLock) | none
   m.rope_base = 10_000.0           # [I] unknown in the paper; the usual default
   m.rope_fractions = (0.10, 0.25, 0.25)  # share of features rotated along (t, h, w); rest: none [S]
   m.rope_placement = "after_norm"  # after_norm: rotate LN1 output before QKV [S] | qk: rotate q, k
   m.layer_norm_eps = 1e-6
+  m.final_norm = False             # a LayerNorm on the encoder's output, before the decoder
+                                   # (VideoMAE checkpoints without mean pooling have one)
+  m.gelu_approximate = True        # tanh GELU (4DS); False: exact erf GELU (VideoMAE)
+  # Pixels -> (pixels / 255 - input_mean) / input_std per RGB channel; the defaults leave [0, 1]
+  # (4DS); imported VideoMAE models use the ImageNet statistics they were trained with.
+  m.input_mean = (0.0, 0.0, 0.0)
+  m.input_std = (1.0, 1.0, 1.0)
   m.dtype = "float32"              # compute dtype: float32 | bfloat16 (parameters stay float32)
   m.remat_policy = "nothing_saveable"  # none | nothing_saveable | dots_saveable |
                                    # dots_with_no_batch_dims_saveable | everything_saveable

@@ -26,7 +26,7 @@ from layerlock_jax.config_defaults import encoder_depth
 
 MESH_AXES = ("data", "fsdp", "tensor")  # declaration order = slow to fast interconnect
 
-POSEMBS = ("learned_3d", "sincos", "rope", "none")
+POSEMBS = ("learned_3d", "sincos", "sincos_1d", "rope", "none")
 ROPE_PLACEMENTS = ("after_norm", "qk")
 DTYPES = ("float32", "bfloat16")
 REMAT_POLICIES = ("none", "nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable",
@@ -200,6 +200,12 @@ def _check_model(c: Any) -> None:
                     f"raise the {axis} share to >= {2 / dim:.3g} or set it to 0")
 
   _num(c, "model.layer_norm_eps", 0, lo_open=True)
+  for name, positive in (("model.input_mean", False), ("model.input_std", True)):
+    value = _get(c, name)
+    if (not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 3
+        or not all(_is_num(v) and (v > 0 or not positive) for v in value)):
+      raise _fail(name, value, f"is not 3 {'positive ' if positive else ''}numbers (R, G, B)",
+                  f"pass e.g. --config.{name}='(0.5, 0.5, 0.5)'")
   _choice(c, "model.dtype", DTYPES)
   _choice(c, "model.remat_policy", REMAT_POLICIES)
   _choice(c, "model.attention", ATTENTIONS)
@@ -378,6 +384,9 @@ def _check_blockwise(c: Any) -> None:
     raise _fail("model.decoder.type", _get(c, "model.decoder.type"),
                 "cannot be a per-block decoder: the query decoder borrows the last encoder blocks",
                 "use --config.model.decoder.type=light with blockwise.enabled")
+  if _get(c, "model.final_norm"):
+    raise _fail("model.final_norm", True, "has no place in blockwise training (every block feeds "
+                "its own decoder directly)", "use --config.model.final_norm=False")
   enc = encoder_depth(c)
   bounds = _get(c, "blockwise.boundaries")
   if not isinstance(bounds, Sequence) or isinstance(bounds, str):

@@ -1,11 +1,13 @@
 """Standalone evaluation of a run's checkpoint: depth-wise probes, CKA, collapse, plots.
 
-  python -m layerlock_jax.evaluate --config=configs/tiny.py --workdir=DIR [--step=N]
+  python -m layerlock_jax.evaluate [--config=configs/tiny.py] --workdir=DIR [--step=N]
       [--num_clips=512] [--task_source=gratings] [--attentive_steps=500] [--random_baseline]
 
-Loads the checkpoint of step N (default: the latest) from DIR/checkpoints, runs the frozen encoder
-on `num_clips` train-split and `num_clips` test-split clips of config.data (or of the other
-embedded labelled set with --task_source; same frames and size), and writes to DIR/eval/:
+Without --config, DIR/config.json is used (e.g. for a model imported by layerlock_jax.weights).
+Loads the parameters (not the optimizer state) of checkpoint step N (default: the latest) from
+DIR/checkpoints, runs the frozen encoder on `num_clips` train-split and `num_clips` test-split
+clips of config.data (or of the other embedded labelled set with --task_source; same frames and
+size), and writes to DIR/eval/:
   step_N[_SOURCE].json         the depth-wise table (depthwise.depthwise_analysis), plus the
                                same for the model at random initialisation with --random_baseline
   step_N[_SOURCE]_probe.png    probe accuracy per block and task (random init dashed)
@@ -57,6 +59,15 @@ def load_checkpoint_state(config, workdir: str, step: int | None = None):
   return restored.step, restored.state
 
 
+def load_checkpoint_params(config, workdir: str, step: int | None = None):
+  """(step, full parameter tree) of a checkpoint, without its optimizer state: what evaluation
+  needs, and all that an imported encoder (layerlock_jax.weights) holds."""
+  from layerlock_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  path = workdir if step is None else os.path.join(workdir, checkpoint.CHECKPOINTS, str(step))
+  step, _, params = checkpoint.restore_params(path, config=config)
+  return step, params
+
+
 def write_evaluation(result: dict, out_dir: str, name: str, *,
                      metrics_path: str | None = None, config=None) -> dict[str, str]:
   """Writes NAME.json and the PNGs for a result of `depthwise.evaluate_params` (optionally with
@@ -92,7 +103,7 @@ def run_evaluation(config, workdir: str, *, step: int | None = None, num_clips: 
   """The CLI's work: load (or take `params` with `step`), evaluate, write. Returns
   {"step", "result", "paths"}."""
   if params is None:
-    step, params = load_checkpoint_state(config, workdir, step)
+    step, params = load_checkpoint_params(config, workdir, step)
   elif step is None:
     raise ValueError("pass `step` together with in-memory `params`")
   num_clips = min(int(num_clips), int(config.data.num_clips))
@@ -158,10 +169,14 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.getLogger().setLevel(logging.INFO)
   flags = sys.modules[__name__].FLAGS
-  if flags.config is None or not flags.workdir:
-    print("--config and --workdir are required", file=sys.stderr)
+  if not flags.workdir:
+    print("--workdir is required", file=sys.stderr)
     sys.exit(2)
-  out = run_evaluation(flags.config, os.path.expanduser(flags.workdir), step=flags.step,
+  config = flags.config
+  if config is None:  # e.g. an imported model: the workdir's own config.json describes it
+    from layerlock_jax.weights import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+    config = workdir_lib.load_config(os.path.expanduser(flags.workdir))
+  out = run_evaluation(config, os.path.expanduser(flags.workdir), step=flags.step,
                        num_clips=flags.num_clips, task_source=flags.task_source or None,
                        seed=flags.seed, attentive_steps=flags.attentive_steps,
                        random_baseline=flags.random_baseline, tasks=flags.tasks or None)

@@ -90,7 +90,7 @@ def _slice(tree, sl):
 
 def trainable_groups(spec: StageSpec) -> dict[str, bool]:
   """Which top-level sub-trees are optimized at this stage (the encoder is cut separately)."""
-  return {"embed": spec.frozen_layers == 0, "decoder": True,
+  return {"embed": spec.frozen_layers == 0, "decoder": True, "encoder_norm": True,
           "pixel_head": spec.pixel_loss, "latent_head": spec.latent}
 
 

@@ -59,6 +59,8 @@ def loss_fn(params, frozen, video, key, step, *, model: video_mae.VideoMAE, conf
   if k:
     x = jax.lax.stop_gradient(model.run_stack(frozen["encoder"], x, visible, remat=False))
   x = model.run_stack(params["encoder"], x, visible, remat=True)
+  if model.final_norm:
+    x = model.encoder_output(_group(params, frozen, "encoder_norm"), x)
   feats = model.decode(params["decoder"], x, visible, masked)
 
   metrics = {"feature_spread": feature_spread(x)}

@@ -59,7 +59,10 @@ class VideoMAE:
                       rope_base=float(m.rope_base), rope_fractions=tuple(m.rope_fractions),
                       rope_placement=m.rope_placement, attention=m.attention,
                       attention_impl=m.attention_impl, layer_norm_eps=m.layer_norm_eps,
-                      dtype=self.dtype)
+                      gelu_approximate=bool(m.gelu_approximate), dtype=self.dtype)
+    # Input normalisation; None when it is the identity (no op is added to the graph then).
+    mean, std = tuple(map(float, m.input_mean)), tuple(map(float, m.input_std))
+    self.input_norm = None if (mean, std) == ((0.0,) * 3, (1.0,) * 3) else (mean, std)
     self.coords = vit.token_grid(self.grid)
     # Blockwise SSL: regime ("" when off) and cumulative block ends b_1 < ... < b_n.
     self.blockwise = config.blockwise.regime if blockwise.enabled(config) else ""
@@ -78,6 +81,12 @@ class VideoMAE:
                                            self.unroll)
       self.decoder_width = m.width
     self.embed_module = vit.TubeletEmbed(m.width, self.patch_size, m.posemb, self.dtype)
+    # Optional LayerNorm on the full encoder's output ("encoder_norm" parameters).
+    self.final_norm = bool(m.final_norm)
+    boxed = vit._param_init  # pylint: disable=protected-access
+    self.norm_module = nn.LayerNorm(epsilon=m.layer_norm_eps, dtype=self.dtype,
+                                    scale_init=boxed(nn.initializers.ones, ("embed",)),
+                                    bias_init=boxed(nn.initializers.zeros, ("embed",)))
     self.pixel_head = decoders.PatchHead(self.patch_dim, 1, self.dtype)
     self.latent_head = decoders.PatchHead(m.width, self.num_latent_heads, self.dtype)
 
@@ -97,7 +106,10 @@ class VideoMAE:
     feats = jnp.zeros((1, 1, self.decoder_width), self.dtype)
     if self.blockwise:
       return self._init_blockwise(rng, video, tokens, positions, enc_ids, query_ids, feats)
-    return {
+    extra = {}
+    if self.final_norm:  # its own key, so the other groups' initial values do not depend on it
+      extra["encoder_norm"] = self.norm_module.init(jax.random.fold_in(rng, 5), tokens)["params"]
+    return {**extra,
         "embed": self.embed_module.init(keys[0], video)["params"],
         "encoder": self.stack(self.encoder_depth, remat=False).init(keys[1], tokens,
                                                                      positions)["params"],
@@ -123,9 +135,15 @@ class VideoMAE:
 
   # --- forward pieces (pure functions of parameter dicts) ----------------------------------------
   def embed(self, params, video):
-    """uint8 or float video (B, T, H, W, 3) -> tokens (B, N, D) with absolute position code."""
+    """uint8 or float video (B, T, H, W, 3) -> tokens (B, N, D) with absolute position code.
+
+    uint8 is scaled to [0, 1] (float input is taken as already scaled), then normalised by
+    config.model.input_mean / input_std."""
     if video.dtype == jnp.uint8:
       video = video.astype(jnp.float32) / 255.0
+    if self.input_norm is not None:
+      mean, std = self.input_norm
+      video = (video.astype(jnp.float32) - jnp.asarray(mean)) / jnp.asarray(std)
     return self.embed_module.apply({"params": params}, video.astype(self.dtype))
 
   def positions(self, ids):
@@ -139,6 +157,11 @@ class VideoMAE:
       return (x, x[None, :0]) if return_all else x
     return self.stack(n, remat).apply({"params": stack_params}, x, self.positions(ids),
                                       return_all=return_all)
+
+  def encoder_output(self, norm_params, x):
+    """The final LayerNorm (config.model.final_norm) on the last block's output; identity when
+    the model has none (norm_params None)."""
+    return x if norm_params is None else self.norm_module.apply({"params": norm_params}, x)
 
   def decode(self, params, enc_tokens, enc_ids, query_ids):
     return self.decoder.apply({"params": params}, enc_tokens, enc_ids, query_ids)

@@ -70,6 +70,20 @@ def sincos_3d(grid: Sequence[int], width: int) -> np.ndarray:
   return np.pad(table, ((0, 0), (0, width - table.shape[1]))).astype(np.float32)
 
 
+def sincos_1d_table(num_tokens: int, width: int) -> np.ndarray:
+  """Fixed (N, width) table over the flattened raster index, sin and cos interleaved.
+
+  The VideoMAE / original-Transformer layout: feature j of token p is sin (j even) or cos (j odd)
+  of p / 10000 ** (2 * (j // 2) / width). Computed in float64, returned as float32, so imported
+  VideoMAE weights see exactly the table they were trained with.
+  """
+  j = np.arange(width)
+  angles = np.arange(num_tokens, dtype=np.float64)[:, None] / np.power(
+      10_000.0, 2 * (j // 2) / width)[None]
+  table = np.where(j % 2 == 0, np.sin(angles), np.cos(angles))
+  return table.astype(np.float32)
+
+
 def rope_sections(dim: int, fractions: Sequence[float]) -> tuple[int, int, int]:
   """Even feature counts rotated along (t, h, w); the remaining features carry no position."""
   return tuple(int(f * dim) // 2 * 2 for f in fractions)
@@ -121,7 +135,7 @@ class TubeletEmbed(nn.Module):
   """
   width: int
   patch_size: tuple[int, int, int]
-  posemb: str  # learned_3d | sincos | rope | none (rope is applied inside the blocks)
+  posemb: str  # learned_3d | sincos | sincos_1d | rope | none (rope is applied inside the blocks)
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -138,6 +152,8 @@ class TubeletEmbed(nn.Module):
       x = x + table.reshape(1, -1, self.width).astype(x.dtype)
     elif self.posemb == "sincos":
       x = x + jnp.asarray(sincos_3d(grid, self.width), x.dtype)[None]
+    elif self.posemb == "sincos_1d":
+      x = x + jnp.asarray(sincos_1d_table(x.shape[1], self.width), x.dtype)[None]
     return constrain(x, ("batch", "length", "act_embed"))
 
 
@@ -188,6 +204,7 @@ class Block(nn.Module):
   attention: str = "xla"
   attention_impl: str = ""
   layer_norm_eps: float = 1e-6
+  gelu_approximate: bool = True  # tanh GELU (flax's default); False: exact erf GELU (VideoMAE)
   dtype: Any = jnp.float32
   return_output: bool = False  # also emit the block output as the scan's per-layer output
 
@@ -218,7 +235,7 @@ class Block(nn.Module):
     y = nn.Dense(self.mlp_dim, dtype=self.dtype, name="mlp1",
                  kernel_init=_param_init(_xavier, ("embed", "mlp")),
                  bias_init=_param_init(_zeros, ("mlp",)))(y)
-    y = constrain(nn.gelu(y), ("batch", "length", "act_mlp"))
+    y = constrain(nn.gelu(y, approximate=self.gelu_approximate), ("batch", "length", "act_mlp"))
     y = nn.Dense(self.width, dtype=self.dtype, name="mlp2",
                  kernel_init=_param_init(_xavier, ("mlp", "embed")),
                  bias_init=_param_init(_zeros, ("embed",)))(y)
