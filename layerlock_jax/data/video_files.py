@@ -184,6 +184,7 @@ class Record(NamedTuple):
   label: int | None
   name: str
   known_frames: int | None = None
+  index: Any = None            # decode.VideoIndex stored with the record (converted shards)
 
 
 class ClipSource:
@@ -235,9 +236,15 @@ class ClipSource:
         item = self._read(r)
         name = item.name
         clips = decode.load_clips(item.src, spec, augment.clip_rng(seed, position),
-                                  max_frames=self.max_decode_frames, known_frames=item.known_frames)
+                                  max_frames=self.max_decode_frames, known_frames=item.known_frames,
+                                  index=item.index,
+                                  decode_threads=getattr(self, "decode_threads", 1))
       except decode.BadVideoError as e:
-        bad.add(r)
+        if e.whole_file:
+          # Only failures that do not depend on the draw mark the record bad in this process:
+          # a failure within one clip's span must not change what OTHER positions read, or
+          # the stream would depend on which process saw which draw first.
+          bad.add(r)
         last_reason = e.reason
         self.bad_input.record(name, "decode", e.reason)
         continue
