@@ -238,3 +238,32 @@ def test_convert_short_side_round_trip(files, tmp_path):
     for i in (61, 63, 65):
       np.testing.assert_array_equal(seen[i], got[i].astype(np.uint8))
     assert source.training_item(5, r, 0)["video"].shape == (1, 8, 16, 16, 3)
+
+
+def test_batches_do_not_depend_on_the_worker_count(files, tmp_path):
+  """num_workers only changes who decodes: 0 and 2 workers give the same batches ("auto" may
+  resolve differently per machine; the data must not)."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  folder = tmp_path / "v"
+  folder.mkdir()
+  for path, _ in files.values():
+    (folder / os.path.basename(path)).write_bytes(open(path, "rb").read())
+
+  def make(workers):
+    c = ml_collections.ConfigDict()
+    c.source, c.path, c.num_frames, c.image_size = "video_folder", str(folder), 4, 16
+    c.num_workers, c.prefetch = workers, 1
+    return pipeline.make_train_iterator(c, seed=2, global_batch_size=2, process_index=0,
+                                        process_count=1)
+
+  serial = make(0)
+  want = [next(serial)["video"] for _ in range(4)]
+  parallel = make(2)
+  got = [next(parallel)["video"] for _ in range(4)]
+  parallel.close()
+  for w, g in zip(want, got):
+    np.testing.assert_array_equal(w, g)
+  assert pipeline.resolve_num_workers("auto", file_backed=False) == 0
+  assert 1 <= pipeline.resolve_num_workers("auto", file_backed=True) <= 16
+  assert pipeline.resolve_num_workers(3, file_backed=True) == 3

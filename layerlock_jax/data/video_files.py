@@ -237,8 +237,7 @@ class ClipSource:
         name = item.name
         clips = decode.load_clips(item.src, spec, augment.clip_rng(seed, position),
                                   max_frames=self.max_decode_frames, known_frames=item.known_frames,
-                                  index=item.index,
-                                  decode_threads=getattr(self, "decode_threads", 1))
+                                  index=item.index)
       except decode.BadVideoError as e:
         if e.whole_file:
           # Only failures that do not depend on the draw mark the record bad in this process:
