@@ -165,7 +165,7 @@ def base_config() -> ml_collections.ConfigDict:
   data.clips_per_video = 1         # clips sampled per decoded video (amortises decoding)
   data.labels_csv = ""             # video_folder: optional "path,label" CSV (else sub-folder names)
   data.probe_files = True          # video_folder: open every file once at start, skip bad ones
-  data.max_decode_frames = 1024    # decode at most this many frames of a file
+  data.max_decode_frames = 1024    # clips are drawn from the first this-many frames of a file
   data.tfds_data_dir = ""          # tfds: data_dir of the prepared dataset
   data.tfds_video_key = "video"    # tfds: feature holding encoded video bytes
   data.tfds_label_key = "label"

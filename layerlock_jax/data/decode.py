@@ -7,16 +7,23 @@ writes shards. One decoder means a video is accepted or rejected by the same rul
 source serves it, and the sources only decide what to do with a bad one.
 
 * `probe_file` is the cheap construction-time check (open + stream info, ~1 ms, no decoding).
-* `decode_video` decodes up to a frame limit; a stream that raises part way, or ends well before
-  the frame count its container lists (`check_complete`), is rejected rather than partly used.
-* `load_clips` plans a video's clips (augment.py), decodes only as far as they need and renders
-  them; frames are converted to RGB only when a clip uses them.
+* `load_clips` is what training reads. It plans before it decodes: the frame count, size, frame
+  timestamps and keyframe positions come from the packets (`index_stream`, no decoding, ~8 ms for
+  10 s of 720p) or from the index a converted shard stores; the clips' frames and crops are drawn
+  (augment.py); then it seeks to the keyframe at or before the first needed frame, decodes forward
+  to the last one, and scales each needed frame with libswscale straight to the smallest size
+  its crop needs. It holds only those small RGB frames: memory does not grow with the video's
+  length or resolution, and the decode costs one keyframe gap plus the clip span, not the video.
+  Frames are identified by timestamp, so the clip equals the one a full decode would give for the
+  same indices (B-frames, odd rates, non-zero start times); streams without usable timestamps are
+  decoded in order from the start, stopping after the last needed frame.
+* `decode_video` decodes a whole video up to a frame limit (tests, the converter's checks); a
+  stream that raises part way, or ends well before the frame count its container lists
+  (`check_complete`), is rejected rather than partly used.
 * Anything wrong with an input raises `BadVideoError` with a short reason; the sources catch it
-  and serve another record instead (video_files.ClipSource).
-
-Decoding keeps a video's decoded (YUV) frames until its clips are cut, capped at
-data.max_decode_frames (default 1024; later frames are never used). Convert very long or
-high-resolution collections with `python -m layerlock_jax.data.convert` (and re-encode if needed).
+  and serve another record instead (video_files.ClipSource). A file whose packets end early
+  (truncated) is rejected whatever frames a clip needs (`whole_file`); a decode that fails inside
+  one clip's span (e.g. a seek past the cut of a converted record) only fails that clip.
 """
 from __future__ import annotations
 
