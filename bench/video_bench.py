@@ -41,6 +41,9 @@ _BATCHES = flags.DEFINE_integer("batches", 8, "Timed batches (of 16) per through
 _WORKERS = flags.DEFINE_list("workers", ["0", "auto"], "data.num_workers values to measure.")
 _VIT_S = flags.DEFINE_bool("vit_s", False, "Also time the ViT-S step (16x224^2) and loader.")
 _SHORT_SIDE = flags.DEFINE_integer("short_side", 64, "convert --short_side for the shards.")
+_BASELINE = flags.DEFINE_string("baseline", "", "Another checkout of the repository (e.g. `git "
+                                "archive <commit> | tar -x -C DIR`): its folder loader is timed "
+                                "on the same clips in a subprocess, for a before/after ratio.")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -116,7 +119,21 @@ def floor_and_cost(source, clips: int, seed: int = 0) -> dict:
   cost = time.process_time() - t0
   n = len(pairs)
   return {"clips": n, "floor_ms": 1e3 * floor / n, "loader_ms": 1e3 * cost / n,
-          "ratio": cost / floor, "frames_decoded_per_clip": decoded / n}
+          "ratio": cost / floor, "frames_decoded_per_clip": decoded / n, "pairs": pairs}
+
+
+_BASELINE_CHILD = r"""
+import json, resource, sys, time
+from layerlock_jax.data import augment, video_files
+folder, pairs = sys.argv[1], json.loads(sys.argv[2])
+spec = augment.ClipSpec(16, 32, frame_stride=2)
+src = video_files.VideoFolderSource(folder, "train", spec)
+t = time.process_time()
+for p, r in pairs:
+  src.training_item(p, r, 0)
+print(json.dumps({"loader_ms": 1e3 * (time.process_time() - t) / len(pairs),
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
 
 
 def throughput(data_cfg, batches: int, batch: int = 16) -> dict:
@@ -198,6 +215,14 @@ def main(argv):
     print(f"  {name:9s} floor {r['floor_ms']:7.2f}  loader {r['loader_ms']:7.2f}  "
           f"ratio {r['ratio']:.2f}  ({r['frames_decoded_per_clip']:.0f} frames decoded/clip, "
           f"{r['clips']} clips)  [{load()}]")
+    if name == "folder" and _BASELINE.value:
+      out = subprocess.run([sys.executable, "-c", _BASELINE_CHILD, folder, json.dumps(r["pairs"])],
+                           capture_output=True, text=True, check=True, cwd=_BASELINE.value,
+                           env={**os.environ, "PYTHONPATH": _BASELINE.value})
+      base = json.loads(out.stdout.strip().splitlines()[-1])
+      print(f"  baseline  {_BASELINE.value}: loader {base['loader_ms']:7.2f} CPU ms/clip on the "
+            f"same clips ({base['loader_ms'] / r['loader_ms']:.1f}x this loader's cost), peak "
+            f"RSS {base['peak_rss_mib']:.0f} MiB  [{load()}]")
   print("\n2. pipeline throughput (tiny: batch 16 of 16x32^2), process tree")
   rates = {}
   for name, path, kind in (("folder", folder, "video_folder"),

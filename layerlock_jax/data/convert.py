@@ -13,7 +13,7 @@ folder without them becomes split "train"):
 3. Writes the original bytes of the good files (no re-encoding: lossless, and as small as the
    input) or, with --short_side=N, the video re-encoded (H.264 in mp4, in the worker processes)
    at short side N with a keyframe every --keyframe_interval frames - the usual pre-resizing of a
-   large corpus: a 64-pixel, 32-frame-GOP record decodes a clip ~50x faster than a 720p source
+   large corpus: a 64-pixel, 32-frame-GOP record decodes a clip ~20-50x faster than a 720p source
    with 250-frame GOPs. Each record carries its label, verified frame count and the index the
    loader plans and seeks with (frame timestamps, keyframe positions), so nothing is scanned at
    training time. Records go into `<split>.array_record-NNNNN-of-MMMMM`, balanced by size

@@ -11,8 +11,8 @@ source serves it, and the sources only decide what to do with a bad one.
   timestamps and keyframe positions come from the packets (`index_stream`, no decoding, ~8 ms for
   10 s of 720p) or from the index a converted shard stores; the clips' frames and crops are drawn
   (augment.py); then it seeks to the keyframe at or before the first needed frame, decodes forward
-  to the last one, and scales each needed frame with libswscale straight to the smallest size
-  its crop needs. It holds only those small RGB frames: memory does not grow with the video's
+  to the last one, and scales each needed frame with libswscale to the size at which its crop
+  box is exactly S x S (crop, then resize, in one pass). It holds only those small RGB frames: memory does not grow with the video's
   length or resolution, and the decode costs one keyframe gap plus the clip span, not the video.
   Frames are identified by timestamp, so the clip equals the one a full decode would give for the
   same indices (B-frames, odd rates, non-zero start times); streams without usable timestamps are
@@ -346,24 +346,32 @@ def _decode_span(container, stream, index: VideoIndex, needed: Sequence[int], on
 
 def _scaled_target(height: int, width: int, box: augment.Box, size: int
                    ) -> tuple[int, int, augment.Box]:
-  """The smallest frame size whose scaled crop box is still >= size on both sides (never larger
-  than the frame), and the box in that size's coordinates."""
-  f = min(1.0, max(size / box.height, size / box.width))
-  if f >= 1.0:
-    return height, width, box
-  h, w = max(1, math.ceil(height * f)), max(1, math.ceil(width * f))
-  sy, sx = h / height, w / width
-  top, left = int(round(box.top * sy)), int(round(box.left * sx))
-  bh = max(1, min(h - top, int(round(box.height * sy))))
-  bw = max(1, min(w - left, int(round(box.width * sx))))
-  return h, w, augment.Box(top, left, bh, bw)
+  """The frame size at which the crop box becomes exactly size x size, and the box there.
+
+  Scaling the whole frame by (size / box.height, size / box.width) and cutting the box out is
+  the random resized crop (crop, then resize to a square) done by libswscale in one pass with
+  the pixel-format conversion: the frame is never materialised larger than the clip needs and
+  nothing is resized again in numpy. The box corner is rounded to the nearest output pixel.
+  """
+  sy, sx = size / box.height, size / box.width
+  h, w = max(size, int(round(height * sy))), max(size, int(round(width * sx)))
+  top = min(int(round(box.top * sy)), h - size)
+  left = min(int(round(box.left * sx)), w - size)
+  return h, w, augment.Box(top, left, size, size)
+
+
+# Area averaging when shrinking. FULL_CHR_H_INT: without it libswscale takes a fast YUV->RGB path
+# for some output widths (e.g. multiples of 4) that shifts colours by ~2-3% of the range, so a
+# clip's colours would depend on its crop size.
+_SCALE_FLAGS = (av.video.reformatter.Interpolation.AREA
+                | av.video.reformatter.Interpolation.FULL_CHR_H_INT)
 
 
 def _to_rgb(frame, height: int, width: int) -> np.ndarray:
   # Explicit size: also scales a frame of a stream whose resolution changes mid-way.
   return _reformatter(frame).reformat(
-      frame, format="rgb24", width=width, height=height,
-      interpolation=av.video.reformatter.Interpolation.AREA, threads=1).to_ndarray()
+      frame, format="rgb24", width=width, height=height, interpolation=_SCALE_FLAGS,
+      threads=1).to_ndarray()
 
 
 def load_clips(src: str | bytes | np.ndarray, spec: augment.ClipSpec, rng: np.random.Generator,
@@ -375,7 +383,7 @@ def load_clips(src: str | bytes | np.ndarray, spec: augment.ClipSpec, rng: np.ra
   in a converted shard), else from reading the packets (index_stream), capped at `max_frames`
   (`known_frames`, a count verified by a full decode, takes precedence over the packet count).
   Only the frames the clips use are decoded (seeking to the keyframe before them) and each is
-  scaled by libswscale straight to the smallest size its crop needs, so memory per video is
+  scaled by libswscale so that its crop box comes out at exactly S x S, so memory per video is
   about T small RGB frames whatever the video's length and resolution. The draw order (every
   temporal window, then every crop and flip; augment.py) does not depend on how frames are read.
   """

@@ -59,7 +59,8 @@ def reencode(src: str, dst: str, short_side: int,
           enc.height, enc.width, enc.pix_fmt = height, width, "yuv420p"
           # Keyframes exactly every `keyframe_interval` frames (no scene-cut keyframes), no
           # B-frames: a clip's decode then starts at most keyframe_interval - 1 frames early.
-          enc.options = {"crf": str(_CRF), "preset": "veryfast", "bf": "0",
+          # tune=fastdecode (no CABAC, no deblocking) halves the decode time for ~10% more bytes.
+          enc.options = {"crf": str(_CRF), "preset": "veryfast", "bf": "0", "tune": "fastdecode",
                          "x264-params": f"keyint={keyframe_interval}:min-keyint="
                                         f"{keyframe_interval}:scenecut=0"}
         small = frame.reformat(width=width, height=height, format="yuv420p",
