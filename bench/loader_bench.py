@@ -18,6 +18,7 @@ shared with other jobs the wall-clock rates drop, while CPU time per clip stays 
 `cores / CPU-time` estimates the rate on an idle machine (worker processes' CPU is not included).
 Runs in about 1-2 minutes on 2 idle CPU cores.
 """
+import copy
 import os
 import shutil
 import sys
@@ -120,7 +121,7 @@ def main(argv):
                 for w in _WORKERS.value]
     settings.append(("video_folder", folder, 0, 2))  # VideoMAEv2-style: 2 clips per decode
     for source, path, workers, clips in settings:
-      cfg = config.data.copy_and_resolve_references()
+      cfg = copy.deepcopy(config.data)  # keeps num_workers typed "int or \"auto\""
       with cfg.unlocked():
         cfg.source, cfg.path, cfg.num_workers, cfg.clips_per_video = source, path, workers, clips
       name = f"{source:12s} num_workers={workers} clips_per_video={clips}"
@@ -147,7 +148,7 @@ def main(argv):
     print(f"tiny train step (device batch):       {line}")
 
     # Both together with the default loader (num_workers=0), as a training run sees it.
-    cfg = config.data.copy_and_resolve_references()
+    cfg = copy.deepcopy(config.data)
     with cfg.unlocked():
       cfg.source, cfg.path, cfg.num_workers = "video_folder", folder, 0
     it = pipeline.make_train_iterator(cfg, seed=0, global_batch_size=batch, process_index=0,

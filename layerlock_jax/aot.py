@@ -305,4 +305,5 @@ if __name__ == "__main__":
                                  "and fragmentation when judging fit.", lower_bound=0.0,
                                  upper_bound=0.9)
   _JSON = flags.DEFINE_string("json", "", "Also write the plan as JSON to this file.")
-  app.run(_main)
+  from layerlock_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.run(_main)

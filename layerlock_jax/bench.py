@@ -593,4 +593,5 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  from layerlock_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.run(main)

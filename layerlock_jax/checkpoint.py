@@ -551,6 +551,9 @@ class Preemption:
 
 def main(argv):
   """`python -m layerlock_jax.checkpoint WORKDIR`: list the checkpoints and what they hold."""
+  if len(argv) != 2 or argv[1] in ("-h", "--help"):
+    print(main.__doc__)
+    return 0 if len(argv) == 2 else 2
   directory, _ = resolve(argv[1])
   manager = _manager(directory, read_only=True)
   for step in sorted(manager.all_steps()):
@@ -564,4 +567,4 @@ def main(argv):
 
 if __name__ == "__main__":
   import sys  # pylint: disable=g-import-not-at-top
-  main(sys.argv)
+  sys.exit(main(sys.argv))

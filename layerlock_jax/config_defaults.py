@@ -169,7 +169,9 @@ def base_config() -> ml_collections.ConfigDict:
   data.image_size = 224
   data.path = ""                   # folder / shard pattern / tfds name for file-backed sources
   data.num_clips = 4096            # size of the embedded synthetic datasets (clips per split)
-  data.num_workers = 0             # grain worker processes (0: decode in the main process)
+  # grain worker processes: "auto" (0 for the embedded sources, else one per core left over after
+  # the main process), or a count (0: decode in read threads of the main process). Any int works.
+  data.num_workers = ml_collections.FieldReference("auto", field_type=object)
   data.prefetch = 2                # batches prefetched per worker
   data.read_threads = 4            # grain read threads in each process
   data.num_digits = 1              # moving_mnist: digits per clip (labels describe the first)
@@ -183,7 +185,7 @@ def base_config() -> ml_collections.ConfigDict:
   data.clips_per_video = 1         # clips sampled per decoded video (amortises decoding)
   data.labels_csv = ""             # video_folder: optional "path,label" CSV (else sub-folder names)
   data.probe_files = True          # video_folder: open every file once at start, skip bad ones
-  data.max_decode_frames = 1024    # decode at most this many frames of a file
+  data.max_decode_frames = 1024    # clips are drawn from the first this-many frames of a file
   data.tfds_data_dir = ""          # tfds: data_dir of the prepared dataset
   data.tfds_video_key = "video"    # tfds: feature holding encoded video bytes
   data.tfds_label_key = "label"

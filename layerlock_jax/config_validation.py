@@ -526,7 +526,8 @@ def _check_mesh(c: Any, num_devices: int, process_count: int) -> None:
 
 def _check_data_fields(c: Any) -> None:
   source = _choice(c, "data.source", DATA_SOURCES)
-  _int(c, "data.num_workers", lo=0)
+  if _get(c, "data.num_workers") != "auto":
+    _int(c, "data.num_workers", lo=0)
   _int(c, "data.prefetch", lo=0)
   if source in SYNTHETIC_SOURCES:
     batch = _get(c, "batch_size")

@@ -122,4 +122,5 @@ def _fail(message: str):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from layerlock_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.run(main)

@@ -340,4 +340,5 @@ if __name__ == "__main__":
   flags.DEFINE_bool("ablations", False, "Also train the RoPE and mini-warmup ablation arms "
                     "(one seed each; ~4 more minutes).")
   flags.mark_flags_as_required(["out"])
-  app.run(main)
+  from layerlock_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.run(main)

@@ -1,7 +1,8 @@
 """Folder of videos -> ArrayRecord shards of encoded clips (read with data.source=array_record).
 
   python -m layerlock_jax.data.convert --input=/data/videos --output=/data/shards \
-      [--labels_csv=labels.csv] [--shard_mb=256 | --num_shards=N] [--workers=N] [--min_frames=16]
+      [--short_side=N [--keyframe_interval=G]] [--labels_csv=labels.csv] \
+      [--shard_mb=256 | --num_shards=N] [--workers=N] [--min_frames=16]
 
 What it does, per split (train/, test/, val/, validation/ sub-folders become separate splits; a
 folder without them becomes split "train"):
@@ -10,8 +11,13 @@ folder without them becomes split "train"):
    on; --noverify only probes the container): unreadable, empty, truncated, wrong-stream and
    too-short (< --min_frames) files are skipped, with the reason.
 3. Writes the original bytes of the good files (no re-encoding: lossless, and as small as the
-   input) with their label and verified frame count into `<split>.array_record-NNNNN-of-MMMMM`,
-   balanced by size (--shard_mb per shard, or exactly --num_shards).
+   input) or, with --short_side=N, the video re-encoded (H.264 in mp4, in the worker processes)
+   at short side N with a keyframe every --keyframe_interval frames - the usual pre-resizing of a
+   large corpus: a 64-pixel, 32-frame-GOP record decodes a clip ~20-50x faster than a 720p source
+   with 250-frame GOPs. Each record carries its label, verified frame count and the index the
+   loader plans and seeks with (frame timestamps, keyframe positions), so nothing is scanned at
+   training time. Records go into `<split>.array_record-NNNNN-of-MMMMM`, balanced by size
+   (--shard_mb per shard, or exactly --num_shards).
 4. Writes metadata.json (class names, per-shard frame counts: the loader uses them to skip short
    records without reading them and to stop decoding early) and conversion_report.json (every
    skipped file and why), prints progress while working and a summary at the end.
@@ -29,30 +35,52 @@ import os
 import sys
 import time
 import multiprocessing
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable
 
 from layerlock_jax.data import decode
 from layerlock_jax.data import records
+from layerlock_jax.data import reencode
 from layerlock_jax.data import video_files
 
+DEFAULT_KEYFRAME_INTERVAL = reencode.DEFAULT_KEYFRAME_INTERVAL
 
-def inspect_video(path: str, min_frames: int, verify: bool) -> dict[str, Any]:
-  """{"ok": True, num_frames, width, height, codec} or {"ok": False, "reason": ...} for one file.
+
+def inspect_video(path: str, min_frames: int, verify: bool, short_side: int = 0,
+                  keyframe_interval: int = DEFAULT_KEYFRAME_INTERVAL,
+                  out_path: str = "") -> dict[str, Any]:
+  """{"ok": True, num_frames, width, height, codec, index[, path]} or {"ok": False, "reason"}.
 
   Runs in a worker process. `verify` decodes every frame (the only way to catch a file that is cut
-  off part way); otherwise only the container is probed.
+  off part way); otherwise only the container is probed. With `short_side` the file is decoded,
+  scaled and re-encoded into `out_path` (which the result then names).
   """
   try:
+    if short_side:
+      result = reencode.reencode(path, out_path, short_side, keyframe_interval)
+      return _check_length(result, min_frames)
     if verify:
-      return _count_frames(path, min_frames)
-    result = decode.probe_file(path, min_frames)
-    if result.reason:
-      return {"ok": False, "reason": result.reason}
-    return {"ok": True, "num_frames": result.exact_frames}
+      result = _count_frames(path, min_frames)
+    else:
+      probe = decode.probe_file(path, min_frames)
+      if probe.reason:
+        return {"ok": False, "reason": probe.reason}
+      result = {"ok": True, "num_frames": probe.exact_frames}
+    if result["ok"]:
+      result["index"] = reencode.index_file(path)
+    return result
+  except decode.BadVideoError as e:
+    return {"ok": False, "reason": e.reason}
   except Exception as e:  # pylint: disable=broad-except
     # One odd file must not abort a conversion of thousands; it is reported instead.
     return {"ok": False, "reason": f"inspection failed ({type(e).__name__}: {e})"}
+
+
+def _check_length(result: dict[str, Any], min_frames: int) -> dict[str, Any]:
+  if result["ok"] and result["num_frames"] < min_frames:
+    return {"ok": False, "reason": f"too short: {result['num_frames']} frame(s) < {min_frames}"}
+  return result
 
 
 def _count_frames(path: str, min_frames: int) -> dict[str, Any]:
@@ -110,10 +138,16 @@ def _splits(input_dir: str) -> list[str]:
 
 def convert_folder(input_dir: str, output_dir: str, *, labels_csv: str = "", shard_mb: float = 256,
                    num_shards: int = 0, workers: int = 0, min_frames: int = 1, verify: bool = True,
-                   overwrite: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+                   overwrite: bool = False, short_side: int = 0,
+                   keyframe_interval: int = DEFAULT_KEYFRAME_INTERVAL,
+                   log: Callable[[str], None] = print) -> dict[str, Any]:
   """The conversion behind the CLI; returns the report it also writes. See the module docstring."""
   if not os.path.isdir(input_dir):
     raise NotADirectoryError(f"--input={input_dir!r} is not a folder")
+  if short_side < 0 or (short_side and short_side < 8):
+    raise ValueError(f"--short_side={short_side}: use 0 (keep the original bytes) or >= 8")
+  if keyframe_interval < 1:
+    raise ValueError(f"--keyframe_interval={keyframe_interval} must be >= 1")
   os.makedirs(output_dir, exist_ok=True)
   existing = [f for f in os.listdir(output_dir)
               if ".array_record" in f or f in (records.METADATA_FILE, "conversion_report.json")]
@@ -138,8 +172,12 @@ def convert_folder(input_dir: str, output_dir: str, *, labels_csv: str = "", sha
     results, start, last = [], time.time(), 0.0
     skipped = [(rel, "no label in labels_csv") for rel in listing.missing_label]
     # spawn, not fork: forking a process whose JAX / FFmpeg threads hold locks can deadlock.
+    scratch = os.path.join(output_dir, f".reencoded-{split}")  # removed once written
+    if short_side:
+      os.makedirs(scratch, exist_ok=True)
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-      jobs = ((p, min_frames, verify) for p in paths)
+      jobs = ((p, min_frames, verify, short_side, keyframe_interval,
+               os.path.join(scratch, f"{i:08d}.mp4")) for i, p in enumerate(paths))
       for i, res in enumerate(pool.map(_inspect_star, jobs, chunksize=4)):
         results.append(res)
         if not res["ok"]:
@@ -151,18 +189,22 @@ def convert_folder(input_dir: str, output_dir: str, *, labels_csv: str = "", sha
               f"{rate:.1f} files/s, ETA {(len(paths) - i - 1) / rate:.0f}s")
           last = now
     kept = [i for i, r in enumerate(results) if r["ok"]]
-    sizes = [os.path.getsize(paths[i]) for i in kept]
+    stored = [results[i].get("path") or paths[i] for i in range(len(paths))]
+    sizes = [os.path.getsize(stored[i]) for i in kept]
     names = []
     if kept:
       any_kept = True
       count = num_shards or max(1, math.ceil(sum(sizes) / (shard_mb * 2**20)))
       count = min(count, len(kept))
       names = [records.shard_name(split, s, count) for s in range(count)]
-      _write_shards(output_dir, names, _assign_shards(sizes, count), kept, paths, listing,
+      _write_shards(output_dir, names, _assign_shards(sizes, count), kept, stored, listing,
                     results, meta, split, log)
+    if short_side:
+      shutil.rmtree(scratch, ignore_errors=True)
     meta["splits"][split] = {"num_records": len(kept), "shards": names}
     reasons = collections.Counter(r.split(" (")[0].split(":")[0] for _, r in skipped)
     report["splits"][split] = {"videos": len(paths), "converted": len(kept),
+                               "short_side": short_side or None,
                                "skipped": len(skipped), "skipped_by_reason": dict(reasons),
                                "skipped_files": dict(skipped), "ignored_files": listing.ignored,
                                "bytes": sum(sizes)}
@@ -199,7 +241,8 @@ def _write_shards(output_dir, names, assignment, kept, paths, listing, results, 
       res = results[k]
       writer.write(records.encode_record(
           data, name=listing.files[k], label=listing.labels[k], num_frames=res.get("num_frames"),
-          width=res.get("width"), height=res.get("height"), codec=res.get("codec")))
+          width=res.get("width"), height=res.get("height"), codec=res.get("codec"),
+          index=res.get("index")))
       frames.append(res.get("num_frames"))
     writer.close()
     os.replace(final + ".tmp", final)
@@ -227,8 +270,18 @@ def main(argv=None) -> int:
                     flag_values=flag_values)
   flags.DEFINE_bool("overwrite", False, "Replace shards already in --output.",
                     flag_values=flag_values)
+  flags.DEFINE_integer("short_side", 0, "Re-encode every video (H.264) at this short side in "
+                       "pixels, never upscaling (0: store the original bytes).",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("keyframe_interval", DEFAULT_KEYFRAME_INTERVAL, "With --short_side: a "
+                       "keyframe every this many frames (a clip's decode starts at the keyframe "
+                       "before it).", flag_values=flag_values)
+  argv = list(sys.argv if argv is None else argv)
+  if any(a in ("--help", "-h", "--helpfull", "-?") for a in argv[1:]):
+    print(__doc__.strip() + "\n\nflags:\n" + flag_values.get_help())
+    return 0
   try:
-    flag_values(list(sys.argv if argv is None else argv))
+    flag_values(argv)
   except flags.Error as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -239,7 +292,8 @@ def main(argv=None) -> int:
   try:
     report = convert_folder(fv.input, fv.output, labels_csv=fv.labels_csv, shard_mb=fv.shard_mb,
                             num_shards=fv.num_shards, workers=fv.workers,
-                            min_frames=fv.min_frames, verify=fv.verify, overwrite=fv.overwrite)
+                            min_frames=fv.min_frames, verify=fv.verify, overwrite=fv.overwrite,
+                            short_side=fv.short_side, keyframe_interval=fv.keyframe_interval)
   except video_files.NoUsableVideoError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

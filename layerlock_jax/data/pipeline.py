@@ -3,7 +3,7 @@
 Order of operations in `make_train_iterator` (and why):
 
   source -> shuffle(seed) -> repeat forever (reshuffled each epoch) -> this process's rows
-         -> to_iter_dataset (read threads) -> batch(local) -> [mp_prefetch(worker processes)]
+         -> batch(local) -> to_iter_dataset (read threads) -> [mp_prefetch(worker processes)]
 
 * Shuffling and repeating happen BEFORE the process split, on the global index stream. Each process
   then reads a contiguous block of every global batch (rows [p * local, (p + 1) * local)), so the
@@ -15,7 +15,6 @@ Order of operations in `make_train_iterator` (and why):
 * Everything is a lazy `grain.MapDataset` up to `to_iter_dataset`, so the iterator's checkpoint state
   is a tiny dict (a position), `get_state()` / `set_state()` resume at exactly the next batch, and the
   state can be saved with orbax (`grain.checkpoint.CheckpointSave(iterator)`) or as JSON.
-* Batching after `to_iter_dataset` lets the read threads render single clips in parallel.
 * File-backed sources (video_folder, array_record, tfds; see video_files.py) shuffle record
   indices and decode in a `map_with_index` placed before the process split, so augmentation draws
   depend on (seed, global stream position) only. A record that fails to decode is replaced by the
@@ -29,14 +28,16 @@ Worker processes (data_cfg.num_workers > 0) use `IterDataset.mp_prefetch`. Cavea
 * Workers are started with the spawn method, so the main module needs an `if __name__ == "__main__":`
   guard and the sources must be picklable (the synthetic ones hold a few ints, the file sources
   their file list or shard paths).
-* Each worker renders every num_workers-th batch and batches are interleaved round-robin: the order is
-  deterministic for a given num_workers but differs from the num_workers=0 order, and a checkpoint
-  should be restored with the same num_workers it was saved with.
+* Each worker renders every num_workers-th batch and batches are interleaved round-robin; batches
+  are cut before the worker split, so the batches are the same for any num_workers (0 included).
+  The iterator STATE differs (one position per worker): restore a checkpoint with the same
+  resolved worker count it was saved with ("auto" resolves from the machine's core count).
 * Call `iterator.close()` and drop the last reference before the program exits; otherwise grain's
   finalizers run during interpreter shutdown and print harmless "Exception ignored" tracebacks.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping
 
 import grain
@@ -81,19 +82,35 @@ def _train_dataset(data_cfg, *, seed: int, global_batch_size: int, process_index
     ds = grain.MapDataset.range(len(ds) // process_count).map(
         _ContiguousBlock(ds, records_per_batch, process_index, process_count))
   prefetch = max(1, int(data_cfg.get("prefetch", 2)))
-  # Read threads render or decode clips concurrently (numpy and FFmpeg do most of their work
-  # outside the GIL). The buffer is in records: `prefetch` batches ahead.
-  read_options = grain.ReadOptions(num_threads=int(data_cfg.get("read_threads", 4)),
-                                   prefetch_buffer_size=prefetch * records_per_batch)
-  it_ds = ds.to_iter_dataset(read_options).batch(records_per_batch, drop_remainder=True)
+  threads = int(data_cfg.get("read_threads", 4))
+  # Batches are formed on the index stream, before any worker split: worker w of n renders whole
+  # batches w, w + n, ... and grain interleaves them round-robin, so the batches (and a resumed
+  # run's) are the same for every worker count. Read threads render or decode batches
+  # concurrently (numpy and FFmpeg do most of their work outside the GIL).
+  ds = ds.batch(records_per_batch, drop_remainder=True)
+  read_options = grain.ReadOptions(num_threads=threads,
+                                   prefetch_buffer_size=max(prefetch, threads))
+  it_ds = ds.to_iter_dataset(read_options)
   if hasattr(source, "training_item"):
     it_ds = it_ds.map(_merge_clip_axis)
-  num_workers = int(data_cfg.get("num_workers", 0))
+  num_workers = resolve_num_workers(data_cfg.get("num_workers", 0),
+                                    hasattr(source, "training_item"))
   if num_workers > 0:
     _ensure_absl_flags_parsed()
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=num_workers, per_worker_buffer_size=prefetch))
   return it_ds
+
+
+def resolve_num_workers(value: Any, file_backed: bool) -> int:
+  """data.num_workers: an int, or "auto": 0 for the embedded sources (a clip renders in well
+  under a millisecond in the read threads), else one worker process per core left over after
+  the main process (which runs the train step), at least 1 and at most 16."""
+  if value == "auto":
+    if not file_backed:
+      return 0
+    return max(1, min(16, (os.cpu_count() or 2) - 1))
+  return int(value)
 
 
 class _ContiguousBlock:

@@ -21,7 +21,9 @@ Bad input never crashes training and never becomes a black clip:
 * At decode time (grain reader threads / worker processes) a failing video - truncated (the
   stream raises, or ends well before the frame count its container lists), fewer frames than a
   clip - is replaced by the next record (wrapping around) that decodes, with the same random
-  draws: the replacement is deterministic. The file is remembered as bad in that process.
+  draws: the replacement is deterministic. A failure of the whole file (its packets end early,
+  too short) is remembered in that process; one that concerns only the frames a clip needed is
+  not, so what other stream positions read never depends on which draws a process saw first.
 * Every skip goes to a `BadInputLog`: one small JSON file per process in a directory shared with
   the grain workers, so skips inside workers reach the main process. `bad_input_metrics()` merges
   them into counts for the metrics and logs each newly seen bad file once.
@@ -184,6 +186,7 @@ class Record(NamedTuple):
   label: int | None
   name: str
   known_frames: int | None = None
+  index: Any = None            # decode.VideoIndex stored with the record (converted shards)
 
 
 class ClipSource:
@@ -235,9 +238,14 @@ class ClipSource:
         item = self._read(r)
         name = item.name
         clips = decode.load_clips(item.src, spec, augment.clip_rng(seed, position),
-                                  max_frames=self.max_decode_frames, known_frames=item.known_frames)
+                                  max_frames=self.max_decode_frames, known_frames=item.known_frames,
+                                  index=item.index)
       except decode.BadVideoError as e:
-        bad.add(r)
+        if e.whole_file:
+          # Only failures that do not depend on the draw mark the record bad in this process:
+          # a failure within one clip's span must not change what OTHER positions read, or
+          # the stream would depend on which process saw which draw first.
+          bad.add(r)
         last_reason = e.reason
         self.bad_input.record(name, "decode", e.reason)
         continue

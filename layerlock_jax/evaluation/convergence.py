@@ -212,4 +212,5 @@ if __name__ == "__main__":
   flags.DEFINE_list("steps", [], f"T values (default {DEFAULT_STEP_FRACTIONS} of total_steps).")
   flags.DEFINE_float("tail_fraction", 0.1, "Final loss = mean over this last part of the run.")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  from layerlock_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.run(main)
