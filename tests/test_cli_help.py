@@ -75,4 +75,5 @@ def test_help_exits_zero(helps, module):
   code, text = helps[module]
   assert code == 0, (module, code, text[-2000:])
   # The usage names the program or lists its flags.
-  assert "python -m " + module in text or "flags:" in text, (module, text[:500])
+  program = module.removesuffix(".__main__")  # a package's __main__ runs as `-m package`
+  assert "python -m " + program in text or "flags:" in text, (module, text[:500])
