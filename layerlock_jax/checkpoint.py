@@ -53,7 +53,9 @@ from layerlock_jax.models import video_mae
 
 CHECKPOINTS = "checkpoints"
 CORRUPT = "checkpoints.corrupt"
-FORMAT = 1
+# 2: the data iterator's position counts global batches (format 1 counted records, which resumes
+# at another position under the current pipeline).
+FORMAT = 2
 
 # Config fields that decide parameter / optimizer-state shapes: a checkpoint written with other values
 # cannot be restored into this model. Listed (not derived) so the error can name them.
@@ -261,6 +263,16 @@ class Checkpoints:
                       "; ".join(changed))
     return spec
 
+  def check_resumable(self, step: int, meta: dict):
+    """A resume also continues the data order: the data position must be in this code's format."""
+    if int(meta.get("format", 1)) != FORMAT:
+      raise IncompatibleCheckpointError(
+          f"{self.directory}/{step} has checkpoint format {meta.get('format', 1)}, this code "
+          f"writes format {FORMAT} (the data position is stored differently), so a resume would "
+          "not continue its data order; refusing to resume (nothing was changed). Resume it with "
+          "the version that wrote it, or start from its parameters with "
+          "--config.init_from=<this checkpoint> and a new --workdir.")
+
   def restore_latest(self, trainer, data_iter) -> Optional[Restored]:
     """Restore the newest readable checkpoint (sets `data_iter`'s position); None if there is none.
 
@@ -271,6 +283,7 @@ class Checkpoints:
     for step in reversed(found):
       try:
         meta = self.read_meta(step)
+        self.check_resumable(step, meta)
         spec = self.check_compatible(step, meta, trainer)
         state = self._restore_arrays(step, trainer.abstract_state(spec), data_iter, meta)
       except IncompatibleCheckpointError:
@@ -360,6 +373,7 @@ def restore(path: str, trainer, data_iter=None) -> Restored:
   spec = ckpts.check_compatible(step, meta, trainer)
   args = {"state": ocp.args.StandardRestore(trainer.abstract_state(spec))}
   if data_iter is not None:
+    ckpts.check_resumable(step, meta)
     args["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
   state = ckpts.manager.restore(step, args=ocp.args.Composite(**args)).state
   ckpts.manager.close()

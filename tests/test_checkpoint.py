@@ -224,6 +224,24 @@ def test_incompatible_checkpoint_fails_naming_fields_and_changes_nothing(referen
   assert after == before
 
 
+def test_checkpoint_of_an_older_format_is_refused_for_resume_but_not_for_parameters(
+    reference, tmp_path):
+  """Format 1 stored the data position in records; resuming it would replay another data order."""
+  work = fork(reference["tiny"][0], str(tmp_path / "w"), keep_upto=STEPS)
+  meta_file = pathlib.Path(work, "checkpoints", str(STEPS), "meta", "metadata")
+  meta = json.loads(meta_file.read_text())
+  assert meta["format"] == checkpoint.FORMAT
+  meta["format"] = 1
+  meta_file.write_text(json.dumps(meta))
+  before = {p: p.read_bytes() for p in pathlib.Path(work).rglob("*") if p.is_file()}
+  with pytest.raises(checkpoint.IncompatibleCheckpointError, match="checkpoint format 1"):
+    train.run(make_config("tiny", total_steps=STEPS + 4), work, devices=one_device())
+  assert {p: p.read_bytes() for p in pathlib.Path(work).rglob("*") if p.is_file()} == before
+  # Its parameters stay usable (evaluation, init_from).
+  restored = checkpoint.restore(work, train.Trainer(make_config("tiny"), one_device()))
+  assert restored.step == STEPS
+
+
 def test_init_from_loads_parameters_only(reference):
   """Parameters come from the checkpoint (re-split for the new schedule); step and optimizer
   state start fresh. A checkpoint of another model shape is refused, naming the fields."""
