@@ -206,6 +206,7 @@ class Checkpoints:
     self.config = config
     self.directory = os.path.abspath(directory)
     self.manager = _manager(self.directory, None if read_only else config, read_only=read_only)
+    self._started: Optional[int] = None  # the newest step whose save was started
 
   @classmethod
   def in_workdir(cls, workdir: str, config) -> "Checkpoints":
@@ -227,6 +228,7 @@ class Checkpoints:
             "exactness_fields": {k: _plain(_get(self.config, k)) for k in EXACTNESS_FIELDS},
             "process_count": jax.process_count(),
             "config": json.loads(self.config.to_json_best_effort())}
+    self._started = step
     try:
       saved = self.manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state),
@@ -242,7 +244,7 @@ class Checkpoints:
     try:
       self.manager.wait_until_finished()
     except Exception as err:  # pylint: disable=broad-except
-      raise self._write_error(None, err) from err
+      raise self._write_error(self._started, err) from err
     finally:
       self.manager.close()
 
@@ -261,7 +263,7 @@ class Checkpoints:
     """Asynchronous writes report failures at the next save or wait, so the step that failed
     may be an earlier one than `step`; what matters to the user is what is intact."""
     last = self.last_complete_step()
-    during = f" (while saving step {step})" if step is not None else ""
+    during = f" (saving step {step})" if step is not None else ""
     try:
       free = f"{shutil.disk_usage(self.directory).free / 2**30:.1f} GiB free there"
     except OSError:
