@@ -403,3 +403,23 @@ def test_killed_grain_worker_is_a_clear_error_not_a_hang():
     with pytest.raises(RuntimeError, match="terminated unexpectedly"):
       future.result(timeout=60)
   it.close()
+
+
+# --- validation -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("overrides, field, words", [
+    ({"grad_accum_steps": 3}, "config.grad_accum_steps", "per-device batch 4"),
+    ({"grad_accum_steps": 0}, "config.grad_accum_steps", "integer >= 1"),
+    ({"skip_nonfinite_updates": -1}, "config.skip_nonfinite_updates", "integer >= 0"),
+    ({"profile_steps": (7, 5)}, "config.profile_steps", "1 <= a <= b"),
+    ({"data.sources": ({"source": "moving_mnist"},)}, "config.data.sources", "'weight'"),
+    ({"data.sources": ({"source": "moving_mnist", "weight": 1, "num_frames": 4},)},
+     "config.data.sources", "same for every source"),
+    ({"data.sources": ({"source": "webcam", "weight": 1},)}, "config.data.sources", "webcam"),
+    ({"data.sources": ({"source": "gratings", "weight": 1, "name": "a"},
+                       {"weight": 1, "name": "a"})}, "config.data.sources", "named 'a'"),
+])
+def test_long_run_fields_are_validated(overrides, field, words):
+  config = make_config(**overrides)
+  with pytest.raises(config_validation.ConfigError) as err:
+    config_validation.validate(config, num_devices=2)
+  assert err.value.field == field and words in err.value.message, err.value.message
