@@ -329,8 +329,8 @@ def run(config, workdir: str, devices=None) -> RunResult:
     profiler.stop()
     data_iter.close()  # stops grain worker processes and frees their shared memory
     preemption.close()
-    ckpts.close()
     log.close()
+    ckpts.close()  # last: raises CheckpointWriteError if an asynchronous write failed
   if preempted or start_step >= config.total_steps:
     if start_step >= config.total_steps:
       note("nothing to do: the checkpoint is at step %d of %d", start_step, config.total_steps)
