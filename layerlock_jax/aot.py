@@ -175,6 +175,7 @@ def plan(config, devices=None, stages: str = "ends") -> dict:
       "remat_policy": config.model.remat_policy,
       "dtype": config.model.dtype,
       "batch_size": int(config.batch_size),
+      "grad_accum_steps": int(config.get("grad_accum_steps", 1)),
       "parameters": int(video_mae.count_params(trainer.boxed_abstract)),
       "replicated_param_bytes": replicated_bytes,
       "largest_replicated": largest,
@@ -201,7 +202,9 @@ def format_plan(result: dict, accelerator: str, headroom: float, config_name: st
       f"({result['parameters'] / 1e9:.2f}B)",
       f"mesh {mesh} ({n} devices), preset {result['preset']}, remat {result['remat_policy']}, "
       f"compute {result['dtype']}, global batch {result['batch_size']} "
-      f"({result['batch_size'] / n:g} clips/device)",
+      f"({result['batch_size'] / n:g} clips/device"
+      + (f" in {result['grad_accum_steps']} micro-batches: temps are one micro-batch's"
+         if result.get("grad_accum_steps", 1) > 1 else "") + ")",
       f"target {accelerator}: {hbm_gib} GiB HBM per device, fits = total <= "
       f"{(1 - headroom) * hbm_gib:.1f} GiB ({headroom:.0%} headroom); peak {peak / 1e12:.0f} "
       f"TFLOP/s {dtype}",

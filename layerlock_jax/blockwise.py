@@ -111,7 +111,7 @@ def _mask_and_target(video, key, *, model, config):
 
   The mask key is derived exactly as in the plain MAE loss, so one block reproduces plain MAE.
   """
-  mask_key, _ = jax.random.split(key)
+  mask_key, _ = masking.split(key)
   visible, masked = masking.sample_mask(mask_key, video.shape[0], model.grid,
                                         config.masking.ratio, config.masking.type)
   target = masking.gather_tokens(

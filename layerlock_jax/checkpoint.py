@@ -35,6 +35,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
@@ -65,7 +66,8 @@ SHAPE_FIELDS = (
     "model.decoder.num_heads", "model.decoder.mlp_dim", "data.num_frames", "data.image_size",
     "layerlock.multi_target")
 # Fields that may change on resume but then break bit-exact continuation (data order, masks).
-EXACTNESS_FIELDS = ("seed", "batch_size", "data.source", "data.num_clips", "data.num_workers")
+EXACTNESS_FIELDS = ("seed", "batch_size", "data.source", "data.num_clips", "data.num_workers",
+                    "data.sources", "grad_accum_steps")
 
 
 class IncompatibleCheckpointError(ValueError):
@@ -74,6 +76,10 @@ class IncompatibleCheckpointError(ValueError):
 
 class CorruptCheckpointError(RuntimeError):
   """Checkpoints exist, but none of them can be read."""
+
+
+class CheckpointWriteError(RuntimeError):
+  """Writing a checkpoint failed (disk full, unwritable, ...); the complete ones are untouched."""
 
 
 @dataclasses.dataclass
@@ -206,6 +212,7 @@ class Checkpoints:
     self.config = config
     self.directory = os.path.abspath(directory)
     self.manager = _manager(self.directory, None if read_only else config, read_only=read_only)
+    self._started: Optional[int] = None  # the newest step whose save was started
 
   @classmethod
   def in_workdir(cls, workdir: str, config) -> "Checkpoints":
@@ -227,17 +234,50 @@ class Checkpoints:
             "exactness_fields": {k: _plain(_get(self.config, k)) for k in EXACTNESS_FIELDS},
             "process_count": jax.process_count(),
             "config": json.loads(self.config.to_json_best_effort()), **(extra_meta or {})}
-    saved = self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data_iter=grain.checkpoint.CheckpointSave(data_iter),
-        meta=ocp.args.JsonSave(meta)))
-    if wait:
-      self.manager.wait_until_finished()
+    self._started = step
+    try:
+      saved = self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          data_iter=grain.checkpoint.CheckpointSave(data_iter), meta=ocp.args.JsonSave(meta)))
+      if wait:
+        self.manager.wait_until_finished()
+    except Exception as err:  # pylint: disable=broad-except
+      raise self._write_error(step, err) from err
     return saved
 
   def close(self):
     """Finish pending writes (every process must call it: the final commit is collective)."""
-    self.manager.wait_until_finished()
-    self.manager.close()
+    try:
+      self.manager.wait_until_finished()
+    except Exception as err:  # pylint: disable=broad-except
+      raise self._write_error(self._started, err) from err
+    finally:
+      self.manager.close()
+
+  def last_complete_step(self) -> Optional[int]:
+    """The newest step whose directory is complete on disk (Orbax renames a step's temporary
+    directory to `<step>` only once every item is written), after pending writes finished."""
+    try:
+      self.manager.wait_until_finished()
+    except Exception:  # pylint: disable=broad-except
+      pass  # a failed write leaves no `<step>` directory: what is on disk is still the answer
+    steps = [int(n) for n in os.listdir(self.directory) if n.isdigit()] if os.path.isdir(
+        self.directory) else []
+    return max(steps) if steps else None
+
+  def _write_error(self, step: Optional[int], err: Exception) -> CheckpointWriteError:
+    """Asynchronous writes report failures at the next save or wait, so the step that failed
+    may be an earlier one than `step`; what matters to the user is what is intact."""
+    last = self.last_complete_step()
+    during = f" (saving step {step})" if step is not None else ""
+    try:
+      free = f"{shutil.disk_usage(self.directory).free / 2**30:.1f} GiB free there"
+    except OSError:
+      free = "free space unknown"
+    return CheckpointWriteError(
+        f"writing a checkpoint to {self.directory} failed{during}: {_brief(err)} ({free}); the "
+        f"last complete checkpoint is {'step ' + str(last) if last is not None else 'none'}, "
+        "untouched (check free space and permissions, then rerun to resume from it)")
 
   # --- restore -----------------------------------------------------------------------------------
   def read_meta(self, step: int) -> dict:
@@ -256,8 +296,9 @@ class Checkpoints:
           "was changed). Mismatched: " + "; ".join(problems[:12])
           + ". Use a new --workdir, or --config.init_from=<this checkpoint> to start from its "
           "parameters if only non-shape fields differ.")
-    changed = _diff(meta.get("exactness_fields", {}),
-                    {k: _plain(_get(self.config, k)) for k in EXACTNESS_FIELDS})
+    saved = meta.get("exactness_fields", {})  # fields added later are absent from old checkpoints
+    changed = _diff(saved, {k: _plain(_get(self.config, k)) for k in EXACTNESS_FIELDS
+                            if k in saved})
     if changed:
       logging.warning("resuming with changed fields (continuation will not be bit-exact): %s",
                       "; ".join(changed))

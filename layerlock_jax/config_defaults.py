@@ -56,6 +56,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_every = 0                 # steps between in-training evaluations (0: off)
   c.init_from = ""                 # load parameters only from this checkpoint dir/step
   c.compile_cache_dir = ""         # persistent XLA compile cache ("" = off)
+  # Long runs (README "Long runs").
+  c.grad_accum_steps = 1           # micro-batches per step (scanned; one update per global batch)
+  c.skip_nonfinite_updates = 0     # non-finite steps skipped (update dropped) before the run stops
+  c.profile_steps = ()             # (a, b): jax.profiler trace of steps a..b under workdir/tensorboard
+  c.profile_all_processes = False  # trace on every process (default: process 0 only)
 
   # --- model -----------------------------------------------------------------------------------
   m = c.model = ml_collections.ConfigDict()
@@ -169,6 +174,10 @@ def base_config() -> ml_collections.ConfigDict:
   data.image_size = 224
   data.path = ""                   # folder / shard pattern / tfds name for file-backed sources
   data.num_clips = 4096            # size of the embedded synthetic datasets (clips per split)
+  # Mixture: a tuple of dicts, each overriding data fields for one source plus its "weight" (and
+  # an optional "name" for the per-source metrics), e.g. ({"source": "moving_mnist", "weight": 0.7},
+  # {"source": "video_folder", "path": "/videos", "weight": 0.3}). Empty: the one source above.
+  data.sources = ()
   # grain worker processes: "auto" (0 for the embedded sources, else one per core left over after
   # the main process), or a count (0: decode in read threads of the main process). Any int works.
   data.num_workers = ml_collections.FieldReference("auto", field_type=object)
@@ -190,6 +199,12 @@ def base_config() -> ml_collections.ConfigDict:
   data.tfds_video_key = "video"    # tfds: feature holding encoded video bytes
   data.tfds_label_key = "label"
   return c
+
+
+def source_names(data) -> list[str]:
+  """Names of the mixture's sources (data.sources), as used in metrics: "name" or "<i>_<source>"."""
+  return [str(e.get("name", f"{i}_{e.get('source', data['source'])}"))
+          for i, e in enumerate(data["sources"])]
 
 
 def vit_config(size: str) -> ml_collections.ConfigDict:

@@ -153,6 +153,13 @@ def _check_top_level(c: Any) -> None:
   _int(c, "keep_checkpoints", lo=1)
   _int(c, "keep_every", lo=0)
   _int(c, "eval_every", lo=0)
+  _int(c, "grad_accum_steps", lo=1)
+  _int(c, "skip_nonfinite_updates", lo=0)
+  steps = _get(c, "profile_steps")
+  if steps and not (isinstance(steps, Sequence) and len(steps) == 2
+                    and all(_is_int(s) for s in steps) and 1 <= steps[0] <= steps[1]):
+    raise _fail("profile_steps", steps, "is not () or a pair (a, b) of steps with 1 <= a <= b",
+                "pass e.g. --config.profile_steps='(5,7)'")
 
 
 def _check_model(c: Any) -> None:
@@ -517,6 +524,11 @@ def _check_mesh(c: Any, num_devices: int, process_count: int) -> None:
     raise _fail("batch_size", batch, f"is not divisible by the batch-parallel size {names} = "
                 f"{parallel} on {num_devices} devices",
                 f"use a multiple of {parallel}, e.g. {max(parallel, batch - batch % parallel)}")
+  micro = _get(c, "grad_accum_steps")
+  if (batch // parallel) % micro:
+    raise _fail("grad_accum_steps", micro, f"does not divide the per-device batch {batch // parallel} "
+                f"(batch_size={batch} over a batch-parallel size of {parallel})",
+                f"use one of {_divisors_near(batch // parallel, micro)} or change batch_size")
   if not _is_int(process_count) or process_count < 1:
     raise ValueError(f"process_count must be a positive integer, got {process_count!r}")
   if batch % process_count:
@@ -536,6 +548,46 @@ def _check_data_fields(c: Any) -> None:
       raise _fail("data.num_clips", clips, f"is smaller than batch_size={batch}, so one batch "
                   f"would repeat clips of the embedded {source!r} set",
                   f"pass --config.data.num_clips={batch} or more")
+
+
+# Fields a mixture entry may not override: every source must give clips of the same shape, and
+# batches are built from records of the same number of clips.
+_MIXTURE_FIXED = ("num_frames", "image_size", "clips_per_video", "num_workers", "prefetch",
+                  "read_threads", "sources")
+
+
+def _check_data_sources(c: Any) -> None:
+  sources = _get(c, "data.sources")
+  if not sources:
+    return
+  fix = ("pass a tuple of dicts such as ({'source': 'moving_mnist', 'weight': 0.7}, "
+         "{'source': 'gratings', 'weight': 0.3})")
+  if not isinstance(sources, Sequence) or isinstance(sources, str):
+    raise _fail("data.sources", sources, "is not a tuple of dicts", fix)
+  for i, entry in enumerate(sources):
+    if not isinstance(entry, Mapping):
+      raise _fail("data.sources", sources, f"has entry {i} {entry!r} that is not a dict", fix)
+  data, names = _get(c, "data"), set()
+  for i, (entry, name) in enumerate(zip(sources, config_defaults.source_names(data))):
+    weight = entry.get("weight")
+    if not _is_num(weight) or not math.isfinite(weight) or weight <= 0:
+      raise _fail("data.sources", sources, f"has entry {i} without a positive 'weight'", fix)
+    unknown = sorted(k for k in entry if k not in ("weight", "name") and k not in data)
+    if unknown:
+      raise _fail("data.sources", sources, f"has entry {i} with unknown data fields {unknown}",
+                  "use field names of config.data")
+    fixed = sorted(k for k in entry if k in _MIXTURE_FIXED)
+    if fixed:
+      raise _fail("data.sources", sources, f"has entry {i} overriding {fixed}, which must be the "
+                  "same for every source", "set them once in config.data")
+    source = entry.get("source", _get(c, "data.source"))
+    if source not in DATA_SOURCES:
+      raise _fail("data.sources", sources, f"has entry {i} with unknown source {source!r}",
+                  f"use one of {', '.join(DATA_SOURCES)}")
+    if name in names:
+      raise _fail("data.sources", sources, f"has two entries named {name!r}",
+                  "give each a distinct 'name'")
+    names.add(name)
 
 
 def _check_data_path(c: Any) -> None:
@@ -583,4 +635,5 @@ def validate(config: Any, *, num_devices: int, process_count: int = 1) -> None:
   _check_naive_latent(config)
   _check_mesh(config, num_devices, process_count)
   _check_data_fields(config)
+  _check_data_sources(config)
   _check_data_path(config)

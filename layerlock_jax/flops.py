@@ -26,6 +26,8 @@ What is counted (see `step_flops` for the per-term rules):
   like remat recompute it is left out of the MFU numerator (XLA's count includes it).
 - Remat recompute is reported separately (`remat_recompute`); MFU excludes it, hardware FLOPs
   include it.
+- Per global step: gradient accumulation (config.grad_accum_steps) runs the same matmuls on
+  micro-batches that add up to batch_size clips, so it changes neither count (nor clips/s).
 - Blockwise SSL (config.blockwise.enabled, layerlock_jax/blockwise.py) has its own rules: every
   block that runs has its own light decoder and pixel head, and the sequential regime's idle suffix
   is not run at all (`_blockwise_step_flops`).

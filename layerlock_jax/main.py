@@ -5,6 +5,9 @@ a local multi-process rehearsal). Order: flags -> joining the other processes (b
 touches a JAX backend, which jax.distributed.initialize requires) -> config validation (before
 anything compiles or allocates) -> training -> a barrier so no process exits while others still
 need it. A bad config or bad multi-process flags end the program with one line and exit status 2.
+A run that stops itself also prints one line, no traceback: status 3 when the loss went non-finite
+("Non-finite loss at step S; last good checkpoint: step C in DIR"), 4 when a checkpoint could not
+be written (disk full, unwritable); the checkpoints already on disk are intact in both cases.
 
 Multi-process flags (each has an env fallback, so launchers can set them once for every process):
   --coordinator_address  JAX_COORDINATOR_ADDRESS  HOST:PORT of process 0's coordination service
@@ -73,6 +76,7 @@ def main(argv):
 
   from layerlock_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from layerlock_jax import config_validation  # pylint: disable=g-import-not-at-top
+  from layerlock_jax import guard  # pylint: disable=g-import-not-at-top
   from layerlock_jax import train  # pylint: disable=g-import-not-at-top
   try:
     config_validation.validate(config, num_devices=jax.device_count(),
@@ -87,6 +91,13 @@ def main(argv):
   except (checkpoint.IncompatibleCheckpointError, checkpoint.CorruptCheckpointError) as err:
     # Raised before anything was compiled or written: one line, the workdir untouched.
     _fail(f"Checkpoint error: {err}")
+  except guard.NonFiniteError as err:
+    # Every process sees the same (replicated) flags, so all of them stop here together.
+    _fail(str(err), status=3)
+  except checkpoint.CheckpointWriteError as err:
+    if jax.process_count() > 1:
+      _abort_job(err)
+    _fail(f"Checkpoint write error: {err}", status=4)
   except Exception as err:  # pylint: disable=broad-except
     if jax.process_count() > 1:
       _abort_job(err)
@@ -116,9 +127,9 @@ def _abort_job(err: Exception):
   os._exit(1)  # pylint: disable=protected-access
 
 
-def _fail(message: str):
+def _fail(message: str, status: int = 2):
   print(message, file=sys.stderr)
-  sys.exit(2)
+  sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@ Runs are resumable (checkpoint.py): rerunning the same command on the same workd
 latest complete checkpoint (state, data position, stage, progress), on whatever mesh the new run
 has, and continues bit-identically; metrics.jsonl is cut back to the restored step. SIGTERM (or
 JAX's preemption notice) checkpoints the step in flight and returns normally (exit status 0).
+
+Long runs (guard.py, profiling.py): a non-finite loss stops the run with guard.NonFiniteError at the
+next log boundary or save (no checkpoint is ever written from a non-finite state), and
+config.profile_steps traces a few steps.
 """
 import dataclasses
 import json
@@ -25,11 +29,14 @@ from layerlock_jax import checkpoint
 from layerlock_jax import distributed
 from layerlock_jax import flops
 from layerlock_jax import freeze_trigger
+from layerlock_jax import guard as guard_lib
 from layerlock_jax import optimizer as optim
+from layerlock_jax import profiling
 from layerlock_jax import schedule
 from layerlock_jax import sharding
 from layerlock_jax import state as state_lib
 from layerlock_jax import train_step as step_lib
+from layerlock_jax.data import mixture
 from layerlock_jax.data import pipeline
 from layerlock_jax.evaluation import periodic
 from layerlock_jax.metrics_log import MetricsLog
@@ -226,6 +233,16 @@ def run_peak_flops(trainer) -> float | None:
   return peak * trainer.mesh.devices.size if peak else None
 
 
+def stop_if_diverged(guard, ckpts, state=None):
+  """Raise guard.NonFiniteError if the run diverged (and, given `state`, if it is not finite)."""
+  stop = guard.stopped_at()
+  what = "loss"
+  if stop is None and state is not None and not guard_lib.state_is_finite(state):
+    stop, what = int(jax.device_get(state.step)), "parameters"
+  if stop is not None:
+    raise guard_lib.NonFiniteError(stop, ckpts.last_complete_step(), ckpts.directory, what)
+
+
 def write_config(config, workdir: str):
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))
@@ -279,6 +296,14 @@ def run(config, workdir: str, devices=None) -> RunResult:
                    start_step=start_step)
   peak_flops = run_peak_flops(trainer)
   preemption = checkpoint.Preemption(ckpts.manager)
+  guard = guard_lib.Guard(config.skip_nonfinite_updates, trainer.replicated)
+  profiler = profiling.Profiler(config, workdir)
+
+  def save(done, state, spec, *, wait=False):
+    """Checkpoint only finite states: a diverged run stops instead of overwriting good ones."""
+    stop_if_diverged(guard, ckpts, state)
+    ckpts.save(done, state, spec, data_iter, progress, wait=wait)
+
   note("training from step %d", start_step)
   last, preempted = {}, False
   try:
@@ -297,8 +322,11 @@ def run(config, workdir: str, devices=None) -> RunResult:
       if fresh:
         log.reset_clock(step)
         clock = time.perf_counter()  # compiling is not training time
+      profiler.before_step(step + 1)
       state, metrics = step_fn(state, video)
       done = step + 1
+      guard.observe(metrics, done)
+      profiler.after_step(done, state)
       progress.clips_seen += config.batch_size
       if trainer.trigger is not None:
         trainer.check_convergence(done, metrics)
@@ -310,11 +338,13 @@ def run(config, workdir: str, devices=None) -> RunResult:
         clock = now
         metrics.update(frozen_layers=spec.frozen_layers, target=spec.target,
                        clips_seen=progress.clips_seen, train_seconds=progress.train_seconds,
-                       **pipeline.bad_input_metrics())
+                       **pipeline.bad_input_metrics(),
+                       **mixture.clip_counts(config.data, progress.clips_seen))
         if trainer.trigger is not None:
           metrics["freeze_signal"] = trainer.trigger.state.last_signal
         last = log.write(done, metrics, batch_size=config.batch_size, peak_flops=peak_flops,
                          flops_per_step=trainer.flops_per_step(spec))
+        stop_if_diverged(guard, ckpts)  # after logging: the bad step's row is in metrics.jsonl
       if config.eval_every and (done % config.eval_every == 0 or done == config.total_steps):
         progress.train_seconds += time.perf_counter() - clock
         eval_metrics = periodic.evaluate_during_training(trainer, state, done)
@@ -324,23 +354,24 @@ def run(config, workdir: str, devices=None) -> RunResult:
       # Saved with `spec`, the split `state` is in; a resume re-splits if the schedule differs.
       if done < config.total_steps and preemption.reached(done):
         note("preempted: checkpointing step %d and stopping", done)
-        ckpts.save(done, state, spec, data_iter, progress, wait=True)
+        save(done, state, spec, wait=True)
         preempted = True
         break
       if config.checkpoint_every and done % config.checkpoint_every == 0:
         progress.train_seconds += time.perf_counter() - clock
-        ckpts.save(done, state, spec, data_iter, progress)
+        save(done, state, spec)
         clock = time.perf_counter()  # saving is not training time
     if not preempted and start_step < config.total_steps:
-      ckpts.save(config.total_steps, state, spec, data_iter, progress)
+      save(config.total_steps, state, spec)
   finally:
     # Also on errors: pending async writes finish (or fail loudly) and SIGTERM goes back to
     # its previous handler.
     note("waiting for checkpoint writes")
+    profiler.stop()
     data_iter.close()  # stops grain worker processes and frees their shared memory
     preemption.close()
-    ckpts.close()
     log.close()
+    ckpts.close()  # last: raises CheckpointWriteError if an asynchronous write failed
   if preempted or start_step >= config.total_steps:
     if start_step >= config.total_steps:
       note("nothing to do: the checkpoint is at step %d of %d", start_step, config.total_steps)

@@ -5,7 +5,7 @@ compiled program, built by `make_train_step`. Stages are rare (tens per run), st
 
 Forward of one step (k frozen blocks):
   embed(video)               stop-gradient when k >= 1 (the embedding froze with block 1)
-  -> keep visible tokens     in-graph mask from fold_in(seed, step)
+  -> keep visible tokens     in-graph mask, one key per clip: fold_in(fold_in(seed, step), row)
   -> frozen blocks 1..k      forward only, no remat, stop-gradient at the boundary
   -> trainable blocks k+1..  scanned + remat
   -> decoder at masked ids   -> pixel head (MSE vs normalised tubelets)
@@ -15,12 +15,18 @@ Forward of one step (k frozen blocks):
 
 Blockwise SSL (spec.regime set) takes the same step with a different loss: the per-block local
 losses of layerlock_jax/blockwise.py, logged as "block_j_loss".
+
+Gradient accumulation (config.grad_accum_steps = N) wraps the gradient function (`accumulate`): the
+global batch is cut into N micro-batches that are scanned, gradients summed in float32, one
+optimizer update. Each clip's randomness comes from its row in the global batch, so the masks, and
+hence the losses and the update, are those of the unsplit batch up to float summation order.
 """
 import jax
 import jax.numpy as jnp
 import optax
 
 from layerlock_jax import blockwise
+from layerlock_jax import guard
 from layerlock_jax import masking
 from layerlock_jax import objectives
 from layerlock_jax.models import video_mae
@@ -41,7 +47,7 @@ def feature_spread(x):
 
 def loss_fn(params, frozen, video, key, step, *, model: video_mae.VideoMAE, config,
             spec: StageSpec, latent_weight_fn=None):
-  """Scalar loss and metrics; differentiated w.r.t. `params` only."""
+  """Scalar loss and metrics; differentiated w.r.t. `params` only. `key`: per-clip keys (B,)."""
   if spec.regime:
     loss, metrics, x = blockwise.local_losses(params, frozen, video, key, model=model,
                                               config=config, spec=spec)
@@ -49,7 +55,7 @@ def loss_fn(params, frozen, video, key, step, *, model: video_mae.VideoMAE, conf
     return loss, metrics
   k = spec.frozen_layers
   batch = video.shape[0]
-  mask_key, latent_key = jax.random.split(key)
+  mask_key, latent_key = masking.split(key)
   visible, masked = masking.sample_mask(mask_key, batch, model.grid, config.masking.ratio,
                                         config.masking.type)
   tokens = model.embed(_group(params, frozen, "embed"), video)
@@ -133,16 +139,61 @@ def encoder_layer_norms(params) -> jax.Array:
   return jnp.sqrt(sum(squares))
 
 
+def micro_batches(x, num_micro: int):
+  """(B, ...) -> (num_micro, B / num_micro, ...), micro-batch i = rows i, i + N, i + 2N, ...
+
+  Strided, not contiguous: the batch axis is split over devices in contiguous blocks, so each
+  device's block holds B / (devices * N) rows of every micro-batch and the scan over micro-batches
+  needs no data movement (the per-device batch must be a multiple of N; config_validation).
+  """
+  return jnp.moveaxis(x.reshape((x.shape[0] // num_micro, num_micro) + x.shape[1:]), 1, 0)
+
+
+def accumulate(grad_fn, num_micro: int):
+  """`grad_fn(params, *batch) -> ((loss, metrics), grads)` over the whole batch, computed as a
+  `lax.scan` over `num_micro` micro-batches: only one micro-batch's activations are live at a time.
+
+  Every `batch` argument has the batch axis first. Losses and gradients are batch means, so the
+  mean over equal micro-batches is the full-batch value; they are summed in float32. Metrics that
+  are not batch means (feature_spread) become the mean of their micro-batch values.
+  """
+  if num_micro == 1:
+    return grad_fn
+
+  def accumulated(params, *batch):
+    micro = jax.tree.map(lambda x: micro_batches(x, num_micro), batch)
+    first = jax.tree.map(lambda x: x[0], micro)
+    shapes = jax.eval_shape(grad_fn, params, *first)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.promote_types(s.dtype, jnp.float32)),
+                         shapes)
+
+    def body(total, one):
+      out = grad_fn(params, *one)
+      return jax.tree.map(lambda t, o: t + o.astype(t.dtype), total, out), None
+
+    total, _ = jax.lax.scan(body, zeros, micro)
+    return jax.tree.map(lambda t: t / num_micro, total)
+
+  return accumulated
+
+
 def make_train_step(model, config, spec: StageSpec, tx: optax.GradientTransformation,
                     learning_rate_fn, latent_weight_fn=None):
   """The (unjitted) pure step function for one stage: `(state, video[, seed]) -> (state,
   metrics)`.
 
-  The random key of a step is fold_in(key(seed), step). `seed` (a uint32 scalar) defaults to
-  config.seed baked in as a constant; the Trainer passes it as an argument instead, so that runs
-  differing only in their seed compile to the same program (one persistent-cache entry for a seed
-  sweep) and get the same numbers either way.
+  The random key of a step is fold_in(key(seed), step), and clip r of the global batch draws from
+  fold_in(that, r). `seed` (a uint32 scalar) defaults to config.seed baked in as a constant; the
+  Trainer passes it as an argument instead, so that runs differing only in their seed compile to
+  the same program (one persistent-cache entry for a seed sweep) and get the same numbers either
+  way.
+
+  metrics["nonfinite"] is 1.0 when the loss or the gradient norm is NaN/inf (guard.py reads it).
+  With config.skip_nonfinite_updates > 0 such a step leaves parameters and optimizer state as they
+  were (the step counter still advances, so the next step draws new masks and data).
   """
+  num_micro = int(config.get("grad_accum_steps", 1))
+  skip_nonfinite = int(config.get("skip_nonfinite_updates", 0)) > 0
 
   # The convergence trigger (freeze_trigger.py) reads the trainable blocks' norms at its checks.
   ll = config.layerlock
@@ -152,14 +203,23 @@ def make_train_step(model, config, spec: StageSpec, tx: optax.GradientTransforma
   def train_step(state: TrainState, video, seed=None):
     seed = jnp.uint32(config.seed) if seed is None else seed
     key = jax.random.fold_in(jax.random.key(seed), state.step)
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (loss, metrics), grads = grad_fn(state.params, state.frozen, video, key, state.step,
-                                     model=model, config=config, spec=spec,
-                                     latent_weight_fn=latent_weight_fn)
+
+    def batch_loss(params, video, rows):
+      return loss_fn(params, state.frozen, video, masking.clip_keys(key, rows), state.step,
+                     model=model, config=config, spec=spec, latent_weight_fn=latent_weight_fn)
+
+    rows = jnp.arange(video.shape[0], dtype=jnp.uint32)
+    grad_fn = accumulate(jax.value_and_grad(batch_loss, has_aux=True), num_micro)
+    (loss, metrics), grads = grad_fn(state.params, video, rows)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics.update(loss=loss, grad_norm=optax.tree.norm(grads),
-                   param_norm=optax.tree.norm(params), lr=learning_rate_fn(state.step))
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    if skip_nonfinite:
+      params, opt_state = guard.keep_if(finite, (params, opt_state),
+                                        (state.params, state.opt_state))
+    metrics.update(loss=loss, grad_norm=grad_norm, param_norm=optax.tree.norm(params),
+                   lr=learning_rate_fn(state.step), nonfinite=1.0 - finite.astype(jnp.float32))
     if track_layer_norms:
       metrics[LAYER_NORMS] = encoder_layer_norms(params)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)

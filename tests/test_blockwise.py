@@ -236,7 +236,7 @@ def unrolled(model, stack, x, ids, lo, hi):
 def alone_update(model, config, params, video, key, j, tx):
   """Block j trained alone: its input is the (constant) output of blocks < j, its loss its own."""
   bounds = (0,) + BOUNDS
-  visible, masked = masking.sample_mask(jax.random.split(key)[0], video.shape[0], model.grid,
+  visible, masked = masking.sample_mask(masking.split(key)[0], video.shape[0], model.grid,
                                         config.masking.ratio, config.masking.type)
   target = masking.gather_tokens(
       objectives.pixel_targets(video, model.patch_size, config.objective.pixel_norm), masked)
@@ -273,7 +273,9 @@ def test_concurrent_update_equals_each_block_trained_alone(opt):
   video = clip(3)
   new_state, _ = jax.jit(step_lib.make_train_step(model, config, spec, tx, lr))(
       make_state(config, params, tx, spec), video)
-  key = jax.random.fold_in(jax.random.key(config.seed), 0)  # the step's key, as make_train_step
+  # The per-clip keys of step 0, as make_train_step draws them.
+  key = masking.clip_keys(jax.random.fold_in(jax.random.key(config.seed), 0),
+                          jnp.arange(video.shape[0], dtype=jnp.uint32))
   expected = jax.jit(lambda p: [alone_update(model, config, p, video, key, j, tx)
                                 for j in (1, 2, 3)])(params)
   bounds = (0,) + BOUNDS

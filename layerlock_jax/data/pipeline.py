@@ -45,6 +45,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from layerlock_jax.data import mixture
 from layerlock_jax.data import synthetic
 
 
@@ -56,24 +57,21 @@ def _train_dataset(data_cfg, *, seed: int, global_batch_size: int, process_index
     raise ValueError(f"global_batch_size={global_batch_size} must be a positive multiple of "
                      f"process_count={process_count}")
   local_batch_size = global_batch_size // process_count
-  source = synthetic.make_source(data_cfg, "train", seed)
   # File-backed sources (video_files.ClipSource) yield several clips per decoded video: a record
   # becomes `clips_per_video` stacked clips, batches are built from local_batch / k records and
   # then flattened, so the clips of one video sit next to each other in one batch (VideoMAEv2's
   # repeated augmentation).
-  clips_per_record = int(getattr(source, "clips_per_video", 1))
+  if data_cfg.get("sources"):  # a weighted mixture of sources (mixture.py)
+    ds, clips_per_record = mixture.mixed_stream(data_cfg, seed, _source_stream)
+    file_backed = mixture.has_file_source(data_cfg)
+  else:
+    source = synthetic.make_source(data_cfg, "train", seed)
+    ds, clips_per_record = _source_stream(source, seed), int(getattr(source, "clips_per_video", 1))
+    file_backed = hasattr(source, "training_item")
   if local_batch_size % clips_per_record:
     raise ValueError(f"data.clips_per_video={clips_per_record} must divide the per-process batch "
                      f"{local_batch_size} (batch_size={global_batch_size} over {process_count} "
                      "process(es))")
-  if hasattr(source, "training_item"):
-    # Indices, not items, are shuffled; the record is decoded and augmented with draws derived
-    # from (seed, stream position), so every epoch sees new crops/offsets of a video, identical
-    # on any process count and after a resume.
-    ds = grain.MapDataset.range(len(source)).shuffle(seed=seed)
-    ds = ds.repeat(None, reseed_each_epoch=True).map_with_index(_TrainingClips(source, seed))
-  else:
-    ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None, reseed_each_epoch=True)
   records_per_batch = local_batch_size // clips_per_record
   if process_count > 1:
     # Each process reads a contiguous block of every global batch, so the global batch is the
@@ -91,10 +89,9 @@ def _train_dataset(data_cfg, *, seed: int, global_batch_size: int, process_index
   read_options = grain.ReadOptions(num_threads=threads,
                                    prefetch_buffer_size=max(prefetch, threads))
   it_ds = ds.to_iter_dataset(read_options)
-  if hasattr(source, "training_item"):
+  if data_cfg.get("sources") or file_backed:
     it_ds = it_ds.map(_merge_clip_axis)
-  num_workers = resolve_num_workers(data_cfg.get("num_workers", 0),
-                                    hasattr(source, "training_item"))
+  num_workers = resolve_num_workers(data_cfg.get("num_workers", 0), file_backed)
   if num_workers > 0:
     _ensure_absl_flags_parsed()
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
@@ -111,6 +108,17 @@ def resolve_num_workers(value: Any, file_backed: bool) -> int:
       return 0
     return max(1, min(16, (os.cpu_count() or 2) - 1))
   return int(value)
+
+
+def _source_stream(source, seed: int) -> grain.MapDataset:
+  """One source's records, shuffled and repeated forever (reshuffled each epoch)."""
+  if hasattr(source, "training_item"):
+    # Indices, not items, are shuffled; the record is decoded and augmented with draws derived
+    # from (seed, stream position), so every epoch sees new crops/offsets of a video, identical
+    # on any process count and after a resume.
+    ds = grain.MapDataset.range(len(source)).shuffle(seed=seed)
+    return ds.repeat(None, reseed_each_epoch=True).map_with_index(_TrainingClips(source, seed))
+  return grain.MapDataset.source(source).shuffle(seed=seed).repeat(None, reseed_each_epoch=True)
 
 
 class _ContiguousBlock:
