@@ -1,0 +1,147 @@
+"""What a LayerLock stage switch costs the training loop, with and without compiling ahead.
+
+  python bench/stage_switch_bench.py [--devices=4] [--repeats=1] [--total_steps=360] \
+      [--pixel_steps=200] [--interval=80] [--out=F.json]
+
+Each variant (config.precompile_next_stage False / True) trains configs/layerlock_tiny.py (by
+default its first three stages: k = 0, 1, 2) through the real loop (train.run) in a fresh process
+of its own, on `--devices` forced CPU devices, with NO persistent compilation cache, so every stage
+program really compiles. The worker logs every step (log_every=1: each step is waited for) and
+timestamps every loop iteration. Per stage boundary it reports:
+  stall      the iteration that crosses the boundary (resplit + compile or waiting for the
+             program compiled ahead + the first step), minus a steady step;
+  steady     median step time in the stage before the boundary, outside any ahead compile;
+  overlap    median step time while the ahead compile ran (its cost to the steps it overlaps);
+  waited     Trainer.programs' wait_seconds: how long the main thread waited for the program.
+A compile hidden completely needs a stage that lasts longer than the compile; with fewer spare
+cores than the step uses, the overlapped steps slow down instead (that is the trade-off
+compilation.ahead_helps decides by default).
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _ROOT)
+
+_DEVICES = flags.DEFINE_integer("devices", 4, "Forced CPU devices (data-parallel mesh).")
+_REPEATS = flags.DEFINE_integer("repeats", 1, "Alternated (off, on) process pairs.")
+_TOTAL = flags.DEFINE_integer("total_steps", 360, "Steps per run.")
+_PIXEL = flags.DEFINE_integer("pixel_steps", 200, "layerlock.pixel_steps (first boundary).")
+_INTERVAL = flags.DEFINE_integer("interval", 80, "layerlock.interval (steps per later stage).")
+_OUT = flags.DEFINE_string("out", "", "Write the measurements as JSON here.")
+_WORKER = flags.DEFINE_string("worker", "", "Internal: run one variant (off|on) and print JSON.")
+
+
+def worker(ahead: bool) -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  from layerlock_jax import compilation  # pylint: disable=g-import-not-at-top
+  from layerlock_jax import train  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  import cpu_configs  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  compilation.enable_persistent_cache("")  # every stage program compiles for real
+  config = cpu_configs._load_config_file("layerlock_tiny").get_config()  # pylint: disable=protected-access
+  config.total_steps, config.log_every, config.checkpoint_every = _TOTAL.value, 1, 0
+  config.layerlock.pixel_steps, config.layerlock.interval = _PIXEL.value, _INTERVAL.value
+  config.precompile_next_stage = ahead
+  stamps = []
+  global_batch = pipeline.global_batch
+
+  def stamped(*args, **kwargs):  # called once per loop iteration, before the step
+    stamps.append(time.perf_counter())
+    return global_batch(*args, **kwargs)
+
+  pipeline.global_batch = stamped
+  with tempfile.TemporaryDirectory() as workdir:
+    result = train.run(config, workdir)
+  stamps.append(time.perf_counter())
+  return {"ahead": ahead, "iteration_s": [b - a for a, b in zip(stamps, stamps[1:])],
+          "programs": result.programs, "devices": jax.device_count(),
+          "boundaries": sorted(s.start_step for s in train.Trainer(config).table[1:]
+                               if s.start_step < config.total_steps)}
+
+
+def summarise(run: dict) -> list[dict]:
+  it, rows = run["iteration_s"], []
+  programs = {p["frozen_layers"]: p for p in run["programs"]}
+  starts = [0] + run["boundaries"]
+  for i, b in enumerate(run["boundaries"]):
+    before = it[starts[i] + 1:b]  # the stage before, without its own first (compiling) step
+    k = programs_at(run, b)
+    prog = programs.get(k, {})
+    # Steps that overlapped the ahead compile: from the previous boundary on, for as long as the
+    # compile took; the rest of the stage is steady.
+    overlap, steady, t = [], [], 0.0
+    for x in before:
+      (overlap if run["ahead"] and t < prog.get("compile_seconds", 0) else steady).append(x)
+      t += x
+    steady_s = statistics.median(steady or before)
+    rows.append({"boundary": b, "k": k, "steady_ms": 1e3 * steady_s,
+                 "stall_s": it[b] - steady_s,
+                 "overlap_ms": 1e3 * statistics.median(overlap) if overlap else None,
+                 "overlap_steps": len(overlap), "waited_s": prog.get("wait_seconds"),
+                 "compile_s": prog.get("compile_seconds"), "ahead": prog.get("ahead")})
+  return rows
+
+
+def programs_at(run, boundary):
+  index = run["boundaries"].index(boundary) + 1
+  return run["programs"][index]["frozen_layers"] if index < len(run["programs"]) else None
+
+
+def run_variant(ahead: bool) -> dict:
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={_DEVICES.value}",
+             PYTHONPATH=os.pathsep.join([_ROOT, os.path.join(_ROOT, "bench")]))
+  cmd = [sys.executable, os.path.abspath(__file__), f"--worker={'on' if ahead else 'off'}",
+         f"--total_steps={_TOTAL.value}", f"--pixel_steps={_PIXEL.value}",
+         f"--interval={_INTERVAL.value}"]
+  start = time.perf_counter()
+  proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
+  lines = [l for l in proc.stdout.splitlines() if l.startswith("SWITCH_RESULT ")]
+  if proc.returncode or not lines:
+    raise RuntimeError(f"worker failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+  run = json.loads(lines[-1][len("SWITCH_RESULT "):])
+  run["process_wall_s"] = time.perf_counter() - start
+  return run
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _WORKER.value:
+    print("SWITCH_RESULT " + json.dumps(worker(_WORKER.value == "on")), flush=True)
+    return 0
+  runs, load = [], os.getloadavg()
+  for _ in range(_REPEATS.value):
+    for ahead in (False, True):
+      run = run_variant(ahead)
+      run["summary"] = summarise(run)
+      runs.append(run)
+  print(f"\n{_DEVICES.value} forced CPU devices on {os.cpu_count()} cores, configs/layerlock_tiny.py"
+        f" with {_TOTAL.value} steps (boundaries {runs[0]['boundaries']}), no persistent cache.")
+  print("| precompile_next_stage | boundary (k) | steady step ms | stall s | waited s | compile s "
+        "| step ms while compiling ahead (steps) | process wall s |")
+  print("| --- | --- | --: | --: | --: | --: | --: | --: |")
+  for run in runs:
+    for r in run["summary"]:
+      overlap = "-" if r["overlap_ms"] is None else f"{r['overlap_ms']:.0f} ({r['overlap_steps']})"
+      print(f"| {run['ahead']} | {r['boundary']} ({r['k']}) | {r['steady_ms']:.0f} | "
+            f"{r['stall_s']:.2f} | {r['waited_s']:.2f} | {r['compile_s']:.1f} | {overlap} | "
+            f"{run['process_wall_s']:.0f} |")
+  print(f"load average {load} -> {os.getloadavg()}")
+  if _OUT.value:
+    with open(_OUT.value, "w") as f:
+      json.dump(runs, f, indent=1)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(app.run(main))
