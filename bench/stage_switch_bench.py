@@ -69,31 +69,37 @@ def worker(ahead: bool) -> dict:
 
 
 def summarise(run: dict) -> list[dict]:
-  it, rows = run["iteration_s"], []
-  programs = {p["frozen_layers"]: p for p in run["programs"]}
-  starts = [0] + run["boundaries"]
+  """Per boundary: steady step, stall, steps overlapped by the ahead compile (see the docstring).
+
+  Iterations are labelled: a stage's first iteration is its boundary; in stage i, iterations
+  before the (i+1)-th program's compile time has elapsed are "overlap" when compiling ahead; the
+  rest are "steady". A boundary's reference step is the median steady step of the stages on both
+  sides of it (both sides: the frozen depth changes the step time).
+  """
+  it, programs = run["iteration_s"], run["programs"]
+  starts = [0] + list(run["boundaries"]) + [len(it)]
+  label = ["steady"] * len(it)
+  for i in range(len(starts) - 1):
+    label[starts[i]] = "boundary"
+    budget = programs[i + 1]["compile_seconds"] if run["ahead"] and i + 1 < len(programs) else 0
+    t = 0.0
+    for j in range(starts[i] + 1, starts[i + 1]):
+      if t < budget:
+        label[j] = "overlap"
+      t += it[j]
+  rows = []
   for i, b in enumerate(run["boundaries"]):
-    before = it[starts[i] + 1:b]  # the stage before, without its own first (compiling) step
-    k = programs_at(run, b)
-    prog = programs.get(k, {})
-    # Steps that overlapped the ahead compile: from the previous boundary on, for as long as the
-    # compile took; the rest of the stage is steady.
-    overlap, steady, t = [], [], 0.0
-    for x in before:
-      (overlap if run["ahead"] and t < prog.get("compile_seconds", 0) else steady).append(x)
-      t += x
-    steady_s = statistics.median(steady or before)
-    rows.append({"boundary": b, "k": k, "steady_ms": 1e3 * steady_s,
+    window = range(starts[i] + 1, starts[i + 2])
+    steady = [it[j] for j in window if label[j] == "steady"]
+    steady_s = statistics.median(steady or [it[j] for j in window if label[j] != "boundary"])
+    overlap = [it[j] for j in range(starts[i] + 1, b) if label[j] == "overlap"]
+    prog = programs[i + 1] if i + 1 < len(programs) else {}
+    rows.append({"boundary": b, "k": prog.get("frozen_layers"), "steady_ms": 1e3 * steady_s,
                  "stall_s": it[b] - steady_s,
                  "overlap_ms": 1e3 * statistics.median(overlap) if overlap else None,
                  "overlap_steps": len(overlap), "waited_s": prog.get("wait_seconds"),
                  "compile_s": prog.get("compile_seconds"), "ahead": prog.get("ahead")})
   return rows
-
-
-def programs_at(run, boundary):
-  index = run["boundaries"].index(boundary) + 1
-  return run["programs"][index]["frozen_layers"] if index < len(run["programs"]) else None
 
 
 def run_variant(ahead: bool) -> dict:

@@ -1,0 +1,47 @@
+"""The benchmark scripts run end to end on CPU (their figures are not asserted: they are timings)."""
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import gpu_check  # noqa: E402  pylint: disable=wrong-import-position
+import stage_switch_bench  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def test_gpu_check_dry_run_covers_every_section():
+  result = gpu_check.run("cpu", log=lambda *_: None)
+  assert result["environment"]["dry_run"]
+  assert [r["frozen_layers"] for r in result["freeze"]] == [0, 2]  # shrunk encoder depth 3: 0, 2/3
+  k0, k2 = result["freeze"]
+  assert k2["hardware_flops"] < k0["hardware_flops"] and 0 < k2["flops_saving"] < 1
+  assert k2["temp_bytes"] < k0["temp_bytes"]  # compiled memory per stage: freezing shrinks it
+  assert result["vit_l"][0]["dtype"] == "bfloat16" and result["tiny"][0]["dtype"] == "float32"
+  paths = {r["variant"]: r for r in result["attention"]}
+  assert set(paths) == {"xla", "dot_product[auto]"}
+  assert not any(r["cudnn_fmha"] for r in paths.values())  # no cuDNN call in a CPU program
+  assert "cuDNN needs an NVIDIA GPU" in result["attention_errors"]["dot_product[cudnn]"]
+  text = gpu_check.report(result)
+  assert "DRY RUN" in text and "| 2 |" in text and "dot_product[cudnn] | - | not run" in text
+
+
+def test_freeze_fractions_reach_two_thirds_of_the_encoder():
+  assert gpu_check.freeze_ks(20, dry_run=False) == [0, 3, 7, 10, 13]  # ViT-L: 24 - 4 decoder blocks
+  assert gpu_check.freeze_ks(12, dry_run=False) == [0, 2, 4, 6, 8]
+
+
+def test_stage_switch_summary_splits_overlapped_and_steady_steps():
+  # Boundaries at steps 4 and 8. Stage 0's steps overlap the 2.5 s ahead compile of stage 1 and
+  # run at 1 s instead of 0.1 s; each switch costs 0.5 s more than a steady step.
+  it = [9.0, 1.0, 1.0, 1.0, 0.6, 0.1, 0.1, 0.1, 0.6, 0.1]
+  run = {"ahead": True, "iteration_s": it, "boundaries": [4, 8],
+         "programs": [{"frozen_layers": 0, "compile_seconds": 9.0, "wait_seconds": 9.0},
+                      {"frozen_layers": 1, "compile_seconds": 2.5, "wait_seconds": 0.0},
+                      {"frozen_layers": 2, "compile_seconds": 0.05, "wait_seconds": 0.0}]}
+  first, second = stage_switch_bench.summarise(run)
+  assert (first["k"], first["overlap_steps"], first["overlap_ms"]) == (1, 3, 1000)
+  assert first["steady_ms"] == 100 and abs(first["stall_s"] - 0.5) < 1e-9
+  assert (second["k"], second["overlap_steps"], second["overlap_ms"]) == (2, 1, 100)
+  assert abs(second["stall_s"] - 0.5) < 1e-9
+  run["ahead"] = False  # nothing overlaps without compiling ahead
+  assert [r["overlap_steps"] for r in stage_switch_bench.summarise(run)] == [0, 0]
