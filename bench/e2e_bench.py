@@ -1,4 +1,4 @@
-"""What a training run sustains (loader + step + logging + periodic checkpoints) against the bare step.
+r"""What a training run sustains (loader + step + logging + periodic checkpoints) against the bare step.
 
   python bench/e2e_bench.py [--config=configs/tiny.py] [--steps=40,140] [--checkpoint_every=50] \
       [--bare_steps=20] [--out=F.json]

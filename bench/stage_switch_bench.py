@@ -1,4 +1,4 @@
-"""What a LayerLock stage switch costs the training loop, with and without compiling ahead.
+r"""What a LayerLock stage switch costs the training loop, with and without compiling ahead.
 
   python bench/stage_switch_bench.py [--devices=4] [--repeats=1] [--total_steps=360] \
       [--pixel_steps=200] [--interval=80] [--out=F.json]
@@ -28,16 +28,23 @@ import time
 from absl import app
 from absl import flags
 
+FLAGS = flags.FLAGS
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 
-_DEVICES = flags.DEFINE_integer("devices", 4, "Forced CPU devices (data-parallel mesh).")
-_REPEATS = flags.DEFINE_integer("repeats", 1, "Alternated (off, on) process pairs.")
-_TOTAL = flags.DEFINE_integer("total_steps", 360, "Steps per run.")
-_PIXEL = flags.DEFINE_integer("pixel_steps", 200, "layerlock.pixel_steps (first boundary).")
-_INTERVAL = flags.DEFINE_integer("interval", 80, "layerlock.interval (steps per later stage).")
-_OUT = flags.DEFINE_string("out", "", "Write the measurements as JSON here.")
-_WORKER = flags.DEFINE_string("worker", "", "Internal: run one variant (off|on) and print JSON.")
+
+
+
+def define_flags():
+  """Command-line flags: defined only when this file is the program, so tests can import it."""
+  flags.DEFINE_integer("devices", 4, "Forced CPU devices (data-parallel mesh).")
+  flags.DEFINE_integer("repeats", 1, "Alternated (off, on) process pairs.")
+  flags.DEFINE_integer("total_steps", 360, "Steps per run.")
+  flags.DEFINE_integer("pixel_steps", 200, "layerlock.pixel_steps (first boundary).")
+  flags.DEFINE_integer("interval", 80, "layerlock.interval (steps per later stage).")
+  flags.DEFINE_string("out", "", "Write the measurements as JSON here.")
+  flags.DEFINE_string("worker", "", "Internal: run one variant (off|on) and print JSON.")
 
 
 def worker(ahead: bool) -> dict:
@@ -48,8 +55,8 @@ def worker(ahead: bool) -> dict:
   import cpu_configs  # pylint: disable=g-import-not-at-top,import-outside-toplevel
   compilation.enable_persistent_cache("")  # every stage program compiles for real
   config = cpu_configs._load_config_file("layerlock_tiny").get_config()  # pylint: disable=protected-access
-  config.total_steps, config.log_every, config.checkpoint_every = _TOTAL.value, 1, 0
-  config.layerlock.pixel_steps, config.layerlock.interval = _PIXEL.value, _INTERVAL.value
+  config.total_steps, config.log_every, config.checkpoint_every = FLAGS.total_steps, 1, 0
+  config.layerlock.pixel_steps, config.layerlock.interval = FLAGS.pixel_steps, FLAGS.interval
   config.precompile_next_stage = ahead
   stamps = []
   global_batch = pipeline.global_batch
@@ -104,11 +111,11 @@ def summarise(run: dict) -> list[dict]:
 
 def run_variant(ahead: bool) -> dict:
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={_DEVICES.value}",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={FLAGS.devices}",
              PYTHONPATH=os.pathsep.join([_ROOT, os.path.join(_ROOT, "bench")]))
   cmd = [sys.executable, os.path.abspath(__file__), f"--worker={'on' if ahead else 'off'}",
-         f"--total_steps={_TOTAL.value}", f"--pixel_steps={_PIXEL.value}",
-         f"--interval={_INTERVAL.value}"]
+         f"--total_steps={FLAGS.total_steps}", f"--pixel_steps={FLAGS.pixel_steps}",
+         f"--interval={FLAGS.interval}"]
   start = time.perf_counter()
   proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
   lines = [l for l in proc.stdout.splitlines() if l.startswith("SWITCH_RESULT ")]
@@ -122,17 +129,17 @@ def run_variant(ahead: bool) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if _WORKER.value:
-    print("SWITCH_RESULT " + json.dumps(worker(_WORKER.value == "on")), flush=True)
+  if FLAGS.worker:
+    print("SWITCH_RESULT " + json.dumps(worker(FLAGS.worker == "on")), flush=True)
     return 0
   runs, load = [], os.getloadavg()
-  for _ in range(_REPEATS.value):
+  for _ in range(FLAGS.repeats):
     for ahead in (False, True):
       run = run_variant(ahead)
       run["summary"] = summarise(run)
       runs.append(run)
-  print(f"\n{_DEVICES.value} forced CPU devices on {os.cpu_count()} cores, configs/layerlock_tiny.py"
-        f" with {_TOTAL.value} steps (boundaries {runs[0]['boundaries']}), no persistent cache.")
+  print(f"\n{FLAGS.devices} forced CPU devices on {os.cpu_count()} cores, configs/layerlock_tiny.py"
+        f" with {FLAGS.total_steps} steps (boundaries {runs[0]['boundaries']}), no persistent cache.")
   print("| precompile_next_stage | boundary (k) | steady step ms | stall s | waited s | compile s "
         "| step ms while compiling ahead (steps) | process wall s |")
   print("| --- | --- | --: | --: | --: | --: | --: | --: |")
@@ -143,11 +150,12 @@ def main(argv):
             f"{r['stall_s']:.2f} | {r['waited_s']:.2f} | {r['compile_s']:.1f} | {overlap} | "
             f"{run['process_wall_s']:.0f} |")
   print(f"load average {load} -> {os.getloadavg()}")
-  if _OUT.value:
-    with open(_OUT.value, "w") as f:
+  if FLAGS.out:
+    with open(FLAGS.out, "w") as f:
       json.dump(runs, f, indent=1)
   return 0
 
 
 if __name__ == "__main__":
+  define_flags()
   sys.exit(app.run(main))

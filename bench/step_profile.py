@@ -1,4 +1,4 @@
-"""Where the train step's time goes: compiled-HLO op census and a profiler's per-op time table.
+r"""Where the train step's time goes: compiled-HLO op census and a profiler's per-op time table.
 
   python bench/step_profile.py [--config=bench/cpu_configs.py:vit_s] [--steps=3] \
       [--trace_dir=/tmp/step_trace] [--top=25]

@@ -28,21 +28,30 @@ import time
 from absl import app
 from absl import flags
 
+FLAGS = flags.FLAGS
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _WORKER = os.path.join(_HERE, "peer_step.py")
 
-_WHICH = flags.DEFINE_list("which", ["tiny", "vit_s"], "Configs (bench/peer_step.py --config).")
-_PAIRS = flags.DEFINE_integer("pairs", 5, "Alternated (ours, HF) process pairs per config.")
-_THREADS = flags.DEFINE_integer("threads", 2, "Cores each process is pinned to (and torch threads).")
-_CPUS = flags.DEFINE_list("cpus", [], "The cores to pin to (default: the first --threads this "
-                          "process may use).")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps per process.")
-_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps per process.")
-_REMAT = flags.DEFINE_string("ours_remat", "none", "Our remat policy: none (like HF, which runs "
-                             "without gradient checkpointing) or config (the config's own).")
-_ATTENTION = flags.DEFINE_string("hf_attention", "sdpa", "HF attn_implementation: sdpa | eager.")
-_TIMEOUT = flags.DEFINE_integer("timeout", 1800, "Seconds per worker process.")
-_OUT = flags.DEFINE_string("out", "", "Write every measurement and the summary as JSON here.")
+
+
+
+def define_flags():
+  """Command-line flags: defined only when this file is the program, so tests can import it."""
+  flags.DEFINE_list("which", ["tiny", "vit_s"], "Configs (bench/peer_step.py --config).")
+  flags.DEFINE_integer("pairs", 5, "Alternated (ours, HF) process pairs per config.")
+  flags.DEFINE_integer("threads", 2, "Cores each process is pinned to (and torch threads).")
+  flags.DEFINE_list("cpus", [], "The cores to pin to (default: the first --threads this "
+                    "process may use).")
+  flags.DEFINE_integer("warmup", 2, "Untimed steps per process.")
+  flags.DEFINE_integer("steps", 5, "Timed steps per process.")
+  flags.DEFINE_string("ours_remat", "none", "Our remat policy: none (like HF, which runs "
+                      "without gradient checkpointing) or config (the config's own).")
+  flags.DEFINE_string("hf_attention", "sdpa", "HF attn_implementation: sdpa | eager.")
+  flags.DEFINE_string("ours_xla_flags", "", "XLA_FLAGS for our worker only (to try "
+                      "XLA:CPU options process against process).")
+  flags.DEFINE_integer("timeout", 1800, "Seconds per worker process.")
+  flags.DEFINE_string("out", "", "Write every measurement and the summary as JSON here.")
 
 
 def pinned_cpus(threads: int, cpus: list[str]) -> list[int]:
@@ -56,20 +65,27 @@ def pinned_cpus(threads: int, cpus: list[str]) -> list[int]:
 def run_worker(framework: str, config: str, cores: list[int]) -> dict:
   """One measurement in a fresh process, pinned to `cores`; its PEER_RESULT line, parsed."""
   cmd = [sys.executable, _WORKER, f"--framework={framework}", f"--config={config}",
-         f"--threads={_THREADS.value}", f"--warmup={_WARMUP.value}", f"--steps={_STEPS.value}",
-         f"--ours_remat={_REMAT.value}", f"--hf_attention={_ATTENTION.value}"]
-  env = dict(os.environ, OMP_NUM_THREADS=str(_THREADS.value))
+         f"--threads={FLAGS.threads}", f"--warmup={FLAGS.warmup}", f"--steps={FLAGS.steps}",
+         f"--ours_remat={FLAGS.ours_remat}", f"--hf_attention={FLAGS.hf_attention}"]
+  env = dict(os.environ, OMP_NUM_THREADS=str(FLAGS.threads))
   env.pop("XLA_FLAGS", None)  # no forced device counts: one CPU device, as HF has
+  if framework == "ours" and FLAGS.ours_xla_flags:
+    env["XLA_FLAGS"] = FLAGS.ours_xla_flags
   pin = (lambda: os.sched_setaffinity(0, cores)) if cores else None
-  proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=_TIMEOUT.value,
+  proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=FLAGS.timeout,
                         preexec_fn=pin)
   lines = [l for l in proc.stdout.splitlines() if l.startswith("PEER_RESULT ")]
   if proc.returncode != 0 or not lines:
     raise RuntimeError(f"{framework} worker failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-  result = json.loads(lines[-1][len("PEER_RESULT "):])
-  other = "loaded_torch" if framework == "ours" else "loaded_jax"
+  return check_clean(json.loads(lines[-1][len("PEER_RESULT "):]))
+
+
+def check_clean(result: dict) -> dict:
+  """Refuse a measurement taken in a process that also loaded the other framework."""
+  other = "loaded_torch" if result["framework"] == "ours" else "loaded_jax"
   if result[other]:
-    raise RuntimeError(f"the {framework} worker loaded the other framework: not a clean measure")
+    raise RuntimeError(f"the {result['framework']} worker loaded {other[len('loaded_'):]}: a "
+                       "same-process measurement, refused")
   return result
 
 
@@ -77,20 +93,22 @@ def spread(values: list[float]) -> dict:
   return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-def compare(config: str, cores: list[int], log=print) -> dict:
-  """`--pairs` alternated (ours, HF) processes; ratios per pair."""
-  pairs = []
-  for i in range(_PAIRS.value):
-    ours = run_worker("ours", config, cores)
-    hf = run_worker("hf", config, cores)
+def compare(config: str, pairs: int, measure, log=print) -> dict:
+  """`pairs` alternated (ours, HF) measurements (`measure(framework)`, a process each); one ratio
+  per pair, summarised as min / median / max."""
+  done = []
+  for i in range(pairs):
+    ours = measure("ours")
+    hf = measure("hf")
     pair = {"ours": ours, "hf": hf,
             "wall_ratio": hf["median_step_s"] / ours["median_step_s"],
             "cpu_ratio": hf["median_cpu_s"] / ours["median_cpu_s"]}
-    pairs.append(pair)
-    log(f"[{config}] pair {i + 1}/{_PAIRS.value}: ours {1e3 * ours['median_step_s']:.0f} ms "
+    done.append(pair)
+    log(f"[{config}] pair {i + 1}/{pairs}: ours {1e3 * ours['median_step_s']:.0f} ms "
         f"(cpu {1e3 * ours['median_cpu_s']:.0f}), HF {1e3 * hf['median_step_s']:.0f} ms "
         f"(cpu {1e3 * hf['median_cpu_s']:.0f}); HF/ours wall {pair['wall_ratio']:.2f} "
         f"cpu {pair['cpu_ratio']:.2f}; load {ours['loadavg'][0]:.1f}")
+  pairs = done
   med = lambda side, key: statistics.median(p[side][key] for p in pairs)  # noqa: E731
   return {
       "config": config, "pairs": pairs,
@@ -126,20 +144,23 @@ def main(argv):
   if any(importlib.util.find_spec(m) is None for m in ("torch", "transformers")):
     print("torch and transformers are not importable: pip install -e .[torch]")
     return 1
-  cores = pinned_cpus(_THREADS.value, _CPUS.value)
+  cores = pinned_cpus(FLAGS.threads, FLAGS.cpus)
   start, load = time.perf_counter(), os.getloadavg()
-  summaries = [compare(c, cores) for c in _WHICH.value]
-  print(f"\n{_PAIRS.value} alternated process pairs per config, each pinned to cores {cores}, "
-        f"{_STEPS.value} timed steps after {_WARMUP.value} warm-up; ours remat={_REMAT.value}, "
-        f"HF attention={_ATTENTION.value}; medians over pairs. Ratios > 1: ours is faster.")
+  summaries = [compare(c, FLAGS.pairs, lambda fw, c=c: run_worker(fw, c, cores))
+               for c in FLAGS.which]
+  print(f"\n{FLAGS.pairs} alternated process pairs per config, each pinned to cores {cores}, "
+        f"{FLAGS.steps} timed steps after {FLAGS.warmup} warm-up; ours remat={FLAGS.ours_remat}, "
+        f"HF attention={FLAGS.hf_attention}; ours XLA_FLAGS={FLAGS.ours_xla_flags!r}; medians over "
+        "pairs. Ratios > 1: ours is faster.")
   print(format_table(summaries))
   print(f"load average {load} -> {os.getloadavg()}; {time.perf_counter() - start:.0f} s")
-  if _OUT.value:
-    with open(_OUT.value, "w") as f:
+  if FLAGS.out:
+    with open(FLAGS.out, "w") as f:
       json.dump({"summaries": summaries, "cores": cores, "load_start": load,
                  "load_end": os.getloadavg()}, f, indent=1)
   return 0
 
 
 if __name__ == "__main__":
+  define_flags()
   sys.exit(app.run(main))

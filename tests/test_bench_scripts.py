@@ -2,6 +2,8 @@
 import pathlib
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
@@ -45,3 +47,34 @@ def test_stage_switch_summary_splits_overlapped_and_steady_steps():
   assert abs(second["stall_s"] - 0.5) < 1e-9
   run["ahead"] = False  # nothing overlaps without compiling ahead
   assert [r["overlap_steps"] for r in stage_switch_bench.summarise(run)] == [0, 0]
+
+
+def _fake(framework, step_s, cpu_s, loaded_other=False):
+  return {"framework": framework, "median_step_s": step_s, "median_cpu_s": cpu_s,
+          "mfu_vs_own_matmul": 0.5, "peak_flops": 7e10, "model_flops": 4e9, "loadavg": [1.0],
+          "loaded_jax": framework == "ours" or loaded_other,
+          "loaded_torch": framework == "hf" or loaded_other}
+
+
+def test_peer_comparison_pairs_processes_and_refuses_mixed_ones():
+  import torch_compare  # pylint: disable=g-import-not-at-top
+  # Three pairs whose machine speed drifts: per-pair ratios 2.0, 1.0, 0.5 (HF / ours).
+  script = iter([_fake("ours", 1.0, 1.0), _fake("hf", 2.0, 1.0), _fake("ours", 2.0, 2.0),
+                 _fake("hf", 2.0, 3.0), _fake("ours", 4.0, 1.0), _fake("hf", 2.0, 1.0)])
+  calls = []
+
+  def measure(framework):
+    calls.append(framework)
+    return next(script)
+
+  s = torch_compare.compare("tiny", 3, measure, log=lambda *_: None)
+  assert calls == ["ours", "hf"] * 3  # alternated A B A B
+  assert s["wall_ratio"] == {"min": 0.5, "median": 1.0, "max": 2.0}
+  assert s["cpu_ratio"]["median"] == 1.0 and s["cpu_ratio"]["max"] == 1.5
+  assert s["ours_step_ms"] == 2000 and s["hf_step_ms"] == 2000
+  assert "**1.00**" in torch_compare.format_table([s])
+  assert torch_compare.check_clean(_fake("hf", 1, 1)) and torch_compare.check_clean(_fake("ours", 1, 1))
+  with pytest.raises(RuntimeError, match="same-process"):
+    torch_compare.check_clean(_fake("hf", 1, 1, loaded_other=True))
+  with pytest.raises(RuntimeError, match="same-process"):
+    torch_compare.check_clean(_fake("ours", 1, 1, loaded_other=True))
