@@ -56,9 +56,18 @@ def shape_bytes(shape: str) -> int:
 
 
 def hlo_census(hlo_text: str) -> dict[str, dict]:
-  """opcode (fusions by kind) -> {count, bytes}, over every computation of the module."""
+  """opcode (fusions by kind) -> {count, bytes} over the unfused computations of the module."""
   census = collections.defaultdict(lambda: {"count": 0, "bytes": 0})
+  inside_fusion = False
   for line in hlo_text.splitlines():
+    if line and not line[0].isspace() and line.rstrip().endswith("{"):
+      # A computation header: ops inside fused computations never materialise their outputs,
+      # so only ops of the entry, loop bodies and other unfused computations are counted.
+      name = line.split()[1] if line.startswith("ENTRY") else line.split()[0]
+      inside_fusion = "fus" in name or "wrapped" in name or "ynn" in name
+      continue
+    if inside_fusion:
+      continue
     m = _INSTR.match(line)
     if not m:
       continue

@@ -159,21 +159,26 @@ class Trainer:
            seconds, " ahead" if ahead else "", wait)
       self._step_fns[spec] = compiled
       row = program_stats(compiled, spec, seconds, self.flops_per_step(spec))
-      row.update(cache=cache, ahead=ahead is not None, wait_seconds=wait)
+      row.update(cache, ahead=ahead is not None, wait_seconds=wait)
       self.programs.append(row)
     return self._step_fns[spec]
 
   def _compile_step(self, spec, state, video):
-    """Lower and compile one stage's step: (program, seconds, persistent-cache outcome)."""
+    """Lower and compile one stage's step: (program, seconds, {cache outcome, CPU seconds})."""
     fn = step_lib.make_train_step(self.model, self.config, spec, self.tx,
                                   self.learning_rate_fn, self.latent_weight_fn)
     shardings = self.state_shardings(spec)
     jitted = jax.jit(fn, in_shardings=(shardings, self.video_sharding, self.replicated),
                      out_shardings=(shardings, self.replicated), donate_argnums=0)
-    start, events = time.perf_counter(), compilation.cache_events()
+    start, cpu, events = time.perf_counter(), time.process_time(), compilation.cache_events()
     with sharding.activation_sharding(self.mesh, self.rules):
-      compiled = SeededStep(jitted.lower(state, video, self.seed).compile(), self.seed)
-    cache = compilation.cache_outcome(events, compilation.cache_events())
+      lowered = jitted.lower(state, video, self.seed)
+      lowered_at = time.perf_counter()
+      compiled = SeededStep(lowered.compile(), self.seed)  # on a cache hit: load + deserialise
+    # Process CPU seconds: robust to a loaded machine, but it also counts whatever else the
+    # process did meanwhile (training steps, when this runs ahead on a background thread).
+    cache = {"cache": compilation.cache_outcome(events, compilation.cache_events()),
+             "lower_seconds": lowered_at - start, "compile_cpu_seconds": time.process_time() - cpu}
     return compiled, time.perf_counter() - start, cache
 
   def compile_next_stage(self, step: int, spec, video) -> state_lib.StageSpec | None:

@@ -78,3 +78,21 @@ def test_peer_comparison_pairs_processes_and_refuses_mixed_ones():
     torch_compare.check_clean(_fake("hf", 1, 1, loaded_other=True))
   with pytest.raises(RuntimeError, match="same-process"):
     torch_compare.check_clean(_fake("ours", 1, 1, loaded_other=True))
+
+
+def test_hlo_census_counts_materialised_ops_only():
+  import step_profile  # pylint: disable=g-import-not-at-top
+  hlo = """HloModule m
+%fused_computation.1 (p: f32[4,8]) -> f32[4,8] {
+  %p = f32[4,8]{1,0} parameter(0)
+  ROOT %m = f32[4,8]{1,0} multiply(%p, %p)
+}
+ENTRY %main (a: f32[8,4]) -> f32[4,8] {
+  %a = f32[8,4]{1,0} parameter(0)
+  %t = f32[4,8]{1,0} transpose(%a), dimensions={1,0}
+  ROOT %f = bf16[4,8]{1,0} fusion(%t), kind=kLoop, calls=%fused_computation.1
+}
+"""
+  # The multiply lives inside the fusion: never materialised, not counted. 32 f32 = 128 bytes.
+  assert step_profile.hlo_census(hlo) == {"transpose": {"count": 1, "bytes": 128},
+                                          "fusion:kLoop": {"count": 1, "bytes": 64}}
