@@ -36,5 +36,8 @@ setuptools.setup(
     extras_require={
         "test": ["pytest>=8.0", "portpicker>=1.6"],
         "torch": ["torch>=2.9", "transformers>=4.40"],
+        # A CUDA JAX next to the same code (bench/gpu_check.sh); no upper bounds anywhere.
+        "cuda12": ["jax[cuda12]>=0.10.2"],
+        "cuda13": ["jax[cuda13]>=0.10.2"],
     },
 )

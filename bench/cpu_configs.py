@@ -4,6 +4,7 @@
                                          LayerLock freezing benchmark (bench/freeze_bench.py)
   --config=bench/cpu_configs.py:vit_s    configs/vit_s.py unchanged except clip and batch, for the
                                          PyTorch comparison (bench/torch_compare.py)
+  --config=bench/cpu_configs.py:tiny     configs/tiny.py unchanged (the comparison's small config)
 
 Why a special config for the freezing benchmark: freezing saves encoder compute only. With
 VideoMAE's 2x16x16 tubelets at 64^2 or 112^2 and 90% masking, the encoder sees 13-39 tokens per
@@ -54,7 +55,8 @@ def vit_s_config():
 
 
 def get_config(name: str = "freeze"):
-  configs = {"freeze": freeze_config, "vit_s": vit_s_config}
+  configs = {"freeze": freeze_config, "vit_s": vit_s_config,
+             "tiny": lambda: _load_config_file("tiny").get_config()}
   if name not in configs:
     raise ValueError(f"unknown bench config {name!r}; choose from {sorted(configs)}")
   return configs[name]()

@@ -7,8 +7,8 @@ For one config, in ONE process, it measures the compiled train step of layerlock
   output bytes of `compiled.memory_analysis()`), compile time;
 and sweeps (--sweeps): freeze depth k (pixel-target and latent-target LayerLock stages), remat
 policy, batch size, attention path, compute dtype, the data loader's clips/s beside the step's
-consumption, and the Hugging Face PyTorch VideoMAE on the identical config (when torch and
-transformers are importable: `pip install -e .[torch]`).
+consumption. Other frameworks are never timed here: a peer in the same process fights XLA for the
+cores, so bench/torch_compare.py runs each framework in a process of its own.
 
 Why variants are timed interleaved (`time_interleaved`): the 2-core machines this runs on are
 shared, and background load drifts over minutes. Timing variant A for a minute and then variant B
@@ -46,7 +46,7 @@ from layerlock_jax import train
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                "configs", "tiny.py")
 MIB = 2 ** 20
-SWEEPS = ("freeze", "remat", "batch", "attention", "dtype", "loader", "torch")
+SWEEPS = ("freeze", "remat", "batch", "attention", "dtype", "loader")
 
 
 # --- One measured variant ----------------------------------------------------------------------
@@ -272,81 +272,6 @@ def loader_throughput(config, *, batches: int) -> dict:
           "workers": config.data.num_workers}
 
 
-# --- The Hugging Face PyTorch reference (issue 9) ----------------------------------------------
-def torch_available() -> bool:
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  return all(importlib.util.find_spec(m) is not None for m in ("torch", "transformers"))
-
-
-def hf_videomae_config(config):
-  """Our config -> transformers.VideoMAEConfig with the same sizes (light decoder only).
-
-  Same compute, not the same numerics: HF uses a 1-D sin-cos table where we may learn a 3-D one,
-  and its norm-pix target is per channel; neither changes a matmul shape. use_mean_pooling=True
-  keeps HF from adding a final encoder LayerNorm that our encoder does not have.
-  """
-  import transformers  # pylint: disable=g-import-not-at-top
-  m, dec = config.model, config.model.decoder
-  pt, ph, pw = m.patch_size
-  if ph != pw or dec.type != "light":
-    raise ValueError("HF VideoMAE needs square patches and the light decoder")
-  return transformers.VideoMAEConfig(
-      image_size=config.data.image_size, patch_size=ph, num_channels=3,
-      num_frames=config.data.num_frames, tubelet_size=pt, hidden_size=m.width,
-      num_hidden_layers=m.depth, num_attention_heads=m.num_heads, intermediate_size=m.mlp_dim,
-      hidden_act="gelu", layer_norm_eps=m.layer_norm_eps, qkv_bias=True,
-      use_mean_pooling=True, decoder_num_attention_heads=dec.num_heads,
-      decoder_hidden_size=dec.width, decoder_num_hidden_layers=dec.depth,
-      decoder_intermediate_size=dec.mlp_dim, norm_pix_loss=True)
-
-
-def torch_variant(config, *, threads: int = 2, attn_implementation: str = "sdpa",
-                  name: str = "hf_videomae") -> Variant:
-  """VideoMAEForPreTraining train step: forward + backward (+ clip) + AdamW, float32 or autocast.
-
-  Same batch, clip, masked count (a fixed bool_masked_pos, as HF requires equal counts per row),
-  optimizer hyper-parameters and gradient clipping as our step; gradient checkpointing off.
-  """
-  import torch  # pylint: disable=g-import-not-at-top
-  import transformers  # pylint: disable=g-import-not-at-top
-  torch.set_num_threads(threads)
-  torch.manual_seed(config.seed)
-  hf_cfg = hf_videomae_config(config)
-  start = time.perf_counter()
-  model = transformers.VideoMAEForPreTraining._from_config(  # pylint: disable=protected-access
-      hf_cfg, attn_implementation=attn_implementation)
-  model.train()
-  o = config.optimizer
-  opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(o.b1, o.b2), eps=o.eps,
-                          weight_decay=o.weight_decay)
-  b, d = config.batch_size, config.data
-  video = torch.rand(b, d.num_frames, 3, d.image_size, d.image_size)
-  geo = flops.token_geometry(config)
-  noise = torch.rand(b, geo["num_tokens"])
-  masked_ids = noise.argsort(dim=1)[:, :geo["num_masked"]]
-  mask = torch.zeros(b, geo["num_tokens"], dtype=torch.bool).scatter_(1, masked_ids, True)
-  autocast = config.model.dtype == "bfloat16"
-
-  def step():
-    opt.zero_grad(set_to_none=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-      loss = model(video, bool_masked_pos=mask).loss
-    loss.backward()
-    if o.grad_clip > 0:
-      torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
-    opt.step()
-
-  step()  # first call allocates the AdamW moments: the analogue of our compile
-  f = flops.step_flops(config, 0)
-  row = {"group": "torch", "variant": f"{name}[{attn_implementation}]", "frozen_layers": 0,
-         "batch": b, "dtype": config.model.dtype, "remat": "none (gradient checkpointing off)",
-         "attention": attn_implementation, "devices": 1, "model_flops": f["model_flops"],
-         "hardware_flops": f["model_flops"], "compile_s": time.perf_counter() - start,
-         "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-         "transformers": transformers.__version__}
-  return Variant("torch", row["variant"], row, step)
-
-
 # --- Reporting ---------------------------------------------------------------------------------
 def _fmt(value, spec: str) -> str:
   return "-" if value is None else format(value, spec)
@@ -421,8 +346,6 @@ class Settings:
   steps: int = 2
   rounds: int = 3
   loader_batches: int = 20
-  torch_threads: int = 2
-  torch_attention: tuple = ("sdpa",)
 
 
 def run_sweeps(config, settings: Settings, *, log=print) -> dict:
@@ -454,16 +377,7 @@ def run_sweeps(config, settings: Settings, *, log=print) -> dict:
   full = init_params(base_trainer)
   base = build_variant("base", "config", config, trainer=base_trainer, full_params=full,
                        peak=peak)
-  group = [base]
-  if "torch" in sweeps:
-    if torch_available() and config.model.decoder.type == "light":
-      group += [torch_variant(config, threads=settings.torch_threads, attn_implementation=a)
-                for a in settings.torch_attention]
-    else:
-      log("  no HF row: needs torch + transformers (pip install -e .[torch]) and a light decoder")
-  timed(group)
-  for v in group[1:]:
-    v.row["torch_over_jax"] = v.row["step_s"] / base.row["step_s"]
+  timed([base])
 
   if "freeze" in sweeps:
     ks = tuple(settings.freeze_ks) or tuple(range(depth))
@@ -526,9 +440,6 @@ def report(result: dict, *, title: str = "") -> str:
                    f"{_fmt(saving_fit(rows, g), '.2f')}, CPU "
                    f"{_fmt(saving_fit(rows, g, 'cpu_saving'), '.2f')}")
   for r in rows:
-    if "torch_over_jax" in r:
-      parts.append(f"\nHF PyTorch {r['variant']}: {r['step_s'] * 1e3:.1f} ms/step; torch/jax "
-                   f"step time = {r['torch_over_jax']:.2f} (> 1: ours is faster)")
     if r["group"] == "loader":
       parts.append(f"\nloader {r['clips_per_s']:.1f} clips/s vs step consumption "
                    f"{r['step_clips_per_s']:.1f} clips/s (loader/step = {r['loader_over_step']:.2f})")
@@ -550,10 +461,6 @@ def define_timing_flags() -> None:
   flags.DEFINE_integer("warmup", Settings.warmup, "Untimed steps per variant.")
   flags.DEFINE_integer("steps", Settings.steps, "Timed steps per variant per round.")
   flags.DEFINE_integer("rounds", Settings.rounds, "Round-robin timing rounds.")
-  flags.DEFINE_integer("torch_threads", Settings.torch_threads,
-                       "torch.set_num_threads for the HF step.")
-  flags.DEFINE_list("torch_attention", list(Settings.torch_attention),
-                    "HF attn_implementation(s): sdpa, eager.")
   flags.DEFINE_string("out", "", "Write every row and the environment as JSON here.")
 
 
@@ -579,8 +486,7 @@ def settings_from_flags() -> Settings:
       sweeps=tuple(f.sweeps), freeze_ks=tuple(int(k) for k in f.freeze_ks),
       remat_policies=tuple(f.remat_policies), batch_sizes=tuple(int(b) for b in f.batch_sizes),
       attentions=tuple(f.attentions), dtypes=tuple(f.dtypes), warmup=f.warmup, steps=f.steps,
-      rounds=f.rounds, loader_batches=f.loader_batches, torch_threads=f.torch_threads,
-      torch_attention=tuple(f.torch_attention))
+      rounds=f.rounds, loader_batches=f.loader_batches)
 
 
 def main(argv):

@@ -55,7 +55,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.keep_every = 0                 # also keep every N-th step forever (0: off)
   c.eval_every = 0                 # steps between in-training evaluations (0: off)
   c.init_from = ""                 # load parameters only from this checkpoint dir/step
-  c.compile_cache_dir = ""         # persistent XLA compile cache ("" = off)
+  c.compile_cache_dir = "auto"     # persistent XLA compile cache of real runs: auto = env
+                                   # JAX_COMPILATION_CACHE_DIR or ~/.cache/layerlock_jax/xla; a
+                                   # path; "" = off (layerlock_jax/compilation.py)
+  # Compile the next freeze stage's program on a background thread while the current one trains.
+  # None = auto: on accelerators and on CPU hosts with >= 4 cores (compilation.ahead_helps).
+  c.precompile_next_stage = ml_collections.config_dict.placeholder(bool)
   # Long runs (README "Long runs").
   c.grad_accum_steps = 1           # micro-batches per step (scanned; one update per global batch)
   c.skip_nonfinite_updates = 0     # non-finite steps skipped (update dropped) before the run stops

@@ -65,8 +65,11 @@ def main(argv):
   except distributed.DistributedError as err:
     _fail(f"error: {err}")
   import jax  # pylint: disable=g-import-not-at-top
-  if config.compile_cache_dir:
-    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.compile_cache_dir))
+  from layerlock_jax import compilation  # pylint: disable=g-import-not-at-top
+  try:  # before anything compiles: JAX decides at its first compile whether the cache is used
+    cache_dir = compilation.enable_persistent_cache(config.compile_cache_dir)
+  except compilation.CompileCacheError as err:
+    _fail(f"Config error: {err}")
   try:
     distributed.initialize(settings)  # before the first jax.device_count()
   except RuntimeError as err:
@@ -85,6 +88,7 @@ def main(argv):
     _fail(config_validation.format_error(err))
   logging.info("process %d of %d, %d local / %d global devices", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
+  logging.info("persistent compilation cache: %s", cache_dir or "off")
   distributed.check_collectives(settings.init_timeout)
   try:
     train.run(config, os.path.expanduser(_WORKDIR.value))

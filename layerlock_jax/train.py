@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from layerlock_jax import checkpoint
+from layerlock_jax import compilation
 from layerlock_jax import distributed
 from layerlock_jax import flops
 from layerlock_jax import freeze_trigger
@@ -86,6 +87,8 @@ class Trainer:
     self.seed = jax.make_array_from_callback((), self.replicated,
                                              lambda _: np.uint32(config.seed))
     self._step_fns = {}
+    self._resplit_fns = {}
+    self._ahead = compilation.AheadCompiler()
     self.compile_seconds = 0.0
     # One row per compiled stage program: what it costs (analytic FLOPs, compiled buffer sizes).
     self.programs: list[dict] = []
@@ -155,34 +158,89 @@ class Trainer:
     return jax.jit(build, out_shardings=self.state_shardings(spec))(
         jax.random.key(self.config.seed))
 
-  def resplit(self, state, spec) -> state_lib.TrainState:
-    fn = jax.jit(lambda s: state_lib.resplit(s, spec, self.tx),
-                 out_shardings=self.state_shardings(spec))
+  def resplit(self, state, spec, from_spec=None) -> state_lib.TrainState:
+    """`state` re-split for `spec`. With `from_spec` (the spec `state` is in) the compiled
+    resplit is kept per (from, to) pair, and one compiled ahead (compile_next_stage) is used."""
+    if from_spec is None:
+      fn = self._resplit_program(spec)
+    else:
+      key = (from_spec, spec)
+      if key not in self._resplit_fns:
+        ahead = self._ahead.take(("resplit",) + key)
+        self._resplit_fns[key] = ahead or self._resplit_program(spec)
+      fn = self._resplit_fns[key]
     with sharding.activation_sharding(self.mesh, self.rules):
       return fn(state)
 
+  def _resplit_program(self, spec, abstract=None):
+    fn = jax.jit(lambda s: state_lib.resplit(s, spec, self.tx),
+                 out_shardings=self.state_shardings(spec))
+    if abstract is None:
+      return fn
+    with sharding.activation_sharding(self.mesh, self.rules):
+      return fn.lower(abstract).compile()
+
   def step_fn(self, spec, state, video):
-    """The compiled step of a stage (ahead-of-time compiled once, then cached)."""
+    """The compiled step of a stage (ahead-of-time compiled once, then cached).
+
+    `state` and `video` may be abstract (ShapeDtypeStructs with shardings). If the program was
+    compiled ahead (compile_next_stage), it is taken here; an error of that background compile
+    is raised here, in the caller's thread.
+    """
     if spec not in self._step_fns:
-      fn = step_lib.make_train_step(self.model, self.config, spec, self.tx,
-                                    self.learning_rate_fn, self.latent_weight_fn)
-      shardings = self.state_shardings(spec)
-      jitted = jax.jit(fn, in_shardings=(shardings, self.video_sharding, self.replicated),
-                       out_shardings=(shardings, self.replicated), donate_argnums=0)
       start = time.perf_counter()
-      with sharding.activation_sharding(self.mesh, self.rules):
-        compiled = SeededStep(jitted.lower(state, video, self.seed).compile(), self.seed)
-      seconds = time.perf_counter() - start
+      ahead = self._ahead.take(("step", spec))
+      compiled, seconds, cache = ahead or self._compile_step(spec, state, video)
+      wait = time.perf_counter() - start
       self.compile_seconds += seconds
       # Processes finish compiling at different times; line them up before the stage's first
       # collective (XLA:CPU collectives give up after a fixed 30 s).
       distributed.barrier(f"compiled_stage_{spec.frozen_layers}_{len(self._step_fns)}",
                           timeout_s=max(600.0, 2 * seconds))
-      note("compiled stage k=%d (%s) in %.1fs", spec.frozen_layers, spec.target, seconds)
+      note("compiled stage k=%d (%s) in %.1fs%s; waited %.1fs", spec.frozen_layers, spec.target,
+           seconds, " ahead" if ahead else "", wait)
       self._step_fns[spec] = compiled
-      self.programs.append(program_stats(compiled, spec, seconds,
-                                         self.flops_per_step(spec)))
+      row = program_stats(compiled, spec, seconds, self.flops_per_step(spec))
+      row.update(cache, ahead=ahead is not None, wait_seconds=wait)
+      self.programs.append(row)
     return self._step_fns[spec]
+
+  def _compile_step(self, spec, state, video):
+    """Lower and compile one stage's step: (program, seconds, {cache outcome, CPU seconds})."""
+    fn = step_lib.make_train_step(self.model, self.config, spec, self.tx,
+                                  self.learning_rate_fn, self.latent_weight_fn)
+    shardings = self.state_shardings(spec)
+    jitted = jax.jit(fn, in_shardings=(shardings, self.video_sharding, self.replicated),
+                     out_shardings=(shardings, self.replicated), donate_argnums=0)
+    start, cpu, events = time.perf_counter(), time.process_time(), compilation.cache_events()
+    with sharding.activation_sharding(self.mesh, self.rules):
+      lowered = jitted.lower(state, video, self.seed)
+      lowered_at = time.perf_counter()
+      compiled = SeededStep(lowered.compile(), self.seed)  # on a cache hit: load + deserialise
+    # Process CPU seconds: robust to a loaded machine, but it also counts whatever else the
+    # process did meanwhile (training steps, when this runs ahead on a background thread).
+    cache = {"cache": compilation.cache_outcome(events, compilation.cache_events()),
+             "lower_seconds": lowered_at - start, "compile_cpu_seconds": time.process_time() - cpu}
+    return compiled, time.perf_counter() - start, cache
+
+  def compile_next_stage(self, step: int, spec, video) -> state_lib.StageSpec | None:
+    """Start compiling, in the background, the resplit into and the step of the stage after the
+    one active at `step` (if it starts before total_steps). Returns its spec, or None."""
+    index = schedule.stage_index_at(self.table, step) + 1
+    if index >= len(self.table) or self.table[index].start_step >= self.config.total_steps:
+      return None
+    nxt = self.spec_at(self.table[index].start_step)
+    if nxt == spec or nxt in self._step_fns:
+      return None
+    abstract_now, abstract_next = self.abstract_state(spec), self.abstract_state(nxt)
+    abstract_video = jax.ShapeDtypeStruct(video.shape, video.dtype, sharding=self.video_sharding)
+
+    # Resplit first: it is needed first at the switch; then the (much longer) step compile.
+    self._ahead.submit(("resplit", spec, nxt), lambda: self._resplit_program(nxt, abstract_now))
+    self._ahead.submit(("step", nxt),
+                       lambda: self._compile_step(nxt, abstract_next, abstract_video))
+    note("compiling stage k=%d (%s) ahead, from step %d", nxt.frozen_layers, nxt.target, step)
+    return nxt
 
   def flops_per_step(self, spec) -> float:
     """Analytic model FLOPs of one step at this stage (the MFU numerator; no remat recompute)."""
@@ -304,6 +362,9 @@ def run(config, workdir: str, devices=None) -> RunResult:
     stop_if_diverged(guard, ckpts, state)
     ckpts.save(done, state, spec, data_iter, progress, wait=wait)
 
+  compile_ahead = config.precompile_next_stage
+  if compile_ahead is None:
+    compile_ahead = compilation.ahead_helps(trainer.mesh.devices.flat[0].platform)
   note("training from step %d", start_step)
   last, preempted = {}, False
   try:
@@ -313,13 +374,15 @@ def run(config, workdir: str, devices=None) -> RunResult:
       if new_spec != spec:
         note("step %d: freezing %d blocks, target %s", step, new_spec.frozen_layers,
              new_spec.target)
-        state = trainer.resplit(state, new_spec)
+        state = trainer.resplit(state, new_spec, from_spec=spec)
         spec = new_spec
       batch = next(data_iter)
       video = pipeline.global_batch({"video": batch["video"]}, trainer.video_sharding)["video"]
       fresh = spec not in trainer._step_fns  # pylint: disable=protected-access
       step_fn = trainer.step_fn(spec, state, video)
       if fresh:
+        if compile_ahead:  # the next stage compiles while this one trains
+          trainer.compile_next_stage(step, spec, video)
         log.reset_clock(step)
         clock = time.perf_counter()  # compiling is not training time
       profiler.before_step(step + 1)
@@ -383,6 +446,8 @@ def run(config, workdir: str, devices=None) -> RunResult:
     with open(os.path.join(workdir, "summary.json"), "w") as f:
       json.dump({"final": last, "compiles": trainer.compiles,
                  "compile_seconds": trainer.compile_seconds, "resumed_from": start_step,
+                 "compile_cache_dir": jax.config.jax_compilation_cache_dir,
+                 "precompile_next_stage": compile_ahead,
                  "programs": trainer.programs,
                  "freeze_table": [dataclasses.asdict(s) for s in trainer.table]}, f, indent=2)
   return RunResult(state, last, trainer.compiles, trainer.compile_seconds, start_step=start_step,

@@ -1,0 +1,157 @@
+r"""Where the train step's time goes: compiled-HLO op census and a profiler's per-op time table.
+
+  python bench/step_profile.py [--config=bench/cpu_configs.py:vit_s] [--steps=3] \
+      [--trace_dir=/tmp/step_trace] [--top=25]
+
+For the compiled Trainer step of one config (layerlock_jax.bench.build_variant: the program
+training runs) it prints
+  1. an op census of the optimised HLO: how many instructions of each kind (dot, fusion kinds,
+     transpose, copy, gather, scatter, dynamic-(update-)slice, convert, reduce, while, ...) and the
+     bytes they produce - the non-matmul work around the matmuls is what separates a step from
+     the matmul peak;
+  2. with --trace_dir, a jax.profiler trace of --steps steps and the per-op wall time summed over
+     the trace's events (XLA:CPU records one event per executed op/fusion), as a share of the
+     traced step time, split into matmul-like (dot/convolution fusions) and everything else;
+  3. step time, process CPU time, MFU against a 2048^2 matmul measured in this process.
+XLA:CPU flags can be tried by setting XLA_FLAGS before running (each run is its own process).
+"""
+import collections
+import glob
+import gzip
+import json
+import os
+import re
+import statistics
+import sys
+import time
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _ROOT)
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(_ROOT, "bench", "cpu_configs.py") + ":vit_s", "Config to profile.",
+    lock_config=True)
+_STEPS = flags.DEFINE_integer("steps", 3, "Timed (and traced) steps after 2 warm-up steps.")
+_TRACE = flags.DEFINE_string("trace_dir", "", "Write a jax.profiler trace here and summarise it.")
+_TOP = flags.DEFINE_integer("top", 25, "Rows of the per-op time table.")
+
+_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\S+)\s+([\w\-]+)\(")
+_FUSION_KIND = re.compile(r"kind=(k\w+)")
+_BYTES = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "u8": 1, "s8": 1, "pred": 1,
+          "f64": 8, "s64": 8, "u64": 8}
+
+
+def shape_bytes(shape: str) -> int:
+  total = 0
+  for dtype, dims in re.findall(r"(\w+)\[([\d,]*)\]", shape):
+    n = 1
+    for d in filter(None, dims.split(",")):
+      n *= int(d)
+    total += n * _BYTES.get(dtype, 4)
+  return total
+
+
+def hlo_census(hlo_text: str) -> dict[str, dict]:
+  """opcode (fusions by kind) -> {count, bytes} over the unfused computations of the module."""
+  census = collections.defaultdict(lambda: {"count": 0, "bytes": 0})
+  inside_fusion = False
+  for line in hlo_text.splitlines():
+    if line and not line[0].isspace() and line.rstrip().endswith("{"):
+      # A computation header: ops inside fused computations never materialise their outputs,
+      # so only ops of the entry, loop bodies and other unfused computations are counted.
+      name = line.split()[1] if line.startswith("ENTRY") else line.split()[0]
+      inside_fusion = "fus" in name or "wrapped" in name or "ynn" in name
+      continue
+    if inside_fusion:
+      continue
+    m = _INSTR.match(line)
+    if not m:
+      continue
+    _, shape, op = m.groups()
+    if op in ("parameter", "constant", "get-tuple-element", "tuple", "bitcast"):
+      continue
+    if op == "fusion":
+      kind = _FUSION_KIND.search(line)
+      op = f"fusion:{kind.group(1) if kind else '?'}"
+    census[op]["count"] += 1
+    census[op]["bytes"] += shape_bytes(shape)
+  return dict(census)
+
+
+def trace_op_times(trace_dir: str) -> collections.Counter:
+  """Summed duration (s) per event name over the newest perfetto trace under trace_dir."""
+  files = sorted(glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True),
+                 key=os.path.getmtime)
+  if not files:
+    return collections.Counter()
+  with gzip.open(files[-1]) as f:
+    events = json.load(f).get("traceEvents", [])
+  times = collections.Counter()
+  for e in events:
+    if e.get("ph") == "X" and "dur" in e:
+      times[e["name"]] += e["dur"] / 1e6
+  return times
+
+
+def is_matmul(name: str) -> bool:
+  """Matmul-like events: XLA dots/convolutions and the YNNPACK fusions XLA:CPU builds around them."""
+  return any(k in name for k in ("dot", "convolution", "matmul", "gemm", "ynn_fusion"))
+
+
+def is_op(name: str) -> bool:
+  """An executed op/fusion, not a Python frame, the executor's own span or the profiler."""
+  return not name.startswith("$") and "ThunkExecutor" not in name and "trace" not in name
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  import jax  # pylint: disable=g-import-not-at-top
+  from layerlock_jax import bench  # pylint: disable=g-import-not-at-top
+  from layerlock_jax import compilation  # pylint: disable=g-import-not-at-top
+  compilation.enable_persistent_cache(compilation.AUTO)
+  config = _CONFIG.value
+  v = bench.build_variant("profile", "step", config)
+  census = hlo_census(v.compiled.as_text())
+  print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; compile {v.row['compile_s']:.1f}s")
+  print("\nHLO op census (optimised module, all computations):")
+  print(f"{'op':<28}{'count':>8}{'MiB out':>10}")
+  for op, c in sorted(census.items(), key=lambda kv: -kv[1]["bytes"]):
+    print(f"{op:<28}{c['count']:>8}{c['bytes'] / 2 ** 20:>10.1f}")
+
+  for _ in range(2):
+    v.step()
+  if _TRACE.value:
+    jax.profiler.start_trace(_TRACE.value, create_perfetto_trace=True)
+  for _ in range(_STEPS.value):
+    start, cpu = time.perf_counter(), time.process_time()
+    v.step()
+    v.times.append(time.perf_counter() - start)
+    v.cpu_times.append(time.process_time() - cpu)
+  if _TRACE.value:
+    jax.profiler.stop_trace()
+  bench.finish_row(v)
+  r = v.row
+  print(f"\nstep {1e3 * r['step_s']:.0f} ms (cpu {1e3 * r['cpu_s']:.0f} ms), "
+        f"{r['model_flops'] / 1e9:.1f} GFLOP, MFU {100 * r['mfu']:.1f}% of a "
+        f"{r['peak_flops_per_device'] / 1e9:.0f} GFLOP/s matmul measured in this process; "
+        f"load {os.getloadavg()[0]:.1f}")
+  if _TRACE.value:
+    times = trace_op_times(_TRACE.value)
+    traced = sum(v.times)
+    ops = {k: t for k, t in times.items() if is_op(k)}
+    mm = sum(t for k, t in ops.items() if is_matmul(k))
+    print(f"\nper-op time over {_STEPS.value} traced steps ({traced:.2f} s wall): matmul-like "
+          f"{mm:.2f} s, other {sum(ops.values()) - mm:.2f} s (event times overlap across threads)")
+    for name, t in collections.Counter(ops).most_common(_TOP.value):
+      print(f"  {t:8.3f} s  {100 * t / traced:5.1f}%  {name[:90]}")
+  print(f"median of {len(v.times)} steps: {statistics.median(v.times):.3f} s")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(app.run(main))

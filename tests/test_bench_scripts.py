@@ -1,0 +1,98 @@
+"""The benchmark scripts run end to end on CPU (their figures are not asserted: they are timings)."""
+import pathlib
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import gpu_check  # noqa: E402  pylint: disable=wrong-import-position
+import stage_switch_bench  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def test_gpu_check_dry_run_covers_every_section():
+  result = gpu_check.run("cpu", log=lambda *_: None)
+  assert result["environment"]["dry_run"]
+  assert [r["frozen_layers"] for r in result["freeze"]] == [0, 2]  # shrunk encoder depth 3: 0, 2/3
+  k0, k2 = result["freeze"]
+  assert k2["hardware_flops"] < k0["hardware_flops"] and 0 < k2["flops_saving"] < 1
+  assert k2["temp_bytes"] < k0["temp_bytes"]  # compiled memory per stage: freezing shrinks it
+  assert result["vit_l"][0]["dtype"] == "bfloat16" and result["tiny"][0]["dtype"] == "float32"
+  paths = {r["variant"]: r for r in result["attention"]}
+  assert set(paths) == {"xla", "dot_product[auto]"}
+  assert not any(r["cudnn_fmha"] for r in paths.values())  # no cuDNN call in a CPU program
+  assert "cuDNN needs an NVIDIA GPU" in result["attention_errors"]["dot_product[cudnn]"]
+  text = gpu_check.report(result)
+  assert "DRY RUN" in text and "| 2 |" in text and "dot_product[cudnn] | - | not run" in text
+
+
+def test_freeze_fractions_reach_two_thirds_of_the_encoder():
+  assert gpu_check.freeze_ks(20, dry_run=False) == [0, 3, 7, 10, 13]  # ViT-L: 24 - 4 decoder blocks
+  assert gpu_check.freeze_ks(12, dry_run=False) == [0, 2, 4, 6, 8]
+
+
+def test_stage_switch_summary_splits_overlapped_and_steady_steps():
+  # Boundaries at steps 4 and 8. Stage 0's steps overlap the 2.5 s ahead compile of stage 1 and
+  # run at 1 s instead of 0.1 s; each switch costs 0.5 s more than a steady step.
+  it = [9.0, 1.0, 1.0, 1.0, 0.6, 0.1, 0.1, 0.1, 0.6, 0.1]
+  run = {"ahead": True, "iteration_s": it, "boundaries": [4, 8],
+         "programs": [{"frozen_layers": 0, "compile_seconds": 9.0, "wait_seconds": 9.0},
+                      {"frozen_layers": 1, "compile_seconds": 2.5, "wait_seconds": 0.0},
+                      {"frozen_layers": 2, "compile_seconds": 0.05, "wait_seconds": 0.0}]}
+  first, second = stage_switch_bench.summarise(run)
+  assert (first["k"], first["overlap_steps"], first["overlap_ms"]) == (1, 3, 1000)
+  assert first["steady_ms"] == 100 and abs(first["stall_s"] - 0.5) < 1e-9
+  assert (second["k"], second["overlap_steps"], second["overlap_ms"]) == (2, 1, 100)
+  assert abs(second["stall_s"] - 0.5) < 1e-9
+  run["ahead"] = False  # nothing overlaps without compiling ahead
+  assert [r["overlap_steps"] for r in stage_switch_bench.summarise(run)] == [0, 0]
+
+
+def _fake(framework, step_s, cpu_s, loaded_other=False):
+  return {"framework": framework, "median_step_s": step_s, "median_cpu_s": cpu_s,
+          "mfu_vs_own_matmul": 0.5, "peak_flops": 7e10, "model_flops": 4e9, "loadavg": [1.0],
+          "loaded_jax": framework == "ours" or loaded_other,
+          "loaded_torch": framework == "hf" or loaded_other}
+
+
+def test_peer_comparison_pairs_processes_and_refuses_mixed_ones():
+  import torch_compare  # pylint: disable=g-import-not-at-top
+  # Three pairs whose machine speed drifts: per-pair ratios 2.0, 1.0, 0.5 (HF / ours).
+  script = iter([_fake("ours", 1.0, 1.0), _fake("hf", 2.0, 1.0), _fake("ours", 2.0, 2.0),
+                 _fake("hf", 2.0, 3.0), _fake("ours", 4.0, 1.0), _fake("hf", 2.0, 1.0)])
+  calls = []
+
+  def measure(framework):
+    calls.append(framework)
+    return next(script)
+
+  s = torch_compare.compare("tiny", 3, measure, log=lambda *_: None)
+  assert calls == ["ours", "hf"] * 3  # alternated A B A B
+  assert s["wall_ratio"] == {"min": 0.5, "median": 1.0, "max": 2.0}
+  assert s["cpu_ratio"]["median"] == 1.0 and s["cpu_ratio"]["max"] == 1.5
+  assert s["ours_step_ms"] == 2000 and s["hf_step_ms"] == 2000
+  assert "**1.00**" in torch_compare.format_table([s])
+  assert torch_compare.check_clean(_fake("hf", 1, 1)) and torch_compare.check_clean(_fake("ours", 1, 1))
+  with pytest.raises(RuntimeError, match="same-process"):
+    torch_compare.check_clean(_fake("hf", 1, 1, loaded_other=True))
+  with pytest.raises(RuntimeError, match="same-process"):
+    torch_compare.check_clean(_fake("ours", 1, 1, loaded_other=True))
+
+
+def test_hlo_census_counts_materialised_ops_only():
+  import step_profile  # pylint: disable=g-import-not-at-top
+  hlo = """HloModule m
+%fused_computation.1 (p: f32[4,8]) -> f32[4,8] {
+  %p = f32[4,8]{1,0} parameter(0)
+  ROOT %m = f32[4,8]{1,0} multiply(%p, %p)
+}
+ENTRY %main (a: f32[8,4]) -> f32[4,8] {
+  %a = f32[8,4]{1,0} parameter(0)
+  %t = f32[4,8]{1,0} transpose(%a), dimensions={1,0}
+  ROOT %f = bf16[4,8]{1,0} fusion(%t), kind=kLoop, calls=%fused_computation.1
+}
+"""
+  # The multiply lives inside the fusion: never materialised, not counted. 32 f32 = 128 bytes.
+  assert step_profile.hlo_census(hlo) == {"transpose": {"count": 1, "bytes": 128},
+                                          "fusion:kLoop": {"count": 1, "bytes": 64}}
