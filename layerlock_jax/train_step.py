@@ -13,6 +13,9 @@ Forward of one step (k frozen blocks):
                                 clip, gathered at masked ids; LayerLock) or vs the model's own
                                 block-j output (naive latent baseline; collapses)
 
+V-JEPA (config.vjepa.enabled) takes the same step with the latent-prediction loss of
+layerlock_jax/vjepa.py, and after the optimizer update moves the EMA teacher toward the student.
+
 Blockwise SSL (spec.regime set) takes the same step with a different loss: the per-block local
 losses of layerlock_jax/blockwise.py, logged as "block_j_loss".
 """
@@ -23,6 +26,7 @@ import optax
 from layerlock_jax import blockwise
 from layerlock_jax import masking
 from layerlock_jax import objectives
+from layerlock_jax import vjepa
 from layerlock_jax.models import video_mae
 from layerlock_jax.state import StageSpec, TrainState
 
@@ -75,6 +79,14 @@ def loss_fn(params, frozen, video, key, step, *, model: video_mae.VideoMAE, conf
                                        latent_weight_fn=latent_weight_fn)
     metrics["latent_loss"] = latent_loss
     loss = loss + weight * latent_loss
+  return loss, metrics
+
+
+def vjepa_loss_fn(params, frozen, teacher, video, key, *, model, config, spec):
+  """The V-JEPA loss (vjepa.py) with the collapse statistic of its context encoder output."""
+  loss, metrics, x = vjepa.loss(params, frozen, teacher, video, key, model=model, config=config,
+                                spec=spec)
+  metrics["feature_spread"] = feature_spread(x)
   return loss, metrics
 
 
@@ -133,15 +145,26 @@ def make_train_step(model, config, spec: StageSpec, tx: optax.GradientTransforma
   def train_step(state: TrainState, video, seed=None):
     seed = jnp.uint32(config.seed) if seed is None else seed
     key = jax.random.fold_in(jax.random.key(seed), state.step)
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (loss, metrics), grads = grad_fn(state.params, state.frozen, video, key, state.step,
-                                     model=model, config=config, spec=spec,
-                                     latent_weight_fn=latent_weight_fn)
+    if vjepa.enabled(config):
+      grad_fn = jax.value_and_grad(vjepa_loss_fn, has_aux=True)
+      (loss, metrics), grads = grad_fn(state.params, state.frozen, state.teacher, video, key,
+                                       model=model, config=config, spec=spec)
+    else:
+      grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+      (loss, metrics), grads = grad_fn(state.params, state.frozen, video, key, state.step,
+                                       model=model, config=config, spec=spec,
+                                       latent_weight_fn=latent_weight_fn)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics.update(loss=loss, grad_norm=optax.tree.norm(grads),
                    param_norm=optax.tree.norm(params), lr=learning_rate_fn(state.step))
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    if vjepa.keeps_teacher(config):  # after the update: the teacher follows the new student
+      m = vjepa.momentum(config, state.step)
+      new_state = new_state.replace(teacher=vjepa.ema_update(
+          state.teacher, params, state.frozen, m, frozen_layers=spec.frozen_layers,
+          copy_frozen=config.vjepa.frozen_teacher == "copy"))
+      metrics["ema_momentum"] = m
     return new_state, metrics
 
   return train_step
