@@ -83,10 +83,12 @@ def loss_fn(params, frozen, video, key, step, *, model: video_mae.VideoMAE, conf
 
 
 def vjepa_loss_fn(params, frozen, teacher, video, key, *, model, config, spec):
-  """The V-JEPA loss (vjepa.py) with the collapse statistic of its context encoder output."""
-  loss, metrics, x = vjepa.loss(params, frozen, teacher, video, key, model=model, config=config,
-                                spec=spec)
+  """The V-JEPA loss (vjepa.py) with collapse statistics of the context encoder's output and of
+  the (LayerNormed) targets: target_spread is 0 exactly when every token's target is the same."""
+  loss, metrics, (x, target) = vjepa.loss(params, frozen, teacher, video, key, model=model,
+                                          config=config, spec=spec)
   metrics["feature_spread"] = feature_spread(x)
+  metrics["target_spread"] = feature_spread(target)
   return loss, metrics
 
 

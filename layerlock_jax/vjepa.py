@@ -140,7 +140,7 @@ def predict(params, frozen, video, context_ids, target_ids, *, model, spec):
 
 
 def loss(params, frozen, teacher, video, key, *, model, config, spec):
-  """V-JEPA loss, metrics and the context encoder's output tokens (for collapse statistics).
+  """V-JEPA loss, metrics, and (context encoder output, targets) for the collapse statistics.
 
   Differentiated w.r.t. `params` only; the teacher enters under stop-gradient.
   """
@@ -153,4 +153,4 @@ def loss(params, frozen, teacher, video, key, *, model, config, spec):
       target_ids)
   diff = prediction - target
   value = jnp.mean(jnp.abs(diff)) if config.vjepa.loss == "l1" else jnp.mean(jnp.square(diff))
-  return value, {"latent_loss": value}, x
+  return value, {"latent_loss": value}, (x, target)
