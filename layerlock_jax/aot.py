@@ -133,7 +133,7 @@ def plan_stage(trainer, spec) -> StagePlan:
   return StagePlan(
       frozen_layers=spec.frozen_layers, target=spec.target,
       trainable_params=sum(int(x.size) for x in jax.tree.leaves(state.params)),
-      param_bytes=_device_bytes((state.params, state.frozen), device),
+      param_bytes=_device_bytes((state.params, state.frozen, state.teacher), device),
       opt_state_bytes=_device_bytes(state.opt_state, device),
       batch_bytes=_device_bytes(video, device),
       argument_bytes=int(mem.argument_size_in_bytes), output_bytes=int(mem.output_size_in_bytes),

@@ -1,7 +1,8 @@
 """Checkpoints: asynchronous Orbax saves, resume (also onto another mesh), init_from, preemption.
 
 Layout: `<workdir>/checkpoints/<step>/` holds three items, written by one Orbax CheckpointManager:
-  state/      the whole TrainState (trainable + frozen parameters, optimizer state, step)
+  state/      the whole TrainState (trainable + frozen parameters, optimizer state, step, and
+              V-JEPA's EMA teacher when there is one)
   data_iter/  the grain iterator position, one small JSON file per process
   meta/       JSON: the freeze stage the state is split for, progress (train time, clips seen), the
               shape-determining config fields, the full config (for humans), the process count.
@@ -50,6 +51,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from layerlock_jax import state as state_lib
+from layerlock_jax import vjepa
 from layerlock_jax.models import video_mae
 
 CHECKPOINTS = "checkpoints"
@@ -119,6 +121,10 @@ def shape_fields(config) -> dict:
   # optimizer-state entry; both change the saved tree without a dimension field changing.
   fields["latent_heads"] = video_mae.VideoMAE(config).num_latent_heads
   fields["optimizer.grad_clip>0"] = bool(config.optimizer.grad_clip > 0)
+  if vjepa.enabled(config):  # only then: checkpoints of other objectives keep their fields
+    vp = config.vjepa.predictor
+    fields["vjepa.predictor"] = [vp.width, vp.depth, vp.num_heads, vp.mlp_dim]
+    fields["vjepa.ema"] = bool(config.vjepa.ema)
   return fields
 
 
@@ -461,7 +467,8 @@ def init_from(path: str, trainer, spec: state_lib.StageSpec) -> state_lib.TrainS
     full = state_lib.merge(params, frozen)
     trainable, held = state_lib.partition(full, spec)
     return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=trainable, frozen=held,
-                                opt_state=trainer.tx.init(trainable))
+                                opt_state=trainer.tx.init(trainable),
+                                teacher=vjepa.init_teacher(full, trainer.config))
   return jax.jit(build, out_shardings=trainer.state_shardings(spec))(restored["params"],
                                                                       restored["frozen"])
 

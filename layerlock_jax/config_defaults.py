@@ -163,6 +163,27 @@ def base_config() -> ml_collections.ConfigDict:
   bw.sequential_steps = ()         # sequential: steps per block; () = total_steps split evenly
                                    # (each block's decoder/head use config.model.decoder, type light)
 
+  # --- V-JEPA latent prediction with an EMA teacher (layerlock_jax/vjepa.py) --------------------
+  vj = c.vjepa = ml_collections.ConfigDict()
+  vj.enabled = False               # replaces the MAE decoder and heads by a predictor
+  vj.ema = True                    # False: targets from the student itself, gradient through them
+                                   # too (the collapse ablation; no teacher is kept)
+  vj.ema_start = 0.998             # EMA momentum, linear from start to end over total_steps [P-code]
+  vj.ema_end = 1.0
+  vj.loss = "l1"                   # l1: mean |pred - target| [P-code V-JEPA] | l2: mean squared
+  vj.frozen_teacher = "ema"        # with LayerLock, teacher blocks whose student block is frozen:
+                                   # ema (keep averaging; converges to the frozen block) | copy
+  vp = vj.predictor = ml_collections.ConfigDict()
+  vp.width = 384                   # [P-code V-JEPA: 384 wide, 12 deep]
+  vp.depth = 12
+  vp.num_heads = 12
+  vp.mlp_dim = 1536
+  # Multi-block masks (masking.type = "multiblock"): (count, spatial scale) per block group; each
+  # clip draws its blocks from one group (clip i: group i mod groups), as a tube over time.
+  c.masking.blocks = ((8, 0.15), (2, 0.7))  # short-range + long-range [P-code V-JEPA]
+  c.masking.block_aspect = (0.75, 1.5)      # height/width ratio range of a block [P-code V-JEPA]
+  c.masking.context_ratio = 0.1    # multiblock: fraction of tokens given to the encoder as context
+
   # --- mesh and sharding ---------------------------------------------------------------------------
   mesh = c.mesh = ml_collections.ConfigDict()
   mesh.data = -1                   # sizes; exactly one may be -1 (= the remaining devices)

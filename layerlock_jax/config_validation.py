@@ -34,7 +34,7 @@ REMAT_POLICIES = ("none", "nothing_saveable", "dots_saveable", "dots_with_no_bat
 ATTENTIONS = ("xla", "dot_product")
 ATTENTION_IMPLS = ("", "xla", "cudnn")
 DECODER_TYPES = ("light", "query")
-MASKING_TYPES = ("random", "tube")
+MASKING_TYPES = ("random", "tube", "multiblock")  # multiblock: V-JEPA only
 PIXEL_NORMS = ("none", "patch", "patch_channel")
 FIRST_FREEZES = ("end_of_pixel", "one_interval_later")
 LAYERLOCK_TARGETS = ("latent", "pixel")
@@ -255,6 +255,9 @@ def _token_grid(c: Any) -> tuple[int, int, int]:
 
 def _check_masking(c: Any, grid: tuple[int, int, int]) -> None:
   mtype = _choice(c, "masking.type", MASKING_TYPES)
+  if mtype == "multiblock":
+    _check_multiblock(c, grid)
+    return
   ratio = _num(c, "masking.ratio", 0, 1, lo_open=True, hi_open=True)
   # Tube masks pick spatial positions once and repeat them over time, so they count per frame.
   n = grid[0] * grid[1] * grid[2] if mtype == "random" else grid[1] * grid[2]
@@ -268,6 +271,71 @@ def _check_masking(c: Any, grid: tuple[int, int, int]) -> None:
   if masked < 1:
     raise _fail("masking.ratio", ratio, f"masks no token of {where}",
                 f"raise it to >= {1 / n:.4g}")
+
+
+def _check_multiblock(c: Any, grid: tuple[int, int, int]) -> None:
+  """V-JEPA's multi-block masks (masking.sample_multiblock): per frame round(ratio * h * w)
+  targets and round(context_ratio * h * w) context positions, disjoint."""
+  if not _get(c, "vjepa.enabled"):
+    raise _fail("masking.type", "multiblock", "is V-JEPA's mask (the MAE losses need every "
+                "token either visible or masked)", "use random or tube, or --config.vjepa.enabled=True")
+  hw = grid[1] * grid[2]
+  ratio = _num(c, "masking.ratio", 0, 1, lo_open=True, hi_open=True)
+  context = _num(c, "masking.context_ratio", 0, 1, lo_open=True, hi_open=True)
+  m, n_ctx = int(round(hw * ratio)), int(round(hw * context))
+  if m < 1 or n_ctx < 1 or m + n_ctx > hw:
+    raise _fail("masking.context_ratio", context,
+                f"with masking.ratio={ratio} gives {n_ctx} context + {m} target positions of the "
+                f"{hw} per frame ({grid[1]}x{grid[2]}); each needs >= 1 and together <= {hw}",
+                "lower masking.ratio or masking.context_ratio, or use a finer patch grid")
+  blocks = _get(c, "masking.blocks")
+  ok = isinstance(blocks, Sequence) and len(blocks) > 0 and all(
+      isinstance(b, Sequence) and len(b) == 2 and _is_int(b[0]) and b[0] >= 1 and _is_num(b[1])
+      and 0 < b[1] <= 1 for b in blocks)
+  if not ok:
+    raise _fail("masking.blocks", blocks, "is not a non-empty list of (count >= 1, scale in "
+                "(0, 1]) pairs", "pass e.g. --config.masking.blocks='((8, 0.15), (2, 0.7))'")
+  aspect = _get(c, "masking.block_aspect")
+  if not (isinstance(aspect, Sequence) and len(aspect) == 2 and all(_is_num(a) for a in aspect)
+          and 0 < aspect[0] <= aspect[1]):
+    raise _fail("masking.block_aspect", aspect, "is not a (low, high) range with 0 < low <= high",
+                "pass e.g. --config.masking.block_aspect='(0.75, 1.5)'")
+
+
+def _check_vjepa(c: Any) -> None:
+  if not _get(c, "vjepa.enabled"):
+    return
+  for other in ("blockwise.enabled", "naive_latent.enabled", "model.final_norm"):
+    if _get(c, other):
+      raise _fail(other, True, "cannot be combined with vjepa.enabled",
+                  f"drop one of them (--config.{other}=False)")
+  if _get(c, "grad_accum_steps") != 1:
+    raise _fail("grad_accum_steps", _get(c, "grad_accum_steps"), "is not supported with V-JEPA "
+                "yet (its multi-block masks are drawn per batch, not per clip)",
+                "use --config.grad_accum_steps=1")
+  if _get(c, "layerlock.enabled"):
+    if _get(c, "layerlock.target") != "latent":
+      raise _fail("layerlock.target", _get(c, "layerlock.target"),
+                  "has no meaning for V-JEPA (there is no pixel target)",
+                  "keep --config.layerlock.target=latent")
+    if _get(c, "layerlock.multi_target"):
+      raise _fail("layerlock.multi_target", True, "is not supported with V-JEPA",
+                  "use --config.layerlock.multi_target=False")
+  _choice(c, "vjepa.loss", ("l1", "l2"))
+  _choice(c, "vjepa.frozen_teacher", ("ema", "copy"))
+  start = _num(c, "vjepa.ema_start", 0, 1)
+  end = _num(c, "vjepa.ema_end", 0, 1)
+  if end < start:
+    raise _fail("vjepa.ema_end", end, f"is below vjepa.ema_start={start}",
+                "the momentum schedule rises: pass --config.vjepa.ema_end >= ema_start")
+  width = _int(c, "vjepa.predictor.width", 1)
+  _int(c, "vjepa.predictor.depth", 1)
+  _int(c, "vjepa.predictor.mlp_dim", 1)
+  heads = _int(c, "vjepa.predictor.num_heads", 1)
+  if width % heads:
+    raise _fail("vjepa.predictor.num_heads", heads,
+                f"does not divide vjepa.predictor.width={width}",
+                f"pick a divisor, e.g. {', '.join(map(str, _divisors_near(width, heads)))}")
 
 
 def _check_optimizer(c: Any) -> None:
@@ -633,6 +701,7 @@ def validate(config: Any, *, num_devices: int, process_count: int = 1) -> None:
   _check_blockwise(config)
   _check_layerlock(config)
   _check_naive_latent(config)
+  _check_vjepa(config)
   _check_mesh(config, num_devices, process_count)
   _check_data_fields(config)
   _check_data_sources(config)

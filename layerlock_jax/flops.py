@@ -140,7 +140,15 @@ def token_geometry(config: Any) -> dict[str, int]:
   grid_t, grid_hw = t // pt, (s // ph) * (s // pw)
   n = grid_t * grid_hw
   ratio = config.masking.ratio
-  if config.masking.get("type", "random") == "tube":
+  mask_type = config.masking.get("type", "random")
+  if mask_type == "multiblock":
+    # V-JEPA (masking.sample_multiblock): fixed per-frame target and context counts; tokens in
+    # neither set are dropped, so visible + masked may be below N.
+    num_masked = grid_t * int(round(grid_hw * ratio))
+    num_visible = grid_t * int(round(grid_hw * config.masking.context_ratio))
+    return {"num_tokens": n, "patch_dim": pt * ph * pw * 3, "num_masked": num_masked,
+            "num_visible": num_visible, "num_queries": num_masked}
+  if mask_type == "tube":
     # A tube mask hides whole spatial columns, so the count is rounded per frame (masking.py).
     num_masked = grid_t * int(round(grid_hw * ratio))
   else:
@@ -209,6 +217,8 @@ def step_flops(config: Any, frozen_layers: int = 0, *,
     raise ValueError(f"frozen_layers={k} outside [0, encoder depth {enc_depth}]")
   if "blockwise" in config and config.blockwise.enabled:
     return _blockwise_step_flops(config, k, batch)
+  if "vjepa" in config and config.vjepa.enabled:
+    return _vjepa_step_flops(config, k, batch)
   n_train = enc_depth - k
 
   # --- student encoder -------------------------------------------------------------------------
@@ -293,6 +303,53 @@ def _totals(patch_embed: int, encoder_trainable: int, encoder_frozen: int, decod
       "model_flops": model_flops,
       "hardware_flops": model_flops + remat_recompute,
   }
+
+
+def _vjepa_step_flops(config: Any, k: int, batch: int) -> dict[str, int]:
+  """`step_flops` of V-JEPA (layerlock_jax/vjepa.py), stage k.
+
+  The student encoder is counted as for MAE, on the N_ctx context tokens. The predictor (reported
+  under "decoder"; "heads" is 0) projects the context tokens D->Dp, runs its blocks on
+  N_ctx + M tokens and projects the M outputs Dp->D, all trained (3x forward). The teacher
+  ("target_forward", forward only) embeds the full clip and runs its blocks up to the target
+  (all of them; with LayerLock block max(1, k)) on all N tokens. Without EMA the target is the
+  student's own stack on the full clip and is trained through (3x forward; the embedding is shared
+  with the student).
+  """
+  m, vp = config.model, config.vjepa.predictor
+  geo = token_geometry(config)
+  n, p, n_ctx, q = geo["num_tokens"], geo["patch_dim"], geo["num_visible"], geo["num_queries"]
+  d, f = m.width, m.mlp_dim
+  enc_depth = config_defaults.encoder_depth(config)
+  n_train = enc_depth - k
+  embed_fwd = _matmul(batch * n, p, d)
+  patch_embed = embed_fwd if k else 2 * embed_fwd
+  enc_block = block_flops(n_ctx, d, f, batch=batch)
+  encoder_frozen = k * enc_block
+  encoder_trainable = 3 * n_train * enc_block
+  if k and n_train:
+    encoder_trainable -= _qkv_flops(n_ctx, d, batch)
+  s_pred = n_ctx + q
+  predictor = 3 * (_matmul(batch * n_ctx, d, vp.width)
+                   + vp.depth * block_flops(s_pred, vp.width, vp.mlp_dim, batch=batch)
+                   + _matmul(batch * q, vp.width, d))
+  layer = max(1, k) if config.layerlock.enabled else enc_depth
+  if config.vjepa.ema:
+    target_forward = embed_fwd + layer * block_flops(n, d, f, batch=batch)
+  else:
+    # Blocks up to `layer` on the full clip; the frozen ones (k >= 1) forward only.
+    frozen_part = min(k, layer)
+    target_forward = (frozen_part + 3 * (layer - frozen_part)) * block_flops(n, d, f, batch=batch)
+  policy = m.remat_policy
+  remat = 0
+  if policy == "nothing_saveable":
+    remat = (n_train * enc_block
+             + vp.depth * block_flops(s_pred, vp.width, vp.mlp_dim, batch=batch))
+  elif policy == "dots_with_no_batch_dims_saveable":
+    remat = (n_train * _attention_core_flops(n_ctx, d, batch)
+             + vp.depth * _attention_core_flops(s_pred, vp.width, batch))
+  return _totals(patch_embed, encoder_trainable, encoder_frozen, predictor, 0, target_forward,
+                 remat)
 
 
 def _blockwise_step_flops(config: Any, k: int, batch: int) -> dict[str, int]:

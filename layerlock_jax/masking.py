@@ -82,3 +82,77 @@ def subsample(key, ids, fraction: float):
 def gather_tokens(x, ids):
   """x (B, N, ...) gathered at ids (B, S) -> (B, S, ...)."""
   return jnp.take_along_axis(x, ids.reshape(ids.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
+# ------------------------------------------------------------------------------------------------
+# V-JEPA multi-block masks
+# ------------------------------------------------------------------------------------------------
+def sample_blocks(key, batch: int, spatial, blocks, aspect):
+  """Rectangles of V-JEPA's multi-block masks on an (h, w) grid, and the union they cover.
+
+  `blocks` is ((count, scale), ...): clip i draws `count` rectangles of group i mod len(blocks),
+  each of about `scale` * h * w positions, height/width ratio uniform in `aspect`, position uniform
+  among the places where it fits (short-range: many small blocks; long-range: few large ones).
+  Alternating groups over the batch gives both kinds in every step with ONE encoder pass, where
+  V-JEPA runs the encoder once per group.
+
+  Returns (union (B, h*w) bool, rects) with rects = (height, width, top, left, active), each
+  (B, max_count); `active` marks the rectangles a clip's group really has.
+  """
+  h, w = spatial
+  counts = jnp.asarray([int(n) for n, _ in blocks], jnp.int32)
+  scales = jnp.asarray([float(s) for _, s in blocks], jnp.float32)
+  max_count = max(int(n) for n, _ in blocks)
+  group = jnp.arange(batch) % len(blocks)
+  ratio_key, top_key, left_key = jax.random.split(key, 3)
+  shape = (batch, max_count)
+  ratio = jax.random.uniform(ratio_key, shape, minval=aspect[0], maxval=aspect[1])
+  area = scales[group][:, None] * (h * w)
+  height = jnp.clip(jnp.round(jnp.sqrt(area * ratio)), 1, h).astype(jnp.int32)
+  width = jnp.clip(jnp.round(jnp.sqrt(area / ratio)), 1, w).astype(jnp.int32)
+  top = jnp.floor(jax.random.uniform(top_key, shape) * (h - height + 1)).astype(jnp.int32)
+  left = jnp.floor(jax.random.uniform(left_key, shape) * (w - width + 1)).astype(jnp.int32)
+  active = jnp.arange(max_count)[None] < counts[group][:, None]
+  rows = jnp.arange(h)[None, None, :, None]
+  cols = jnp.arange(w)[None, None, None, :]
+  e = lambda a: a[:, :, None, None]
+  inside = ((rows >= e(top)) & (rows < e(top + height)) & (cols >= e(left))
+            & (cols < e(left + width)) & e(active))
+  union = jnp.any(inside, axis=1).reshape(batch, h * w)
+  return union, (height, width, top, left, active)
+
+
+def multiblock_counts(grid, ratio: float, context_ratio: float) -> tuple[int, int]:
+  """(context, target) tokens per clip of a multi-block mask: fixed, so shapes are static."""
+  t, h, w = grid
+  return t * int(round(h * w * context_ratio)), t * int(round(h * w * ratio))
+
+
+def sample_multiblock(key, batch: int, grid, ratio: float, context_ratio: float, blocks, aspect):
+  """V-JEPA multi-block mask with static shapes: (context_ids (B, C), target_ids (B, M)), sorted.
+
+  jit needs the same number of tokens in every clip, but a union of random rectangles varies in
+  size. So per frame exactly m = round(ratio * h * w) targets and c = round(context_ratio * h * w)
+  context positions are taken by priority: targets are drawn from the union first (a random
+  subset when it is larger than m, topped up with random outside positions when smaller), context
+  from outside the union first and never from the targets. Positions in neither set are dropped
+  (V-JEPA likewise truncates its masks to the smallest count in the batch). The spatial mask is
+  repeated over all time steps (a tube: blocks span the whole clip, as in V-JEPA).
+  """
+  t, h, w = grid
+  hw = h * w
+  m, c = int(round(hw * ratio)), int(round(hw * context_ratio))
+  if m < 1 or c < 1 or m + c > hw:
+    raise ValueError(f"multiblock mask: {m} targets + {c} context positions of {hw} per frame")
+  block_key, target_key, context_key = jax.random.split(key, 3)
+  union, _ = sample_blocks(block_key, batch, (h, w), blocks, aspect)
+  in_union = union.astype(jnp.float32)
+  # Scores in [0, 2): the priority set (+1) always ranks above the rest, ties broken at random.
+  order = jnp.argsort(-(in_union + jax.random.uniform(target_key, (batch, hw))), axis=1)
+  is_target = jnp.argsort(order, axis=1) < m  # rank of each position < m
+  score = (1.0 - in_union) + jax.random.uniform(context_key, (batch, hw)) - 4.0 * is_target
+  context = jnp.sort(jnp.argsort(-score, axis=1)[:, :c], axis=1)
+  target = jnp.sort(order[:, :m], axis=1)
+  offsets = (jnp.arange(t, dtype=jnp.int32) * hw)[None, :, None]
+  expand = lambda s: (offsets + s[:, None, :]).reshape(batch, -1).astype(jnp.int32)
+  return expand(context), expand(target)

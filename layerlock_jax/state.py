@@ -29,6 +29,7 @@ import optax
 
 from layerlock_jax import blockwise
 from layerlock_jax import config_defaults
+from layerlock_jax import vjepa
 
 STACKED = "encoder"  # the one sub-tree that is cut by depth
 IDLE = "encoder_idle"  # frozen-tree key of the idle encoder suffix (blockwise sequential)
@@ -63,6 +64,10 @@ def stage_spec(config, frozen_layers: int, target: str) -> StageSpec:
     j = starts.index(frozen_layers) + 1
     return StageSpec(frozen_layers, target=target, idle_layers=depth - bounds[j - 1],
                      regime=regime, boundaries=bounds, active_block=j)
+  if vjepa.enabled(config):
+    layer = vjepa.target_layer(config, config_defaults.encoder_depth(config), frozen_layers)
+    return StageSpec(frozen_layers, latent=True, pixel_loss=False,
+                     target=f"teacher_block_{layer}")
   if config.naive_latent.enabled:
     return StageSpec(0, latent=True, pixel_loss=True,
                      target=f"pixels+naive_block_{config.naive_latent.layer}")
@@ -77,6 +82,9 @@ class TrainState:
   params: dict             # trainable parameters (the only tree the optimizer sees)
   frozen: dict             # parameters used but never updated at this stage
   opt_state: Any
+  # V-JEPA's EMA teacher ({"embed", "encoder"}, vjepa.py): never differentiated, no optimizer
+  # state. Empty for every other objective, which leaves their states and checkpoints unchanged.
+  teacher: dict = flax.struct.field(default_factory=dict)
 
 
 def _is_sharding(x):
@@ -91,7 +99,7 @@ def _slice(tree, sl):
 def trainable_groups(spec: StageSpec) -> dict[str, bool]:
   """Which top-level sub-trees are optimized at this stage (the encoder is cut separately)."""
   return {"embed": spec.frozen_layers == 0, "decoder": True, "encoder_norm": True,
-          "pixel_head": spec.pixel_loss, "latent_head": spec.latent}
+          "predictor": True, "pixel_head": spec.pixel_loss, "latent_head": spec.latent}
 
 
 def _block_trainable(spec: StageSpec, block: str) -> bool:
@@ -195,4 +203,4 @@ def resplit(state: TrainState, spec: StageSpec, tx: optax.GradientTransformation
   params, frozen = partition(full, spec)
   new_layers = (spec.frozen_layers, spec.frozen_layers + _depth(params[STACKED]))
   opt_state = transfer_opt_state(state.opt_state, tx.init(params), old_layers, new_layers)
-  return TrainState(step=state.step, params=params, frozen=frozen, opt_state=opt_state)
+  return state.replace(params=params, frozen=frozen, opt_state=opt_state)

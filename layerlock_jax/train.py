@@ -36,6 +36,7 @@ from layerlock_jax import profiling
 from layerlock_jax import schedule
 from layerlock_jax import sharding
 from layerlock_jax import state as state_lib
+from layerlock_jax import vjepa
 from layerlock_jax import train_step as step_lib
 from layerlock_jax.data import mixture
 from layerlock_jax.data import pipeline
@@ -133,14 +134,16 @@ class Trainer:
                                         self.abstract_params)
     opt_sh = sharding.opt_state_shardings(self.tx, abstract_trainable, params_sh, self.mesh)
     return state_lib.TrainState(step=self.replicated, params=params_sh, frozen=frozen_sh,
-                                opt_state=opt_sh)
+                                opt_state=opt_sh,
+                                teacher=vjepa.init_teacher(self.param_shardings, self.config))
 
   def abstract_state(self, spec):
     """ShapeDtypeStructs (with shardings) of the train state at a stage: the restore target."""
     def build(full):
       params, frozen = state_lib.partition(full, spec)
       return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
-                                  opt_state=self.tx.init(params))
+                                  opt_state=self.tx.init(params),
+                                  teacher=vjepa.init_teacher(full, self.config))
     shapes = jax.eval_shape(build, self.abstract_params)
     return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                         shapes, self.state_shardings(spec))
@@ -152,7 +155,8 @@ class Trainer:
       full = nn.unbox(self.model.init(key))
       params, frozen = state_lib.partition(full, spec)
       return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
-                                  opt_state=self.tx.init(params))
+                                  opt_state=self.tx.init(params),
+                                  teacher=vjepa.init_teacher(full, self.config))
     # Not under activation_sharding: init needs only the output shardings, and flax's
     # DenseGeneral init reshapes boxed kernels in a way that logical constraints reject.
     return jax.jit(build, out_shardings=self.state_shardings(spec))(

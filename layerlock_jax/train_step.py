@@ -13,6 +13,9 @@ Forward of one step (k frozen blocks):
                                 clip, gathered at masked ids; LayerLock) or vs the model's own
                                 block-j output (naive latent baseline; collapses)
 
+V-JEPA (config.vjepa.enabled) takes the same step with the latent-prediction loss of
+layerlock_jax/vjepa.py, and after the optimizer update moves the EMA teacher toward the student.
+
 Blockwise SSL (spec.regime set) takes the same step with a different loss: the per-block local
 losses of layerlock_jax/blockwise.py, logged as "block_j_loss".
 
@@ -29,6 +32,7 @@ from layerlock_jax import blockwise
 from layerlock_jax import guard
 from layerlock_jax import masking
 from layerlock_jax import objectives
+from layerlock_jax import vjepa
 from layerlock_jax.models import video_mae
 from layerlock_jax.state import StageSpec, TrainState
 
@@ -83,6 +87,16 @@ def loss_fn(params, frozen, video, key, step, *, model: video_mae.VideoMAE, conf
                                        latent_weight_fn=latent_weight_fn)
     metrics["latent_loss"] = latent_loss
     loss = loss + weight * latent_loss
+  return loss, metrics
+
+
+def vjepa_loss_fn(params, frozen, teacher, video, key, *, model, config, spec):
+  """The V-JEPA loss (vjepa.py) with collapse statistics of the context encoder's output and of
+  the (LayerNormed) targets: target_spread is 0 exactly when every token's target is the same."""
+  loss, metrics, (x, target) = vjepa.loss(params, frozen, teacher, video, key, model=model,
+                                          config=config, spec=spec)
+  metrics["feature_spread"] = feature_spread(x)
+  metrics["target_spread"] = feature_spread(target)
   return loss, metrics
 
 
@@ -203,14 +217,20 @@ def make_train_step(model, config, spec: StageSpec, tx: optax.GradientTransforma
   def train_step(state: TrainState, video, seed=None):
     seed = jnp.uint32(config.seed) if seed is None else seed
     key = jax.random.fold_in(jax.random.key(seed), state.step)
+    if vjepa.enabled(config):
+      # V-JEPA's multi-block masks come from one key per batch (not per clip), so its step runs
+      # unsplit; config validation refuses grad_accum_steps > 1 with it.
+      grad_fn = jax.value_and_grad(vjepa_loss_fn, has_aux=True)
+      (loss, metrics), grads = grad_fn(state.params, state.frozen, state.teacher, video, key,
+                                       model=model, config=config, spec=spec)
+    else:
+      def batch_loss(params, video, rows):
+        return loss_fn(params, state.frozen, video, masking.clip_keys(key, rows), state.step,
+                       model=model, config=config, spec=spec, latent_weight_fn=latent_weight_fn)
 
-    def batch_loss(params, video, rows):
-      return loss_fn(params, state.frozen, video, masking.clip_keys(key, rows), state.step,
-                     model=model, config=config, spec=spec, latent_weight_fn=latent_weight_fn)
-
-    rows = jnp.arange(video.shape[0], dtype=jnp.uint32)
-    grad_fn = accumulate(jax.value_and_grad(batch_loss, has_aux=True), num_micro)
-    (loss, metrics), grads = grad_fn(state.params, video, rows)
+      rows = jnp.arange(video.shape[0], dtype=jnp.uint32)
+      grad_fn = accumulate(jax.value_and_grad(batch_loss, has_aux=True), num_micro)
+      (loss, metrics), grads = grad_fn(state.params, video, rows)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.tree.norm(grads)
@@ -223,6 +243,12 @@ def make_train_step(model, config, spec: StageSpec, tx: optax.GradientTransforma
     if track_layer_norms:
       metrics[LAYER_NORMS] = encoder_layer_norms(params)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    if vjepa.keeps_teacher(config):  # after the update: the teacher follows the new student
+      m = vjepa.momentum(config, state.step)
+      new_state = new_state.replace(teacher=vjepa.ema_update(
+          state.teacher, params, state.frozen, m, frozen_layers=spec.frozen_layers,
+          copy_frozen=config.vjepa.frozen_teacher == "copy"))
+      metrics["ema_momentum"] = m
     return new_state, metrics
 
   return train_step

@@ -21,6 +21,10 @@ its own light decoder and pixel head instead of the single decoder and heads:
    "block_heads":    {"block_1": PatchHead, ..., "block_n": ...}}
 
 The per-block sub-trees are applied with the same `decode` / `predict_pixels` as the plain ones.
+
+With V-JEPA (config.vjepa.enabled, layerlock_jax/vjepa.py) a predictor replaces decoder and heads:
+
+  {"embed", "encoder" (unchanged), "predictor": Predictor (context + mask tokens -> features)}
 """
 import flax.linen as nn
 import jax
@@ -30,6 +34,7 @@ from layerlock_jax import blockwise
 from layerlock_jax import config_defaults
 from layerlock_jax import schedule
 from layerlock_jax.models import decoders
+from layerlock_jax.models import predictor
 from layerlock_jax.models import vit
 
 
@@ -80,6 +85,11 @@ class VideoMAE:
       self.decoder = decoders.QueryDecoder(dec.depth, self.grid, self.block, self.remat_policy,
                                            self.unroll)
       self.decoder_width = m.width
+    self.vjepa = bool(config.vjepa.enabled) if "vjepa" in config else False
+    if self.vjepa:
+      vp = config.vjepa.predictor
+      self.predictor = predictor.Predictor(vp.width, vp.depth, vp.num_heads, vp.mlp_dim, m.width,
+                                           self.grid, self.block, self.remat_policy, self.unroll)
     self.embed_module = vit.TubeletEmbed(m.width, self.patch_size, m.posemb, self.dtype)
     # Optional LayerNorm on the full encoder's output ("encoder_norm" parameters).
     self.final_norm = bool(m.final_norm)
@@ -106,6 +116,13 @@ class VideoMAE:
     feats = jnp.zeros((1, 1, self.decoder_width), self.dtype)
     if self.blockwise:
       return self._init_blockwise(rng, video, tokens, positions, enc_ids, query_ids, feats)
+    if self.vjepa:  # (model.final_norm is refused with V-JEPA by config validation)
+      return {
+          "embed": self.embed_module.init(keys[0], video)["params"],
+          "encoder": self.stack(self.encoder_depth, remat=False).init(keys[1], tokens,
+                                                                       positions)["params"],
+          "predictor": self.predictor.init(keys[2], tokens, enc_ids, query_ids)["params"],
+      }
     extra = {}
     if self.final_norm:  # its own key, so the other groups' initial values do not depend on it
       extra["encoder_norm"] = self.norm_module.init(jax.random.fold_in(rng, 5), tokens)["params"]
@@ -165,6 +182,10 @@ class VideoMAE:
 
   def decode(self, params, enc_tokens, enc_ids, query_ids):
     return self.decoder.apply({"params": params}, enc_tokens, enc_ids, query_ids)
+
+  def predict_features(self, params, context, context_ids, target_ids):
+    """V-JEPA predictor: encoder-width features (B, M, D) at the target positions."""
+    return self.predictor.apply({"params": params}, context, context_ids, target_ids)
 
   def predict_pixels(self, params, feats):
     return self.pixel_head.apply({"params": params}, feats)[:, :, 0]
