@@ -377,20 +377,19 @@ class Checkpoints:
 def redeal_data_state(data_dir: str, saved_count: int, count: int) -> dict:
   """Data position for a different process count (e.g. resuming on more hosts).
 
-  data/pipeline.py deals one global shuffled stream to processes in contiguous per-step blocks (each
-  process holds its rows of every global batch), so at a step boundary, after n stream
-  elements in total each of P processes has read n / P of its share, and its grain state is
-  exactly {"next_index": n / P}. That lets a position be re-dealt to P' processes; any other state
-  shape (e.g. with worker processes) cannot be translated and is refused.
+  data/pipeline.py deals one global shuffled stream to processes in contiguous per-step blocks and
+  forms batches before anything else reads them: process p's batch b is its block of global batch
+  b, whatever the process count. So at a step boundary every process has read the same number of
+  batches, and a grain state {"next_index": n} means "n global steps consumed" on any process
+  count. Any other state shape (e.g. with worker processes) cannot be translated and is refused.
   """
   with open(os.path.join(data_dir, f"process_0-of-{saved_count}.json")) as f:
     saved = json.load(f)
-  total = saved.get("next_index", 0) * saved_count if set(saved) == {"next_index"} else None
-  if total is None or total % count:
+  if set(saved) != {"next_index"}:
     raise IncompatibleCheckpointError(
         f"checkpoint written by {saved_count} processes, resumed by {count}: the data iterator "
         f"state {saved} cannot be re-dealt (fields: process_count)")
-  return {"next_index": total // count}
+  return {"next_index": int(saved["next_index"])}
 
 
 # --- loading checkpoints outside the resume path --------------------------------------------------
