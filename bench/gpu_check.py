@@ -47,9 +47,10 @@ def shrink(config, *, width=32, depth=4, batch=2, frames=2, size=16):
   return config
 
 
-def freeze_ks(encoder_depth: int, dry_run: bool) -> list[int]:
+def freeze_ks(encoder_depth: int, dry_run: bool,
+              fractions: tuple[float, ...] = FREEZE_FRACTIONS) -> list[int]:
   cap = (2 * encoder_depth) // 3
-  ks = sorted({min(cap, round(f * encoder_depth)) for f in FREEZE_FRACTIONS})
+  ks = sorted({min(cap, round(f * encoder_depth)) for f in fractions})
   return [ks[0], ks[-1]] if dry_run else ks
 
 
@@ -63,7 +64,8 @@ def has_cudnn_attention(compiled) -> bool:
 
 
 def run(platform: str = "gpu", *, vit_l_batch: int = 8, warmup: int = 2, steps: int = 5,
-        rounds: int = 2, log=print) -> dict:
+        rounds: int = 2, fractions: tuple[float, ...] = FREEZE_FRACTIONS,
+        attention_paths: tuple[tuple[str, str], ...] = ATTENTION_PATHS, log=print) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   from layerlock_jax import bench  # pylint: disable=g-import-not-at-top
   from layerlock_jax import config_defaults  # pylint: disable=g-import-not-at-top
@@ -106,7 +108,7 @@ def run(platform: str = "gpu", *, vit_l_batch: int = 8, warmup: int = 2, steps: 
   full = bench.init_params(trainer)
   depth = config_defaults.encoder_depth(vit_l)
   freeze = [variant("freeze_pixel", f"k={k}", vit_l, k, trainer=trainer, full_params=full)
-            for k in freeze_ks(depth, dry_run)]
+            for k in freeze_ks(depth, dry_run, fractions)]
   log(f"ViT-L freeze sweep over k = {[v.row['frozen_layers'] for v in freeze]} "
       f"(encoder depth {depth}) ...")
   bench.time_interleaved(freeze, **timing)
@@ -117,8 +119,8 @@ def run(platform: str = "gpu", *, vit_l_batch: int = 8, warmup: int = 2, steps: 
 
   # 4. attention paths on ViT-L at k = 0 (the config's own path is the k = 0 program above)
   attention, errors = [], {}
-  for kind, impl in ATTENTION_PATHS:
-    name = f"{kind}[{impl or 'auto'}]" if kind == "dot_product" else kind
+  for kind, impl in attention_paths:
+    name = _path_name(kind, impl)
     if impl == "cudnn" and dev.platform != "gpu":
       errors[name] = "cuDNN needs an NVIDIA GPU"
       continue
@@ -139,6 +141,10 @@ def run(platform: str = "gpu", *, vit_l_batch: int = 8, warmup: int = 2, steps: 
   sections["attention"] = [a.row for a in attention]
   sections["attention_errors"] = errors
   return {"environment": env, **sections}
+
+
+def _path_name(kind: str, impl: str) -> str:
+  return f"{kind}[{impl or 'auto'}]" if kind == "dot_product" else kind
 
 
 def _gib(x):
@@ -186,9 +192,20 @@ def main(argv):
   p.add_argument("--steps", type=int, default=5, help="timed steps per variant per round")
   p.add_argument("--rounds", type=int, default=2, help="round-robin timing rounds")
   p.add_argument("--out", default="", help="also write the raw rows as JSON here")
+  p.add_argument("--freeze_fractions", default=",".join(f"{f:.4g}" for f in FREEZE_FRACTIONS),
+                 help="fractions of the encoder depth to freeze in the sweep (capped at 2/3)")
+  p.add_argument("--attention", default=",".join(_path_name(*p) for p in ATTENTION_PATHS),
+                 help="attention paths to time: xla, dot_product[auto], dot_product[xla], "
+                      "dot_product[cudnn]")
   args = p.parse_args(argv[1:])
+  names = {_path_name(*path): path for path in ATTENTION_PATHS}
+  unknown = sorted(set(args.attention.split(",")) - set(names))
+  if unknown:
+    p.error(f"unknown attention path(s) {unknown}; choose from {sorted(names)}")
   start = time.perf_counter()
-  result = run(args.platform, vit_l_batch=args.vit_l_batch, steps=args.steps, rounds=args.rounds)
+  result = run(args.platform, vit_l_batch=args.vit_l_batch, steps=args.steps, rounds=args.rounds,
+               fractions=tuple(float(f) for f in args.freeze_fractions.split(",")),
+               attention_paths=tuple(names[n] for n in args.attention.split(",")))
   result["environment"]["wall_s"] = time.perf_counter() - start
   print(report(result))
   print(f"\n{result['environment']['wall_s']:.0f} s")

@@ -3,6 +3,7 @@ r"""Reproduce the papers' claims at small scale: one command, one report.
   python -m layerlock_jax.reproduce --out=/tmp/reproduce            # full: ~25 min on 2 CPU cores
   python -m layerlock_jax.reproduce --out=/tmp/reproduce --ablations  # + RoPE, mini-warmup arms
   python -m layerlock_jax.reproduce --out=/tmp/reproduce_q --quick  # CI smoke run: a few minutes
+  python -m layerlock_jax.reproduce --out=/tmp/reproduce_gpu --scale=gpu  # one GPU: ~10 min
 
 Trains the runs of configs/experiments/ (each an ordinary training run: its exact
 `python -m layerlock_jax.main ...` command is listed in the report), evaluates every final
@@ -22,7 +23,10 @@ Resumable: each run trains in OUT/runs/NAME and is skipped (its final checkpoint
 already finished; each evaluation is cached as OUT/runs/NAME/eval.json. Delete OUT to regenerate
 everything from scratch: the same seeds give the same numbers (wall-clock times aside).
 --quick shrinks every run to a few steps and the probes to a few clips: it exercises the whole
-pipeline (CI runs it) and its numbers mean nothing.
+pipeline (CI runs it) and its numbers mean nothing. --scale=gpu trains the claims 2-4 arms with a
+ViT-S encoder for 3000 steps of 64 clips (configs/experiments/layerlock_claims.py, modifier `gpu`),
+seed-major so that a run cut short still holds complete MAE / LayerLock pairs; the convergence
+grid and the blockwise claim are measured at CPU scale only.
 """
 import dataclasses
 import importlib.util
@@ -46,7 +50,12 @@ EXPERIMENTS_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs" / "
 # Probes and retrieval of every model run on clips rendered from this data seed: a set none of the
 # runs was pretrained on (their data seeds are their run seeds 0, 1, ...), identical for all.
 EVAL_DATA_SEED = 1000
+SCALES = ("cpu", "gpu")
 PROBE_SEED = 0
+
+
+class Preempted(Exception):
+  """A training run of the reproduction stopped early on SIGTERM / a preemption notice."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +67,7 @@ class Run:
 
   @property
   def name(self) -> str:
-    slug = (self.variant.replace(",quick", "").replace(",", "_").replace("=", "")
+    slug = (self.variant.replace(",quick", "").replace(",gpu", "").replace(",", "_").replace("=", "")
             .replace("@", "at"))
     prefix = "blockwise_" if self.file == "blockwise_claims" else ""
     return f"{prefix}{slug}_s{self.seed}"
@@ -85,6 +94,7 @@ class Run:
 class Plan:
   """What the reproduction trains and how it evaluates (full or quick)."""
   quick: bool
+  scale: str = "cpu"   # cpu | gpu: the size of every run (quick shrinks the cpu size)
   seeds: tuple[int, ...] = (0, 1)
   arms: tuple[str, ...] = ("mae", "freeze_pixel", "layerlock", "naive_latent")
   # Arms trained at every seed (the others at the first seed only): the arms whose differences
@@ -111,7 +121,18 @@ class Plan:
   free_tolerance: float = 0.01
 
   @classmethod
-  def make(cls, quick: bool, ablations: bool = False) -> "Plan":
+  def make(cls, quick: bool, ablations: bool = False, scale: str = "cpu") -> "Plan":
+    if scale not in SCALES:
+      raise ValueError(f"unknown scale {scale!r}; use one of {SCALES}")
+    if scale == "gpu":
+      if quick or ablations:
+        raise ValueError("--scale=gpu runs the claims 2-4 arms only: drop --quick / --ablations")
+      # ~25x the CPU run's compute per run; the readout is given more steps and width, which
+      # costs little on an accelerator.
+      return cls(quick=False, scale="gpu", arms=("mae", "layerlock", "freeze_pixel", "naive_latent"),
+                 repeated_arms=("mae", "layerlock"), camera_arms=(),
+                 grid_layers=(), grid_steps=(), blockwise_seeds=(), eval_clips=1024,
+                 attentive_steps=600, attentive_width=256, attentive_batch=64)
     if ablations and not quick:
       return cls(quick=False, arms=cls.arms + ("layerlock_no_miniwarmup", "mae_learned_posemb"))
     if quick:
@@ -123,7 +144,15 @@ class Plan:
     return cls(quick=False)
 
   def _v(self, variant: str) -> str:
-    return variant + (",quick" if self.quick else "")
+    return variant + (",quick" if self.quick else "") + (",gpu" if self.scale == "gpu" else "")
+
+  def main_order(self) -> list[Run]:
+    """The main runs in training order: the repeated arms seed-major (MAE and LayerLock at seed
+    0, then at seed 1), then the single-seed arms, so that a reproduction cut short holds complete
+    comparisons rather than one arm's seeds."""
+    runs = [r for rs in self.main_runs().values() for r in rs]
+    return sorted(runs, key=lambda r: (r.arm not in self.repeated_arms, r.seed,
+                                       self.arms.index(r.arm)))
 
   def main_runs(self) -> dict[str, list[Run]]:
     """Arm -> its runs (claims 2, 3, 4; the seed-0 MAE run is also the grid's baseline)."""
@@ -158,11 +187,20 @@ class Reproduction:
     return os.path.join(self.out, "runs", run.name)
 
   def train(self, run: Run):
-    """Trains (or restores the finished) run; returns its final TrainState."""
+    """Trains (or restores the finished) run; returns its final TrainState. A run stopped by
+    SIGTERM / a preemption notice stops the whole reproduction (Preempted): its checkpoint is
+    saved, and the same command resumes it; nothing is evaluated from a half-trained model."""
     from layerlock_jax import train  # pylint: disable=g-import-not-at-top
     start = time.perf_counter()
     logging.info("reproduce: training %s\n  %s", run.name, run.command(self.out))
+    # An evaluation cached before this training belongs to an older state of the run.
+    stale = os.path.join(self.workdir(run), "eval.json")
+    if os.path.exists(stale):
+      os.remove(stale)
     result = train.run(run.config(), self.workdir(run))
+    if result.preempted:
+      raise Preempted(f"preempted while training {run.name} (checkpoint saved in "
+                      f"{self.workdir(run)}): rerun the same command to resume")
     self.timings[run.name] = time.perf_counter() - start
     return result.state
 
@@ -179,6 +217,8 @@ class Reproduction:
       with open(path) as f:
         return json.load(f)
     depth = config_defaults.encoder_depth(config)
+    start = time.perf_counter()
+    logging.info("reproduce: evaluating %s", os.path.basename(os.path.dirname(path)))
     result = depthwise.evaluate_params(
         config, params, data=self.eval_data(config), seed=PROBE_SEED,
         probe_steps=self.plan.probe_steps,
@@ -188,6 +228,7 @@ class Reproduction:
                           "num_heads": self.plan.attentive_heads,
                           "batch_size": self.plan.attentive_batch})
     result.pop("timing", None)  # wall clock: not part of the (reproducible) result
+    logging.info("reproduce: evaluated in %.0f s", time.perf_counter() - start)
     result = evaluate._jsonable(result)  # pylint: disable=protected-access
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + ".tmp", "w") as f:
@@ -222,18 +263,20 @@ def _finished(workdir: str) -> bool:
   return os.path.exists(os.path.join(workdir, "summary.json"))
 
 
-def reproduce(out: str, *, quick: bool = False, ablations: bool = False) -> dict[str, Any]:
+def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
+              scale: str = "cpu") -> dict[str, Any]:
   """The whole reproduction into `out`; returns the results (also OUT/results.json).
   `ablations` adds LayerLock without mini-warmup and MAE with learned position embeddings (one
-  seed each, ~4 more minutes)."""
+  seed each, ~4 more minutes); `scale="gpu"` the accelerator-sized runs (Plan.make)."""
   start = time.perf_counter()
-  plan = Plan.make(quick, ablations)
+  plan = Plan.make(quick, ablations, scale)
   repro = Reproduction(out, plan)
   os.makedirs(out, exist_ok=True)
   _enable_compile_cache(os.path.join(out, "xla_cache"))
 
   main_runs = plan.main_runs()
-  main = {arm: [repro.train_and_evaluate(r) for r in runs] for arm, runs in main_runs.items()}
+  done = {r.name: repro.train_and_evaluate(r) for r in plan.main_order()}
+  main = {arm: [done[r.name] for r in runs] for arm, runs in main_runs.items()}
   reference = {"rope": repro.random_init(main_runs["mae"][0])}
   if "mae_learned_posemb" in main_runs:
     reference["learned_3d"] = repro.random_init(main_runs["mae_learned_posemb"][0])
@@ -249,18 +292,31 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False) -> dict
     cell = convergence.read_run(repro.train_only(run), base_cfg.total_steps, tail)
     cell.update(layers=l, step=t, command=run.command(out))
     cells.append(cell)
-  baseline = convergence.read_run(repro.workdir(base_run), base_cfg.total_steps, tail)
-  baseline["command"] = base_run.command(out)
-  grid = convergence.summarize_grid(
-      baseline, cells, tail_fraction=tail, free_tolerance=plan.free_tolerance,
-      total_steps=base_cfg.total_steps, encoder_depth=config_defaults.encoder_depth(base_cfg))
+  measured = {}  # claim -> its result; a claim whose runs are not in the plan is left out
+  if cells:
+    baseline = convergence.read_run(repro.workdir(base_run), base_cfg.total_steps, tail)
+    baseline["command"] = base_run.command(out)
+    grid = convergence.summarize_grid(
+        baseline, cells, tail_fraction=tail, free_tolerance=plan.free_tolerance,
+        total_steps=base_cfg.total_steps, encoder_depth=config_defaults.encoder_depth(base_cfg))
+    measured["convergence"] = claims.convergence_claim(grid)
+  measured["freezing"] = claims.freezing_claim(main["mae"], main["freeze_pixel"])
+  measured["collapse"] = claims.collapse_claim(main["mae"], main["naive_latent"],
+                                               main["layerlock"])
+  measured["layerlock_vs_mae"] = claims.layerlock_vs_mae_claim(
+      main["mae"], main["layerlock"], main.get("layerlock_no_miniwarmup", []),
+      main.get("mae_learned_posemb", []), reference)
 
+  blockwise_runs = plan.blockwise_runs()
   blockwise = {regime: [repro.train_and_evaluate(r) for r in runs]
-               for regime, runs in plan.blockwise_runs().items()}
-  blockwise_reference = repro.random_init(plan.blockwise_runs()["e2e"][0])
+               for regime, runs in blockwise_runs.items() if runs}
+  if blockwise:
+    measured["blockwise"] = claims.blockwise_claim(
+        blockwise, repro.random_init(blockwise_runs["e2e"][0]))
 
   results = {
       "quick": quick,
+      "scale": plan.scale,
       "seeds": list(plan.seeds),
       "eval": {"data_seed": EVAL_DATA_SEED, "probe_seed": PROBE_SEED,
                "clips_per_split": plan.eval_clips, "attentive_steps": plan.attentive_steps,
@@ -268,16 +324,7 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False) -> dict
                "linear_probe_steps": plan.probe_steps,
                "attentive_norms": list(plan.attentive_norms)},
       "ablations": "mae_learned_posemb" in main_runs,
-      "claims": {
-          "convergence": claims.convergence_claim(grid),
-          "freezing": claims.freezing_claim(main["mae"], main["freeze_pixel"]),
-          "collapse": claims.collapse_claim(main["mae"], main["naive_latent"],
-                                            main["layerlock"]),
-          "layerlock_vs_mae": claims.layerlock_vs_mae_claim(
-              main["mae"], main["layerlock"], main.get("layerlock_no_miniwarmup", []),
-              main.get("mae_learned_posemb", []), reference),
-          "blockwise": claims.blockwise_claim(blockwise, blockwise_reference),
-      },
+      "claims": measured,
       "runs": [claims.run_summary(r) for runs in (list(main.values()) + list(camera.values()) +
                                                   list(blockwise.values()))
                for r in runs] + [{"name": f"grid_L{c['layers']}_T{c['step']}",
@@ -291,17 +338,23 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False) -> dict
   # two reproductions with the same seeds.
   num_runs = (sum(len(r) for r in main_runs.values()) + len(cells) +
               sum(len(r) for r in camera_runs.values()) +
-              sum(len(r) for r in plan.blockwise_runs().values()))
+              sum(len(r) for r in blockwise_runs.values()))
   timing = {"total_seconds": time.perf_counter() - start, "train_seconds": repro.timings,
             "runs_trained": len(repro.timings), "runs_total": num_runs,
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                        "python": sys.version.split()[0]}}
+                        "python": sys.version.split()[0], "accelerator": _accelerator()}}
   with open(os.path.join(out, "results.json"), "w") as f:
     json.dump(evaluate._jsonable(results), f, indent=1)  # pylint: disable=protected-access
   with open(os.path.join(out, "timing.json"), "w") as f:
     json.dump(timing, f, indent=1)
-  report.write_report(results, timing, out, command=_command(out, quick, ablations))
+  report.write_report(results, timing, out, command=_command(out, quick, ablations, scale))
   return results
+
+
+def _accelerator() -> str | None:
+  import jax  # pylint: disable=g-import-not-at-top
+  dev = jax.devices()[0]
+  return None if dev.platform == "cpu" else dev.device_kind
 
 
 def _enable_compile_cache(path: str):
@@ -314,9 +367,10 @@ def _enable_compile_cache(path: str):
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
-def _command(out: str, quick: bool, ablations: bool) -> str:
+def _command(out: str, quick: bool, ablations: bool, scale: str = "cpu") -> str:
   return (f"python -m layerlock_jax.reproduce --out={out}" + (" --quick" if quick else "") +
-          (" --ablations" if ablations and not quick else ""))
+          (" --ablations" if ablations and not quick else "") +
+          (f" --scale={scale}" if scale != "cpu" else ""))
 
 
 def main(argv):
@@ -327,7 +381,11 @@ def main(argv):
   logging.getLogger().setLevel(logging.INFO)
   f = flags.FLAGS
   out = os.path.abspath(os.path.expanduser(f.out))
-  results = reproduce(out, quick=f.quick, ablations=f.ablations)
+  try:
+    results = reproduce(out, quick=f.quick, ablations=f.ablations, scale=f.scale)
+  except Preempted as e:
+    print(e)
+    return 0
   print(f"wrote {os.path.join(out, 'report.md')}")
   for name, claim in results["claims"].items():
     print(f"{name}: {claim['verdict']}")
@@ -340,6 +398,8 @@ if __name__ == "__main__":
   flags.DEFINE_bool("quick", False, "CI-sized smoke run: a few steps per run, tiny probes.")
   flags.DEFINE_bool("ablations", False, "Also train the RoPE and mini-warmup ablation arms "
                     "(one seed each; ~4 more minutes).")
+  flags.DEFINE_enum("scale", "cpu", list(SCALES), "cpu: the 2-core runs (~25 min); gpu: the "
+                    "claims 2-4 arms with a ViT-S encoder, 3000 steps each (~10 min on one GPU).")
   flags.mark_flags_as_required(["out"])
   from layerlock_jax import cli  # pylint: disable=g-import-not-at-top
   cli.run(main)

@@ -30,6 +30,7 @@ def test_gpu_check_dry_run_covers_every_section():
 def test_freeze_fractions_reach_two_thirds_of_the_encoder():
   assert gpu_check.freeze_ks(20, dry_run=False) == [0, 3, 7, 10, 13]  # ViT-L: 24 - 4 decoder blocks
   assert gpu_check.freeze_ks(12, dry_run=False) == [0, 2, 4, 6, 8]
+  assert gpu_check.freeze_ks(20, dry_run=False, fractions=(0, 1 / 3, 2 / 3)) == [0, 7, 13]
 
 
 def test_stage_switch_summary_splits_overlapped_and_steady_steps():

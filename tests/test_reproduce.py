@@ -11,6 +11,7 @@ import pytest
 from layerlock_jax import config_defaults
 from layerlock_jax import flops
 from layerlock_jax import reproduce
+from layerlock_jax import schedule
 from layerlock_jax.config_validation import validate
 from layerlock_jax.evaluation import claims
 from layerlock_jax.evaluation import convergence
@@ -78,6 +79,61 @@ def test_run_names_and_commands_are_distinct():
       cmd = r.command("/o")
       assert f"--config.seed={r.seed}" in cmd and cmd.endswith(f"--workdir=/o/runs/{r.name}")
       assert ("quick" in r.variant) == quick
+
+
+def test_gpu_scale_plan_trains_complete_pairs_first_and_validates():
+  plan = reproduce.Plan.make(False, scale="gpu")
+  order = [r.name for r in plan.main_order()]
+  # MAE / LayerLock pairs seed by seed, then the single-seed arms of claims 2 and 3.
+  assert order == ["mae_s0", "layerlock_s0", "mae_s1", "layerlock_s1", "freeze_pixel_s0",
+                   "naive_latent_s0"]
+  assert not plan.grid_runs() and not any(plan.blockwise_runs().values())
+  assert not any(plan.camera_runs().values())
+  for run in plan.main_order():
+    assert run.variant.endswith(",gpu") and run.command("/o").count(":") == 1
+    validate(run.config(), num_devices=8)
+  config = reproduce.Run("layerlock_claims", "layerlock,gpu", 0).config()
+  m = config.model
+  assert (m.width, m.depth, m.num_heads, m.mlp_dim) == (384, 12, 6, 1536)  # ViT-S
+  t, h, w = (config.data.num_frames // m.patch_size[0], config.data.image_size // m.patch_size[1],
+             config.data.image_size // m.patch_size[2])
+  assert t * h * w == 512
+  table = schedule.freeze_table(config, config_defaults.encoder_depth(config))
+  # Pixel phase for 1000 of 2400 steps, then 2 more blocks every 250 steps up to 8 of 12.
+  assert [(s.start_step, s.frozen_layers) for s in table] == [
+      (0, 0), (1000, 2), (1250, 4), (1500, 6), (1750, 8)]
+  with pytest.raises(ValueError, match="quick and gpu"):
+    reproduce.Run("layerlock_claims", "mae,quick,gpu", 0).config()
+  for bad in ({"quick": True}, {"ablations": True}):
+    with pytest.raises(ValueError, match="scale=gpu"):
+      reproduce.Plan.make(bad.get("quick", False), bad.get("ablations", False), scale="gpu")
+  with pytest.raises(ValueError, match="unknown scale"):
+    reproduce.Plan.make(False, scale="tpu")
+
+
+def test_a_preempted_run_stops_the_reproduction_and_is_never_evaluated(tmp_path, monkeypatch):
+  """SIGTERM during a run: its checkpoint is kept, nothing is evaluated or cached from the
+  half-trained state, and an evaluation cached before retraining is dropped as stale."""
+  import types
+  from layerlock_jax import train
+  calls = []
+
+  def fake_run(config, workdir):
+    calls.append(workdir)
+    return types.SimpleNamespace(preempted=True, state="half-trained")
+
+  monkeypatch.setattr(train, "run", fake_run)
+  evaluated = []
+  monkeypatch.setattr(reproduce.depthwise, "evaluate_params",
+                      lambda *a, **k: evaluated.append(a) or {})
+  repro = reproduce.Reproduction(str(tmp_path), reproduce.Plan.make(True))
+  run = repro.plan.main_order()[0]
+  stale = tmp_path / "runs" / run.name / "eval.json"
+  stale.parent.mkdir(parents=True)
+  stale.write_text("{}")  # from an older, unfinished attempt (no summary.json)
+  with pytest.raises(reproduce.Preempted, match="rerun the same command"):
+    repro.train_and_evaluate(run)
+  assert calls == [repro.workdir(run)] and not evaluated and not stale.exists()
 
 
 # ------------------------------------------------------------------------------------------------

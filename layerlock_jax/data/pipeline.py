@@ -38,6 +38,7 @@ Worker processes (data_cfg.num_workers > 0) use `IterDataset.mp_prefetch`. Cavea
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Mapping
 
 import grain
@@ -161,8 +162,10 @@ def bad_input_metrics() -> dict[str, int]:
   every bad file first seen at decode time (in a reader thread or worker process) since the last
   call, with its reason; files skipped when the source was built are logged then.
   """
-  from layerlock_jax.data import video_files  # pylint: disable=g-import-not-at-top
-  return video_files.bad_input_metrics()
+  # No file source was built in this process unless video_files was imported: the synthetic
+  # sources then need neither the module nor PyAV.
+  video_files = sys.modules.get("layerlock_jax.data.video_files")
+  return video_files.bad_input_metrics() if video_files else {}
 
 
 def _ensure_absl_flags_parsed() -> None:

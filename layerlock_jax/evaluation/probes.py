@@ -267,7 +267,10 @@ def _attentive_fns(num_classes, num_queries, width, num_heads, lr, weight_decay,
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
   @jax.jit
-  def train_step(params, opt_state, x, y):
+  def train_step(params, opt_state, xs, ys, idx):
+    # The whole training set stays on the device; only the minibatch indices travel per step
+    # (at 1024 clips x 512 tokens x 384 dims, copying each batch from the host dominated).
+    x, y = xs[idx], ys[idx]
     loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
@@ -360,10 +363,10 @@ def attentive_probe(train_tokens: Any, train_labels: Any, test_tokens: Any, test
   num_epochs = -(-steps * batch_size // n)
   order = np.concatenate([rng.permutation(n) for _ in range(num_epochs)])
   losses = []
+  xs, ys = jnp.asarray(xtr), jnp.asarray(ytr, jnp.int32)
   for i in range(steps):
-    idx = order[i * batch_size:(i + 1) * batch_size]
-    params, opt_state, loss = train_step(params, opt_state, jnp.asarray(xtr[idx]),
-                                         jnp.asarray(ytr[idx], jnp.int32))
+    idx = jnp.asarray(order[i * batch_size:(i + 1) * batch_size], jnp.int32)
+    params, opt_state, loss = train_step(params, opt_state, xs, ys, idx)
     losses.append(loss)
   tail = max(1, steps // 10)
   train_loss = float(np.mean(np.asarray(jax.device_get(losses[-tail:]))))
