@@ -1,4 +1,4 @@
-r"""Blockwise SSL on a video DeiT-Small, the paper's larger backbone (arXiv 2601.09040, §2.2).
+r"""Blockwise SSL on a video DeiT-Small, the paper's larger backbone (arXiv 2601.09040).
 
   python -m layerlock_jax.main --config=configs/blockwise_deit_small.py --workdir=/tmp/bw_small
   python -m layerlock_jax.main --config=configs/blockwise_deit_small.py:sequential --workdir=/tmp/s

@@ -1,4 +1,4 @@
-r"""Blockwise SSL on a video DeiT-Tiny, the paper's smaller backbone (arXiv 2601.09040, §2.2).
+r"""Blockwise SSL on a video DeiT-Tiny, the paper's smaller backbone (arXiv 2601.09040).
 
   python -m layerlock_jax.main --config=configs/blockwise_deit_tiny.py --workdir=/tmp/bw_deit_tiny
   python -m layerlock_jax.main --config=configs/blockwise_deit_tiny.py:sequential --workdir=/tmp/bws

@@ -6,7 +6,7 @@ r"""CPU twin of the blockwise-SSL setup (arXiv 2601.09040): trains in a few minu
 
 The paper's structure at CPU size: a 12-layer video ViT cut into 4 blocks of 3 layers, each block
 with its own light decoder + pixel head and its own masked-reconstruction loss, tube masking at
-0.9 with 2x8x8 tubelets (papers.md §2.2). What shrinks: width (64 instead of 192), clip size
+0.9 with 2x8x8 tubelets (as in the paper's released code). What shrinks: width (64 instead of 192), clip size
 (16 x 48^2 instead of 16 x 128^2, so 8x6x6 = 288 tokens, 4 of 36 positions visible per frame),
 decoders (one block of width 32) and the run (600 steps of 16 clips).
 

@@ -2,10 +2,13 @@
 
 Config files under `configs/` start from `base_config()` and change only what differs; every field a
 user can set with `--config.a.b=value` exists here (ml_collections refuses unknown fields, so a typo
-fails loudly). Provenance tags in comments follow ../shared/research/papers.md: [P] paper/official
-code, [S] secondary summary, [I] our inference. Every [S]/[I] choice is a knob.
+fails loudly). Provenance tags in comments: [P] the paper or its official code, [S] a secondary
+summary of it, [I] our inference where neither says. Every [S]/[I] choice is a knob.
 """
 import ml_collections
+
+# Derived, not a field: planned in plan/stages.py, re-exported for config files and tools.
+from layerlock_jax.plan import encoder_depth  # pylint: disable=unused-import
 
 # ViT sizes: name -> (width, depth, mlp_dim, num_heads). Kauldron's table, used by 4DS [P-code].
 VIT_SIZES = {
@@ -238,18 +241,6 @@ def vit_config(size: str) -> ml_collections.ConfigDict:
   c = base_config()
   c.model.width, c.model.depth, c.model.mlp_dim, c.model.num_heads = VIT_SIZES[size]
   return c
-
-
-def encoder_depth(config) -> int:
-  """Blocks of the encoder proper: all of model.depth, minus the last decoder.depth blocks that the
-  4DS "query" decoder borrows. LayerLock freezes (and naive_latent reads) only encoder blocks.
-
-  Item access, so it works on ConfigDicts and plain dicts alike.
-  """
-  model = config["model"]
-  if model["decoder"]["type"] == "query":
-    return model["depth"] - model["decoder"]["depth"]
-  return model["depth"]
 
 
 def check_variant(variant: str, variants) -> None:

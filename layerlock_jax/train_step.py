@@ -32,6 +32,7 @@ from layerlock_jax import blockwise
 from layerlock_jax import guard
 from layerlock_jax import masking
 from layerlock_jax import objectives
+from layerlock_jax import plan
 from layerlock_jax import vjepa
 from layerlock_jax.models import video_mae
 from layerlock_jax.state import StageSpec, TrainState
@@ -107,7 +108,7 @@ def _latent_loss(params, frozen, tokens, feats, masked, key, step, *, model, con
   all_ids = jnp.broadcast_to(jnp.arange(num_tokens, dtype=jnp.int32), (batch, num_tokens))
   if config.naive_latent.enabled:
     nl = config.naive_latent
-    layer = nl.layer if nl.layer > 0 else max(1, model.encoder_depth // 2)
+    layer = plan.naive_latent_layer(config)
     own_blocks = jax.tree.map(lambda a: a[:layer], params["encoder"])
     targets = model.run_stack(jax.lax.stop_gradient(own_blocks), jax.lax.stop_gradient(tokens),
                               all_ids, remat=False)[:, :, None]  # (B, N, 1, D)

@@ -22,6 +22,7 @@ from layerlock_jax import config_defaults
 from layerlock_jax import masking
 from layerlock_jax import objectives
 from layerlock_jax import optimizer as optim
+from layerlock_jax import plan
 from layerlock_jax import schedule
 from layerlock_jax import state as state_lib
 from layerlock_jax import train
@@ -97,18 +98,18 @@ def layers(stack, lo, hi):
 def test_block_boundaries_equal_and_uneven():
   c = config_defaults.base_config()
   c.blockwise.enabled = True
-  assert blockwise.block_boundaries(c, 12) == (3, 6, 9, 12)      # 4 blocks of 3 [P-code]
+  assert plan.segments.boundaries(c, 12) == (3, 6, 9, 12)      # 4 blocks of 3 [P-code]
   c.blockwise.num_blocks = 6
-  assert blockwise.block_boundaries(c, 12) == (2, 4, 6, 8, 10, 12)
+  assert plan.segments.boundaries(c, 12) == (2, 4, 6, 8, 10, 12)
   c.blockwise.boundaries = (2, 6, 12)
-  assert blockwise.block_boundaries(c, 12) == (2, 6, 12)
+  assert plan.segments.boundaries(c, 12) == (2, 6, 12)
   for bad in ((2, 6, 11), (6, 2, 12), (0, 12)):
     c.blockwise.boundaries = bad
     with pytest.raises(ValueError, match="boundaries"):
-      blockwise.block_boundaries(c, 12)
+      plan.segments.boundaries(c, 12)
   c.blockwise.boundaries, c.blockwise.num_blocks = (), 5
   with pytest.raises(ValueError, match="num_blocks"):
-    blockwise.block_boundaries(c, 12)
+    plan.segments.boundaries(c, 12)
 
 
 def test_one_decoder_and_head_per_block_and_standard_encoder():
@@ -364,8 +365,6 @@ def test_opt_state_moments_follow_layers_not_shapes():
   new = tx.init({"encoder": {"w": jnp.zeros((2, 3))}})
   moved = state_lib.transfer_opt_state(old, new, old_layers=(0, 4), new_layers=(2, 4))
   np.testing.assert_array_equal(moved[0].mu["encoder"]["w"][:, 0], [2.0, 3.0])
-  legacy = state_lib.transfer_opt_state(old, new)
-  np.testing.assert_array_equal(legacy[0].mu["encoder"]["w"], moved[0].mu["encoder"]["w"])
 
 
 def test_sequential_run_freezes_finished_blocks_and_leaves_idle_ones_alone():

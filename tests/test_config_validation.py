@@ -7,8 +7,9 @@ The valid cases pin the boundaries, so an over-eager check fails too.
 import pytest
 
 from layerlock_jax import config_defaults
-from layerlock_jax.config_validation import (ConfigError, encoder_depth, format_error,
-                                             resolve_mesh_shape, validate)
+from layerlock_jax.config_validation import (ConfigError, format_error, resolve_mesh_shape,
+                                             validate)
+from layerlock_jax.plan import encoder_depth
 
 
 def _tiny():
