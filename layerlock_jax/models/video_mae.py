@@ -80,7 +80,7 @@ class VideoMAE:
       self.decoder = decoders.QueryDecoder(dec.depth, self.grid, self.block, self.remat_policy,
                                            self.unroll)
       self.decoder_width = m.width
-    self.vjepa = bool(config.vjepa.enabled) if "vjepa" in config else False
+    self.vjepa = plan.vjepa_enabled(config)
     if self.vjepa:
       vp = config.vjepa.predictor
       self.predictor = predictor.Predictor(vp.width, vp.depth, vp.num_heads, vp.mlp_dim, m.width,
