@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from layerlock_jax import checkpoint
 from layerlock_jax import checkpoint_params
 from layerlock_jax import extract_features as fx
 from layerlock_jax import train
