@@ -172,7 +172,7 @@ def spec_from_meta(meta: dict) -> state_lib.StageSpec:
   if unknown:
     raise IncompatibleCheckpointError(
         f"the checkpoint's stage has fields this code does not know: {unknown} (written by a "
-        "newer version?)")
+        "different version of this code?)")
   return state_lib.StageSpec(**{k: tuple(v) if isinstance(v, list) else v
                                 for k, v in saved.items()})
 

@@ -158,13 +158,15 @@ def base_config() -> ml_collections.ConfigDict:
   # --- blockwise self-supervised learning (arXiv 2601.09040) -----------------------------------
   bw = c.blockwise = ml_collections.ConfigDict()
   bw.enabled = False
-  bw.regime = "concurrent"         # concurrent: all blocks, local losses, no cross-block gradient |
-                                   # sequential: block 1 until its budget, then frozen, block 2, ... |
-                                   # e2e: end-to-end baseline, per-block decoders for measurement only
-  bw.num_blocks = 4                # equal partition of the encoder depth [P-code: 4 or 6 of 12]
-  bw.boundaries = ()               # explicit cumulative block ends, e.g. (2, 6, 12); overrides num_blocks
-  bw.sequential_steps = ()         # sequential: steps per block; () = total_steps split evenly
-                                   # (each block's decoder/head use config.model.decoder, type light)
+  # A segment is a run of encoder blocks with its own decoder, pixel head and loss.
+  bw.regime = "concurrent"         # concurrent: all segments, local losses, no cross-segment
+                                   # gradient | sequential: segment 1 until its budget, then frozen,
+                                   # segment 2, ... | e2e: end-to-end baseline, per-segment decoders
+                                   # for measurement only
+  bw.num_segments = 4              # equal partition of the encoder depth [P-code: 4 or 6 of 12]
+  bw.boundaries = ()               # cumulative segment ends, e.g. (2, 6, 12); beats num_segments
+  bw.sequential_steps = ()         # sequential: steps per segment; () = total_steps split evenly
+                                   # (each segment's decoder/head use config.model.decoder, light)
 
   # --- V-JEPA latent prediction with an EMA teacher (layerlock_jax/vjepa.py) --------------------
   vj = c.vjepa = ml_collections.ConfigDict()

@@ -29,8 +29,8 @@ What is counted (see `step_flops` for the per-term rules):
 - Per global step: gradient accumulation (config.grad_accum_steps) runs the same matmuls on
   micro-batches that add up to batch_size clips, so it changes neither count (nor clips/s).
 - Blockwise SSL (config.blockwise.enabled, layerlock_jax/blockwise.py) has its own rules: every
-  block that runs has its own light decoder and pixel head, and the sequential regime's idle suffix
-  is not run at all (`_blockwise_step_flops`).
+  segment that runs has its own light decoder and pixel head, and the sequential regime's idle
+  suffix is not run at all (`_blockwise_step_flops`).
 """
 from __future__ import annotations
 
@@ -162,7 +162,7 @@ def step_flops(config: Any, frozen_layers: int = 0, *,
     model_flops        everything except remat_recompute: the MFU numerator.
     hardware_flops     model_flops + remat_recompute.
   With config.blockwise.enabled the same keys are filled by `_blockwise_step_flops`, where
-  `frozen_layers` identifies the stage (0 for concurrent and e2e; b_{j-1} for sequential block j,
+  `frozen_layers` identifies the stage (0 for concurrent and e2e; b_{j-1} for sequential segment j,
   as in the freeze table and StageSpec.frozen_layers).
   """
   m, dec = config.model, config.model.decoder
@@ -313,20 +313,20 @@ def _vjepa_step_flops(config: Any, k: int, batch: int) -> dict[str, int]:
 def _blockwise_step_flops(config: Any, k: int, batch: int) -> dict[str, int]:
   """`step_flops` of blockwise SSL (layerlock_jax/blockwise.py `local_losses`), stage given by k.
 
-  The encoder's L layers are cut at b_1 < ... < b_n = L; every block that runs has its own light
-  decoder (D->Dd projection on N_vis tokens, decoder blocks on N_vis + Q tokens) and pixel head
-  (Dd->P on Q tokens), trained (3x). No latent targets (blockwise excludes LayerLock and naive
-  latent), so target_forward is 0. Per regime:
+  The encoder's L layers are cut into segments at b_1 < ... < b_n = L; every segment that runs
+  has its own light decoder (D->Dd projection on N_vis tokens, decoder blocks on N_vis + Q
+  tokens) and pixel head (Dd->P on Q tokens), trained (3x). No latent targets (blockwise excludes
+  LayerLock and naive latent), so target_forward is 0. Per regime:
     concurrent  embedding 2x, all L encoder layers 3x less the QKV input gradient of the first
-                layer of blocks 2..n (each reads a stop-gradient; the module docstring says why
+                layer of segments 2..n (each reads a stop-gradient; the module docstring says why
                 XLA still counts it), n decoders 3x, n heads 3x.
-    e2e         embedding 2x, all L encoder layers 3x (the last block's loss reaches all of them),
+    e2e         embedding 2x, all L encoder layers 3x (the last segment's loss reaches all of them),
                 n decoder stacks and heads 3x; the input projection of decoders 1..n-1 reads
                 stop_gradient(x_j), so it is 2x (decoder n's is 3x).
-    sequential  stage of block j, k = b_{j-1}: embedding 2x if j = 1 else 1x (frozen with block
-                1); layers 1..k forward only; layers k+1..b_j 3x, less the first QKV input gradient
-                when k >= 1; block j's decoder and head only, 3x; the idle layers b_j+1..L and the
-                other blocks' decoders are not run (0).
+    sequential  stage of segment j, k = b_{j-1}: embedding 2x if j = 1 else 1x (frozen with
+                segment 1); layers 1..k forward only; layers k+1..b_j 3x, less the first QKV input
+                gradient when k >= 1; segment j's decoder and head only, 3x; the idle layers
+                b_j+1..L and the other segments' decoders are not run (0).
   """
   m, dec = config.model, config.model.decoder
   regime = plan.fields.choice(config, "blockwise.regime", plan.options.BLOCKWISE_REGIMES)
@@ -338,7 +338,7 @@ def _blockwise_step_flops(config: Any, k: int, batch: int) -> dict[str, int]:
   d, f = m.width, m.mlp_dim
   depth = plan.encoder_depth(config)
   bounds = plan.segments.boundaries(config, depth)
-  num_blocks = len(bounds)
+  num_segments = len(bounds)
 
   embed_fwd = _matmul(batch * geo["num_tokens"], p, d)
   enc_block = block_flops(n_vis, d, f, batch=batch)
@@ -350,7 +350,7 @@ def _blockwise_step_flops(config: Any, k: int, batch: int) -> dict[str, int]:
   if regime == "sequential":
     starts = (0,) + bounds[:-1]
     if k not in starts:
-      raise ValueError(f"frozen_layers={k} is not a block start {starts} of a sequential "
+      raise ValueError(f"frozen_layers={k} is not a segment start {starts} of a sequential "
                        "blockwise run")
     n_train = bounds[starts.index(k)] - k
     num_decoders = 1
@@ -361,15 +361,15 @@ def _blockwise_step_flops(config: Any, k: int, batch: int) -> dict[str, int]:
   else:
     if k:
       raise ValueError(f"frozen_layers={k}: the {regime} blockwise regime freezes nothing")
-    n_train, num_decoders = depth, num_blocks
+    n_train, num_decoders = depth, num_segments
     patch_embed = 2 * embed_fwd
     encoder_frozen = 0
     encoder_trainable = 3 * depth * enc_block
     if regime == "concurrent":
-      encoder_trainable -= (num_blocks - 1) * qkv
-      decoder = num_blocks * 3 * (proj + dec_blocks)
+      encoder_trainable -= (num_segments - 1) * qkv
+      decoder = num_segments * 3 * (proj + dec_blocks)
     else:  # e2e
-      decoder = num_blocks * 3 * dec_blocks + (3 + 2 * (num_blocks - 1)) * proj
+      decoder = num_segments * 3 * dec_blocks + (3 + 2 * (num_segments - 1)) * proj
   heads = 3 * num_decoders * head
   remat_recompute = _remat_recompute(config, batch, n_train, n_vis, s_dec, dec.width,
                                      dec.mlp_dim, num_decoders)

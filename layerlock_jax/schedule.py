@@ -19,10 +19,10 @@ stays "pixels") get no mini-warmup, since the loss landscape does not change the
 ``mini_warmup_steps == 0`` disables it.
 
 Blockwise SSL, sequential regime (plan/segments.py): the learning rate restarts in every stage:
-each group of blocks gets a compressed copy of the run's schedule over its own window (warmup of
+each segment gets a compressed copy of the run's schedule over its own window (warmup of
 the same *fraction* of the window as warmup_steps is of total_steps, then cosine to min_lr at the
 window's end) [I: the paper's sequential protocol is unknown]. One global cosine would hand the
-last groups only the tail of the decay, so depth and learning rate would be confounded.
+last segments only the tail of the decay, so depth and learning rate would be confounded.
 """
 from __future__ import annotations
 

@@ -13,11 +13,12 @@ switch, the pixel head when the pixel loss is dropped) is held frozen so that we
 shrink it while it is unused.
 
 Blockwise SSL (layerlock_jax/blockwise.py) adds two things. An *idle* suffix: in the sequential
-regime the blocks after the one in training are neither run nor updated, so the encoder is cut in
-three, `frozen["encoder"]` (finished blocks), `params["encoder"]` (the active block) and
-`frozen["encoder_idle"]` (blocks still to come; held frozen so weight decay cannot move them).
-And per-block groups ("block_decoders", "block_heads": {"block_j": ...}) that are split entry by
-entry: only the active block's decoder and head are trainable in the sequential regime.
+regime the segments after the one in training are neither run nor updated, so the encoder is cut
+in three, `frozen["encoder"]` (finished segments), `params["encoder"]` (the active segment) and
+`frozen["encoder_idle"]` (segments still to come; held frozen so weight decay cannot move them).
+And per-segment groups ("blockwise_decoders", "blockwise_heads": {"segment_j": ...}) that are
+split entry by entry: only the active segment's decoder and head are trainable in the sequential
+regime.
 """
 from typing import Any
 
@@ -60,8 +61,8 @@ def trainable_groups(spec: StageSpec) -> dict[str, bool]:
           "predictor": True, "pixel_head": spec.pixel_loss, "latent_head": spec.latent}
 
 
-def _block_trainable(spec: StageSpec, block: str) -> bool:
-  return spec.active_block == 0 or block == plan.block_name(spec.active_block)
+def _segment_trainable(spec: StageSpec, segment: str) -> bool:
+  return spec.active_segment == 0 or segment == plan.segment_name(spec.active_segment)
 
 
 def partition(full: dict, spec: StageSpec) -> tuple[dict, dict]:
@@ -78,9 +79,9 @@ def partition(full: dict, spec: StageSpec) -> tuple[dict, dict]:
         frozen[name] = _slice(sub, slice(0, k))
       if idle:
         frozen[IDLE] = _slice(sub, slice(-idle, None))
-    elif name in plan.PER_BLOCK_GROUPS:
-      active = {b: v for b, v in sub.items() if _block_trainable(spec, b)}
-      rest = {b: v for b, v in sub.items() if not _block_trainable(spec, b)}
+    elif name in plan.PER_SEGMENT_GROUPS:
+      active = {j: v for j, v in sub.items() if _segment_trainable(spec, j)}
+      rest = {j: v for j, v in sub.items() if not _segment_trainable(spec, j)}
       if active:
         trainable[name] = active
       if rest:
@@ -100,7 +101,7 @@ def merge(trainable: dict, frozen: dict) -> dict:
            if key in tree]
   if len(parts) > 1:
     full[STACKED] = jax.tree.map(lambda *a: jnp.concatenate(a, axis=0), *parts)
-  for name in plan.PER_BLOCK_GROUPS:
+  for name in plan.PER_SEGMENT_GROUPS:
     if name in frozen and name in trainable:
       full[name] = {**frozen[name], **trainable[name]}
   return full
@@ -125,7 +126,7 @@ def transfer_opt_state(old_state, new_state, old_layers: tuple[int, int],
   moment is aligned by layer, so layers trainable both before and after keep their moments and all
   others start from zero. That keeps the still-trainable blocks' moments when only the start moves
   (LayerLock), and is also right when the window moves past its old end (blockwise sequential:
-  group j+1 must not inherit group j's moments although the shapes agree). Any other leaf with
+  segment j+1 must not inherit segment j's moments although the shapes agree). Any other leaf with
   the same path and shape as before (counters, decoder moments) is copied; leaves of newly
   trainable sub-trees keep their fresh zeros.
   """

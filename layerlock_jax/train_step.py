@@ -16,8 +16,8 @@ Forward of one step (k frozen blocks):
 V-JEPA (config.vjepa.enabled) takes the same step with the latent-prediction loss of
 layerlock_jax/vjepa.py, and after the optimizer update moves the EMA teacher toward the student.
 
-Blockwise SSL (spec.regime set) takes the same step with a different loss: the per-block local
-losses of layerlock_jax/blockwise.py, logged as "block_j_loss".
+Blockwise SSL (spec.regime set) takes the same step with a different loss: the per-segment local
+losses of layerlock_jax/blockwise.py, logged as "segment_j_loss".
 
 Gradient accumulation (config.grad_accum_steps = N) wraps the gradient function (`accumulate`): the
 global batch is cut into N micro-batches that are scanned, gradients summed in float32, one

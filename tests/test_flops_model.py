@@ -65,7 +65,7 @@ BW_BOUNDS = (1, 3, 4)  # blocks of 1, 2 and 1 layers: stage 2 of sequential has 
 
 
 def blockwise_config(regime):
-  """configs/blockwise_tiny.py's structure at test size: 4 layers in 3 blocks, per-block light
+  """configs/blockwise_tiny.py's structure at test size: 4 layers in 3 segments, per-segment light
   decoders, tube masking; the shapes of `unrolled_config` otherwise, every stack unrolled."""
   c = unrolled_config("light", "pixel")
   c.layerlock.enabled = False

@@ -97,9 +97,9 @@ def test_a_rule_reads_the_same_before_and_during_a_run():
   assert "entry 1 (20, 1)" in _validation_error(c)
 
   c = config_defaults.base_config()
-  c.blockwise.enabled, c.blockwise.num_blocks = True, 5  # 12 blocks do not split into 5
+  c.blockwise.enabled, c.blockwise.num_segments = True, 5  # 12 blocks do not split into 5 segments
   assert _validation_error(c) == _plan_error(plan.stage_spec, c, 0, "pixels")
-  assert "num_blocks=5 does not divide the encoder depth 12" in _validation_error(c)
+  assert "num_segments=5 does not divide the encoder depth 12" in _validation_error(c)
 
 
 def test_encoder_depth_and_latent_heads():
@@ -118,10 +118,10 @@ def test_blockwise_sequential_plan_by_hand():
   c.total_steps = 100
   c.blockwise.enabled, c.blockwise.regime = True, "sequential"
   c.blockwise.boundaries = (2, 6, 12)
-  # Even split of 100 steps over 3 groups: 33, 33 and the remaining 34.
+  # Even split of 100 steps over 3 segments: 33, 33 and the remaining 34.
   assert plan.segments.sequential_budgets(c, 3) == (33, 33, 34)
   assert [(s.start_step, s.frozen_layers, s.target) for s in plan.freeze_table(c)] == [
-      (0, 0, "block_1_pixels"), (33, 2, "block_2_pixels"), (66, 6, "block_3_pixels")]
-  spec = plan.stage_spec(c, 6, "block_3_pixels")
-  assert (spec.active_block, spec.idle_layers, spec.boundaries) == (3, 0, (2, 6, 12))
-  assert plan.stage_spec(c, 2, "block_2_pixels").idle_layers == 6
+      (0, 0, "segment_1_pixels"), (33, 2, "segment_2_pixels"), (66, 6, "segment_3_pixels")]
+  spec = plan.stage_spec(c, 6, "segment_3_pixels")
+  assert (spec.active_segment, spec.idle_layers, spec.boundaries) == (3, 0, (2, 6, 12))
+  assert plan.stage_spec(c, 2, "segment_2_pixels").idle_layers == 6

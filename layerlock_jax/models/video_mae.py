@@ -13,14 +13,14 @@ over parameter dicts. The parameter tree is:
    "pixel_head":  PatchHead         (decoder features -> tubelet pixels),
    "latent_head": PatchHead         (decoder features -> encoder width; LayerLock targets)}
 
-With blockwise SSL (config.blockwise.enabled, layerlock_jax/blockwise.py) every encoder block has
-its own light decoder and pixel head instead of the single decoder and heads:
+With blockwise SSL (config.blockwise.enabled, layerlock_jax/blockwise.py) every encoder segment (a
+run of blocks) has its own light decoder and pixel head instead of the single decoder and heads:
 
   {"embed", "encoder" (unchanged: the same stacked tree, so evaluation tools read it as is),
-   "block_decoders": {"block_1": LightDecoder, ..., "block_n": ...},
-   "block_heads":    {"block_1": PatchHead, ..., "block_n": ...}}
+   "blockwise_decoders": {"segment_1": LightDecoder, ..., "segment_n": ...},
+   "blockwise_heads":    {"segment_1": PatchHead, ..., "segment_n": ...}}
 
-The per-block sub-trees are applied with the same `decode` / `predict_pixels` as the plain ones.
+The per-segment sub-trees are applied with the same `decode` / `predict_pixels` as the plain ones.
 
 With V-JEPA (config.vjepa.enabled, layerlock_jax/vjepa.py) a predictor replaces decoder and heads:
 
@@ -67,7 +67,7 @@ class VideoMAE:
     mean, std = tuple(map(float, m.input_mean)), tuple(map(float, m.input_std))
     self.input_norm = None if (mean, std) == ((0.0,) * 3, (1.0,) * 3) else (mean, std)
     self.coords = vit.token_grid(self.grid)
-    # Blockwise SSL: regime ("" when off) and cumulative block ends b_1 < ... < b_n.
+    # Blockwise SSL: regime ("" when off) and cumulative segment ends b_1 < ... < b_n.
     self.blockwise = config.blockwise.regime if plan.blockwise_enabled(config) else ""
     self.boundaries = plan.segments.boundaries(config) if self.blockwise else ()
     self.num_latent_heads = plan.num_latent_heads(config)
@@ -131,8 +131,8 @@ class VideoMAE:
     }
 
   def _init_blockwise(self, rng, video, tokens, positions, enc_ids, query_ids, feats):
-    """Embedding and encoder as in plain MAE, then one decoder and one pixel head per block."""
-    names = [plan.block_name(j) for j in range(1, len(self.boundaries) + 1)]
+    """Embedding and encoder as in plain MAE, then one decoder and one pixel head per segment."""
+    names = [plan.segment_name(j) for j in range(1, len(self.boundaries) + 1)]
     embed_key, encoder_key, *keys = jax.random.split(rng, 2 + 2 * len(names))
     return {
         "embed": self.embed_module.init(embed_key, video)["params"],

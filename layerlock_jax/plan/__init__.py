@@ -1,6 +1,6 @@
 """The plan of a run: everything that follows from its config alone, in pure Python (no JAX).
 
-Encoder depth, the freeze table (LayerLock) or the group stages (blockwise SSL), the stage specs
+Encoder depth, the freeze table (LayerLock) or the segment stages (blockwise SSL), the stage specs
 the train step is compiled for, token and mask counts, the option lists and the names of targets,
 parameter groups and metrics are each derived here, once. The validator (config_validation.py)
 runs the same derivations before JAX starts and reports their first `ConfigError`; the schedule,
@@ -12,7 +12,7 @@ JAX, so launch scripts and config tools can use it too.
   tokens      patch grid, mask counts (one rounding rule), token geometry
   stages      encoder depth, Stage / StageSpec records, names
   layerlock   LayerLock's freeze table and its rules
-  segments    blockwise SSL's groups of blocks, budgets and stages
+  segments    blockwise SSL's segments (runs of blocks), budgets and stages
 """
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from layerlock_jax.plan import segments
 from layerlock_jax.plan import stages
 from layerlock_jax.plan.fields import ConfigError, fail, format_error, get, integer
 from layerlock_jax.plan.layerlock import check_layerlock, freeze_events, frozen_cap
-from layerlock_jax.plan.stages import (DECODERS, HEADS, PER_BLOCK_GROUPS, PIXELS, Stage,
-                                       StageSpec, block_name, block_target, encoder_depth,
-                                       method_enabled, query_decoder_depth)
+from layerlock_jax.plan.stages import (DECODERS, HEADS, PER_SEGMENT_GROUPS, PIXELS, Stage,
+                                       StageSpec, block_target, encoder_depth,
+                                       method_enabled, query_decoder_depth, segment_name)
 from layerlock_jax.plan.tokens import (check_masking, latent_queries, multiblock_counts,
                                        num_masked, share, token_geometry, token_grid)
 from layerlock_jax.plan import layerlock as _layerlock
@@ -72,13 +72,13 @@ def stage_spec(config: Any, frozen_layers: int, target: str) -> StageSpec:
     regime = get(config, "blockwise.regime")
     if regime != "sequential":
       return StageSpec(0, target=target, regime=regime, boundaries=bounds)
-    # A sequential stage starts where a group starts: frozen_layers = b_{j-1}.
+    # A sequential stage starts where a segment starts: frozen_layers = b_{j-1}.
     starts = (0,) + bounds[:-1]
     if frozen_layers not in starts:
-      raise ValueError(f"frozen_layers={frozen_layers} is not a block start {starts}")
+      raise ValueError(f"frozen_layers={frozen_layers} is not a segment start {starts}")
     j = starts.index(frozen_layers) + 1
     return StageSpec(frozen_layers, target=target, idle_layers=depth - bounds[j - 1],
-                     regime=regime, boundaries=bounds, active_block=j)
+                     regime=regime, boundaries=bounds, active_segment=j)
   if vjepa_enabled(config):
     layer = vjepa_target_layer(config, frozen_layers)
     return StageSpec(frozen_layers, latent=True, pixel_loss=False,

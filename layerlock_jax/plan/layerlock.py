@@ -2,9 +2,9 @@
 
 Stages. A stage is identified by k, the number of frozen *leading* encoder blocks. Stage 0 is the
 pixel stage: nothing is frozen and the target is pixels. For k >= 1 the target is the output of the
-k-th block (1-based), named ``"block_{k}"``, when ``config.layerlock.target == "latent"`` (LayerLock).
-With ``target == "pixel"`` (progressive freezing with the MAE pixel target only, the accelerated-MAE
-baseline) the target stays ``"pixels"`` in every stage.
+k-th block (1-based), named ``"block_{k}"``, when ``config.layerlock.target == "latent"``
+(LayerLock). With ``target == "pixel"`` (progressive freezing with the MAE pixel target only, the
+accelerated-MAE baseline) the target stays ``"pixels"`` in every stage.
 
 Cap. K_max = ``config.layerlock.max_frozen`` when it is >= 0, else
 floor(``max_frozen_fraction`` * encoder_depth). It is clipped to encoder_depth - 1, because at least

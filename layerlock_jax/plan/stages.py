@@ -2,8 +2,8 @@
 
 Names. A *block* (or layer) is one transformer block of the encoder. LayerLock's latent target
 taken from the output of block k is ``"block_{k}"``. Blockwise SSL cuts the encoder into
-contiguous groups of blocks, each with its own decoder and loss; group j is keyed ``"block_{j}"``
-in the per-group parameter trees and metrics (``"block_{j}_loss"``).
+contiguous *segments* of blocks, each with its own decoder and loss; segment j is keyed
+``"segment_{j}"`` in the per-segment parameter trees and metrics (``"segment_{j}_loss"``).
 """
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import dataclasses
 from typing import Any
 
 PIXELS = "pixels"  # the target of every stage that predicts pixels
-DECODERS, HEADS = "block_decoders", "block_heads"  # blockwise per-group parameter trees
-PER_BLOCK_GROUPS = (DECODERS, HEADS)
+# Blockwise per-segment parameter trees. Their names sort before "embed" and "encoder", as the
+# parameter tree's leaf order (the summation order of the global gradient norm) depends on it.
+DECODERS, HEADS = "blockwise_decoders", "blockwise_heads"
+PER_SEGMENT_GROUPS = (DECODERS, HEADS)
 
 
 def encoder_depth(config: Any) -> int:
@@ -38,9 +40,9 @@ def block_target(k: int) -> str:
   return f"block_{k}"
 
 
-def block_name(j: int) -> str:
-  """Key of blockwise group j (1-based) in the per-group parameter trees and in metric names."""
-  return f"block_{j}"
+def segment_name(j: int) -> str:
+  """Key of blockwise segment j (1-based) in the per-segment parameter trees and metric names."""
+  return f"segment_{j}"
 
 
 def method_enabled(config: Any, section: str) -> bool:
@@ -50,7 +52,7 @@ def method_enabled(config: Any, section: str) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
-  """One row of the freeze table: from `start_step` on, `frozen_layers` leading blocks are frozen."""
+  """A row of the freeze table: from `start_step` on, `frozen_layers` leading blocks are frozen."""
   start_step: int
   frozen_layers: int
   target: str
@@ -66,5 +68,5 @@ class StageSpec:
   # Blockwise SSL; the defaults mean "not blockwise" and leave every other path unchanged.
   idle_layers: int = 0       # the last encoder blocks, neither run nor trained (held frozen)
   regime: str = ""           # "" (not blockwise) | concurrent | sequential | e2e
-  boundaries: tuple[int, ...] = ()  # cumulative block ends b_1 < ... < b_n = encoder depth
-  active_block: int = 0      # sequential: the one block in training (1-based); 0: every block
+  boundaries: tuple[int, ...] = ()  # cumulative segment ends b_1 < ... < b_n = encoder depth
+  active_segment: int = 0    # sequential: the one segment in training (1-based); 0: every one
