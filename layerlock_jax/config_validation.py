@@ -100,12 +100,12 @@ def _check_model(c: Any) -> None:
                     "pick num_heads so width/num_heads is even, or use rope_placement='after_norm'")
     else:
       dim, what = width, "features of the width"
-    for axis, f in zip(("time", "height", "width"), fractions):
+    sections = plan.rope_sections(dim, fractions)
+    for axis, f, rotated in zip(("time", "height", "width"), fractions, sections):
       # A rotation acts on feature pairs: a non-zero share that rounds below one pair is a typo.
-      # Same rounding as models/vit.py rope_sections: int(f * dim) rounded down to even.
-      if f > 0 and int(f * dim) < 2:
+      if f > 0 and rotated < 2:
         raise _fail("model.rope_fractions", tuple(fractions),
-                    f"rotates {int(f * dim) // 2 * 2} of {dim} {what} along {axis}; each "
+                    f"rotates {rotated} of {dim} {what} along {axis}; each "
                     "rotated part needs >= 2 (one pair)",
                     f"raise the {axis} share to >= {2 / dim:.3g} or set it to 0")
 

@@ -102,6 +102,13 @@ def test_a_rule_reads_the_same_before_and_during_a_run():
   assert "num_segments=5 does not divide the encoder depth 12" in _validation_error(c)
 
 
+def test_rope_sections_round_each_share_down_to_whole_pairs():
+  # 64 features at 10/25/25%: 6.4 -> 6, 16, 16 (the other 26 carry no position).
+  assert plan.rope_sections(64, (0.10, 0.25, 0.25)) == (6, 16, 16)
+  # A 16-dim head: 1.6 -> 0 (no pair), 4.0 -> 4, 5.6 -> 5 -> 4.
+  assert plan.rope_sections(16, (0.10, 0.25, 0.35)) == (0, 4, 4)
+
+
 def test_encoder_depth_and_latent_heads():
   c = config_defaults.base_config()  # ViT-B: 12 blocks
   assert plan.encoder_depth(c) == 12 and plan.query_decoder_depth(c) == 0

@@ -9,7 +9,7 @@ JAX, so launch scripts and config tools can use it too.
 
   options     every named option a config field accepts
   fields      ConfigError and the checked field readers
-  tokens      patch grid, mask counts (one rounding rule), token geometry
+  tokens      patch grid, mask counts (one rounding rule), token geometry, RoPE sections
   stages      encoder depth, Stage / StageSpec records, names
   layerlock   LayerLock's freeze table and its rules
   segments    blockwise SSL's segments (runs of blocks), budgets and stages
@@ -27,7 +27,8 @@ from layerlock_jax.plan.stages import (DECODERS, HEADS, PER_SEGMENT_GROUPS, PIXE
                                        StageSpec, block_target, encoder_depth,
                                        method_enabled, query_decoder_depth, segment_name)
 from layerlock_jax.plan.tokens import (check_masking, latent_queries, multiblock_counts,
-                                       num_masked, share, token_geometry, token_grid)
+                                       num_masked, rope_sections, share, token_geometry,
+                                       token_grid)
 from layerlock_jax.plan import layerlock as _layerlock
 
 blockwise_enabled = segments.enabled

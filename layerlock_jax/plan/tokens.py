@@ -1,4 +1,5 @@
-"""Token counts of one clip: the patch grid and how many tokens each mask hides or shows.
+"""Token counts of one clip: the patch grid, how many tokens each mask hides or shows, and how
+many features 3-D RoPE rotates along each axis.
 
 Every count is static (jit needs fixed shapes), so it is a function of the config alone, and the
 mask sampler (masking.py), the FLOP model (flops.py) and the validator read it from here.
@@ -25,6 +26,12 @@ def token_grid(config: Any) -> tuple[int, int, int]:
       raise fail("data.image_size", size, f"is not divisible by model.patch_size[{i}]={p}",
                  f"use a multiple of {p}, e.g. {max(p, size - size % p)}")
   return frames // pt, size // ph, size // pw
+
+
+def rope_sections(dim: int, fractions) -> tuple[int, ...]:
+  """Features rotated along (t, h, w) by 3-D RoPE: each share of `dim` rounded down to an even
+  count (a rotation acts on pairs); the remaining features carry no position."""
+  return tuple(int(f * dim) // 2 * 2 for f in fractions)
 
 
 def share(n: int, ratio: float) -> int:
