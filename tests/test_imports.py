@@ -54,25 +54,28 @@ TOOLS = ("layerlock_jax.train", "layerlock_jax.evaluation", "layerlock_jax.repro
 
 RULES = [
     # The run's building blocks know nothing of the loop or the tools that use them.
-    (("layerlock_jax.models", "layerlock_jax.data", "layerlock_jax.schedule",
-      "layerlock_jax.plan", "layerlock_jax.checkpoint", "layerlock_jax.checkpoint_params"), TOOLS),
+    pytest.param(("layerlock_jax.models", "layerlock_jax.data", "layerlock_jax.schedule",
+      "layerlock_jax.plan", "layerlock_jax.checkpoint", "layerlock_jax.checkpoint_params"), TOOLS,
+                 id="building_blocks-x->tools"),
     # Models take their plan from plan, not from the loss or schedule modules that use them.
-    (("layerlock_jax.models",), ("layerlock_jax.schedule", "layerlock_jax.blockwise",
-                                 "layerlock_jax.state", "layerlock_jax.checkpoint")),
+    pytest.param(("layerlock_jax.models",), ("layerlock_jax.schedule", "layerlock_jax.blockwise",
+                                             "layerlock_jax.state", "layerlock_jax.checkpoint"),
+                 id="models-x->schedule,blockwise,state,checkpoint"),
     # Blockwise SSL is a loss; what it plans (groups, budgets, names) lives in plan.
-    (("layerlock_jax.state", "layerlock_jax.schedule", "layerlock_jax.flops"),
-     ("layerlock_jax.blockwise",)),
+    pytest.param(("layerlock_jax.state", "layerlock_jax.schedule", "layerlock_jax.flops"),
+                 ("layerlock_jax.blockwise",), id="state,schedule,flops-x->blockwise"),
     # A checkpoint reads shapes from the plan, not by building a model.
-    (("layerlock_jax.checkpoint", "layerlock_jax.checkpoint_params"), ("layerlock_jax.models",)),
+    pytest.param(("layerlock_jax.checkpoint", "layerlock_jax.checkpoint_params"),
+                 ("layerlock_jax.models",), id="checkpoint-x->models"),
     # The plan is the bottom of the stack: pure Python, nothing of the package above it.
-    (("layerlock_jax.plan",), ("jax", "flax", "optax", "orbax", "numpy", "grain")),
-    (("layerlock_jax.config_validation", "layerlock_jax.config_defaults"),
-     ("jax", "flax", "optax", "orbax", "grain")),
+    pytest.param(("layerlock_jax.plan",), ("jax", "flax", "optax", "orbax", "numpy", "grain"),
+                 id="plan-x->jax,numpy"),
+    pytest.param(("layerlock_jax.config_validation", "layerlock_jax.config_defaults"),
+                 ("jax", "flax", "optax", "orbax", "grain"), id="config-x->jax"),
 ]
 
 
-@pytest.mark.parametrize("sources,forbidden", RULES, ids=lambda v: v[0] if isinstance(v, tuple)
-                         else None)
+@pytest.mark.parametrize("sources,forbidden", RULES)
 def test_no_import_points_up(sources, forbidden):
   assert _violations(sources, forbidden) == []
 
