@@ -79,14 +79,11 @@ def learning_rate_fn(config: ml_collections.ConfigDict,
   """Optax-compatible schedule `step -> lr` (jittable): warmup + cosine, times the mini-warmup."""
   opt = config.optimizer
   peak, end = float(opt.lr), float(opt.min_lr)
-  warmup, total = int(opt.warmup_steps), int(config.total_steps)
-  if warmup < 0:
-    raise ValueError(f"config.optimizer.warmup_steps must be >= 0, got {warmup}")
+  warmup = plan.integer(config, "optimizer.warmup_steps", lo=0)
+  total = int(config.total_steps)
   if plan.blockwise_enabled(config) and config.blockwise.regime == "sequential":
     return _per_stage_schedule(table, peak, end, warmup, total)
-  mini = int(config.layerlock.mini_warmup_steps)
-  if mini < 0:
-    raise ValueError(f"config.layerlock.mini_warmup_steps must be >= 0, got {mini}")
+  mini = plan.integer(config, "layerlock.mini_warmup_steps", lo=0)
   switches = target_switch_steps(table)
 
   if mini == 0 or not switches:
