@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from layerlock_jax.plan import layerlock
 from layerlock_jax.plan import options
 from layerlock_jax.plan import segments
 from layerlock_jax.plan import stages
@@ -29,7 +30,6 @@ from layerlock_jax.plan.stages import (DECODERS, HEADS, PER_SEGMENT_GROUPS, PIXE
 from layerlock_jax.plan.tokens import (check_masking, latent_queries, multiblock_counts,
                                        num_masked, rope_sections, share, token_geometry,
                                        token_grid)
-from layerlock_jax.plan import layerlock as _layerlock
 
 blockwise_enabled = segments.enabled
 
@@ -48,7 +48,7 @@ def freeze_table(config: Any, encoder_depth: int | None = None,
   depth = stages.encoder_depth(config) if encoder_depth is None else encoder_depth
   if segments.enabled(config):
     return segments.blockwise_table(config, depth)
-  return _layerlock.layerlock_table(config, depth, decided)
+  return layerlock.layerlock_table(config, depth, decided)
 
 
 def naive_latent_layer(config: Any) -> int:
