@@ -87,8 +87,9 @@ def _plan_error(fn, *args) -> str:
 def test_a_rule_reads_the_same_before_and_during_a_run():
   """The validator reports the plan's own error, so a message exists once."""
   c = _grid_config(4, 32, (2, 16, 16), 0.95)  # 8 tokens: 0.95 leaves none visible
-  assert _validation_error(c) == _plan_error(plan.token_geometry, c)
-  assert "masking.ratio" in _validation_error(c)
+  assert _validation_error(c) == _plan_error(plan.check_masking, c, plan.token_grid(c))
+  assert "masking.ratio: ratio=0.95 leaves no visible token of 8 tokens" in _validation_error(c)
+  assert plan.token_geometry(c)["num_visible"] == 0  # counting alone does not judge
 
   c = config_defaults.base_config()
   c.total_steps, c.layerlock.enabled, c.layerlock.max_frozen = 1000, True, 4

@@ -43,10 +43,18 @@ def share(n: int, ratio: float) -> int:
 
 
 def num_masked(grid, ratio: float, mask_type: str) -> int:
-  """Masked tokens per clip of a random or tube mask, checked to leave >= 1 masked and visible.
+  """Masked tokens per clip of a random or tube mask.
 
   A tube mask hides whole spatial columns across time, so its count is rounded per frame.
   """
+  t, h, w = grid
+  if mask_type == "tube":
+    return t * share(h * w, ratio)
+  return share(t * h * w, ratio)
+
+
+def _check_masked_and_visible(grid, ratio: float, mask_type: str) -> None:
+  """A random or tube mask must leave >= 1 token masked and >= 1 visible."""
   t, h, w = grid
   # Tube masks pick spatial positions once and repeat them over time, so they count per frame.
   n = t * h * w if mask_type != "tube" else h * w
@@ -59,7 +67,6 @@ def num_masked(grid, ratio: float, mask_type: str) -> int:
   if masked < 1:
     raise fail("masking.ratio", ratio, f"masks no token of {where}",
                f"raise it to >= {1 / n:.4g}")
-  return masked * t if mask_type == "tube" else masked
 
 
 def multiblock_frame_counts(grid, ratio: float, context_ratio: float) -> tuple[int, int]:
@@ -77,8 +84,8 @@ def multiblock_frame_counts(grid, ratio: float, context_ratio: float) -> tuple[i
 
 def multiblock_counts(grid, ratio: float, context_ratio: float) -> tuple[int, int]:
   """(context, target) tokens per clip of a multi-block mask: fixed, so shapes are static."""
-  m, c = multiblock_frame_counts(grid, ratio, context_ratio)
-  return grid[0] * c, grid[0] * m
+  t, h, w = grid
+  return t * share(h * w, context_ratio), t * share(h * w, ratio)
 
 
 def latent_queries(num_masked_tokens: int, fraction: float) -> int:
@@ -87,7 +94,10 @@ def latent_queries(num_masked_tokens: int, fraction: float) -> int:
 
 
 def token_geometry(config: Any) -> dict[str, int]:
-  """Token counts of one clip: N tokens, patch dim P, masked / visible / query counts."""
+  """Token counts of one clip: N tokens, patch dim P, masked / visible / query counts.
+
+  Counts only: `check_masking` says whether they make a trainable mask (tools such as a dry
+  run on a shrunken clip count FLOPs of degenerate ones too)."""
   grid = token_grid(config)
   pt, ph, pw = config.model.patch_size
   n = grid[0] * grid[1] * grid[2]
@@ -113,7 +123,7 @@ def check_masking(config: Any, grid: tuple[int, int, int]) -> None:
                "use random or tube, or --config.vjepa.enabled=True")
   ratio = number(config, "masking.ratio", 0, 1, lo_open=True, hi_open=True)
   if mtype != "multiblock":
-    num_masked(grid, ratio, mtype)
+    _check_masked_and_visible(grid, ratio, mtype)
     return
   context = number(config, "masking.context_ratio", 0, 1, lo_open=True, hi_open=True)
   multiblock_frame_counts(grid, ratio, context)
