@@ -168,8 +168,9 @@ def main(argv):
   print(f"config: width {m.width} depth {m.depth} heads {m.num_heads}, clip "
         f"{config.data.num_frames}x{config.data.image_size}^2 tubelet {tuple(m.patch_size)}, "
         f"{config.masking.type} mask {config.masking.ratio}, batch {config.batch_size}, "
-        f"remat {m.remat_policy}, dtype {m.dtype}, attention {m.attention}, per-block decoder "
-        f"{m.decoder.width}w x {m.decoder.depth}, blocks {config.blockwise.num_blocks or ''}"
+        f"remat {m.remat_policy}, dtype {m.dtype}, attention {m.attention}, per-segment "
+        f"decoder {m.decoder.width}w x {m.decoder.depth}, segments "
+        f"{config.blockwise.num_segments or ''}"
         f"{tuple(config.blockwise.boundaries) or ''}", flush=True)
   variants = [build(config, name, lambda s: print(s, flush=True)) for name in _VARIANTS.value]
   f = flags.FLAGS

@@ -46,13 +46,13 @@ def load_config(regime: str, steps: int):
   return config
 
 
-def loss_curve(workdir: str, num_blocks: int) -> dict[str, tuple[float, float]]:
-  """(first logged, last logged) value of every block loss in metrics.jsonl."""
+def loss_curve(workdir: str, num_segments: int) -> dict[str, tuple[float, float]]:
+  """(first logged, last logged) value of every segment loss in metrics.jsonl."""
   records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   out = {}
-  for j in range(1, num_blocks + 1):
-    values = [r[f"block_{j}_loss"] for r in records if f"block_{j}_loss" in r]
-    out[f"block_{j}"] = (values[0], values[-1]) if values else (float("nan"),) * 2
+  for j in range(1, num_segments + 1):
+    values = [r[f"segment_{j}_loss"] for r in records if f"segment_{j}_loss" in r]
+    out[f"segment_{j}"] = (values[0], values[-1]) if values else (float("nan"),) * 2
   return out
 
 

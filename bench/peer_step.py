@@ -96,7 +96,7 @@ def hf_step(config, *, threads: int, attention: str):
   """
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
-  from layerlock_jax import flops  # pylint: disable=g-import-not-at-top  (no JAX import)
+  from layerlock_jax import plan  # pylint: disable=g-import-not-at-top  (pure Python, no JAX)
   torch.set_num_threads(threads)
   torch.manual_seed(config.seed)
   start = time.perf_counter()
@@ -108,7 +108,7 @@ def hf_step(config, *, threads: int, attention: str):
                           weight_decay=o.weight_decay)
   b, d = config.batch_size, config.data
   video = torch.rand(b, d.num_frames, 3, d.image_size, d.image_size)
-  geo = flops.token_geometry(config)
+  geo = plan.token_geometry(config)
   masked = torch.rand(b, geo["num_tokens"]).argsort(dim=1)[:, :geo["num_masked"]]
   mask = torch.zeros(b, geo["num_tokens"], dtype=torch.bool).scatter_(1, masked, True)
   autocast = config.model.dtype == "bfloat16"

@@ -1,12 +1,12 @@
-r"""Blockwise SSL on a video DeiT-Small, the paper's larger backbone (arXiv 2601.09040, §2.2).
+r"""Blockwise SSL on a video DeiT-Small, the paper's larger backbone (arXiv 2601.09040).
 
   python -m layerlock_jax.main --config=configs/blockwise_deit_small.py --workdir=/tmp/bw_small
   python -m layerlock_jax.main --config=configs/blockwise_deit_small.py:sequential --workdir=/tmp/s
   python -m layerlock_jax.main --config=configs/blockwise_deit_small.py:e2e --workdir=/tmp/e
 
-configs/blockwise_deit_tiny.py (clips, tube masking, 4 blocks of 3 layers, regimes, VideoMAE's
+configs/blockwise_deit_tiny.py (clips, tube masking, 4 segments of 3 layers, regimes, VideoMAE's
 optimisation recipe, data: see there) with the DeiT-Small encoder (384 wide, 12 deep, 6 heads,
-MLP 1536) and per-block decoders at half its width (192, 3 heads, MLP 768: VideoMAE-S's decoder;
+MLP 1536) and per-segment decoders at half its width (192, 3 heads, MLP 768: VideoMAE-S's decoder;
 2 decoder blocks, as for Tiny). ~22M parameters: still replicated, the batch split.
 """
 import importlib.util

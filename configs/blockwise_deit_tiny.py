@@ -1,12 +1,12 @@
-r"""Blockwise SSL on a video DeiT-Tiny, the paper's smaller backbone (arXiv 2601.09040, §2.2).
+r"""Blockwise SSL on a video DeiT-Tiny, the paper's smaller backbone (arXiv 2601.09040).
 
   python -m layerlock_jax.main --config=configs/blockwise_deit_tiny.py --workdir=/tmp/bw_deit_tiny
   python -m layerlock_jax.main --config=configs/blockwise_deit_tiny.py:sequential --workdir=/tmp/bws
   python -m layerlock_jax.main --config=configs/blockwise_deit_tiny.py:e2e --workdir=/tmp/bw_e2e
 
 DeiT-Tiny (192 wide, 12 deep, 3 heads, MLP 768) on 16 x 128^2 clips with 2x8x8 tubelets
-(8x16x16 = 2048 tokens), tube masking at 0.9 (208 visible tokens), cut into 4 blocks of 3 layers
-(--config.blockwise.num_blocks=6 for 6 blocks of 2; --config.blockwise.boundaries='(2, 6, 12)'
+(8x16x16 = 2048 tokens), tube masking at 0.9 (208 visible tokens), cut into 4 segments of 3 layers
+(--config.blockwise.num_segments=6 for 6 segments of 2; --config.blockwise.boundaries='(2, 6, 12)'
 for uneven ones). The text after ':' picks the regime (default concurrent): concurrent |
 sequential | e2e, the paper's "Simultaneous BWSSL", "Sequential BWSSL" and "e2e_attached".
 
@@ -60,7 +60,7 @@ def get_config(regime: str = "concurrent"):
   bw = c.blockwise
   bw.enabled = True
   bw.regime = regime
-  bw.num_blocks = 4                # [P-code: 4 or 6 blocks of the 12 layers]
+  bw.num_segments = 4              # [P-code: 4 or 6 segments of the 12 layers]
 
   c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 1
   c.mesh.preset = "data_parallel"  # ~5M parameters: replicate, split the batch

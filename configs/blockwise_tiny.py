@@ -4,11 +4,12 @@ r"""CPU twin of the blockwise-SSL setup (arXiv 2601.09040): trains in a few minu
   python -m layerlock_jax.main --config=configs/blockwise_tiny.py:sequential --workdir=/tmp/bw_seq
   python -m layerlock_jax.main --config=configs/blockwise_tiny.py:e2e --workdir=/tmp/bw_e2e
 
-The paper's structure at CPU size: a 12-layer video ViT cut into 4 blocks of 3 layers, each block
-with its own light decoder + pixel head and its own masked-reconstruction loss, tube masking at
-0.9 with 2x8x8 tubelets (papers.md §2.2). What shrinks: width (64 instead of 192), clip size
-(16 x 48^2 instead of 16 x 128^2, so 8x6x6 = 288 tokens, 4 of 36 positions visible per frame),
-decoders (one block of width 32) and the run (600 steps of 16 clips).
+The paper's structure at CPU size: a 12-layer video ViT cut into 4 segments of 3 layers, each
+segment with its own light decoder + pixel head and its own masked-reconstruction loss, tube
+masking at 0.9 with 2x8x8 tubelets (as in the paper's released code). What shrinks: width (64
+instead of 192), clip size (16 x 48^2 instead of 16 x 128^2, so 8x6x6 = 288 tokens, 4 of 36
+positions visible per frame), decoders (one block of width 32) and the run (600 steps of 16
+clips).
 
 Data: the embedded drifting gratings (the paper's probe stimuli), not Moving MNIST. On Moving MNIST
 at this size and masking every regime settles within a few hundred steps on predicting the
@@ -17,11 +18,11 @@ than an untrained encoder's; a grating is predictable from 4 visible positions o
 its orientation, frequencies and contrast, which is what the probes then read out.
 
 The text after ':' picks the regime (default concurrent): concurrent | sequential | e2e. Overrides:
-  --config.blockwise.num_blocks=6                  6 blocks of 2 layers
-  --config.blockwise.boundaries='(2, 6, 12)'       uneven blocks (cumulative ends)
-  --config.blockwise.sequential_steps='(100, 100, 150, 250)'   sequential budgets per block
-Per-block losses appear as block_1_loss ... in metrics.jsonl and TensorBoard;
-bench/blockwise_probe.py trains concurrent and e2e and prints the per-block probe table.
+  --config.blockwise.num_segments=6                6 segments of 2 layers
+  --config.blockwise.boundaries='(2, 6, 12)'       uneven segments (cumulative ends)
+  --config.blockwise.sequential_steps='(100, 100, 150, 250)'   sequential budgets per segment
+Per-segment losses appear as segment_1_loss ... in metrics.jsonl and TensorBoard;
+bench/blockwise_probe.py trains concurrent and e2e and prints the per-segment probe table.
 """
 from layerlock_jax import config_defaults
 
@@ -62,7 +63,7 @@ def get_config(regime: str = "concurrent"):
   bw = c.blockwise
   bw.enabled = True
   bw.regime = regime
-  bw.num_blocks = 4
+  bw.num_segments = 4
 
   c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 1
   c.mesh.preset = "data_parallel"

@@ -50,9 +50,9 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
+from layerlock_jax import plan
 from layerlock_jax import state as state_lib
 from layerlock_jax import vjepa
-from layerlock_jax.models import video_mae
 
 CHECKPOINTS = "checkpoints"
 CORRUPT = "checkpoints.corrupt"
@@ -103,23 +103,23 @@ class Restored:
   meta: dict
 
 
-def _get(config, dotted: str):
+def get_field(config, dotted: str):
   value = config
   for part in dotted.split("."):
     value = value[part]
   return value
 
 
-def _plain(value):
+def plain(value):
   """Config values as JSON-comparable values (tuples and lists compare equal after a round trip)."""
   return list(value) if isinstance(value, (tuple, list)) else value
 
 
 def shape_fields(config) -> dict:
-  fields = {name: _plain(_get(config, name)) for name in SHAPE_FIELDS}
+  fields = {name: plain(get_field(config, name)) for name in SHAPE_FIELDS}
   # Derived: multi_target makes one latent head per freezable block, and grad clipping adds an
   # optimizer-state entry; both change the saved tree without a dimension field changing.
-  fields["latent_heads"] = video_mae.VideoMAE(config).num_latent_heads
+  fields["latent_heads"] = plan.num_latent_heads(config)
   fields["optimizer.grad_clip>0"] = bool(config.optimizer.grad_clip > 0)
   if vjepa.enabled(config):  # only then: checkpoints of other objectives keep their fields
     vp = config.vjepa.predictor
@@ -128,7 +128,7 @@ def shape_fields(config) -> dict:
   return fields
 
 
-def _diff(saved: dict, current: dict) -> list[str]:
+def diff_fields(saved: dict, current: dict) -> list[str]:
   return [f"{k}: checkpoint {saved.get(k)!r} != config {current.get(k)!r}"
           for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
 
@@ -144,7 +144,7 @@ def _leaf_shapes(tree) -> dict:
           if hasattr(x, "shape")}
 
 
-def _tree_mismatch(saved_tree, target) -> list[str]:
+def tree_mismatch(saved_tree, target) -> list[str]:
   saved, want = _leaf_shapes(saved_tree), _leaf_shapes(target)
   out = [f"{p}: missing in checkpoint" for p in sorted(set(want) - set(saved))]
   out += [f"{p}: in checkpoint only" for p in sorted(set(saved) - set(want))]
@@ -163,7 +163,7 @@ def _progress(meta: dict) -> Progress:
   return Progress(**{k: v for k, v in meta["progress"].items() if k in known})
 
 
-def _spec_from(meta: dict) -> state_lib.StageSpec:
+def spec_from_meta(meta: dict) -> state_lib.StageSpec:
   """The saved StageSpec. JSON turned its tuples into lists; they must be tuples again, or the spec
   would be unhashable (it keys the compiled-step cache) and unequal to the schedule's."""
   known = {f.name for f in dataclasses.fields(state_lib.StageSpec)}
@@ -172,7 +172,7 @@ def _spec_from(meta: dict) -> state_lib.StageSpec:
   if unknown:
     raise IncompatibleCheckpointError(
         f"the checkpoint's stage has fields this code does not know: {unknown} (written by a "
-        "newer version?)")
+        "different version of this code?)")
   return state_lib.StageSpec(**{k: tuple(v) if isinstance(v, list) else v
                                 for k, v in saved.items()})
 
@@ -191,7 +191,7 @@ def _quiet_orbax(record) -> bool:
                                          "CheckpointManagerOptions.read_only=True"))
 
 
-def _manager(directory: str, config=None, *, read_only: bool = False) -> ocp.CheckpointManager:
+def open_manager(directory: str, config=None, *, read_only: bool = False) -> ocp.CheckpointManager:
   logging.getLogger("absl").addFilter(_quiet_orbax)  # idempotent: same function object
   keep = ocp.checkpoint_managers
   policies = [keep.LatestN(n=int(config.keep_checkpoints) if config else 1)]
@@ -217,7 +217,7 @@ class Checkpoints:
   def __init__(self, directory: str, config, *, read_only: bool = False):
     self.config = config
     self.directory = os.path.abspath(directory)
-    self.manager = _manager(self.directory, None if read_only else config, read_only=read_only)
+    self.manager = open_manager(self.directory, None if read_only else config, read_only=read_only)
     self._started: Optional[int] = None  # the newest step whose save was started
 
   @classmethod
@@ -237,7 +237,7 @@ class Checkpoints:
     """
     meta = {"format": FORMAT, "step": int(step), "stage": dataclasses.asdict(spec),
             "progress": dataclasses.asdict(progress), "shape_fields": shape_fields(self.config),
-            "exactness_fields": {k: _plain(_get(self.config, k)) for k in EXACTNESS_FIELDS},
+            "exactness_fields": {k: plain(get_field(self.config, k)) for k in EXACTNESS_FIELDS},
             "process_count": jax.process_count(),
             "config": json.loads(self.config.to_json_best_effort()), **(extra_meta or {})}
     self._started = step
@@ -291,11 +291,11 @@ class Checkpoints:
 
   def check_compatible(self, step: int, meta: dict, trainer) -> state_lib.StageSpec:
     """Raise IncompatibleCheckpointError unless `step` restores into `trainer`'s model."""
-    problems = _diff(meta["shape_fields"], shape_fields(self.config))
-    spec = _spec_from(meta)
+    problems = diff_fields(meta["shape_fields"], shape_fields(self.config))
+    spec = spec_from_meta(meta)
     if not problems:
       saved_tree = self.manager.item_metadata(step)["state"]
-      problems = _tree_mismatch(saved_tree, trainer.abstract_state(spec))
+      problems = tree_mismatch(saved_tree, trainer.abstract_state(spec))
     if problems:
       raise IncompatibleCheckpointError(
           f"{self.directory}/{step} was written for a different model; refusing to resume (nothing "
@@ -303,7 +303,7 @@ class Checkpoints:
           + ". Use a new --workdir, or --config.init_from=<this checkpoint> to start from its "
           "parameters if only non-shape fields differ.")
     saved = meta.get("exactness_fields", {})  # fields added later are absent from old checkpoints
-    changed = _diff(saved, {k: _plain(_get(self.config, k)) for k in EXACTNESS_FIELDS
+    changed = diff_fields(saved, {k: plain(get_field(self.config, k)) for k in EXACTNESS_FIELDS
                             if k in saved})
     if changed:
       logging.warning("resuming with changed fields (continuation will not be bit-exact): %s",
@@ -392,7 +392,7 @@ def redeal_data_state(data_dir: str, saved_count: int, count: int) -> dict:
   return {"next_index": int(saved["next_index"])}
 
 
-# --- loading checkpoints outside the resume path --------------------------------------------------
+# --- reading a checkpoint outside the resume path --------------------------------------------------
 def resolve(path: str) -> tuple[str, int]:
   """(checkpoints dir, step) for a workdir, a checkpoints dir or a step dir (latest if not given)."""
   path = os.path.abspath(os.path.expanduser(path))
@@ -402,7 +402,7 @@ def resolve(path: str) -> tuple[str, int]:
     path = os.path.join(path, CHECKPOINTS)
   steps = []
   if os.path.isdir(path):
-    manager = _manager(path, read_only=True)
+    manager = open_manager(path, read_only=True)
     steps = manager.all_steps()
     manager.close()
   if not steps:
@@ -424,157 +424,6 @@ def restore(path: str, trainer, data_iter=None) -> Restored:
   state = ckpts.manager.restore(step, args=ocp.args.Composite(**args)).state
   ckpts.manager.close()
   return Restored(step, state, spec, _progress(meta), meta)
-
-
-def init_from(path: str, trainer, spec: state_lib.StageSpec) -> state_lib.TrainState:
-  """A fresh TrainState (step 0, new optimizer state) whose parameters come from a checkpoint.
-
-  Only `params` and `frozen` are read (an Orbax partial restore), so the optimizer, schedule and
-  data settings of the source run do not matter; the model shape must match.
-  """
-  directory, step = resolve(path)
-  manager = _manager(directory, read_only=True)
-  meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-  if meta.get("imported"):
-    manager.close()
-    return _init_from_imported(path, trainer, spec)
-  # Parameter shapes only: the optimizer state is not read, and multi_target matters only
-  # through the number of latent heads it makes.
-  fields = set(SHAPE_FIELDS) - {"layerlock.multi_target"} | {"latent_heads"}
-  problems = _diff({k: v for k, v in meta["shape_fields"].items() if k in fields},
-                   {k: v for k, v in shape_fields(trainer.config).items() if k in fields})
-  saved_spec = _spec_from(meta)
-  target = trainer.abstract_state(saved_spec)
-  target = {"params": target.params, "frozen": target.frozen}
-  saved_tree = manager.item_metadata(step)["state"]
-  if not problems:
-    problems = _tree_mismatch({"params": saved_tree["params"], "frozen": saved_tree["frozen"]},
-                              target)
-  manager.close()
-  if problems:
-    raise IncompatibleCheckpointError(
-        f"--config.init_from={path}: parameters of a different model. Mismatched: "
-        + "; ".join(problems[:12]))
-  restored = ocp.Checkpointer(ocp.PyTreeCheckpointHandler()).restore(
-      os.path.join(directory, str(step), "state"), args=ocp.args.PyTreeRestore(
-          item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-          partial_restore=True))
-  logging.info("init_from %s/%d: parameters only (saved at stage k=%d)", directory, step,
-               saved_spec.frozen_layers)
-
-  def build(params, frozen):
-    full = state_lib.merge(params, frozen)
-    trainable, held = state_lib.partition(full, spec)
-    return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=trainable, frozen=held,
-                                opt_state=trainer.tx.init(trainable),
-                                teacher=vjepa.init_teacher(full, trainer.config))
-  return jax.jit(build, out_shardings=trainer.state_shardings(spec))(restored["params"],
-                                                                      restored["frozen"])
-
-
-# Config fields that decide the encoder's parameter shapes (the decoder's do not matter to tools
-# that only run the encoder, nor to init_from of an imported encoder).
-ENCODER_FIELDS = ("model.width", "model.mlp_dim", "model.num_heads", "model.patch_size",
-                  "model.posemb", "data.num_frames", "data.image_size")
-
-
-def restore_params(path: str, sharding: Optional[jax.sharding.Sharding] = None, config=None, *,
-                   group_shardings: Optional[dict] = None) -> tuple[int, dict, dict]:
-  """(step, meta, full parameter tree) of a checkpoint, for the model it was written for.
-
-  Reads only `params` and `frozen` (never the optimizer state) and merges them into one tree (one
-  encoder stack), placed with `sharding` (default: the first local device), except the top-level
-  groups named in `group_shardings` ({group: tree of shardings of that group}; a stacked group's
-  shardings fit any depth as long as the layers axis is not split). The saved tree's metadata
-  gives every shape; with `config`, its encoder fields must match the checkpoint's
-  (IncompatibleCheckpointError naming them, before any array is read).
-  """
-  directory, step = resolve(path)
-  manager = _manager(directory, read_only=True)
-  meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-  saved = manager.item_metadata(step)["state"]
-  manager.close()
-  if config is not None:
-    problems = _diff({k: meta["shape_fields"][k] for k in ENCODER_FIELDS},
-                     {k: _plain(_get(config, k)) for k in ENCODER_FIELDS})
-    if problems:
-      raise IncompatibleCheckpointError(
-          f"{directory}/{step} holds an encoder of another shape than the config's: "
-          + "; ".join(problems))
-  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  group_shardings = group_shardings or {}
-
-  def abstract(tree, shardings):
-    return jax.tree.map(lambda m, sh: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sh),
-                        tree, shardings, is_leaf=lambda x: hasattr(x, "shape"))
-
-  target = {}
-  for part in ("params", "frozen"):
-    for name, tree in (dict(saved[part]) if part in saved and saved[part] else {}).items():
-      shardings = group_shardings.get(name)
-      if shardings is None:
-        shardings = jax.tree.map(lambda _: sharding, tree, is_leaf=lambda x: hasattr(x, "shape"))
-      target.setdefault(part, {})[name] = abstract(tree, shardings)
-  restored = ocp.Checkpointer(ocp.PyTreeCheckpointHandler()).restore(
-      os.path.join(directory, str(step), "state"), args=ocp.args.PyTreeRestore(
-          item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-          partial_restore=True))
-  return step, meta, state_lib.merge(restored.get("params", {}), restored.get("frozen", {}))
-
-
-def _init_from_imported(path: str, trainer, spec: state_lib.StageSpec) -> state_lib.TrainState:
-  """init_from an imported encoder (layerlock_jax.weights): embedding and blocks come from it,
-  everything else (decoder, heads) is freshly initialised from config.seed.
-
-  The imported stack of L blocks fills the encoder, and with the 4DS query decoder, whose blocks
-  are the backbone's last ones, the encoder takes blocks 1..L-d and the decoder blocks L-d+1..L.
-  """
-  model = trainer.model
-  want_embed = trainer.abstract_params["embed"]
-  want_enc = trainer.abstract_params["encoder"]
-  query = "blocks" in trainer.abstract_params["decoder"]
-  dec_depth = video_mae.stack_depth(trainer.abstract_params["decoder"]["blocks"]) if query else 0
-  # Read straight into the run's parameter layout (never whole on one device: a 4B encoder
-  # exceeds one accelerator's memory); the fields are compared before any array is read.
-  group_shardings = {k: trainer.param_shardings[k] for k in ("embed", "encoder", "encoder_norm")
-                     if k in trainer.param_shardings}
-  try:
-    _, meta, source = restore_params(path, config=trainer.config, group_shardings=group_shardings)
-  except IncompatibleCheckpointError as err:
-    raise IncompatibleCheckpointError(f"--config.init_from={path}: {err}") from None
-  problems = _tree_mismatch({"embed": source["embed"], "encoder_norm": source.get("encoder_norm")},
-                            {"embed": want_embed,
-                             "encoder_norm": trainer.abstract_params.get("encoder_norm")})
-  depth = video_mae.stack_depth(source["encoder"])
-  if problems:
-    pass
-  elif depth != model.encoder_depth + dec_depth:
-    problems.append(f"encoder depth: checkpoint {depth} blocks != config {model.encoder_depth}"
-                    + (f" + {dec_depth} query-decoder blocks" if dec_depth else ""))
-  else:
-    problems += _tree_mismatch(jax.tree.map(lambda x: x[:model.encoder_depth], source["encoder"]),
-                               want_enc)
-  if problems:
-    raise IncompatibleCheckpointError(
-        f"--config.init_from={path} (imported from {meta['imported'].get('from')}): encoder of a "
-        "different shape. Mismatched: " + "; ".join(problems[:12]))
-  logging.info("init_from %s: imported encoder (%s), decoder and heads freshly initialised",
-               path, meta["imported"].get("from"))
-
-  def build(key, embed, encoder, norm):
-    full = nn.unbox(model.init(key))
-    full["embed"] = embed
-    full["encoder"] = jax.tree.map(lambda x: x[:model.encoder_depth], encoder)
-    if dec_depth:
-      full["decoder"]["blocks"] = jax.tree.map(lambda x: x[model.encoder_depth:], encoder)
-    if norm is not None:
-      full["encoder_norm"] = norm
-    trainable, held = state_lib.partition(full, spec)
-    return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=trainable, frozen=held,
-                                opt_state=trainer.tx.init(trainable))
-  return jax.jit(build, out_shardings=trainer.state_shardings(spec))(
-      jax.random.key(trainer.config.seed), source["embed"], source["encoder"],
-      source.get("encoder_norm"))
 
 
 # --- preemption ------------------------------------------------------------------------------------
@@ -616,7 +465,7 @@ def main(argv):
     print(main.__doc__)
     return 0 if len(argv) == 2 else 2
   directory, _ = resolve(argv[1])
-  manager = _manager(directory, read_only=True)
+  manager = open_manager(directory, read_only=True)
   for step in sorted(manager.all_steps()):
     meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
     progress = meta["progress"]

@@ -2,10 +2,13 @@
 
 Config files under `configs/` start from `base_config()` and change only what differs; every field a
 user can set with `--config.a.b=value` exists here (ml_collections refuses unknown fields, so a typo
-fails loudly). Provenance tags in comments follow ../shared/research/papers.md: [P] paper/official
-code, [S] secondary summary, [I] our inference. Every [S]/[I] choice is a knob.
+fails loudly). Provenance tags in comments: [P] the paper or its official code, [S] a secondary
+summary of it, [I] our inference where neither says. Every [S]/[I] choice is a knob.
 """
 import ml_collections
+
+# Derived, not a field: planned in plan/stages.py, re-exported for config files and tools.
+from layerlock_jax.plan import encoder_depth  # pylint: disable=unused-import
 
 # ViT sizes: name -> (width, depth, mlp_dim, num_heads). Kauldron's table, used by 4DS [P-code].
 VIT_SIZES = {
@@ -155,13 +158,15 @@ def base_config() -> ml_collections.ConfigDict:
   # --- blockwise self-supervised learning (arXiv 2601.09040) -----------------------------------
   bw = c.blockwise = ml_collections.ConfigDict()
   bw.enabled = False
-  bw.regime = "concurrent"         # concurrent: all blocks, local losses, no cross-block gradient |
-                                   # sequential: block 1 until its budget, then frozen, block 2, ... |
-                                   # e2e: end-to-end baseline, per-block decoders for measurement only
-  bw.num_blocks = 4                # equal partition of the encoder depth [P-code: 4 or 6 of 12]
-  bw.boundaries = ()               # explicit cumulative block ends, e.g. (2, 6, 12); overrides num_blocks
-  bw.sequential_steps = ()         # sequential: steps per block; () = total_steps split evenly
-                                   # (each block's decoder/head use config.model.decoder, type light)
+  # A segment is a run of encoder blocks with its own decoder, pixel head and loss.
+  bw.regime = "concurrent"         # concurrent: all segments, local losses, no cross-segment
+                                   # gradient | sequential: segment 1 until its budget, then frozen,
+                                   # segment 2, ... | e2e: end-to-end baseline, per-segment decoders
+                                   # for measurement only
+  bw.num_segments = 4              # equal partition of the encoder depth [P-code: 4 or 6 of 12]
+  bw.boundaries = ()               # cumulative segment ends, e.g. (2, 6, 12); beats num_segments
+  bw.sequential_steps = ()         # sequential: steps per segment; () = total_steps split evenly
+                                   # (each segment's decoder/head use config.model.decoder, light)
 
   # --- V-JEPA latent prediction with an EMA teacher (layerlock_jax/vjepa.py) --------------------
   vj = c.vjepa = ml_collections.ConfigDict()
@@ -238,18 +243,6 @@ def vit_config(size: str) -> ml_collections.ConfigDict:
   c = base_config()
   c.model.width, c.model.depth, c.model.mlp_dim, c.model.num_heads = VIT_SIZES[size]
   return c
-
-
-def encoder_depth(config) -> int:
-  """Blocks of the encoder proper: all of model.depth, minus the last decoder.depth blocks that the
-  4DS "query" decoder borrows. LayerLock freezes (and naive_latent reads) only encoder blocks.
-
-  Item access, so it works on ConfigDicts and plain dicts alike.
-  """
-  model = config["model"]
-  if model["decoder"]["type"] == "query":
-    return model["depth"] - model["decoder"]["depth"]
-  return model["depth"]
 
 
 def check_variant(variant: str, variants) -> None:

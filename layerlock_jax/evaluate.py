@@ -63,8 +63,9 @@ def load_checkpoint_params(config, workdir: str, step: int | None = None):
   """(step, full parameter tree) of a checkpoint, without its optimizer state: what evaluation
   needs, and all that an imported encoder (layerlock_jax.weights) holds."""
   from layerlock_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from layerlock_jax import checkpoint_params  # pylint: disable=g-import-not-at-top
   path = workdir if step is None else os.path.join(workdir, checkpoint.CHECKPOINTS, str(step))
-  step, _, params = checkpoint.restore_params(path, config=config)
+  step, _, params = checkpoint_params.restore_params(path, config=config)
   return step, params
 
 

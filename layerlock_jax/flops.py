@@ -1,7 +1,7 @@
 """Analytic FLOP model of one training step, and MFU.
 
 Why analytic: the encoder is a scanned stack, and XLA's `cost_analysis()` counts a rolled
-`lax.scan` body once (../shared/research/anchors.md §10). An XLA count of the real step therefore
+`lax.scan` body once. An XLA count of the real step therefore
 under-reports by roughly the depth. Counting by hand, as maxtext does, is exact for what we model
 and costs nothing at run time.
 
@@ -29,8 +29,8 @@ What is counted (see `step_flops` for the per-term rules):
 - Per global step: gradient accumulation (config.grad_accum_steps) runs the same matmuls on
   micro-batches that add up to batch_size clips, so it changes neither count (nor clips/s).
 - Blockwise SSL (config.blockwise.enabled, layerlock_jax/blockwise.py) has its own rules: every
-  block that runs has its own light decoder and pixel head, and the sequential regime's idle suffix
-  is not run at all (`_blockwise_step_flops`).
+  segment that runs has its own light decoder and pixel head, and the sequential regime's idle
+  suffix is not run at all (`_blockwise_step_flops`).
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from layerlock_jax import config_defaults
+from layerlock_jax import plan
 
 # Per-device peak FLOP/s, keyed by a canonical device name, then by dtype. A "device" is what JAX
 # calls one device: a chip on TPU v4 and later (megacore merges the two TensorCores), one GPU.
@@ -96,12 +96,10 @@ _DTYPE_ALIASES = {
     "tf32": "float32", "float32_highest": "float32_highest",
 }
 
-# Remat policies (config.model.remat_policy) -> which part of a block's forward matmuls the
-# backward pass recomputes. "dots_with_no_batch_dims_saveable" keeps the dense-layer outputs but
-# not the attention einsums, whose (batch, heads) dims are dot_general batch dims, so those two
-# einsums are recomputed.
-_REMAT_POLICIES = ("none", "everything_saveable", "dots_saveable",
-                   "dots_with_no_batch_dims_saveable", "nothing_saveable")
+# Remat policies (config.model.remat_policy, plan.options.REMAT_POLICIES) differ in which part of
+# a block's forward matmuls the backward pass recomputes. "dots_with_no_batch_dims_saveable" keeps
+# the dense-layer outputs but not the attention einsums, whose (batch, heads) dims are dot_general
+# batch dims, so those two einsums are recomputed.
 
 
 def _matmul(m: int, k: int, n: int) -> int:
@@ -129,44 +127,6 @@ def block_flops(seq_len: int, width: int, mlp_dim: int, *, batch: int) -> int:
           + _attention_core_flops(seq_len, width, batch)
           + _matmul(tokens, width, width)
           + 2 * _matmul(tokens, width, mlp_dim))
-
-
-def token_geometry(config: Any) -> dict[str, int]:
-  """Token counts of one clip: N tokens, patch dim P, masked / visible / query counts."""
-  pt, ph, pw = config.model.patch_size
-  t, s = config.data.num_frames, config.data.image_size
-  if t % pt or s % ph or s % pw:
-    raise ValueError(f"clip {t}x{s}x{s} is not divisible by tubelet {(pt, ph, pw)}")
-  grid_t, grid_hw = t // pt, (s // ph) * (s // pw)
-  n = grid_t * grid_hw
-  ratio = config.masking.ratio
-  mask_type = config.masking.get("type", "random")
-  if mask_type == "multiblock":
-    # V-JEPA (masking.sample_multiblock): fixed per-frame target and context counts; tokens in
-    # neither set are dropped, so visible + masked may be below N.
-    num_masked = grid_t * int(round(grid_hw * ratio))
-    num_visible = grid_t * int(round(grid_hw * config.masking.context_ratio))
-    return {"num_tokens": n, "patch_dim": pt * ph * pw * 3, "num_masked": num_masked,
-            "num_visible": num_visible, "num_queries": num_masked}
-  if mask_type == "tube":
-    # A tube mask hides whole spatial columns, so the count is rounded per frame (masking.py).
-    num_masked = grid_t * int(round(grid_hw * ratio))
-  else:
-    num_masked = int(round(n * ratio))
-  return {
-      "num_tokens": n,
-      "patch_dim": pt * ph * pw * 3,
-      "num_masked": num_masked,
-      "num_visible": n - num_masked,
-      # The decoder predicts every masked token, so it holds one query per masked position.
-      "num_queries": num_masked,
-  }
-
-
-def _naive_latent_layer(config: Any, enc_depth: int) -> int:
-  """The naive-latent target block (1-based); -1 means the middle of the encoder."""
-  layer = config.naive_latent.layer
-  return layer if layer > 0 else max(1, enc_depth // 2)
 
 
 def step_flops(config: Any, frozen_layers: int = 0, *,
@@ -202,22 +162,22 @@ def step_flops(config: Any, frozen_layers: int = 0, *,
     model_flops        everything except remat_recompute: the MFU numerator.
     hardware_flops     model_flops + remat_recompute.
   With config.blockwise.enabled the same keys are filled by `_blockwise_step_flops`, where
-  `frozen_layers` identifies the stage (0 for concurrent and e2e; b_{j-1} for sequential block j,
+  `frozen_layers` identifies the stage (0 for concurrent and e2e; b_{j-1} for sequential segment j,
   as in the freeze table and StageSpec.frozen_layers).
   """
   m, dec = config.model, config.model.decoder
   batch = config.batch_size if batch_size is None else batch_size
-  geo = token_geometry(config)
+  geo = plan.token_geometry(config)
   n, p = geo["num_tokens"], geo["patch_dim"]
   n_vis, q = geo["num_visible"], geo["num_queries"]
   d, f = m.width, m.mlp_dim
-  enc_depth = config_defaults.encoder_depth(config)
+  enc_depth = plan.encoder_depth(config)
   k = frozen_layers
   if not 0 <= k <= enc_depth:
     raise ValueError(f"frozen_layers={k} outside [0, encoder depth {enc_depth}]")
-  if "blockwise" in config and config.blockwise.enabled:
+  if plan.blockwise_enabled(config):
     return _blockwise_step_flops(config, k, batch)
-  if "vjepa" in config and config.vjepa.enabled:
+  if plan.vjepa_enabled(config):
     return _vjepa_step_flops(config, k, batch)
   n_train = enc_depth - k
 
@@ -255,13 +215,12 @@ def step_flops(config: Any, frozen_layers: int = 0, *,
   if not latent_stage or ll.keep_pixel_loss:
     head_fwd += _matmul(batch * q, dec_width, p)
   if latent_stage:
-    # Same rounding as masking.subsample: at least one patch.
-    q_lat = max(1, int(round(ll.latent_patch_fraction * geo["num_masked"])))
+    q_lat = plan.latent_queries(geo["num_masked"], ll.latent_patch_fraction)
     num_latent_heads = k if ll.multi_target else 1
     head_fwd += num_latent_heads * _matmul(batch * q_lat, dec_width, d)
     target_forward += k * block_flops(n, d, f, batch=batch)
   if config.naive_latent.enabled:
-    layer = _naive_latent_layer(config, enc_depth)
+    layer = plan.naive_latent_layer(config)
     head_fwd += _matmul(batch * q, dec_width, d)
     target_forward += layer * block_flops(n, d, f, batch=batch)
   heads = 3 * head_fwd
@@ -277,8 +236,7 @@ def _remat_recompute(config: Any, batch: int, n_train: int, n_vis: int, s_dec: i
   trainable encoder blocks and the blocks of `num_decoders` decoders; never a frozen prefix."""
   m, dec = config.model, config.model.decoder
   policy = m.remat_policy
-  if policy not in _REMAT_POLICIES:
-    raise ValueError(f"unknown remat_policy {policy!r}; expected one of {_REMAT_POLICIES}")
+  plan.fields.choice(config, "model.remat_policy", plan.options.REMAT_POLICIES)
   if policy == "nothing_saveable":
     return (n_train * block_flops(n_vis, m.width, m.mlp_dim, batch=batch)
             + num_decoders * dec.depth * block_flops(s_dec, dec_width, dec_mlp, batch=batch))
@@ -317,10 +275,10 @@ def _vjepa_step_flops(config: Any, k: int, batch: int) -> dict[str, int]:
   with the student).
   """
   m, vp = config.model, config.vjepa.predictor
-  geo = token_geometry(config)
+  geo = plan.token_geometry(config)
   n, p, n_ctx, q = geo["num_tokens"], geo["patch_dim"], geo["num_visible"], geo["num_queries"]
   d, f = m.width, m.mlp_dim
-  enc_depth = config_defaults.encoder_depth(config)
+  enc_depth = plan.encoder_depth(config)
   n_train = enc_depth - k
   embed_fwd = _matmul(batch * n, p, d)
   patch_embed = embed_fwd if k else 2 * embed_fwd
@@ -355,35 +313,32 @@ def _vjepa_step_flops(config: Any, k: int, batch: int) -> dict[str, int]:
 def _blockwise_step_flops(config: Any, k: int, batch: int) -> dict[str, int]:
   """`step_flops` of blockwise SSL (layerlock_jax/blockwise.py `local_losses`), stage given by k.
 
-  The encoder's L layers are cut at b_1 < ... < b_n = L; every block that runs has its own light
-  decoder (D->Dd projection on N_vis tokens, decoder blocks on N_vis + Q tokens) and pixel head
-  (Dd->P on Q tokens), trained (3x). No latent targets (blockwise excludes LayerLock and naive
-  latent), so target_forward is 0. Per regime:
+  The encoder's L layers are cut into segments at b_1 < ... < b_n = L; every segment that runs
+  has its own light decoder (D->Dd projection on N_vis tokens, decoder blocks on N_vis + Q
+  tokens) and pixel head (Dd->P on Q tokens), trained (3x). No latent targets (blockwise excludes
+  LayerLock and naive latent), so target_forward is 0. Per regime:
     concurrent  embedding 2x, all L encoder layers 3x less the QKV input gradient of the first
-                layer of blocks 2..n (each reads a stop-gradient; the module docstring says why
+                layer of segments 2..n (each reads a stop-gradient; the module docstring says why
                 XLA still counts it), n decoders 3x, n heads 3x.
-    e2e         embedding 2x, all L encoder layers 3x (the last block's loss reaches all of them),
+    e2e         embedding 2x, all L encoder layers 3x (the last segment's loss reaches all of them),
                 n decoder stacks and heads 3x; the input projection of decoders 1..n-1 reads
                 stop_gradient(x_j), so it is 2x (decoder n's is 3x).
-    sequential  stage of block j, k = b_{j-1}: embedding 2x if j = 1 else 1x (frozen with block
-                1); layers 1..k forward only; layers k+1..b_j 3x, less the first QKV input gradient
-                when k >= 1; block j's decoder and head only, 3x; the idle layers b_j+1..L and the
-                other blocks' decoders are not run (0).
+    sequential  stage of segment j, k = b_{j-1}: embedding 2x if j = 1 else 1x (frozen with
+                segment 1); layers 1..k forward only; layers k+1..b_j 3x, less the first QKV input
+                gradient when k >= 1; segment j's decoder and head only, 3x; the idle layers
+                b_j+1..L and the other segments' decoders are not run (0).
   """
-  from layerlock_jax import blockwise  # pylint: disable=g-import-not-at-top  (imports JAX)
   m, dec = config.model, config.model.decoder
-  regime = config.blockwise.regime
-  if regime not in blockwise.REGIMES:
-    raise ValueError(f"unknown blockwise regime {regime!r}; expected one of {blockwise.REGIMES}")
+  regime = plan.fields.choice(config, "blockwise.regime", plan.options.BLOCKWISE_REGIMES)
   if dec.type != "light":
     raise ValueError(f"blockwise needs the light decoder, got {dec.type!r}")
-  geo = token_geometry(config)
+  geo = plan.token_geometry(config)
   n_vis, q, p = geo["num_visible"], geo["num_queries"], geo["patch_dim"]
   s_dec = n_vis + q
   d, f = m.width, m.mlp_dim
-  depth = config_defaults.encoder_depth(config)
-  bounds = blockwise.block_boundaries(config, depth)
-  num_blocks = len(bounds)
+  depth = plan.encoder_depth(config)
+  bounds = plan.segments.boundaries(config, depth)
+  num_segments = len(bounds)
 
   embed_fwd = _matmul(batch * geo["num_tokens"], p, d)
   enc_block = block_flops(n_vis, d, f, batch=batch)
@@ -395,7 +350,7 @@ def _blockwise_step_flops(config: Any, k: int, batch: int) -> dict[str, int]:
   if regime == "sequential":
     starts = (0,) + bounds[:-1]
     if k not in starts:
-      raise ValueError(f"frozen_layers={k} is not a block start {starts} of a sequential "
+      raise ValueError(f"frozen_layers={k} is not a segment start {starts} of a sequential "
                        "blockwise run")
     n_train = bounds[starts.index(k)] - k
     num_decoders = 1
@@ -406,15 +361,15 @@ def _blockwise_step_flops(config: Any, k: int, batch: int) -> dict[str, int]:
   else:
     if k:
       raise ValueError(f"frozen_layers={k}: the {regime} blockwise regime freezes nothing")
-    n_train, num_decoders = depth, num_blocks
+    n_train, num_decoders = depth, num_segments
     patch_embed = 2 * embed_fwd
     encoder_frozen = 0
     encoder_trainable = 3 * depth * enc_block
     if regime == "concurrent":
-      encoder_trainable -= (num_blocks - 1) * qkv
-      decoder = num_blocks * 3 * (proj + dec_blocks)
+      encoder_trainable -= (num_segments - 1) * qkv
+      decoder = num_segments * 3 * (proj + dec_blocks)
     else:  # e2e
-      decoder = num_blocks * 3 * dec_blocks + (3 + 2 * (num_blocks - 1)) * proj
+      decoder = num_segments * 3 * dec_blocks + (3 + 2 * (num_segments - 1)) * proj
   heads = 3 * num_decoders * head
   remat_recompute = _remat_recompute(config, batch, n_train, n_vis, s_dec, dec.width,
                                      dec.mlp_dim, num_decoders)

@@ -12,6 +12,8 @@ tokens, ids of masked tokens), each sorted ascending so that gathers walk memory
 import jax
 import jax.numpy as jnp
 
+from layerlock_jax import plan
+
 
 def clip_keys(key, rows):
   """Per-clip keys (B,): `key` folded with each clip's row index in the global batch."""
@@ -34,14 +36,6 @@ def _uniform(key, batch: int, size: int):
   return jax.random.uniform(key, (batch, size))
 
 
-def num_masked(grid, ratio: float, mask_type: str) -> int:
-  """Masked tokens per clip; for tube masks whole spatial columns are masked across time."""
-  t, h, w = grid
-  if mask_type == "tube":
-    return t * int(round(h * w * ratio))
-  return int(round(t * h * w * ratio))
-
-
 def sample_mask(key, batch: int, grid, ratio: float, mask_type: str):
   """Returns (visible_ids (B, N - M), masked_ids (B, M)), int32, each sorted ascending.
 
@@ -49,10 +43,11 @@ def sample_mask(key, batch: int, grid, ratio: float, mask_type: str):
 
   random: every token independently ranked by uniform noise (MAE / 4DS [S]).
   tube:   one spatial mask per clip, repeated over all time steps (VideoMAE [P-code]).
+  The counts are plan.num_masked's (plan/tokens.py).
   """
   t, h, w = grid
   if mask_type == "tube":
-    m = int(round(h * w * ratio))
+    m = plan.share(h * w, ratio)
     noise = _uniform(key, batch, h * w)
     order = jnp.argsort(noise, axis=1)
     spatial_masked = jnp.sort(order[:, :m], axis=1)
@@ -61,7 +56,7 @@ def sample_mask(key, batch: int, grid, ratio: float, mask_type: str):
     expand = lambda s: (offsets + s[:, None, :]).reshape(batch, -1)
     return expand(spatial_visible).astype(jnp.int32), expand(spatial_masked).astype(jnp.int32)
   n = t * h * w
-  m = int(round(n * ratio))
+  m = plan.share(n, ratio)
   noise = _uniform(key, batch, n)
   order = jnp.argsort(noise, axis=1)
   masked = jnp.sort(order[:, :m], axis=1).astype(jnp.int32)
@@ -72,7 +67,7 @@ def sample_mask(key, batch: int, grid, ratio: float, mask_type: str):
 def subsample(key, ids, fraction: float):
   """A random `fraction` of the columns of ids (B, M) per row, sorted (LayerLock's 5% option)."""
   b, m = ids.shape
-  k = max(1, int(round(m * fraction)))
+  k = plan.latent_queries(m, fraction)
   if k == m:
     return ids
   order = jnp.argsort(_uniform(key, b, m), axis=1)[:, :k]
@@ -122,12 +117,6 @@ def sample_blocks(key, batch: int, spatial, blocks, aspect):
   return union, (height, width, top, left, active)
 
 
-def multiblock_counts(grid, ratio: float, context_ratio: float) -> tuple[int, int]:
-  """(context, target) tokens per clip of a multi-block mask: fixed, so shapes are static."""
-  t, h, w = grid
-  return t * int(round(h * w * context_ratio)), t * int(round(h * w * ratio))
-
-
 def sample_multiblock(key, batch: int, grid, ratio: float, context_ratio: float, blocks, aspect):
   """V-JEPA multi-block mask with static shapes: (context_ids (B, C), target_ids (B, M)), sorted.
 
@@ -141,9 +130,7 @@ def sample_multiblock(key, batch: int, grid, ratio: float, context_ratio: float,
   """
   t, h, w = grid
   hw = h * w
-  m, c = int(round(hw * ratio)), int(round(hw * context_ratio))
-  if m < 1 or c < 1 or m + c > hw:
-    raise ValueError(f"multiblock mask: {m} targets + {c} context positions of {hw} per frame")
+  m, c = plan.tokens.multiblock_frame_counts(grid, ratio, context_ratio)
   block_key, target_key, context_key = jax.random.split(key, 3)
   union, _ = sample_blocks(block_key, batch, (h, w), blocks, aspect)
   in_union = union.astype(jnp.float32)

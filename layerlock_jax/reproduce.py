@@ -8,8 +8,8 @@ r"""Reproduce the papers' claims at small scale: one command, one report.
 Trains the runs of configs/experiments/ (each an ordinary training run: its exact
 `python -m layerlock_jax.main ...` command is listed in the report), evaluates every final
 encoder with the frozen-encoder probes of layerlock_jax.evaluation on one fixed labelled set, and
-writes OUT/report.md with tables and PNG figures, each claim of ../shared/research/papers.md §6
-next to what was measured here:
+writes OUT/report.md with tables and PNG figures, each claim of the LayerLock
+(arXiv 2509.10156) and blockwise SSL (arXiv 2601.09040) papers next to what was measured here:
   1. convergence order (LayerLock Fig. 1): freeze blocks <= L at step T, final loss over a grid;
   2. progressive freezing with the pixel target is nearly free (probe within seed noise; FLOPs,
      step time and memory saved);

@@ -16,8 +16,9 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from layerlock_jax import config_defaults
 from layerlock_jax import config_validation
+from layerlock_jax import plan
 
-MESH_AXES = ("data", "fsdp", "tensor")
+MESH_AXES = plan.options.MESH_AXES
 
 
 def make_mesh(mesh_cfg, devices=None) -> Mesh:
@@ -87,9 +88,3 @@ def batch_sharding(mesh: Mesh, rules, ndim: int) -> NamedSharding:
   """Leading axis split by the "batch" rule, other axes replicated."""
   spec = nn.logical_to_mesh_axes(("batch",) + (None,) * (ndim - 1), rules)
   return NamedSharding(mesh, spec)
-
-
-def batch_parallel_size(mesh: Mesh, rules) -> int:
-  spec = nn.logical_to_mesh_axes(("batch",), rules)[0]
-  names = (spec,) if isinstance(spec, str) else tuple(spec or ())
-  return int(np.prod([mesh.shape[a] for a in names])) if names else 1

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from layerlock_jax import checkpoint
+from layerlock_jax import checkpoint_params
 from layerlock_jax import compilation
 from layerlock_jax import distributed
 from layerlock_jax import flops
@@ -348,7 +349,7 @@ def run(config, workdir: str, devices=None) -> RunResult:
   else:
     start_step, spec, progress = 0, trainer.spec_at(0), checkpoint.Progress()
     if config.init_from:
-      state = checkpoint.init_from(config.init_from, trainer, spec)
+      state = checkpoint_params.init_from(config.init_from, trainer, spec)
     else:
       state = trainer.init_state(spec)
   if is_main:

@@ -16,8 +16,8 @@ Forward of one step (k frozen blocks):
 V-JEPA (config.vjepa.enabled) takes the same step with the latent-prediction loss of
 layerlock_jax/vjepa.py, and after the optimizer update moves the EMA teacher toward the student.
 
-Blockwise SSL (spec.regime set) takes the same step with a different loss: the per-block local
-losses of layerlock_jax/blockwise.py, logged as "block_j_loss".
+Blockwise SSL (spec.regime set) takes the same step with a different loss: the per-segment local
+losses of layerlock_jax/blockwise.py, logged as "segment_j_loss".
 
 Gradient accumulation (config.grad_accum_steps = N) wraps the gradient function (`accumulate`): the
 global batch is cut into N micro-batches that are scanned, gradients summed in float32, one
@@ -32,6 +32,7 @@ from layerlock_jax import blockwise
 from layerlock_jax import guard
 from layerlock_jax import masking
 from layerlock_jax import objectives
+from layerlock_jax import plan
 from layerlock_jax import vjepa
 from layerlock_jax.models import video_mae
 from layerlock_jax.state import StageSpec, TrainState
@@ -107,7 +108,7 @@ def _latent_loss(params, frozen, tokens, feats, masked, key, step, *, model, con
   all_ids = jnp.broadcast_to(jnp.arange(num_tokens, dtype=jnp.int32), (batch, num_tokens))
   if config.naive_latent.enabled:
     nl = config.naive_latent
-    layer = nl.layer if nl.layer > 0 else max(1, model.encoder_depth // 2)
+    layer = plan.naive_latent_layer(config)
     own_blocks = jax.tree.map(lambda a: a[:layer], params["encoder"])
     targets = model.run_stack(jax.lax.stop_gradient(own_blocks), jax.lax.stop_gradient(tokens),
                               all_ids, remat=False)[:, :, None]  # (B, N, 1, D)

@@ -36,27 +36,18 @@ import jax.numpy as jnp
 
 from layerlock_jax import masking
 from layerlock_jax import objectives
+from layerlock_jax import plan
 
 TEACHER_GROUPS = ("embed", "encoder")  # what the teacher holds: the student's encoder, unsplit
-LOSSES = ("l1", "l2")
-FROZEN_TEACHER = ("ema", "copy")
 
 
 def enabled(config) -> bool:
-  return bool(config.vjepa.enabled) if "vjepa" in config else False
+  return plan.vjepa_enabled(config)
 
 
 def keeps_teacher(config) -> bool:
   """Whether the train state carries an EMA teacher (V-JEPA with EMA)."""
   return enabled(config) and bool(config.vjepa.ema)
-
-
-def target_layer(config, encoder_depth: int, frozen_layers: int) -> int:
-  """The teacher block whose output is the target: the last one for plain V-JEPA; with LayerLock
-  block max(1, k), the newest frozen student block (block 1 before the first freeze)."""
-  if config.layerlock.enabled:
-    return max(1, frozen_layers)
-  return encoder_depth
 
 
 def init_teacher(full_params: dict, config) -> dict:
@@ -109,8 +100,8 @@ def sample_masks(key, batch: int, model, config):
 
 def targets(teacher, params, frozen, tokens, video, *, model, config, spec):
   """Target features (B, N, D) of every token: the teacher's (or, without EMA, the student's own)
-  block-`target_layer` output on the full clip, LayerNormed over features (no affine)."""
-  layer = target_layer(config, model.encoder_depth, spec.frozen_layers)
+  block-`plan.vjepa_target_layer` output on the full clip, LayerNormed over features (no affine)."""
+  layer = plan.vjepa_target_layer(config, spec.frozen_layers)
   batch, num_tokens = video.shape[0], model.num_tokens
   all_ids = jnp.broadcast_to(jnp.arange(num_tokens, dtype=jnp.int32), (batch, num_tokens))
   if keeps_teacher(config):

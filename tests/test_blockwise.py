@@ -1,6 +1,6 @@
 """Blockwise SSL: per-block parameters, gradient isolation, the three regimes, schedule and state.
 
-References are independent of the code under test: block boundaries and schedules are written out
+References are independent of the code under test: segment boundaries and schedules are written out
 by hand, the "block trained alone" update comes from an unrolled per-layer forward (vit.Block
 applied layer by layer, no scan, no slicing helper), and gradient isolation is checked as exact
 zeros of real gradients.
@@ -22,6 +22,7 @@ from layerlock_jax import config_defaults
 from layerlock_jax import masking
 from layerlock_jax import objectives
 from layerlock_jax import optimizer as optim
+from layerlock_jax import plan
 from layerlock_jax import schedule
 from layerlock_jax import state as state_lib
 from layerlock_jax import train
@@ -94,36 +95,37 @@ def layers(stack, lo, hi):
 # --- partition of the encoder -------------------------------------------------------------------
 
 
-def test_block_boundaries_equal_and_uneven():
+def test_segment_boundaries_equal_and_uneven():
   c = config_defaults.base_config()
   c.blockwise.enabled = True
-  assert blockwise.block_boundaries(c, 12) == (3, 6, 9, 12)      # 4 blocks of 3 [P-code]
-  c.blockwise.num_blocks = 6
-  assert blockwise.block_boundaries(c, 12) == (2, 4, 6, 8, 10, 12)
+  assert plan.segments.boundaries(c, 12) == (3, 6, 9, 12)      # 4 blocks of 3 [P-code]
+  c.blockwise.num_segments = 6
+  assert plan.segments.boundaries(c, 12) == (2, 4, 6, 8, 10, 12)
   c.blockwise.boundaries = (2, 6, 12)
-  assert blockwise.block_boundaries(c, 12) == (2, 6, 12)
+  assert plan.segments.boundaries(c, 12) == (2, 6, 12)
   for bad in ((2, 6, 11), (6, 2, 12), (0, 12)):
     c.blockwise.boundaries = bad
     with pytest.raises(ValueError, match="boundaries"):
-      blockwise.block_boundaries(c, 12)
-  c.blockwise.boundaries, c.blockwise.num_blocks = (), 5
-  with pytest.raises(ValueError, match="num_blocks"):
-    blockwise.block_boundaries(c, 12)
+      plan.segments.boundaries(c, 12)
+  c.blockwise.boundaries, c.blockwise.num_segments = (), 5
+  with pytest.raises(ValueError, match="num_segments"):
+    plan.segments.boundaries(c, 12)
 
 
-def test_one_decoder_and_head_per_block_and_standard_encoder():
+def test_one_decoder_and_head_per_segment_and_standard_encoder():
   config = small_config()
   model, params = init(config)
-  assert set(params) == {"embed", "encoder", "block_decoders", "block_heads"}
-  names = {"block_1", "block_2", "block_3"}
-  assert set(params["block_decoders"]) == names and set(params["block_heads"]) == names
+  assert set(params) == {"embed", "encoder", "blockwise_decoders", "blockwise_heads"}
+  names = {"segment_1", "segment_2", "segment_3"}
+  assert set(params["blockwise_decoders"]) == names and set(params["blockwise_heads"]) == names
   plain_model, plain = init(small_config(**{"blockwise.enabled": False}))
   for name in names:
-    # Each block's decoder/head is exactly a plain MAE decoder/pixel head (same tree and shapes).
-    for group, ref in (("block_decoders", plain["decoder"]), ("block_heads", plain["pixel_head"])):
+    # Each segment's decoder/head is exactly a plain MAE decoder/pixel head (same tree and shapes).
+    for group, ref in (("blockwise_decoders", plain["decoder"]),
+                       ("blockwise_heads", plain["pixel_head"])):
       assert (jax.tree.map(jnp.shape, params[group][name]) == jax.tree.map(jnp.shape, ref))
   # Independently initialised, not one shared decoder.
-  d1, d2 = (params["block_decoders"][n]["proj"]["kernel"] for n in ("block_1", "block_2"))
+  d1, d2 = (params["blockwise_decoders"][n]["proj"]["kernel"] for n in ("segment_1", "segment_2"))
   assert not np.array_equal(d1, d2)
   # The encoder is the standard stacked tree, so evaluation reads it unchanged.
   assert jax.tree.map(jnp.shape, params["encoder"]) == jax.tree.map(jnp.shape, plain["encoder"])
@@ -136,17 +138,17 @@ def test_one_decoder_and_head_per_block_and_standard_encoder():
 # --- gradient isolation ---------------------------------------------------------------------------
 
 
-def block_loss_grads(config):
-  """Gradient of every block's own loss w.r.t. all parameters (one jit)."""
+def segment_loss_grads(config):
+  """Gradient of every segment's own loss w.r.t. all parameters (one jit)."""
   model, params = init(config)
   spec = state_lib.stage_spec(config, 0, "pixels")
 
-  def block_loss(p, j):
+  def segment_loss(p, j):
     _, metrics = step_lib.loss_fn(p, {}, clip(), jax.random.key(1), 0, model=model,
                                   config=config, spec=spec)
-    return metrics[f"block_{j}_loss"]
+    return metrics[f"segment_{j}_loss"]
 
-  grads = jax.jit(lambda p: [jax.grad(block_loss)(p, j) for j in (1, 2, 3)])(params)
+  grads = jax.jit(lambda p: [jax.grad(segment_loss)(p, j) for j in (1, 2, 3)])(params)
   return params, grads
 
 
@@ -158,8 +160,8 @@ def zero(tree):
   return all(bool(np.all(np.asarray(x) == 0)) for x in jax.tree.leaves(tree))
 
 
-def test_concurrent_gradient_never_crosses_a_block_boundary():
-  _, grads = block_loss_grads(small_config("concurrent"))
+def test_concurrent_gradient_never_crosses_a_segment_boundary():
+  _, grads = segment_loss_grads(small_config("concurrent"))
   lo_hi = {1: (0, 1), 2: (1, 3), 3: (3, 4)}
   for j, g in zip((1, 2, 3), grads):
     lo, hi = lo_hi[j]
@@ -167,27 +169,27 @@ def test_concurrent_gradient_never_crosses_a_block_boundary():
       inside = lo <= layer < hi
       layer_grad = jax.tree.map(lambda a, i=layer: a[i], g["encoder"])
       assert nonzero(layer_grad) == inside and zero(layer_grad) != inside, (j, layer)
-    # The patch embedding is block 1's input layer.
+    # The patch embedding is segment 1's input layer.
     assert (nonzero(g["embed"]) if j == 1 else zero(g["embed"])), j
-    for group in ("block_decoders", "block_heads"):
+    for group in ("blockwise_decoders", "blockwise_heads"):
       for name, sub in g[group].items():
-        assert (nonzero(sub) if name == f"block_{j}" else zero(sub)), (j, group, name)
+        assert (nonzero(sub) if name == f"segment_{j}" else zero(sub)), (j, group, name)
 
 
 def test_e2e_only_the_last_loss_reaches_the_encoder():
-  _, grads = block_loss_grads(small_config("e2e"))
+  _, grads = segment_loss_grads(small_config("e2e"))
   for j, g in zip((1, 2, 3), grads):
     if j < 3:  # measurement decoders: they learn, the encoder does not hear them
       assert zero(g["encoder"]) and zero(g["embed"]), j
     else:      # the end-to-end objective reaches every layer and the embedding
       assert all(nonzero(jax.tree.map(lambda a, i=i: a[i], g["encoder"])) for i in range(4))
       assert nonzero(g["embed"])
-    for group in ("block_decoders", "block_heads"):
+    for group in ("blockwise_decoders", "blockwise_heads"):
       for name, sub in g[group].items():
-        assert (nonzero(sub) if name == f"block_{j}" else zero(sub)), (j, group, name)
+        assert (nonzero(sub) if name == f"segment_{j}" else zero(sub)), (j, group, name)
 
 
-# --- concurrent == each block alone --------------------------------------------------------------
+# --- concurrent == each segment alone ------------------------------------------------------------
 
 
 def make_state(config, params, tx, spec):
@@ -196,14 +198,14 @@ def make_state(config, params, tx, spec):
                               opt_state=tx.init(trainable))
 
 
-def test_one_block_step_equals_plain_mae():
+def test_one_segment_step_equals_plain_mae():
   bw_config = small_config(boundaries=(4,))
   plain_config = small_config(**{"blockwise.enabled": False})
   bw_model, bw_params = init(bw_config)
   plain_model, plain_params = init(plain_config)
   plain_params = dict(plain_params, embed=bw_params["embed"], encoder=bw_params["encoder"],
-                      decoder=bw_params["block_decoders"]["block_1"],
-                      pixel_head=bw_params["block_heads"]["block_1"])
+                      decoder=bw_params["blockwise_decoders"]["segment_1"],
+                      pixel_head=bw_params["blockwise_heads"]["segment_1"])
   lr = lambda step: 1e-2
   results = []
   for config, model, params in ((bw_config, bw_model, bw_params),
@@ -213,13 +215,13 @@ def test_one_block_step_equals_plain_mae():
     step = jax.jit(step_lib.make_train_step(model, config, spec, tx, lr))
     results.append(step(make_state(config, params, tx, spec), clip()))
   (bw_state, bw_metrics), (plain_state, plain_metrics) = results
-  np.testing.assert_allclose(bw_metrics["block_1_loss"], plain_metrics["pixel_loss"], rtol=1e-6)
+  np.testing.assert_allclose(bw_metrics["segment_1_loss"], plain_metrics["pixel_loss"], rtol=1e-6)
   np.testing.assert_allclose(bw_metrics["loss"], plain_metrics["loss"], rtol=1e-6)
   new = bw_state.params
   for mine, theirs in ((new["embed"], plain_state.params["embed"]),
                        (new["encoder"], plain_state.params["encoder"]),
-                       (new["block_decoders"]["block_1"], plain_state.params["decoder"]),
-                       (new["block_heads"]["block_1"], plain_state.params["pixel_head"])):
+                       (new["blockwise_decoders"]["segment_1"], plain_state.params["decoder"]),
+                       (new["blockwise_heads"]["segment_1"], plain_state.params["pixel_head"])):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), mine, theirs)
 
 
@@ -242,9 +244,9 @@ def alone_update(model, config, params, video, key, j, tx):
       objectives.pixel_targets(video, model.patch_size, config.objective.pixel_norm), masked)
   x0 = masking.gather_tokens(model.embed(params["embed"], video), visible)
   stream = unrolled(model, params["encoder"], x0, visible, 0, bounds[j - 1])
-  name = f"block_{j}"
+  name = f"segment_{j}"
   theta = {"encoder": layers(params["encoder"], bounds[j - 1], bounds[j]),
-           "decoder": params["block_decoders"][name], "head": params["block_heads"][name]}
+           "decoder": params["blockwise_decoders"][name], "head": params["blockwise_heads"][name]}
   if j == 1:
     theta["embed"] = params["embed"]
 
@@ -259,7 +261,7 @@ def alone_update(model, config, params, video, key, j, tx):
 
 
 @pytest.mark.parametrize("opt", ["sgd", "adamw"])
-def test_concurrent_update_equals_each_block_trained_alone(opt):
+def test_concurrent_update_equals_each_segment_trained_alone(opt):
   """SGD makes the update linear in the gradient (any leak shows); AdamW (with weight decay) shows
   that the optimizer does not couple the blocks either. Adam's eps is raised for the comparison:
   some gradients are zero in exact arithmetic (attention is invariant to the key bias) and ~1e-9
@@ -280,9 +282,10 @@ def test_concurrent_update_equals_each_block_trained_alone(opt):
                                 for j in (1, 2, 3)])(params)
   bounds = (0,) + BOUNDS
   for j in (1, 2, 3):
-    name = f"block_{j}"
+    name = f"segment_{j}"
     got, before = ({"encoder": layers(tree["encoder"], bounds[j - 1], bounds[j]),
-                    "decoder": tree["block_decoders"][name], "head": tree["block_heads"][name]}
+                    "decoder": tree["blockwise_decoders"][name],
+                    "head": tree["blockwise_heads"][name]}
                    for tree in (new_state.params, params))
     if j == 1:
       got["embed"], before["embed"] = new_state.params["embed"], params["embed"]
@@ -291,7 +294,7 @@ def test_concurrent_update_equals_each_block_trained_alone(opt):
                  expected[j - 1])
     moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()), got,
                          before)
-    assert max(jax.tree.leaves(moved)) > 1e-4  # the step did move block j
+    assert max(jax.tree.leaves(moved)) > 1e-4  # the step did move segment j
 
 
 # --- sequential ---------------------------------------------------------------------------------
@@ -302,9 +305,9 @@ def test_sequential_schedule_stages_and_specs():
   # Even split of 12 steps over 3 blocks: block starts 0, 4, 8; frozen prefix b_{j-1} = 0, 1, 3.
   table = schedule.freeze_table(config, 4)
   assert [(s.start_step, s.frozen_layers, s.target) for s in table] == [
-      (0, 0, "block_1_pixels"), (4, 1, "block_2_pixels"), (8, 3, "block_3_pixels")]
+      (0, 0, "segment_1_pixels"), (4, 1, "segment_2_pixels"), (8, 3, "segment_3_pixels")]
   specs = [state_lib.stage_spec(config, s.frozen_layers, s.target) for s in table]
-  assert [(s.frozen_layers, s.idle_layers, s.active_block) for s in specs] == [
+  assert [(s.frozen_layers, s.idle_layers, s.active_segment) for s in specs] == [
       (0, 3, 1), (1, 1, 2), (3, 0, 3)]
   config.blockwise.sequential_steps = (2, 3, 4)  # sums to 9 < 12: block 3 runs to the end
   table = schedule.freeze_table(config, 4)
@@ -316,11 +319,11 @@ def test_sequential_schedule_stages_and_specs():
     config = small_config(regime)
     assert [(s.start_step, s.frozen_layers) for s in schedule.freeze_table(config, 4)] == [(0, 0)]
     spec = state_lib.stage_spec(config, 0, "pixels")
-    assert (spec.regime, spec.boundaries, spec.active_block, spec.idle_layers) == (
+    assert (spec.regime, spec.boundaries, spec.active_segment, spec.idle_layers) == (
         regime, BOUNDS, 0, 0)
 
 
-def test_sequential_learning_rate_restarts_per_block():
+def test_sequential_learning_rate_restarts_per_segment():
   config = small_config("sequential", **{"total_steps": 100, "optimizer.warmup_steps": 10,
                                          "optimizer.lr": 1.0, "optimizer.min_lr": 0.0,
                                          "blockwise.sequential_steps": (40, 30, 30)})
@@ -336,11 +339,11 @@ def test_sequential_learning_rate_restarts_per_block():
 def test_partition_with_idle_suffix_round_trips():
   config = small_config("sequential")
   _, params = init(config)
-  spec = state_lib.stage_spec(config, 1, "block_2_pixels")  # block 2 = layers 2..3 of 4
+  spec = state_lib.stage_spec(config, 1, "segment_2_pixels")  # segment 2 = layers 2..3 of 4
   trainable, frozen = state_lib.partition(params, spec)
-  assert set(trainable) == {"encoder", "block_decoders", "block_heads"}
-  assert set(trainable["block_decoders"]) == {"block_2"} == set(trainable["block_heads"])
-  assert set(frozen["block_decoders"]) == {"block_1", "block_3"}
+  assert set(trainable) == {"encoder", "blockwise_decoders", "blockwise_heads"}
+  assert set(trainable["blockwise_decoders"]) == {"segment_2"} == set(trainable["blockwise_heads"])
+  assert set(frozen["blockwise_decoders"]) == {"segment_1", "segment_3"}
   depth = lambda tree: jax.tree.leaves(tree)[0].shape[0]
   assert (depth(frozen["encoder"]), depth(trainable["encoder"]), depth(frozen["encoder_idle"])) \
       == (1, 2, 1)
@@ -364,11 +367,9 @@ def test_opt_state_moments_follow_layers_not_shapes():
   new = tx.init({"encoder": {"w": jnp.zeros((2, 3))}})
   moved = state_lib.transfer_opt_state(old, new, old_layers=(0, 4), new_layers=(2, 4))
   np.testing.assert_array_equal(moved[0].mu["encoder"]["w"][:, 0], [2.0, 3.0])
-  legacy = state_lib.transfer_opt_state(old, new)
-  np.testing.assert_array_equal(legacy[0].mu["encoder"]["w"], moved[0].mu["encoder"]["w"])
 
 
-def test_sequential_run_freezes_finished_blocks_and_leaves_idle_ones_alone():
+def test_sequential_run_freezes_finished_segments_and_leaves_idle_ones_alone():
   """Through train.Trainer (the real stage loop pieces): bit-identical finished and idle blocks."""
   config = small_config("sequential", **{"total_steps": 9})
   trainer = train.Trainer(config, devices=jax.devices()[:1])
@@ -382,35 +383,36 @@ def test_sequential_run_freezes_finished_blocks_and_leaves_idle_ones_alone():
     new_spec = trainer.spec_at(step)
     if new_spec != spec:
       state, spec = trainer.resplit(state, new_spec), new_spec
-      snapshots[spec.active_block] = host(state)
-      # The optimizer only ever holds the active block (its layers, decoder and head), and its
-      # moments start from zero: block j must not inherit block j-1's (the shapes may agree).
+      snapshots[spec.active_segment] = host(state)
+      # The optimizer only ever holds the active segment (its layers, decoder and head), and its
+      # moments start from zero: segment j must not inherit segment j-1's (the shapes may agree).
       mu = optax.tree_utils.tree_get(state.opt_state, "mu")
       assert jax.tree.structure(mu) == jax.tree.structure(state.params)
-      assert set(state.params["block_decoders"]) == {f"block_{spec.active_block}"}
+      assert set(state.params["blockwise_decoders"]) == {f"segment_{spec.active_segment}"}
       assert zero(mu)
     video = jax.device_put(clip(step), trainer.video_sharding)
     state, metrics = trainer.step_fn(spec, state, video)(state, video)
-    assert set(k for k in metrics if k.startswith("block_")) == {f"block_{spec.active_block}_loss"}
+    assert ({k for k in metrics if k.startswith("segment_")}
+            == {f"segment_{spec.active_segment}_loss"})
   end = host(state)
   assert trainer.compiles == 3
-  per_block = lambda full, j: (layers(full["encoder"], bounds[j - 1], bounds[j]),
-                               full["block_decoders"][f"block_{j}"],
-                               full["block_heads"][f"block_{j}"])
+  per_segment = lambda full, j: (layers(full["encoder"], bounds[j - 1], bounds[j]),
+                               full["blockwise_decoders"][f"segment_{j}"],
+                               full["blockwise_heads"][f"segment_{j}"])
   # Block 1 (and the embedding) trained in stage 1, then never moved again.
-  assert not leaves_equal(per_block(snapshots[2], 1), per_block(start, 1))
-  assert leaves_equal(per_block(end, 1), per_block(snapshots[2], 1))
+  assert not leaves_equal(per_segment(snapshots[2], 1), per_segment(start, 1))
+  assert leaves_equal(per_segment(end, 1), per_segment(snapshots[2], 1))
   assert leaves_equal(end["embed"], snapshots[2]["embed"])
   # Block 2 idle (bit-identical to init despite weight decay) until its stage, then trained, then
-  # frozen; block 3 idle until the last stage.
-  assert leaves_equal(per_block(snapshots[2], 2), per_block(start, 2))
-  assert not leaves_equal(per_block(snapshots[3], 2), per_block(start, 2))
-  assert leaves_equal(per_block(end, 2), per_block(snapshots[3], 2))
-  assert leaves_equal(per_block(snapshots[3], 3), per_block(start, 3))
-  assert not leaves_equal(per_block(end, 3), per_block(start, 3))
+  # frozen; segment 3 idle until the last stage.
+  assert leaves_equal(per_segment(snapshots[2], 2), per_segment(start, 2))
+  assert not leaves_equal(per_segment(snapshots[3], 2), per_segment(start, 2))
+  assert leaves_equal(per_segment(end, 2), per_segment(snapshots[3], 2))
+  assert leaves_equal(per_segment(snapshots[3], 3), per_segment(start, 3))
+  assert not leaves_equal(per_segment(end, 3), per_segment(start, 3))
 
 
-def test_train_run_logs_every_block_loss(tmp_path):
+def test_train_run_logs_every_segment_loss(tmp_path):
   """The unchanged train loop runs a blockwise config; block losses land in metrics.jsonl."""
   config = small_config("concurrent", **{"total_steps": 3, "log_every": 1,
                                          "checkpoint_every": 0, "data.num_clips": 8})
@@ -419,5 +421,5 @@ def test_train_run_logs_every_block_loss(tmp_path):
   records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   assert len(records) == 3
   for r in records:
-    losses = [r[f"block_{j}_loss"] for j in (1, 2, 3)]
+    losses = [r[f"segment_{j}_loss"] for j in (1, 2, 3)]
     assert all(np.isfinite(losses)) and np.isclose(sum(losses), r["loss"], rtol=1e-5)

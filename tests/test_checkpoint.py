@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from layerlock_jax import checkpoint
+from layerlock_jax import checkpoint_params
 from layerlock_jax import state as state_lib
 from layerlock_jax import train
 from layerlock_jax.data import pipeline
@@ -249,14 +250,14 @@ def test_init_from_loads_parameters_only(reference):
   config = make_config("layerlock", **{"layerlock.enabled": False})  # another schedule
   trainer = train.Trainer(config, one_device())
   spec = trainer.spec_at(0)
-  state = checkpoint.init_from(ref_dir, trainer, spec)
+  state = checkpoint_params.init_from(ref_dir, trainer, spec)
   merged = lambda s: state_lib.merge(s.params, s.frozen)  # noqa: E731
   assert leaves_equal(merged(state), merged(ref.state))
   assert spec.frozen_layers == 0 and ref.state.frozen  # the source was split differently
   assert int(state.step) == 0
   assert all(not np.any(np.asarray(x)) for x in jax.tree.leaves(state.opt_state))
   with pytest.raises(checkpoint.IncompatibleCheckpointError, match="model.posemb"):
-    checkpoint.init_from(reference["tiny"][0], trainer, spec)  # learned_3d vs rope
+    checkpoint_params.init_from(reference["tiny"][0], trainer, spec)  # learned_3d vs rope
 
 
 def test_run_with_init_from_starts_at_step_0_from_those_parameters(reference, tmp_path):
@@ -268,7 +269,7 @@ def test_run_with_init_from_starts_at_step_0_from_those_parameters(reference, tm
   # Step 1 of that run is the compiled step applied to init_from's state and the first batch.
   trainer = train.Trainer(config, one_device())
   spec = trainer.spec_at(0)
-  state = checkpoint.init_from(source, trainer, spec)
+  state = checkpoint_params.init_from(source, trainer, spec)
   data = pipeline.make_train_iterator(config.data, seed=config.seed, global_batch_size=8,
                                       process_index=0, process_count=1)
   video = pipeline.global_batch({"video": next(data)["video"]}, trainer.video_sharding)["video"]

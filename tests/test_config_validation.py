@@ -7,8 +7,9 @@ The valid cases pin the boundaries, so an over-eager check fails too.
 import pytest
 
 from layerlock_jax import config_defaults
-from layerlock_jax.config_validation import (ConfigError, encoder_depth, format_error,
-                                             resolve_mesh_shape, validate)
+from layerlock_jax.config_validation import (ConfigError, format_error, resolve_mesh_shape,
+                                             validate)
+from layerlock_jax.plan import encoder_depth
 
 
 def _tiny():
@@ -351,10 +352,10 @@ BW_BAD = [
     ("bw_with_layerlock", {**_BW, **_LL}, "blockwise.enabled", "layerlock.enabled=True"),
     ("bw_with_naive", {**_BW, **_NL}, "blockwise.enabled", "naive_latent.enabled=True"),
     ("bw_query_decoder", {**_BW, "model.decoder.type": "query"}, "model.decoder.type", None),
-    ("bw_num_blocks_divide", {**_BW, "blockwise.num_blocks": 3}, "blockwise.num_blocks",
+    ("bw_num_segments_divide", {**_BW, "blockwise.num_segments": 3}, "blockwise.num_segments",
      "encoder depth 4"),
-    ("bw_num_blocks_deep", {**_BW, "blockwise.num_blocks": 8}, "blockwise.num_blocks", None),
-    ("bw_num_blocks_0", {**_BW, "blockwise.num_blocks": 0}, "blockwise.num_blocks", None),
+    ("bw_num_segments_deep", {**_BW, "blockwise.num_segments": 8}, "blockwise.num_segments", None),
+    ("bw_num_segments_0", {**_BW, "blockwise.num_segments": 0}, "blockwise.num_segments", None),
     ("bw_bounds_short", {**_BW, "blockwise.boundaries": (1, 3)}, "blockwise.boundaries",
      "encoder depth 4"),
     ("bw_bounds_order", {**_BW, "blockwise.boundaries": (3, 2, 4)}, "blockwise.boundaries", None),
@@ -370,7 +371,7 @@ BW_BAD = [
     ("bw_seq_uneven", {**_BW_SEQ, "blockwise.boundaries": (1, 4),
                        "blockwise.sequential_steps": (10, 10, 10)},
      "blockwise.sequential_steps", "2 budgets"),
-    ("bw_seq_too_short", {**_BW_SEQ, "total_steps": 3}, "total_steps", "4 blocks"),
+    ("bw_seq_too_short", {**_BW_SEQ, "total_steps": 3}, "total_steps", "4 segments"),
 ]
 
 
@@ -389,8 +390,8 @@ def test_bad_blockwise_config_names_field_and_value(overrides, field, snippet):
 
 BW_GOOD = [
     ("bw_default", _BW),
-    ("bw_e2e_one_block", {**_BW, "blockwise.regime": "e2e", "blockwise.num_blocks": 1}),
-    ("bw_every_layer", {**_BW, "blockwise.num_blocks": 4}),
+    ("bw_e2e_one_block", {**_BW, "blockwise.regime": "e2e", "blockwise.num_segments": 1}),
+    ("bw_every_layer", {**_BW, "blockwise.num_segments": 4}),
     ("bw_uneven", {**_BW, "blockwise.boundaries": (1, 3, 4)}),
     ("bw_seq_even_split", _BW_SEQ),
     ("bw_seq_budgets_fill", {**_BW_SEQ, "blockwise.sequential_steps": (25, 25, 25, 25)}),
@@ -399,7 +400,7 @@ BW_GOOD = [
     # Budgets only matter to the sequential regime; other regimes ignore them.
     ("bw_concurrent_ignores_budgets", {**_BW, "blockwise.sequential_steps": (1,)}),
     # A disabled section is not checked, even with layerlock on.
-    ("bw_disabled", {**_LL, "blockwise.num_blocks": 3, "blockwise.regime": "x"}),
+    ("bw_disabled", {**_LL, "blockwise.num_segments": 3, "blockwise.regime": "x"}),
 ]
 
 

@@ -15,7 +15,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from layerlock_jax import config_defaults
-from layerlock_jax.config_validation import encoder_depth, resolve_mesh_shape, validate
+from layerlock_jax.config_validation import resolve_mesh_shape, validate
+from layerlock_jax.plan import encoder_depth
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 # Also configs/experiments/ (the runs of `python -m layerlock_jax.reproduce`).

@@ -12,6 +12,7 @@ import pytest
 
 from layerlock_jax import config_defaults
 from layerlock_jax import flops
+from layerlock_jax import plan
 
 
 def _tiny_config(**overrides):
@@ -76,13 +77,13 @@ def test_block_flops_hand_count():
 
 def test_token_geometry_of_the_default_clip():
   # 16x224x224 in 2x16x16 tubelets: 8*14*14 = 1568 tokens; 95% masked -> round(1489.6) = 1490.
-  geo = flops.token_geometry(config_defaults.base_config())
+  geo = plan.token_geometry(config_defaults.base_config())
   assert geo == {"num_tokens": 1568, "patch_dim": 1536, "num_masked": 1490,
                  "num_visible": 78, "num_queries": 1490}
   # Tube masking rounds per frame: 8 frames x round(0.95 * 196 = 186.2) = 8 x 186 = 1488.
   config = config_defaults.base_config()
   config.masking.type = "tube"
-  assert flops.token_geometry(config)["num_masked"] == 1488
+  assert plan.token_geometry(config)["num_masked"] == 1488
 
 
 def test_step_flops_tiny_config_unfrozen():

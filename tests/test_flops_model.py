@@ -10,6 +10,7 @@ import pytest
 
 from layerlock_jax import config_defaults
 from layerlock_jax import flops
+from layerlock_jax import plan
 from layerlock_jax import train
 
 
@@ -64,7 +65,7 @@ BW_BOUNDS = (1, 3, 4)  # blocks of 1, 2 and 1 layers: stage 2 of sequential has 
 
 
 def blockwise_config(regime):
-  """configs/blockwise_tiny.py's structure at test size: 4 layers in 3 blocks, per-block light
+  """configs/blockwise_tiny.py's structure at test size: 4 layers in 3 segments, per-segment light
   decoders, tube masking; the shapes of `unrolled_config` otherwise, every stack unrolled."""
   c = unrolled_config("light", "pixel")
   c.layerlock.enabled = False
@@ -94,7 +95,7 @@ def test_blockwise_analytic_flops_match_xla(regime, step, k, idle):
 def test_blockwise_regimes_by_hand():
   """The regimes against each other, from the same per-piece counts the plain model uses."""
   config = blockwise_config("concurrent")
-  geo = flops.token_geometry(config)   # 4x4x4 = 64 tokens, tube 0.5: 4 x 8 = 32 masked
+  geo = plan.token_geometry(config)   # 4x4x4 = 64 tokens, tube 0.5: 4 x 8 = 32 masked
   assert (geo["num_tokens"], geo["num_visible"], geo["num_queries"]) == (64, 32, 32)
   b, d, n_vis, s_dec, p = 16, 64, 32, 64, geo["patch_dim"]
   block = flops.block_flops(n_vis, d, 256, batch=b)

@@ -62,7 +62,7 @@ def test_blockwise_claims_variants_validate(variant):
   config = reproduce.Run("blockwise_claims", variant, 1).config()
   validate(config, num_devices=1)
   assert config.seed == 1 and config.blockwise.regime == variant.split(",")[0]
-  assert config.blockwise.num_blocks == 3 and config.model.depth == 6
+  assert config.blockwise.num_segments == 3 and config.model.depth == 6
 
 
 def test_run_names_and_commands_are_distinct():

@@ -20,6 +20,7 @@ from layerlock_jax import checkpoint
 from layerlock_jax import config_validation
 from layerlock_jax import flops
 from layerlock_jax import masking
+from layerlock_jax import plan
 from layerlock_jax import train
 from layerlock_jax import train_step as step_lib
 from layerlock_jax import vjepa
@@ -155,7 +156,7 @@ def test_multiblock_masks_shapes_blocks_and_ratio_statistics():
   ctx, tgt = np.asarray(ctx), np.asarray(tgt)
   m, c = round(h * w * ratio), round(h * w * context_ratio)
   assert tgt.shape == (batch, t * m) and ctx.shape == (batch, t * c)
-  assert masking.multiblock_counts((t, h, w), ratio, context_ratio) == (t * c, t * m)
+  assert plan.multiblock_counts((t, h, w), ratio, context_ratio) == (t * c, t * m)
   assert (np.diff(tgt, axis=1) > 0).all() and (np.diff(ctx, axis=1) > 0).all()
   union_t = np.asarray(blocks_fn(jax.random.split(key, 3)[0])[0])  # the blocks behind the mask
   for i in range(0, batch, 3):
@@ -343,7 +344,7 @@ def test_config_errors_name_the_field():
 def test_flops_count_teacher_forward_and_predictor():
   config = make_config()
   b, n, d, f = 8, 32, 32, 64
-  c_tok, m_tok = masking.multiblock_counts((2, 4, 4), 0.5, 0.25)
+  c_tok, m_tok = plan.multiblock_counts((2, 4, 4), 0.5, 0.25)
   pw, pf = 16, 32
   block = lambda s, width, mlp: b * (8 * s * width ** 2 + 4 * s * s * width + 4 * s * width * mlp)
   p = 2 * 8 * 8 * 3

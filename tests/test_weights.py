@@ -14,6 +14,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from layerlock_jax import checkpoint
+from layerlock_jax import checkpoint_params
 from layerlock_jax import extract_features as fx
 from layerlock_jax import train
 from layerlock_jax.weights import WeightsError, fourds, hf_videomae
@@ -308,7 +309,7 @@ def test_init_from_imported_encoder_and_mismatch(fourds_workdir):
   config.mesh.data, config.mesh.fsdp = 1, 8  # FSDP over the 8 test devices: read straight in
   trainer = train.Trainer(config)
   spec = trainer.spec_at(0)
-  state = checkpoint.init_from(w, trainer, spec)
+  state = checkpoint_params.init_from(w, trainer, spec)
   kernel = state.params["encoder"]["layers"]["mlp1"]["kernel"]
   assert kernel.sharding == trainer.state_shardings(spec).params["encoder"]["layers"]["mlp1"][
       "kernel"] and "fsdp" in str(kernel.sharding.spec)
@@ -324,7 +325,7 @@ def test_init_from_imported_encoder_and_mismatch(fourds_workdir):
   assert int(state.step) == 0
   config.model.posemb = "rope"
   with pytest.raises(checkpoint.IncompatibleCheckpointError, match="model.posemb") as err:
-    checkpoint.init_from(w, train.Trainer(config), spec)
+    checkpoint_params.init_from(w, train.Trainer(config), spec)
   assert "\n" not in str(err.value)
 
 

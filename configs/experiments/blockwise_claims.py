@@ -29,8 +29,8 @@ def get_config(variant: str = "concurrent"):
     raise ValueError(f"unknown modifiers {mods} in {variant!r}; the only one is quick")
   c = _blockwise_tiny.get_config(regime)
   c.checkpoint_every = 0           # only the final state: these runs are minutes long
-  c.model.depth = 6                # 3 blocks of 2 layers (blockwise_tiny: 4 of 3)
-  c.blockwise.num_blocks = 3
+  c.model.depth = 6                # 3 segments of 2 layers (blockwise_tiny: 4 of 3)
+  c.blockwise.num_segments = 3
   if "quick" in mods:
     c.total_steps, c.log_every = 24, 4
     c.optimizer.warmup_steps = 4

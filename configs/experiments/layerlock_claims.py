@@ -86,7 +86,7 @@ def get_config(variant: str = "layerlock"):
     ll.target = "pixel"
   if arm == "layerlock_no_miniwarmup":
     ll.mini_warmup_steps = 0
-  if arm == "naive_latent":        # LayerLock §1.9: predict the unfrozen middle block, weight 1
+  if arm == "naive_latent":        # collapse baseline: predict the unfrozen middle block, weight 1
     c.naive_latent.enabled = True
     c.naive_latent.layer = -1
     c.naive_latent.weight = 1.0

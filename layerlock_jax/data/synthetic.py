@@ -221,7 +221,8 @@ class MovingMNIST:
 
 
 # ------------------------------------------------------------------------------------------------
-# Drifting sinusoidal gratings (the blockwise paper's single-region probe set, papers.md §2.2).
+# Drifting sinusoidal gratings (the blockwise SSL paper's single-region probe set,
+# arXiv 2601.09040).
 
 
 class Gratings:
@@ -239,8 +240,8 @@ class Gratings:
   * `contrast` (3): Michelson contrast of the luminance modulation.
   * `colour` (5): gray, red, green, blue, orange (RGB gains below).
   The phase at t=0 is a uniform nuisance variable. The paper's exact value lists are only partly
-  known (papers.md §2.2: sf {4..24}, tf {0.5..8} Hz at 128 px / 6.25 fps); these are scaled stand-ins
-  chosen to stay alias-free on small test canvases [I].
+  known (its evaluation code: sf {4..24}, tf {0.5..8} Hz at 128 px / 6.25 fps); these are scaled
+  stand-ins chosen to stay alias-free on small test canvases [I].
   """
 
   LABELS = {"orientation": 12, "spatial_freq": 4, "temporal_freq": 4, "contrast": 3, "colour": 5}

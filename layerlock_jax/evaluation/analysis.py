@@ -1,7 +1,7 @@
 """Model-independent representation analysis: features in, numbers out.
 
 These are the similarity, spectrum and collapse diagnostics of the blockwise-SSL paper's evaluation
-suite (../shared/research/papers.md §2.2): linear and RBF CKA between blocks, effective rank by
+suite (arXiv 2601.09040): linear and RBF CKA between blocks, effective rank by
 spectral entropy, mean pairwise token cosine similarity, plus a collapse summary used to monitor
 LayerLock / latent-prediction runs (latent targets can collapse, pixel targets cannot).
 

@@ -1,4 +1,4 @@
-"""LayerLock's "layers converge in depth order" experiment (../shared/research/papers.md §1.2).
+"""LayerLock's "layers converge in depth order" experiment (arXiv 2509.10156, Fig. 1).
 
   python -m layerlock_jax.evaluation.convergence --config=configs/tiny.py --workdir=DIR \
       [--layers=1,2,4] [--steps=60,150,300]

@@ -1,7 +1,7 @@
 """Depth-wise analysis of a frozen encoder: what each block has learned, block by block.
 
 For every encoder depth j (0 = patch embedding, j = output of block j) this computes the blockwise
-paper's diagnostics (../shared/research/papers.md §2.2) on held-out clips:
+paper's diagnostics (arXiv 2601.09040, and its released evaluation code) on held-out clips:
   * decodability: a linear probe on mean-pooled tokens per labelled task (fit on the train split,
     scored on the test split) and cosine kNN retrieval (top-1/5, mAP, leave-one-out on the test
     split);

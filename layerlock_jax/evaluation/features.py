@@ -1,7 +1,7 @@
 """Per-block features of a frozen encoder: mean-pooled clip features and (optionally) tokens.
 
 The encoder is run on the FULL clip (no masking), as every frozen-readout protocol does
-(../shared/research/papers.md §2.2, §3.4): `VideoMAE.block_outputs` gives the embedding (index 0)
+(arXiv 2601.09040, 2412.15212): `VideoMAE.block_outputs` gives the embedding (index 0)
 and the output of every encoder block (index j = block j). The decoder and heads are never touched.
 
 Why one jitted function over fixed-size batches: evaluation walks hundreds of clips through the

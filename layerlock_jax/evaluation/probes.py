@@ -1,10 +1,10 @@
 """Frozen-feature probes: linear softmax regression, cosine kNN retrieval, 4DS attentive readout.
 
 Features come in as arrays (the encoder is someone else's business), numbers come out. Two
-protocols are covered (../shared/research/papers.md):
-  * blockwise paper (§2.2): mean-pooled tokens -> standardise -> multinomial logistic regression,
+protocols are covered:
+  * blockwise SSL paper (arXiv 2601.09040, its evaluation code): mean-pooled tokens -> standardise -> multinomial logistic regression,
     and retrieval top-k / mAP on pooled embeddings with cosine similarity, excluding self-matches.
-  * 4DS / LayerLock (§3.4, §5.5): an attentive readout (learned query cross-attending to all
+  * 4DS / LayerLock (arXiv 2412.15212, 2509.10156): an attentive readout (learned query cross-attending to all
     tokens) trained on top of frozen tokens; mean pooling would throw away *where* things are.
 
 Every probe is deterministic given `seed`: initialisation comes from a JAX key, minibatch order

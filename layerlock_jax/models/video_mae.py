@@ -13,14 +13,14 @@ over parameter dicts. The parameter tree is:
    "pixel_head":  PatchHead         (decoder features -> tubelet pixels),
    "latent_head": PatchHead         (decoder features -> encoder width; LayerLock targets)}
 
-With blockwise SSL (config.blockwise.enabled, layerlock_jax/blockwise.py) every encoder block has
-its own light decoder and pixel head instead of the single decoder and heads:
+With blockwise SSL (config.blockwise.enabled, layerlock_jax/blockwise.py) every encoder segment (a
+run of blocks) has its own light decoder and pixel head instead of the single decoder and heads:
 
   {"embed", "encoder" (unchanged: the same stacked tree, so evaluation tools read it as is),
-   "block_decoders": {"block_1": LightDecoder, ..., "block_n": ...},
-   "block_heads":    {"block_1": PatchHead, ..., "block_n": ...}}
+   "blockwise_decoders": {"segment_1": LightDecoder, ..., "segment_n": ...},
+   "blockwise_heads":    {"segment_1": PatchHead, ..., "segment_n": ...}}
 
-The per-block sub-trees are applied with the same `decode` / `predict_pixels` as the plain ones.
+The per-segment sub-trees are applied with the same `decode` / `predict_pixels` as the plain ones.
 
 With V-JEPA (config.vjepa.enabled, layerlock_jax/vjepa.py) a predictor replaces decoder and heads:
 
@@ -30,9 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from layerlock_jax import blockwise
-from layerlock_jax import config_defaults
-from layerlock_jax import schedule
+from layerlock_jax import plan
 from layerlock_jax.models import decoders
 from layerlock_jax.models import predictor
 from layerlock_jax.models import vit
@@ -56,7 +54,7 @@ class VideoMAE:
     self.num_tokens = self.grid[0] * self.grid[1] * self.grid[2]
     self.patch_dim = self.patch_size[0] * self.patch_size[1] * self.patch_size[2] * 3
     self.width = m.width
-    self.encoder_depth = config_defaults.encoder_depth(config)
+    self.encoder_depth = plan.encoder_depth(config)
     self.remat_policy = m.remat_policy
     self.unroll = m.scan_unroll
     self.dtype = vit.DTYPES[m.dtype]
@@ -69,13 +67,10 @@ class VideoMAE:
     mean, std = tuple(map(float, m.input_mean)), tuple(map(float, m.input_std))
     self.input_norm = None if (mean, std) == ((0.0,) * 3, (1.0,) * 3) else (mean, std)
     self.coords = vit.token_grid(self.grid)
-    # Blockwise SSL: regime ("" when off) and cumulative block ends b_1 < ... < b_n.
-    self.blockwise = config.blockwise.regime if blockwise.enabled(config) else ""
-    self.boundaries = (blockwise.block_boundaries(config, self.encoder_depth)
-                       if self.blockwise else ())
-    self.num_latent_heads = 1
-    if config.layerlock.enabled and config.layerlock.multi_target:
-      self.num_latent_heads = schedule.frozen_cap(config, self.encoder_depth)
+    # Blockwise SSL: regime ("" when off) and cumulative segment ends b_1 < ... < b_n.
+    self.blockwise = config.blockwise.regime if plan.blockwise_enabled(config) else ""
+    self.boundaries = plan.segments.boundaries(config) if self.blockwise else ()
+    self.num_latent_heads = plan.num_latent_heads(config)
     dec = m.decoder
     if dec.type == "light":
       self.decoder = decoders.LightDecoder(dec.width, dec.depth, dec.num_heads, dec.mlp_dim,
@@ -85,7 +80,7 @@ class VideoMAE:
       self.decoder = decoders.QueryDecoder(dec.depth, self.grid, self.block, self.remat_policy,
                                            self.unroll)
       self.decoder_width = m.width
-    self.vjepa = bool(config.vjepa.enabled) if "vjepa" in config else False
+    self.vjepa = plan.vjepa_enabled(config)
     if self.vjepa:
       vp = config.vjepa.predictor
       self.predictor = predictor.Predictor(vp.width, vp.depth, vp.num_heads, vp.mlp_dim, m.width,
@@ -136,17 +131,17 @@ class VideoMAE:
     }
 
   def _init_blockwise(self, rng, video, tokens, positions, enc_ids, query_ids, feats):
-    """Embedding and encoder as in plain MAE, then one decoder and one pixel head per block."""
-    names = [blockwise.block_name(j) for j in range(1, len(self.boundaries) + 1)]
+    """Embedding and encoder as in plain MAE, then one decoder and one pixel head per segment."""
+    names = [plan.segment_name(j) for j in range(1, len(self.boundaries) + 1)]
     embed_key, encoder_key, *keys = jax.random.split(rng, 2 + 2 * len(names))
     return {
         "embed": self.embed_module.init(embed_key, video)["params"],
         "encoder": self.stack(self.encoder_depth, remat=False).init(encoder_key, tokens,
                                                                      positions)["params"],
-        blockwise.DECODERS: {
+        plan.DECODERS: {
             name: self.decoder.init(keys[2 * i], tokens, enc_ids, query_ids)["params"]
             for i, name in enumerate(names)},
-        blockwise.HEADS: {name: self.pixel_head.init(keys[2 * i + 1], feats)["params"]
+        plan.HEADS: {name: self.pixel_head.init(keys[2 * i + 1], feats)["params"]
                           for i, name in enumerate(names)},
     }
 

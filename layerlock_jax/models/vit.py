@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from layerlock_jax import plan
+
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 # Named remat policies (maxtext style). "none" stores every activation for backward.
@@ -84,11 +86,6 @@ def sincos_1d_table(num_tokens: int, width: int) -> np.ndarray:
   return table.astype(np.float32)
 
 
-def rope_sections(dim: int, fractions: Sequence[float]) -> tuple[int, int, int]:
-  """Even feature counts rotated along (t, h, w); the remaining features carry no position."""
-  return tuple(int(f * dim) // 2 * 2 for f in fractions)
-
-
 def apply_rope(x, positions, fractions: Sequence[float], base: float):
   """3-D rotary position encoding over the last axis of x.
 
@@ -96,7 +93,7 @@ def apply_rope(x, positions, fractions: Sequence[float], base: float):
   [t-part | h-part | w-part | untouched]; each part of size d is rotated as d/2 pairs (i, i + d/2)
   by angle pos * base**(-2i/d). LayerLock's split is 10% / 25% / 25% / 40% none [S].
   """
-  sections = rope_sections(x.shape[-1], fractions)
+  sections = plan.rope_sections(x.shape[-1], fractions)
   out, start = [], 0
   for axis, d in enumerate(sections):
     if d == 0:

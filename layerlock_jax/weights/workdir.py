@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 
 from layerlock_jax import checkpoint
+from layerlock_jax import checkpoint_params
 from layerlock_jax import config_defaults
 from layerlock_jax import config_validation
 from layerlock_jax import state as state_lib
@@ -65,7 +66,7 @@ def load_params(workdir: str, step: int | None = None,
   config = load_config(workdir)
   path = workdir if step is None else os.path.join(workdir, checkpoint.CHECKPOINTS, str(step))
   try:
-    step, _, params = checkpoint.restore_params(path, sharding)
+    step, _, params = checkpoint_params.restore_params(path, sharding)
   except FileNotFoundError as err:
     raise WeightsError(f"{workdir}: no checkpoint{'' if step is None else f' for step {step}'} "
                        f"({err})") from err

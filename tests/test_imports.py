@@ -1,0 +1,103 @@
+"""The package's imports point one way: down the stack, never up.
+
+Read from the source with `ast` (no module is imported), so the test is milliseconds and sees
+imports inside functions too. The layers, bottom up: plan (pure Python) < models, data, masking <
+schedule, state, blockwise, flops, checkpoint < train < evaluation / reproduce tools.
+"""
+import ast
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+import layerlock_jax
+
+PACKAGE = pathlib.Path(layerlock_jax.__file__).parent
+
+
+def _module_name(path: pathlib.Path) -> str:
+  parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+  return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: pathlib.Path) -> set[str]:
+  """Every module `path` imports, at any depth of the file (functions included)."""
+  tree = ast.parse(path.read_text(), filename=str(path))
+  out = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      out.update(alias.name for alias in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+      out.add(node.module)
+      for alias in node.names:  # `from layerlock_jax import schedule` imports a module
+        candidate = PACKAGE.parent / node.module.replace(".", "/") / alias.name
+        if candidate.with_suffix(".py").exists() or candidate.is_dir():
+          out.add(f"{node.module}.{alias.name}")
+  return out
+
+
+EDGES = {_module_name(p): _imports(p) for p in PACKAGE.rglob("*.py")}
+
+
+def _under(name: str, prefixes) -> bool:
+  return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def _violations(sources, forbidden):
+  return sorted(f"{mod} -> {dep}" for mod, deps in EDGES.items() if _under(mod, sources)
+                for dep in deps if _under(dep, forbidden))
+
+
+TOOLS = ("layerlock_jax.train", "layerlock_jax.evaluation", "layerlock_jax.reproduce",
+         "layerlock_jax.evaluate", "layerlock_jax.main")
+
+RULES = [
+    # The run's building blocks know nothing of the loop or the tools that use them.
+    pytest.param(("layerlock_jax.models", "layerlock_jax.data", "layerlock_jax.schedule",
+      "layerlock_jax.plan", "layerlock_jax.checkpoint", "layerlock_jax.checkpoint_params"), TOOLS,
+                 id="building_blocks-x->tools"),
+    # Models take their plan from plan, not from the loss or schedule modules that use them.
+    pytest.param(("layerlock_jax.models",), ("layerlock_jax.schedule", "layerlock_jax.blockwise",
+                                             "layerlock_jax.state", "layerlock_jax.checkpoint"),
+                 id="models-x->schedule,blockwise,state,checkpoint"),
+    # Blockwise SSL is a loss; what it plans (groups, budgets, names) lives in plan.
+    pytest.param(("layerlock_jax.state", "layerlock_jax.schedule", "layerlock_jax.flops"),
+                 ("layerlock_jax.blockwise",), id="state,schedule,flops-x->blockwise"),
+    # A checkpoint reads shapes from the plan, not by building a model.
+    pytest.param(("layerlock_jax.checkpoint", "layerlock_jax.checkpoint_params"),
+                 ("layerlock_jax.models",), id="checkpoint-x->models"),
+    # The plan is the bottom of the stack: pure Python, nothing of the package above it.
+    pytest.param(("layerlock_jax.plan",), ("jax", "flax", "optax", "orbax", "numpy", "grain"),
+                 id="plan-x->jax,numpy"),
+    pytest.param(("layerlock_jax.config_validation", "layerlock_jax.config_defaults"),
+                 ("jax", "flax", "optax", "orbax", "grain"), id="config-x->jax"),
+]
+
+
+@pytest.mark.parametrize("sources,forbidden", RULES)
+def test_no_import_points_up(sources, forbidden):
+  assert _violations(sources, forbidden) == []
+
+
+def test_plan_imports_only_itself_from_the_package():
+  deps = {dep for mod, deps in EDGES.items() if _under(mod, ("layerlock_jax.plan",))
+          for dep in deps if _under(dep, ("layerlock_jax",))}
+  assert {d for d in deps if not _under(d, ("layerlock_jax.plan",))} == set()
+
+
+def test_the_scan_sees_known_edges():
+  # Guards the parser itself: if it missed imports, every rule above would pass vacuously.
+  assert "layerlock_jax.plan" in EDGES["layerlock_jax.schedule"]
+  assert "layerlock_jax.checkpoint" in EDGES["layerlock_jax.train"]
+  assert "jax" in EDGES["layerlock_jax.masking"]
+  assert "layerlock_jax.models.vit" in EDGES["layerlock_jax.models.video_mae"]
+
+
+def test_plan_and_validation_load_without_jax():
+  """What the static scan cannot see: the import of a whole chain (package __init__s included)."""
+  code = ("import sys; import layerlock_jax.config_validation, layerlock_jax.plan; "
+          "print(sorted(m for m in ('jax', 'flax', 'optax', 'numpy') if m in sys.modules))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       cwd=PACKAGE.parent)
+  assert out.stdout.strip() == "[]"
