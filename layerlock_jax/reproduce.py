@@ -25,7 +25,6 @@ everything from scratch: the same seeds give the same numbers (wall-clock times 
 pipeline (CI runs it) and its numbers mean nothing.
 """
 import dataclasses
-import importlib.util
 import json
 import logging
 import os
@@ -36,6 +35,7 @@ import time
 from typing import Any
 
 from layerlock_jax import config_defaults
+from layerlock_jax import config_loading
 from layerlock_jax import evaluate
 from layerlock_jax.evaluation import claims
 from layerlock_jax.evaluation import convergence
@@ -68,11 +68,7 @@ class Run:
     return self.variant.split(",")[0]
 
   def config(self):
-    path = EXPERIMENTS_DIR / f"{self.file}.py"
-    spec = importlib.util.spec_from_file_location(f"_experiments_{self.file}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(self.variant)
+    config = config_loading.load_config(f"{EXPERIMENTS_DIR / self.file}.py:{self.variant}")
     config.seed = self.seed
     return config
 

@@ -19,6 +19,7 @@ import pytest
 
 from layerlock_jax import blockwise
 from layerlock_jax import config_defaults
+from layerlock_jax import config_loading
 from layerlock_jax import masking
 from layerlock_jax import objectives
 from layerlock_jax import optimizer as optim
@@ -53,13 +54,7 @@ def small_config(regime="concurrent", boundaries=BOUNDS, **overrides):
   c.blockwise.enabled = True
   c.blockwise.regime = regime
   c.blockwise.boundaries = boundaries
-  for path, value in overrides.items():
-    node = c
-    *parents, leaf = path.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return config_loading.override(c, overrides)
 
 
 def clip(seed=0, batch=2):

@@ -8,7 +8,6 @@ produced two ways: in-process, by removing / corrupting the newest checkpoints o
 half-written temporary directory); and for real, by SIGKILL / SIGTERM of `python -m
 layerlock_jax.main` in a subprocess.
 """
-import importlib.util
 import json
 import os
 import pathlib
@@ -25,6 +24,7 @@ import pytest
 
 from layerlock_jax import checkpoint
 from layerlock_jax import state as state_lib
+from layerlock_jax import config_loading
 from layerlock_jax import train
 from layerlock_jax.data import pipeline
 
@@ -58,17 +58,7 @@ DETERMINISTIC = ("step", "loss", "pixel_loss", "latent_loss", "lr", "grad_norm",
 
 def make_config(name, **extra):
   file, overrides = CONFIGS[name]
-  spec = importlib.util.spec_from_file_location(f"_cfg_{name}", ROOT / "configs" / file)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  for key, value in {**overrides, **extra}.items():
-    *parents, leaf = key.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return config_loading.load_config(ROOT / "configs" / file, {**overrides, **extra})
 
 
 def one_device():

@@ -21,6 +21,8 @@ import pytest
 from matplotlib import image as mpimg
 
 from layerlock_jax import config_defaults
+from layerlock_jax import config_loading
+from layerlock_jax import config_variants
 from layerlock_jax import evaluate
 from layerlock_jax import schedule
 from layerlock_jax import state as state_lib
@@ -50,13 +52,7 @@ def micro_config(**overrides) -> ml_collections.ConfigDict:
   c.data.source = "moving_mnist"
   c.data.num_frames, c.data.image_size, c.data.num_clips = 4, 16, 64
   c.data.read_threads = 1
-  for key, value in overrides.items():
-    node = c
-    *path, leaf = key.split(".")
-    for p in path:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return config_loading.override(c, overrides)
 
 
 @pytest.fixture(scope="module")
@@ -308,9 +304,9 @@ def test_convergence_grid_bookkeeping():
   assert convergence.default_steps(600) == (60, 150, 300)
   assert convergence.default_steps(4) == (1, 2)
 
-  base = convergence.baseline_config(micro_config(**{"naive_latent.enabled": True}))
+  base = config_variants.baseline_config(micro_config(**{"naive_latent.enabled": True}))
   assert not base.layerlock.enabled and not base.naive_latent.enabled
-  cfg = convergence.frozen_config(micro_config(**{"model.depth": 4}), 3, 2)
+  cfg = config_variants.frozen_config(micro_config(**{"model.depth": 4}), 3, 2)
   table = schedule.freeze_table(cfg, 4)
   assert [(s.start_step, s.frozen_layers, s.target) for s in table] == [
       (0, 0, "pixels"), (2, 3, "pixels")]

@@ -8,7 +8,6 @@ import asyncio
 import concurrent.futures
 import errno
 import glob
-import importlib.util
 import json
 import os
 import pathlib
@@ -26,6 +25,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from layerlock_jax import checkpoint
+from layerlock_jax import config_loading
 from layerlock_jax import config_validation
 from layerlock_jax import guard as guard_lib
 from layerlock_jax import masking
@@ -45,17 +45,7 @@ SMALL = {
 
 
 def make_config(**extra):
-  spec = importlib.util.spec_from_file_location("_cfg_tiny", ROOT / "configs" / "tiny.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  for key, value in {**SMALL, **extra}.items():
-    *parents, leaf = key.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return config_loading.load_config(ROOT / "configs" / "tiny.py", {**SMALL, **extra})
 
 
 def records(workdir):

@@ -119,11 +119,8 @@ def test_resume_on_a_different_process_count(two_process_run, one_process_losses
 
 
 def _tiny_config():
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location("_tiny_mh", ROOT / "configs" / "tiny.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config()
+  from layerlock_jax import config_loading  # pylint: disable=g-import-not-at-top
+  c = config_loading.load_config(ROOT / "configs" / "tiny.py")
   c.total_steps, c.log_every, c.checkpoint_every = STEPS, 1, 0
   c.model.depth, c.batch_size = 2, 16
   return c

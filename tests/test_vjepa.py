@@ -5,7 +5,6 @@ References are independent of the code under test: a numpy EMA loop, rectangles 
 numpy mask, gradients taken by JAX w.r.t. the teacher, bit comparisons against an uninterrupted
 single-device run.
 """
-import importlib.util
 import math
 import pathlib
 import random
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 
 from layerlock_jax import checkpoint
+from layerlock_jax import config_loading
 from layerlock_jax import config_validation
 from layerlock_jax import flops
 from layerlock_jax import masking
@@ -43,17 +43,8 @@ SMALL = {
 
 
 def make_config(variant="layerlock", **extra):
-  spec = importlib.util.spec_from_file_location("_cfg_vjepa", ROOT / "configs" / "vjepa_tiny.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(variant)
-  for key, value in {**SMALL, **extra}.items():
-    *parents, leaf = key.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return config_loading.load_config(f"{ROOT / 'configs' / 'vjepa_tiny.py'}:{variant}",
+                                    {**SMALL, **extra})
 
 
 # --- EMA ---------------------------------------------------------------------------------------------
