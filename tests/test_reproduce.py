@@ -216,6 +216,15 @@ def _strip_timing(x):
   return x
 
 
+def _expected_comparison(a, b):
+  """(b - a, noise, beyond noise) of two arms' per-seed probe values: the difference of the means
+  against the larger seed range (max - min over seeds; one seed has none)."""
+  ranges = [max(x["per_seed"]) - min(x["per_seed"]) for x in (a, b) if len(x["per_seed"]) > 1]
+  noise = max(ranges) if ranges else None
+  delta = float(np.mean(b["per_seed"]) - np.mean(a["per_seed"]))
+  return delta, noise, (noise is not None and abs(delta) > noise)
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("reproduce_quick"))
@@ -241,8 +250,17 @@ def test_quick_report_states_every_claim_with_figures(quick_run):
     assert f"]({os.path.basename(fig)})" in report
     with open(fig, "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  # The two probe-comparison verdicts follow their stated rules from the per-seed probe values
+  # (the rules re-derived here, not read back from the code).
+  fz, lv = on_disk["claims"]["freezing"], on_disk["claims"]["layerlock_vs_mae"]
+  delta, _, beyond = _expected_comparison(fz["probe"]["mae"], fz["probe"]["freeze_pixel"])
+  assert fz["comparison"]["delta"] == pytest.approx(delta)
+  free = (not beyond or delta > 0) and fz["analytic_flops_saving"] > 0
+  assert fz["verdict"].startswith("reproduced" if free else "not reproduced"), fz["verdict"]
+  delta, _, beyond = _expected_comparison(lv["probe"]["mae"], lv["probe"]["layerlock"])
+  assert lv["comparison"]["delta"] == pytest.approx(delta)
+  assert lv["verdict"].startswith("reproduced" if beyond and delta > 0 else "not reproduced")
   # Numbers come from the results: spot-check a few formatted values.
-  fz = on_disk["claims"]["freezing"]
   assert f"{fz['probe']['mae']['mean']:.3f}" in report
   assert f"{100 * fz['analytic_flops_saving']:.1f}%" in report
   # Every run is listed with its exact command, and the command's config is what was trained.
