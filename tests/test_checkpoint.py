@@ -169,6 +169,7 @@ def test_data_position_is_re_dealt_to_another_process_count(tmp_path):
     checkpoint.redeal_data_state(str(tmp_path / "data_iter"), 2, 1)
 
 
+@pytest.mark.slow
 def test_resume_across_stage_boundary_is_bit_identical(reference, tmp_path):
   """Checkpoint 12 was saved in the pixel stage; the resumed run re-splits into stage k=1."""
   ref_dir, ref = reference["layerlock"]
@@ -185,6 +186,7 @@ def test_resume_across_stage_boundary_is_bit_identical(reference, tmp_path):
   assert not os.path.exists(tmp)
 
 
+@pytest.mark.slow
 def test_corrupt_latest_checkpoint_falls_back_to_previous(reference, tmp_path, caplog):
   ref_dir, ref = reference["layerlock"]
   work = fork(ref_dir, str(tmp_path / "w"), keep_upto=STEPS)
@@ -202,6 +204,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(reference, tmp_path, c
       str(STEPS)]
 
 
+@pytest.mark.slow
 def test_incompatible_checkpoint_fails_naming_fields_and_changes_nothing(reference, tmp_path):
   work = fork(reference["layerlock"][0], str(tmp_path / "w"), keep_upto=STEPS)
   before = {p: p.read_bytes() for p in pathlib.Path(work).rglob("*") if p.is_file()}
@@ -214,6 +217,7 @@ def test_incompatible_checkpoint_fails_naming_fields_and_changes_nothing(referen
   assert after == before
 
 
+@pytest.mark.slow
 def test_checkpoint_of_an_older_format_is_refused_for_resume_but_not_for_parameters(
     reference, tmp_path):
   """Format 1 stored the data position in records; resuming it would replay another data order."""
@@ -232,6 +236,7 @@ def test_checkpoint_of_an_older_format_is_refused_for_resume_but_not_for_paramet
   assert restored.step == STEPS
 
 
+@pytest.mark.slow
 def test_init_from_loads_parameters_only(reference):
   """Parameters come from the checkpoint (re-split for the new schedule); step and optimizer
   state start fresh. A checkpoint of another model shape is refused, naming the fields."""
@@ -249,6 +254,7 @@ def test_init_from_loads_parameters_only(reference):
     checkpoint.init_from(reference["tiny"][0], trainer, spec)  # learned_3d vs rope
 
 
+@pytest.mark.slow
 def test_run_with_init_from_starts_at_step_0_from_those_parameters(reference, tmp_path):
   ref_dir, _ = reference["layerlock"]
   source = os.path.join(ref_dir, "checkpoints", "12")
@@ -268,6 +274,7 @@ def test_run_with_init_from_starts_at_step_0_from_those_parameters(reference, tm
   assert first["loss"] != records(ref_dir)[0]["loss"]  # not the fresh initialisation
 
 
+@pytest.mark.slow
 def test_restore_on_another_device_count_and_mesh(reference, tmp_path):
   """Saved on 1 device; resumed on 8 with an FSDP mesh; that run's checkpoint resumed on 1."""
   ref_dir, ref = reference["tiny"]
@@ -328,6 +335,7 @@ def finish(proc, timeout=240):
   return proc.returncode, out
 
 
+@pytest.mark.slow
 def test_convergence_trigger_freezes_at_least_three_times_and_records_its_decisions(reference):
   workdir, result = reference["convergence"]
   recs = records(workdir)
@@ -346,6 +354,7 @@ def test_convergence_trigger_freezes_at_least_three_times_and_records_its_decisi
   assert any(r.get("freeze_signal") is not None for r in recs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tiny", "layerlock", "convergence"])
 def test_sigkill_at_random_step_then_rerun_is_bit_identical(reference, tmp_path, name):
   ref_dir, ref = reference[name]

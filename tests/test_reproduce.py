@@ -232,6 +232,7 @@ def quick_run(tmp_path_factory):
   return out, results
 
 
+@pytest.mark.slow
 def test_quick_report_states_every_claim_with_figures(quick_run):
   out, results = quick_run
   with open(os.path.join(out, "report.md")) as f:
@@ -271,6 +272,7 @@ def test_quick_report_states_every_claim_with_figures(quick_run):
   assert trained == json.loads(sample.config().to_json_best_effort())
 
 
+@pytest.mark.slow
 def test_quick_freezing_measures_the_frozen_stages(quick_run):
   _, results = quick_run
   fz = results["claims"]["freezing"]
@@ -284,6 +286,7 @@ def test_quick_freezing_measures_the_frozen_stages(quick_run):
   assert temps[2] < temps[0]
 
 
+@pytest.mark.slow
 def test_quick_regenerates_a_deleted_run_with_the_same_numbers(quick_run):
   out, results = quick_run
   victim = reproduce.Plan.make(True).main_runs()["naive_latent"][0]

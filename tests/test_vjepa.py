@@ -270,6 +270,7 @@ def test_run_passes_stages_and_logs_collapse_statistics(reference):
   assert set(result.state.teacher) == {"embed", "encoder"}
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_is_bit_identical_with_the_teacher(tmp_path):
   # The reference is an uninterrupted run of the same command: a `python -m layerlock_jax.main`
   # process on one CPU device can differ in the last bits from this 8-device test process.
@@ -302,6 +303,7 @@ def _launch(workdir, flags):
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow
 def test_fsdp_on_8_devices_matches_1_device_and_restores_across_meshes(reference, tmp_path):
   ref_dir, ref = reference
   config = make_config(**{"mesh.data": 2, "mesh.fsdp": 4, "mesh.preset": "fsdp",
