@@ -50,6 +50,7 @@ def cli_plan(tmp_path_factory):
   return json.loads(out.read_text()), run.stdout
 
 
+@pytest.mark.slow
 def test_cli_plan_agrees_with_a_real_compile(cli_plan):
   result, stdout = cli_plan
   config = _config("tiny.py", FSDP)

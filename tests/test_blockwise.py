@@ -106,6 +106,7 @@ def test_block_boundaries_equal_and_uneven():
     blockwise.block_boundaries(c, 12)
 
 
+@pytest.mark.slow
 def test_one_decoder_and_head_per_block_and_standard_encoder():
   config = small_config()
   model, params = init(config)
@@ -153,6 +154,7 @@ def zero(tree):
   return all(bool(np.all(np.asarray(x) == 0)) for x in jax.tree.leaves(tree))
 
 
+@pytest.mark.slow
 def test_concurrent_gradient_never_crosses_a_block_boundary():
   _, grads = block_loss_grads(small_config("concurrent"))
   lo_hi = {1: (0, 1), 2: (1, 3), 3: (3, 4)}
@@ -169,6 +171,7 @@ def test_concurrent_gradient_never_crosses_a_block_boundary():
         assert (nonzero(sub) if name == f"block_{j}" else zero(sub)), (j, group, name)
 
 
+@pytest.mark.slow
 def test_e2e_only_the_last_loss_reaches_the_encoder():
   _, grads = block_loss_grads(small_config("e2e"))
   for j, g in zip((1, 2, 3), grads):
@@ -191,6 +194,7 @@ def make_state(config, params, tx, spec):
                               opt_state=tx.init(trainable))
 
 
+@pytest.mark.slow
 def test_one_block_step_equals_plain_mae():
   bw_config = small_config(boundaries=(4,))
   plain_config = small_config(**{"blockwise.enabled": False})
@@ -253,6 +257,7 @@ def alone_update(model, config, params, video, key, j, tx):
   return optax.apply_updates(theta, updates)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("opt", ["sgd", "adamw"])
 def test_concurrent_update_equals_each_block_trained_alone(opt):
   """SGD makes the update linear in the gradient (any leak shows); AdamW (with weight decay) shows
@@ -363,6 +368,7 @@ def test_opt_state_moments_follow_layers_not_shapes():
   np.testing.assert_array_equal(legacy[0].mu["encoder"]["w"], moved[0].mu["encoder"]["w"])
 
 
+@pytest.mark.slow
 def test_sequential_run_freezes_finished_blocks_and_leaves_idle_ones_alone():
   """Through train.Trainer (the real stage loop pieces): bit-identical finished and idle blocks."""
   config = small_config("sequential", **{"total_steps": 9})
@@ -405,6 +411,7 @@ def test_sequential_run_freezes_finished_blocks_and_leaves_idle_ones_alone():
   assert not leaves_equal(per_block(end, 3), per_block(start, 3))
 
 
+@pytest.mark.slow
 def test_train_run_logs_every_block_loss(tmp_path):
   """The unchanged train loop runs a blockwise config; block losses land in metrics.jsonl."""
   config = small_config("concurrent", **{"total_steps": 3, "log_every": 1,

@@ -131,6 +131,7 @@ def test_round_trip_is_bit_exact_with_shardings_and_data_position(tmp_path):
   assert restored.meta["shape_fields"]["model.width"] == 32
 
 
+@pytest.mark.slow
 def test_keep_last_n_plus_every_m(tmp_path):
   config = make_config("tiny", keep_checkpoints=2, keep_every=4)
   trainer = train.Trainer(config, one_device())
@@ -375,6 +376,7 @@ def test_sigkill_at_random_step_then_rerun_is_bit_identical(reference, tmp_path,
   assert deterministic(records(work)) == deterministic(records(ref_dir)), note
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_the_current_step_and_exits_zero(tmp_path):
   work = str(tmp_path / "w")
   proc = launch("tiny", work, checkpoint_every=0)

@@ -137,6 +137,7 @@ def test_features_of_a_split_train_state_equal_those_of_the_full_tree(config, pa
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_depthwise_pipeline_on_random_model_has_one_row_per_block(result, config, data):
   depth = config.model.depth
   assert result["blocks"] == list(range(depth + 1))
@@ -207,6 +208,7 @@ def _without_timing(r):
   return r
 
 
+@pytest.mark.slow
 def test_evaluation_is_identical_across_two_runs_with_one_seed(config, params, data, result):
   again = depthwise.evaluate_params(config, params, data=data, seed=0, **EVAL_KWARGS)
   a, b = json.dumps(_without_timing(result), sort_keys=True), json.dumps(
@@ -219,6 +221,7 @@ def test_evaluation_is_identical_across_two_runs_with_one_seed(config, params, d
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_periodic_evaluation_reads_a_sharded_train_state(config):
   cfg = micro_config(**{"layerlock.enabled": True, "layerlock.target": "pixel",
                         "layerlock.explicit": ((2, 1),), "layerlock.max_frozen": 1})
@@ -265,6 +268,7 @@ def _assert_png(path):
   assert img[..., :3].std() > 0.02  # not a blank canvas
 
 
+@pytest.mark.slow
 def test_plots_are_written_and_non_empty(tmp_path, result, config):
   rows = [{"step": s, "loss": 1.0 / s, "frozen_layers": int(s > 10), "target": "pixels"}
           for s in range(1, 21)]
@@ -356,6 +360,7 @@ def real_experiment(tmp_path_factory):
                                                               steps=(2,))
 
 
+@pytest.mark.slow
 def test_convergence_cell_matches_baseline_until_the_freeze(real_experiment):
   # The module docstring's claim that a cell is the baseline restarted at T rests on determinism:
   # logged losses must agree exactly before T and the cell must actually freeze block 1 from T on.
@@ -375,6 +380,7 @@ def test_convergence_cell_matches_baseline_until_the_freeze(real_experiment):
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_evaluate_restores_a_checkpoint_and_writes_results(real_experiment, params):
   cfg, tmp_path, _ = real_experiment
   workdir = str(tmp_path / "baseline")
@@ -400,6 +406,7 @@ def test_evaluate_restores_a_checkpoint_and_writes_results(real_experiment, para
                                                                  rel=1e-5)
 
 
+@pytest.mark.slow
 def test_evaluate_command_line(real_experiment):
   # The CLI end to end in a fresh process: flag parsing, --step, --task_source, --tasks.
   cfg, tmp_path, _ = real_experiment

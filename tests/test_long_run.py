@@ -93,6 +93,7 @@ def test_accumulate_equals_mean_of_micro_batch_gradients():
   np.testing.assert_allclose(aux["m"], x.mean(), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_grad_accum_4_matches_the_unsplit_batch_over_12_steps(unsplit, tmp_path):
   ref_dir, ref = unsplit
   result = train.run(make_config(grad_accum_steps=4), str(tmp_path), devices=one_device())
@@ -124,6 +125,7 @@ def all_finite(tree):
              if np.issubdtype(np.asarray(x).dtype, np.inexact))
 
 
+@pytest.mark.slow
 def test_huge_lr_stops_with_one_line_and_leaves_only_finite_checkpoints(tmp_path):
   work = str(tmp_path / "w")
   proc = launch(work, **{"optimizer.lr": 1e12, "optimizer.grad_clip": 0, "checkpoint_every": 1,
@@ -143,6 +145,7 @@ def test_huge_lr_stops_with_one_line_and_leaves_only_finite_checkpoints(tmp_path
   assert restored.step == steps[-1] and all_finite(restored.state)
 
 
+@pytest.mark.slow
 def test_skip_nonfinite_updates_keeps_the_state_then_stops(tmp_path):
   work = str(tmp_path)
   config = make_config(**{"optimizer.lr": 1e12, "optimizer.grad_clip": 0, "checkpoint_every": 1,
@@ -343,6 +346,7 @@ def test_half_copied_checkpoint_is_set_aside_not_loaded(unsplit, tmp_path):
   assert_same_state(result.state, unsplit[1].state)
 
 
+@pytest.mark.slow
 def test_resume_with_other_grad_accum_steps_and_device_count(unsplit, tmp_path):
   """Checkpoint 6 of the 1-device unsplit run resumed on 2 devices with 2 micro-batches per step:
   same clips and masks per step, so the end state matches to float tolerance."""

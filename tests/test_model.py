@@ -200,7 +200,8 @@ def tiny_config(decoder="light", posemb="learned_3d"):
 
 
 @pytest.mark.parametrize("decoder", ["light", "query"])
-@pytest.mark.parametrize("posemb", ["learned_3d", "sincos", "rope"])
+@pytest.mark.parametrize("posemb", [pytest.param("learned_3d", marks=pytest.mark.slow), "sincos",
+                                    pytest.param("rope", marks=pytest.mark.slow)])
 def test_forward_shapes(decoder, posemb):
   config = tiny_config(decoder, posemb)
   model = video_mae.VideoMAE(config)

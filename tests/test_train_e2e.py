@@ -4,6 +4,7 @@ import pathlib
 
 import jax
 import numpy as np
+import pytest
 
 from layerlock_jax import config_loading
 from layerlock_jax import config_validation
@@ -11,6 +12,8 @@ from layerlock_jax import schedule
 from layerlock_jax import train
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+# Whole training runs (tens of seconds each): the full tier only.
+pytestmark = pytest.mark.slow
 
 
 def load_config(name):

@@ -502,6 +502,7 @@ def test_tfds_data_source_without_tensorflow(folders, tmp_path):
   assert sorted(next(it)["label"].tolist()) == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_pretraining_runs_on_a_mixed_folder(folders, tmp_path, caplog):
   """The entry point's training loop on real files, broken ones included (a shrunken tiny.py)."""
   from layerlock_jax import config_loading  # pylint: disable=g-import-not-at-top

@@ -166,6 +166,7 @@ def trainer():
   return train.Trainer(make_config(), jax.devices()[:1])
 
 
+@pytest.mark.slow
 def test_predictor_sees_only_context_tokens_and_mask_tokens(trainer):
   config, model = trainer.config, trainer.model
   spec = trainer.spec_at(0)
@@ -208,6 +209,7 @@ def test_predictor_sees_only_context_tokens_and_mask_tokens(trainer):
 
 
 # --- one compiled step at a frozen stage ----------------------------------------------------------------
+@pytest.mark.slow
 def test_step_keeps_frozen_blocks_and_teacher_out_of_the_optimizer(trainer):
   spec = trainer.spec_at(12)  # k = 2 of 3: embedding and blocks 1..2 frozen, target block 2
   assert spec.frozen_layers == 2 and spec.target == "teacher_block_2"
@@ -258,6 +260,7 @@ def reference(tmp_path_factory):
   return workdir, train.run(make_config(), workdir, devices=jax.devices()[:1])
 
 
+@pytest.mark.slow
 def test_run_passes_stages_and_logs_collapse_statistics(reference):
   workdir, result = reference
   rows = ckpt_tests.records(workdir)
