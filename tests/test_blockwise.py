@@ -333,6 +333,7 @@ def test_sequential_learning_rate_restarts_per_block():
     np.testing.assert_allclose(float(fn(step)), value, atol=1e-6, err_msg=f"step {step}")
 
 
+@pytest.mark.slow
 def test_partition_with_idle_suffix_round_trips():
   config = small_config("sequential")
   _, params = init(config)

@@ -168,6 +168,7 @@ def test_skip_nonfinite_updates_keeps_the_state_then_stops(tmp_path):
 
 
 # --- profiling ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_profile_steps_write_an_xplane_trace(tmp_path):
   config = make_config(profile_steps=(2, 3))  # SMALL's program: a compile-cache hit
   train.run(config, str(tmp_path), devices=one_device())

@@ -199,9 +199,9 @@ def tiny_config(decoder="light", posemb="learned_3d"):
   return c
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decoder", ["light", "query"])
-@pytest.mark.parametrize("posemb", [pytest.param("learned_3d", marks=pytest.mark.slow), "sincos",
-                                    pytest.param("rope", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("posemb", ["learned_3d", "sincos", "rope"])
 def test_forward_shapes(decoder, posemb):
   config = tiny_config(decoder, posemb)
   model = video_mae.VideoMAE(config)

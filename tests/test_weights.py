@@ -78,6 +78,7 @@ def test_hf_import_then_extract_features_matches_hf_last_hidden_state(hf_workdir
   assert tuple(config.model.input_std) == hf_videomae.IMAGENET_STD
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAVE_TORCH, reason="torch/transformers not installed (the optional "
                     "`torch` extra); the committed fixture test covers the same comparison")
 def test_hf_live_model_and_export_load_in_transformers(hf_workdir, fixture_io, tmp_path):
@@ -483,6 +484,7 @@ def test_extract_features_from_a_video_folder(fourds_workdir, tmp_path):
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_final_norm_trains_between_encoder_and_decoder():
   """model.final_norm adds encoder_norm parameters, in the trainable tree, that the pixel loss
   depends on; without the knob the tree has no such group."""
