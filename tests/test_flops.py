@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import pytest
 
 from layerlock_jax import config_defaults
+from layerlock_jax import config_loading
 from layerlock_jax import flops
 
 
@@ -29,13 +30,8 @@ def _tiny_config(**overrides):
   c.model.remat_policy = "none"
   c.masking.ratio = 0.75
   c.batch_size = 2
-  for dotted, value in overrides.items():
-    node = c
-    *parents, leaf = dotted.split("__")
-    for name in parents:
-      node = node[name]
-    node[leaf] = value
-  return c
+  # Keyword names spell the dotted field with "__" (model__depth=3 -> model.depth).
+  return config_loading.override(c, {k.replace("__", "."): v for k, v in overrides.items()})
 
 
 # Hand counts for _tiny_config (B=2), each matmul as 2*m*k*n.
