@@ -1,10 +1,10 @@
 """Loading a config file by path, the way `--config=FILE[:ARG]` does, without flags.
 
 Config files under `configs/` are plain Python files with a `get_config([arg])`, not modules of a
-package, so they are loaded from their path (as ml_collections' config_flags does). Tests, benchmarks
-and the config files that build on another one all load through `load_config` / `load_module` here,
-and dotted overrides (`{"model.depth": 4}`, what `--config.model.depth=4` does on the command line)
-go through `override`.
+package, so they are loaded from their path (as ml_collections' config_flags does). Tests,
+benchmarks and the config files that build on another one all load through `load_config` /
+`load_module` here, and dotted overrides (`{"model.depth": 4}`, what `--config.model.depth=4` does
+on the command line) go through `override`.
 
 Pure Python (ml_collections only): loading a config must not pull in JAX, matplotlib or the
 evaluation package.
