@@ -15,7 +15,6 @@ earlier in depth under blockwise training; high CKA between consecutive late blo
 Prints one markdown table per probe data set; --out also saves every number as JSON.
 """
 import argparse
-import importlib.util
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from layerlock_jax import config_loading
 from layerlock_jax import train
 from layerlock_jax.evaluation import depthwise
 from layerlock_jax.models import video_mae
@@ -35,11 +35,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def load_config(regime: str, steps: int):
-  path = ROOT / "configs" / "blockwise_tiny.py"
-  spec = importlib.util.spec_from_file_location("blockwise_tiny", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(regime)
+  config = config_loading.load_config(f"{ROOT / 'configs' / 'blockwise_tiny.py'}:{regime}")
   if steps:
     config.total_steps = steps
   config.checkpoint_every = 0  # the final checkpoint is enough

@@ -14,21 +14,17 @@ which makes a realized/theoretical ratio meaningless. 2x8x8 tubelets on 16x64x64
 (51 visible at 90% masking) and a 1-block, 192-wide decoder leaves the encoder ~70% of the FLOPs:
 freezing 8 of 12 blocks then saves ~34% by the FLOP model, large enough to measure.
 """
-import importlib.util
 import os
 
 from layerlock_jax import config_defaults
+from layerlock_jax import config_loading
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _load_config_file(name: str):
   """configs/ is a folder of config files, not a package: load one by path."""
-  path = os.path.join(_ROOT, "configs", f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"configs_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_loading.load_module(os.path.join(_ROOT, "configs", f"{name}.py"))
 
 
 def freeze_config():

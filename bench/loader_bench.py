@@ -21,7 +21,6 @@ Runs in about 1-2 minutes on 2 idle CPU cores.
 import copy
 import os
 import shutil
-import sys
 import tempfile
 import time
 
@@ -99,10 +98,10 @@ def main(argv):
   import numpy as np  # pylint: disable=g-import-not-at-top
   from layerlock_jax import train  # pylint: disable=g-import-not-at-top
   from layerlock_jax.data import convert, pipeline  # pylint: disable=g-import-not-at-top
-  sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs"))
-  import tiny  # pylint: disable=g-import-not-at-top
+  from layerlock_jax import config_loading  # pylint: disable=g-import-not-at-top
 
-  config = tiny.get_config()
+  config = config_loading.load_config(
+      os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "tiny.py"))
   batch = config.batch_size
   tmp = tempfile.mkdtemp(prefix="loader_bench_")
   try:

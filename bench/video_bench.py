@@ -55,9 +55,8 @@ def load() -> str:
 
 
 def tiny_data_cfg(source: str, path: str, workers=0, image_size=None, num_frames=None):
-  sys.path.insert(0, os.path.join(REPO, "configs"))
-  import tiny  # pylint: disable=g-import-not-at-top
-  cfg = tiny.get_config().data
+  from layerlock_jax import config_loading  # pylint: disable=g-import-not-at-top
+  cfg = config_loading.load_config(os.path.join(REPO, "configs", "tiny.py")).data
   import ml_collections  # pylint: disable=g-import-not-at-top
   out = ml_collections.ConfigDict(cfg.to_dict())
   out.source, out.path = source, path
@@ -252,9 +251,8 @@ def main(argv):
   if "4" not in _PARTS.value:
     return
   print("\n4. train step vs loader")
-  sys.path.insert(0, os.path.join(REPO, "configs"))
-  import tiny  # pylint: disable=g-import-not-at-top
-  tiny_rate = step_rate(tiny.get_config(), 10)
+  from layerlock_jax import config_loading  # pylint: disable=g-import-not-at-top
+  tiny_rate = step_rate(config_loading.load_config(os.path.join(REPO, "configs", "tiny.py")), 10)
   print(f"  tiny step: {tiny_rate:7.1f} clips/s  [{load()}]")
   for (name, w), rate in rates.items():
     print(f"  loader/step tiny  {name:9s} num_workers={w:4s}: {rate / tiny_rate:6.2f}")

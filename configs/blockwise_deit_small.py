@@ -9,14 +9,11 @@ optimisation recipe, data: see there) with the DeiT-Small encoder (384 wide, 12 
 MLP 1536) and per-segment decoders at half its width (192, 3 heads, MLP 768: VideoMAE-S's decoder;
 2 decoder blocks, as for Tiny). ~22M parameters: still replicated, the batch split.
 """
-import importlib.util
 import pathlib
 
-# Loaded by path, as config_flags loads config files: configs/ is not a package.
-_spec = importlib.util.spec_from_file_location(
-    "_blockwise_deit_tiny", pathlib.Path(__file__).with_name("blockwise_deit_tiny.py"))
-_tiny = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_tiny)
+from layerlock_jax import config_loading
+
+_tiny = config_loading.load_module(pathlib.Path(__file__).with_name("blockwise_deit_tiny.py"))
 
 REGIMES = _tiny.REGIMES
 

@@ -1,60 +1,15 @@
 r"""python -m layerlock_jax.main --config=configs/vit_h.py --workdir=/tmp/vit_h
 python -m layerlock_jax.main --config=configs/vit_h.py:layerlock --workdir=/tmp/vit_h_layerlock
 
-ViT-H/16 (1280 wide, 32 deep, MLP 5120, 16 heads; ~630M backbone parameters) video pretraining on
-16 frames x 224^2 with 2x16x16 tubelets (8x14x14 = 1568 tokens) and 95% random masking.
-Decoder: the 4DS query decoder - position-only query tokens join the sequence before the
-last 4 backbone blocks, which act as the decoder - so the encoder is 28 of 32 blocks.
-
-The text after ':' in --config picks the variant (default "mae"):
-  mae        plain video MAE: normalised-pixel target, learned 3D position embedding (4DS).
-  layerlock  LayerLock: 3D RoPE after the first norm; 130K pixel-only steps, then one more encoder
-             block frozen every 13.5K steps (up to 18 = floor(2/3 x 28)), the target switching to
-             the newest frozen block's output with a 500-step LR mini-warmup at each switch.
-
-Schedule: 400K steps of 2048 clips (819.2M clips seen), AdamW with peak LR 1.2e-3 = 1.5e-4 x
-batch/256 (the MAE scaling rule; the papers give no LR [R]), 20K warmup steps, cosine decay.
-
-Mesh: ZeRO-3 style FSDP over every device (mesh.data=1, mesh.fsdp=-1): float32 parameters,
-gradients and Adam moments of a ~630M model (~10 GB) replicated on 16 GiB devices would leave
-little room for activations. On a multi-slice pod put the slow (DCN) axis first, e.g.
---config.mesh.data=2.
-
-The data source stays the embedded Moving-MNIST set so the commands run anywhere; for real
-pretraining add e.g. --config.data.source=video_folder --config.data.path=/data/videos
-(or data.source=array_record / tfds). Any field can be overridden with --config.<field>=value.
+ViT-H/16 (1280 wide, 32 deep, MLP 5120, 16 heads; ~630M backbone parameters) video MAE with the 4DS
+query decoder (the last 4 blocks decode), so the encoder is 28 of 32 blocks.
+Variants after ':': mae (default) | layerlock. The recipe (steps, batch, LR, mesh, freeze schedule)
+is the "H" row of layerlock_jax/size_configs.py; the run logs its freeze schedule first.
 """
-from layerlock_jax import config_defaults
+from layerlock_jax import size_configs
 
-VARIANTS = ("mae", "layerlock")
+VARIANTS = size_configs.VARIANTS
 
 
 def get_config(variant: str = "mae"):
-  """The ViT-H/16 config; `variant` is "mae" or "layerlock" (see the module docstring)."""
-  config_defaults.check_variant(variant, VARIANTS)
-  c = config_defaults.vit_config("H")
-  # The 4DS decoder: query tokens enter before the last 4 backbone blocks, which decode.
-  c.model.decoder.type = "query"
-  c.model.decoder.depth = 4
-  c.model.dtype = "bfloat16"  # compute dtype; parameters and optimizer state stay float32
-
-  c.total_steps = 400_000
-  c.batch_size = 2048
-  c.optimizer.lr = 1.2e-3  # 1.5e-4 * 2048 / 256
-  c.optimizer.warmup_steps = 20_000
-  c.checkpoint_every = 5_000
-  c.keep_every = 50_000  # permanent snapshots for depth-wise analysis of the frozen prefix
-  # FSDP over all devices: parameters, gradients and Adam state (16 B/param) crowd out activations.
-  c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 1
-  c.mesh.preset = "fsdp"
-
-  if variant == "layerlock":
-    # Encoder depth 28 (32 blocks minus the 4 decoder blocks); cap = 2/3 * 28 -> 18 frozen
-    # blocks, one per event (jump 1), so 18 freeze events. With the first freeze at the end of
-    # the pixel stage the last one lands at
-    #   pixel_steps + (18 - 1) * interval = 130K + 17 * 13.5K = 359.5K = 89.9% of 400K,
-    # leaving the last ~10% of training to adapt to the final target. [I: the papers give the
-    # schedule only for ViT-G (160K pixel steps, 10K interval); other sizes are scaled to fit.]
-    config_defaults.enable_layerlock(c, pixel_steps=130_000, interval=13_500,
-                                     max_frozen=18, mini_warmup_steps=500)
-  return c
+  return size_configs.get_config("H", variant)

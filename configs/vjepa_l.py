@@ -21,11 +21,13 @@ Differences, all knobs:
 Variants (the text after ':'):
   (none)     plain V-JEPA: the target is the teacher's last block.
   layerlock  V-JEPA + LayerLock: 3-D RoPE after the first norm; the target starts at the teacher's
-             block 1; one more student block frozen every 4K steps from step 20K, up to 16 of 24
-             (2/3), the target moving to the newest frozen block, a 500-step LR mini-warmup at
-             each switch. [I: the paper gives no V-JEPA schedule; the last freeze lands at 80K.]
+             block 1; from step 20K one more student block freezes every interval, the target
+             moving to the newest frozen block, a 500-step LR mini-warmup at each switch; cap and
+             interval derived as for the size configs (layerlock_jax/size_configs.py
+             `layerlock_schedule`). [I: the paper gives no V-JEPA schedule.]
 """
 from layerlock_jax import config_defaults
+from layerlock_jax import size_configs
 
 VARIANTS = ("", "layerlock")
 
@@ -67,6 +69,5 @@ def get_config(variant: str = ""):
   c.mesh.preset = "fsdp"
 
   if variant == "layerlock":
-    config_defaults.enable_layerlock(c, pixel_steps=20_000, interval=4_000, max_frozen=16,
-                                     mini_warmup_steps=500)
+    size_configs.enable_layerlock(c, pixel_steps=20_000, mini_warmup_steps=500)
   return c

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from layerlock_jax import config_defaults
+from layerlock_jax import config_loading
 from layerlock_jax import flops
 from layerlock_jax import state as state_lib
 from layerlock_jax import train
@@ -204,14 +205,8 @@ def finish_row(v: Variant) -> None:
 # --- Sweeps ------------------------------------------------------------------------------------
 def with_overrides(config, **fields):
   """A copy of `config` with dotted fields (`model__dtype="bfloat16"`) replaced."""
-  c = copy.deepcopy(config)
-  for dotted, value in fields.items():
-    node = c
-    *parents, leaf = dotted.split("__")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return config_loading.override(copy.deepcopy(config),
+                                 {k.replace("__", "."): v for k, v in fields.items()})
 
 
 def add_freeze_savings(rows: list[dict]) -> None:

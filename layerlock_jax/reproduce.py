@@ -29,7 +29,6 @@ seed-major so that a run cut short still holds complete MAE / LayerLock pairs; t
 grid and the blockwise claim are measured at CPU scale only.
 """
 import dataclasses
-import importlib.util
 import json
 import logging
 import os
@@ -40,6 +39,7 @@ import time
 from typing import Any
 
 from layerlock_jax import config_defaults
+from layerlock_jax import config_loading
 from layerlock_jax import evaluate
 from layerlock_jax.evaluation import claims
 from layerlock_jax.evaluation import convergence
@@ -77,11 +77,7 @@ class Run:
     return self.variant.split(",")[0]
 
   def config(self):
-    path = EXPERIMENTS_DIR / f"{self.file}.py"
-    spec = importlib.util.spec_from_file_location(f"_experiments_{self.file}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(self.variant)
+    config = config_loading.load_config(f"{EXPERIMENTS_DIR / self.file}.py:{self.variant}")
     config.seed = self.seed
     return config
 

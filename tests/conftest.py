@@ -15,3 +15,11 @@ import jax  # noqa: E402
 jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_compilation_cache_dir", str(_CACHE))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def pytest_configure(config):
+  # Two tiers: `pytest -m "not slow" tests` (minutes, for the edit-test loop) and `pytest tests`
+  # (everything; what CI runs). A slow test is a whole training run, a killed-and-resumed run or
+  # a subprocess pipeline whose behaviour a cheaper test also touches.
+  config.addinivalue_line(
+      "markers", "slow: end-to-end runs of a minute or more; left out of the fast tier")

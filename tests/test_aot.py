@@ -6,7 +6,6 @@ the parameter and optimizer-state bytes that real, initialised, sharded arrays o
 XLA's memory analysis of the train step compiled for those real arrays with default compiler
 flags, the analytic FLOP model, and the Adam state size implied by the trainable parameter count.
 """
-import importlib.util
 import json
 import math
 import pathlib
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 
 from layerlock_jax import aot
+from layerlock_jax import config_loading
 from layerlock_jax import flops
 from layerlock_jax import train
 
@@ -27,17 +27,7 @@ FSDP = {"mesh.data": 1, "mesh.fsdp": -1, "mesh.preset": "fsdp", "model.depth": 2
 
 
 def _config(file, overrides):
-  spec = importlib.util.spec_from_file_location(f"_aot_{file}", ROOT / "configs" / file)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config()
-  for key, value in overrides.items():
-    *parents, leaf = key.split(".")
-    node = c
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return config_loading.load_config(ROOT / "configs" / file, overrides)
 
 
 def _run_cli(*args, timeout=240):
@@ -60,6 +50,7 @@ def cli_plan(tmp_path_factory):
   return json.loads(out.read_text()), run.stdout
 
 
+@pytest.mark.slow
 def test_cli_plan_agrees_with_a_real_compile(cli_plan):
   result, stdout = cli_plan
   config = _config("tiny.py", FSDP)

@@ -11,6 +11,7 @@ import gpu_check  # noqa: E402  pylint: disable=wrong-import-position
 import stage_switch_bench  # noqa: E402  pylint: disable=wrong-import-position
 
 
+@pytest.mark.slow
 def test_gpu_check_dry_run_covers_every_section():
   result = gpu_check.run("cpu", log=lambda *_: None)
   assert result["environment"]["dry_run"]

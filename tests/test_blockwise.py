@@ -19,6 +19,7 @@ import pytest
 
 from layerlock_jax import blockwise
 from layerlock_jax import config_defaults
+from layerlock_jax import config_loading
 from layerlock_jax import masking
 from layerlock_jax import objectives
 from layerlock_jax import optimizer as optim
@@ -54,13 +55,7 @@ def small_config(regime="concurrent", boundaries=BOUNDS, **overrides):
   c.blockwise.enabled = True
   c.blockwise.regime = regime
   c.blockwise.boundaries = boundaries
-  for path, value in overrides.items():
-    node = c
-    *parents, leaf = path.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return config_loading.override(c, overrides)
 
 
 def clip(seed=0, batch=2):
@@ -112,6 +107,7 @@ def test_segment_boundaries_equal_and_uneven():
     plan.segments.boundaries(c, 12)
 
 
+@pytest.mark.slow
 def test_one_decoder_and_head_per_segment_and_standard_encoder():
   config = small_config()
   model, params = init(config)
@@ -160,6 +156,7 @@ def zero(tree):
   return all(bool(np.all(np.asarray(x) == 0)) for x in jax.tree.leaves(tree))
 
 
+@pytest.mark.slow
 def test_concurrent_gradient_never_crosses_a_segment_boundary():
   _, grads = segment_loss_grads(small_config("concurrent"))
   lo_hi = {1: (0, 1), 2: (1, 3), 3: (3, 4)}
@@ -176,6 +173,7 @@ def test_concurrent_gradient_never_crosses_a_segment_boundary():
         assert (nonzero(sub) if name == f"segment_{j}" else zero(sub)), (j, group, name)
 
 
+@pytest.mark.slow
 def test_e2e_only_the_last_loss_reaches_the_encoder():
   _, grads = segment_loss_grads(small_config("e2e"))
   for j, g in zip((1, 2, 3), grads):
@@ -198,6 +196,7 @@ def make_state(config, params, tx, spec):
                               opt_state=tx.init(trainable))
 
 
+@pytest.mark.slow
 def test_one_segment_step_equals_plain_mae():
   bw_config = small_config(boundaries=(4,))
   plain_config = small_config(**{"blockwise.enabled": False})
@@ -260,6 +259,7 @@ def alone_update(model, config, params, video, key, j, tx):
   return optax.apply_updates(theta, updates)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("opt", ["sgd", "adamw"])
 def test_concurrent_update_equals_each_segment_trained_alone(opt):
   """SGD makes the update linear in the gradient (any leak shows); AdamW (with weight decay) shows
@@ -336,6 +336,7 @@ def test_sequential_learning_rate_restarts_per_segment():
     np.testing.assert_allclose(float(fn(step)), value, atol=1e-6, err_msg=f"step {step}")
 
 
+@pytest.mark.slow
 def test_partition_with_idle_suffix_round_trips():
   config = small_config("sequential")
   _, params = init(config)
@@ -369,6 +370,7 @@ def test_opt_state_moments_follow_layers_not_shapes():
   np.testing.assert_array_equal(moved[0].mu["encoder"]["w"][:, 0], [2.0, 3.0])
 
 
+@pytest.mark.slow
 def test_sequential_run_freezes_finished_segments_and_leaves_idle_ones_alone():
   """Through train.Trainer (the real stage loop pieces): bit-identical finished and idle blocks."""
   config = small_config("sequential", **{"total_steps": 9})
@@ -412,6 +414,7 @@ def test_sequential_run_freezes_finished_segments_and_leaves_idle_ones_alone():
   assert not leaves_equal(per_segment(end, 3), per_segment(start, 3))
 
 
+@pytest.mark.slow
 def test_train_run_logs_every_segment_loss(tmp_path):
   """The unchanged train loop runs a blockwise config; block losses land in metrics.jsonl."""
   config = small_config("concurrent", **{"total_steps": 3, "log_every": 1,

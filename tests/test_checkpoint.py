@@ -8,7 +8,6 @@ produced two ways: in-process, by removing / corrupting the newest checkpoints o
 half-written temporary directory); and for real, by SIGKILL / SIGTERM of `python -m
 layerlock_jax.main` in a subprocess.
 """
-import importlib.util
 import json
 import os
 import pathlib
@@ -26,6 +25,7 @@ import pytest
 from layerlock_jax import checkpoint
 from layerlock_jax import checkpoint_params
 from layerlock_jax import state as state_lib
+from layerlock_jax import config_loading
 from layerlock_jax import train
 from layerlock_jax.data import pipeline
 
@@ -59,17 +59,7 @@ DETERMINISTIC = ("step", "loss", "pixel_loss", "latent_loss", "lr", "grad_norm",
 
 def make_config(name, **extra):
   file, overrides = CONFIGS[name]
-  spec = importlib.util.spec_from_file_location(f"_cfg_{name}", ROOT / "configs" / file)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  for key, value in {**overrides, **extra}.items():
-    *parents, leaf = key.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return config_loading.load_config(ROOT / "configs" / file, {**overrides, **extra})
 
 
 def one_device():
@@ -142,6 +132,7 @@ def test_round_trip_is_bit_exact_with_shardings_and_data_position(tmp_path):
   assert restored.meta["shape_fields"]["model.width"] == 32
 
 
+@pytest.mark.slow
 def test_keep_last_n_plus_every_m(tmp_path):
   config = make_config("tiny", keep_checkpoints=2, keep_every=4)
   trainer = train.Trainer(config, one_device())
@@ -180,6 +171,7 @@ def test_data_position_is_re_dealt_to_another_process_count(tmp_path):
     checkpoint.redeal_data_state(str(tmp_path / "data_iter"), 2, 1)
 
 
+@pytest.mark.slow
 def test_resume_across_stage_boundary_is_bit_identical(reference, tmp_path):
   """Checkpoint 12 was saved in the pixel stage; the resumed run re-splits into stage k=1."""
   ref_dir, ref = reference["layerlock"]
@@ -196,6 +188,7 @@ def test_resume_across_stage_boundary_is_bit_identical(reference, tmp_path):
   assert not os.path.exists(tmp)
 
 
+@pytest.mark.slow
 def test_corrupt_latest_checkpoint_falls_back_to_previous(reference, tmp_path, caplog):
   ref_dir, ref = reference["layerlock"]
   work = fork(ref_dir, str(tmp_path / "w"), keep_upto=STEPS)
@@ -213,6 +206,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(reference, tmp_path, c
       str(STEPS)]
 
 
+@pytest.mark.slow
 def test_incompatible_checkpoint_fails_naming_fields_and_changes_nothing(reference, tmp_path):
   work = fork(reference["layerlock"][0], str(tmp_path / "w"), keep_upto=STEPS)
   before = {p: p.read_bytes() for p in pathlib.Path(work).rglob("*") if p.is_file()}
@@ -225,6 +219,7 @@ def test_incompatible_checkpoint_fails_naming_fields_and_changes_nothing(referen
   assert after == before
 
 
+@pytest.mark.slow
 def test_checkpoint_of_an_older_format_is_refused_for_resume_but_not_for_parameters(
     reference, tmp_path):
   """Format 1 stored the data position in records; resuming it would replay another data order."""
@@ -243,6 +238,7 @@ def test_checkpoint_of_an_older_format_is_refused_for_resume_but_not_for_paramet
   assert restored.step == STEPS
 
 
+@pytest.mark.slow
 def test_init_from_loads_parameters_only(reference):
   """Parameters come from the checkpoint (re-split for the new schedule); step and optimizer
   state start fresh. A checkpoint of another model shape is refused, naming the fields."""
@@ -260,6 +256,7 @@ def test_init_from_loads_parameters_only(reference):
     checkpoint_params.init_from(reference["tiny"][0], trainer, spec)  # learned_3d vs rope
 
 
+@pytest.mark.slow
 def test_run_with_init_from_starts_at_step_0_from_those_parameters(reference, tmp_path):
   ref_dir, _ = reference["layerlock"]
   source = os.path.join(ref_dir, "checkpoints", "12")
@@ -279,6 +276,7 @@ def test_run_with_init_from_starts_at_step_0_from_those_parameters(reference, tm
   assert first["loss"] != records(ref_dir)[0]["loss"]  # not the fresh initialisation
 
 
+@pytest.mark.slow
 def test_restore_on_another_device_count_and_mesh(reference, tmp_path):
   """Saved on 1 device; resumed on 8 with an FSDP mesh; that run's checkpoint resumed on 1."""
   ref_dir, ref = reference["tiny"]
@@ -339,6 +337,7 @@ def finish(proc, timeout=240):
   return proc.returncode, out
 
 
+@pytest.mark.slow
 def test_convergence_trigger_freezes_at_least_three_times_and_records_its_decisions(reference):
   workdir, result = reference["convergence"]
   recs = records(workdir)
@@ -357,6 +356,7 @@ def test_convergence_trigger_freezes_at_least_three_times_and_records_its_decisi
   assert any(r.get("freeze_signal") is not None for r in recs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tiny", "layerlock", "convergence"])
 def test_sigkill_at_random_step_then_rerun_is_bit_identical(reference, tmp_path, name):
   ref_dir, ref = reference[name]
@@ -377,6 +377,7 @@ def test_sigkill_at_random_step_then_rerun_is_bit_identical(reference, tmp_path,
   assert deterministic(records(work)) == deterministic(records(ref_dir)), note
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_the_current_step_and_exits_zero(tmp_path):
   work = str(tmp_path / "w")
   proc = launch("tiny", work, checkpoint_every=0)

@@ -88,6 +88,7 @@ def _main(workdir, cache, *extra):
     return json.load(f)
 
 
+@pytest.mark.slow
 def test_rerun_compiles_nothing_and_ahead_program_is_the_same_program(tmp_path):
   cache = tmp_path / "xla"
   first = _main(tmp_path / "a", cache, "--config.precompile_next_stage=True")

@@ -7,6 +7,7 @@ The valid cases pin the boundaries, so an over-eager check fails too.
 import pytest
 
 from layerlock_jax import config_defaults
+from layerlock_jax import config_loading
 from layerlock_jax.config_validation import (ConfigError, format_error, resolve_mesh_shape,
                                              validate)
 from layerlock_jax.plan import encoder_depth
@@ -25,14 +26,7 @@ def _tiny():
   return c
 
 
-def _set(c, overrides):
-  for path, value in overrides.items():
-    *parents, leaf = path.split(".")
-    node = c
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+_set = config_loading.override
 
 
 _LL = {"layerlock.enabled": True}

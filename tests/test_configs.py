@@ -4,7 +4,6 @@ Files are found by glob and loaded from their path (as ml_collections' config_fl
 configs added later are covered without touching this test. Variants are the `:NAME` suffixes the
 docstring's own commands use. Extra checks pin the size configs shipped with the validation module.
 """
-import importlib.util
 import math
 import pathlib
 import re
@@ -15,6 +14,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from layerlock_jax import config_defaults
+from layerlock_jax import config_loading
 from layerlock_jax.config_validation import resolve_mesh_shape, validate
 from layerlock_jax.plan import encoder_depth
 
@@ -32,11 +32,7 @@ SIZE_CONFIGS = {"vit_s": "S", "vit_b": "B", "vit_l": "L", "vit_h": "H", "vit_gia
                 "vit_gigantic": "G", "vit4b": "e"}
 
 
-def _load(path: pathlib.Path):
-  spec = importlib.util.spec_from_file_location(f"_configs_{path.stem}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+_load = config_loading.load_module
 
 
 def _variant_args(path: pathlib.Path) -> list[tuple[str, ...]]:
@@ -60,9 +56,22 @@ def _flat_keys(cfg, prefix=""):
   return keys
 
 
-def test_size_configs_exist():
-  stems = {p.stem for p in CONFIG_FILES}
-  assert set(SIZE_CONFIGS) <= stems
+def _backbone_params(width: int, depth: int, mlp: int) -> int:
+  """Hand count of a ViT backbone: per block QKV + output projection (4 w^2 + 4 w), the MLP
+  (2 w mlp + mlp + w) and two LayerNorms (4 w); plus the 2x16x16x3 tubelet embedding."""
+  block = 4 * width**2 + 4 * width + 2 * width * mlp + mlp + width + 4 * width
+  return depth * block + 2 * 16 * 16 * 3 * width + width
+
+
+@pytest.mark.parametrize("stem,size", sorted(SIZE_CONFIGS.items()))
+def test_size_config_docstring_states_its_parameter_count(stem, size):
+  """Every size has its config file, and the "~N backbone parameters" it states fits its dims."""
+  assert set(SIZE_CONFIGS.values()) == set(config_defaults.VIT_SIZES)
+  doc = _load(CONFIG_DIR / f"{stem}.py").__doc__
+  number, unit = re.search(r"~([\d.]+)([MB]) backbone parameters", doc).groups()
+  stated = float(number) * {"M": 1e6, "B": 1e9}[unit]
+  width, depth, mlp, _ = config_defaults.VIT_SIZES[size]
+  assert abs(_backbone_params(width, depth, mlp) / stated - 1) < 0.02
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=[p.stem for p in CONFIG_FILES])

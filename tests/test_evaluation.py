@@ -21,6 +21,8 @@ import pytest
 from matplotlib import image as mpimg
 
 from layerlock_jax import config_defaults
+from layerlock_jax import config_loading
+from layerlock_jax import config_variants
 from layerlock_jax import evaluate
 from layerlock_jax import schedule
 from layerlock_jax import state as state_lib
@@ -50,13 +52,7 @@ def micro_config(**overrides) -> ml_collections.ConfigDict:
   c.data.source = "moving_mnist"
   c.data.num_frames, c.data.image_size, c.data.num_clips = 4, 16, 64
   c.data.read_threads = 1
-  for key, value in overrides.items():
-    node = c
-    *path, leaf = key.split(".")
-    for p in path:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return config_loading.override(c, overrides)
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +137,7 @@ def test_features_of_a_split_train_state_equal_those_of_the_full_tree(config, pa
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_depthwise_pipeline_on_random_model_has_one_row_per_block(result, config, data):
   depth = config.model.depth
   assert result["blocks"] == list(range(depth + 1))
@@ -211,6 +208,7 @@ def _without_timing(r):
   return r
 
 
+@pytest.mark.slow
 def test_evaluation_is_identical_across_two_runs_with_one_seed(config, params, data, result):
   again = depthwise.evaluate_params(config, params, data=data, seed=0, **EVAL_KWARGS)
   a, b = json.dumps(_without_timing(result), sort_keys=True), json.dumps(
@@ -223,6 +221,7 @@ def test_evaluation_is_identical_across_two_runs_with_one_seed(config, params, d
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_periodic_evaluation_reads_a_sharded_train_state(config):
   cfg = micro_config(**{"layerlock.enabled": True, "layerlock.target": "pixel",
                         "layerlock.explicit": ((2, 1),), "layerlock.max_frozen": 1})
@@ -269,6 +268,7 @@ def _assert_png(path):
   assert img[..., :3].std() > 0.02  # not a blank canvas
 
 
+@pytest.mark.slow
 def test_plots_are_written_and_non_empty(tmp_path, result, config):
   rows = [{"step": s, "loss": 1.0 / s, "frozen_layers": int(s > 10), "target": "pixels"}
           for s in range(1, 21)]
@@ -308,9 +308,9 @@ def test_convergence_grid_bookkeeping():
   assert convergence.default_steps(600) == (60, 150, 300)
   assert convergence.default_steps(4) == (1, 2)
 
-  base = convergence.baseline_config(micro_config(**{"naive_latent.enabled": True}))
+  base = config_variants.baseline_config(micro_config(**{"naive_latent.enabled": True}))
   assert not base.layerlock.enabled and not base.naive_latent.enabled
-  cfg = convergence.frozen_config(micro_config(**{"model.depth": 4}), 3, 2)
+  cfg = config_variants.frozen_config(micro_config(**{"model.depth": 4}), 3, 2)
   table = schedule.freeze_table(cfg, 4)
   assert [(s.start_step, s.frozen_layers, s.target) for s in table] == [
       (0, 0, "pixels"), (2, 3, "pixels")]
@@ -360,6 +360,7 @@ def real_experiment(tmp_path_factory):
                                                               steps=(2,))
 
 
+@pytest.mark.slow
 def test_convergence_cell_matches_baseline_until_the_freeze(real_experiment):
   # The module docstring's claim that a cell is the baseline restarted at T rests on determinism:
   # logged losses must agree exactly before T and the cell must actually freeze block 1 from T on.
@@ -379,6 +380,7 @@ def test_convergence_cell_matches_baseline_until_the_freeze(real_experiment):
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_evaluate_restores_a_checkpoint_and_writes_results(real_experiment, params):
   cfg, tmp_path, _ = real_experiment
   workdir = str(tmp_path / "baseline")
@@ -404,6 +406,7 @@ def test_evaluate_restores_a_checkpoint_and_writes_results(real_experiment, para
                                                                  rel=1e-5)
 
 
+@pytest.mark.slow
 def test_evaluate_command_line(real_experiment):
   # The CLI end to end in a fresh process: flag parsing, --step, --task_source, --tasks.
   cfg, tmp_path, _ = real_experiment

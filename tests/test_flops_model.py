@@ -49,8 +49,9 @@ def xla_step_flops(trainer, spec):
   return cost["flops"]
 
 
-@pytest.mark.parametrize("decoder,target,k", [("light", "pixel", 0), ("query", "pixel", 1),
-                                              ("light", "latent", 1)])
+@pytest.mark.parametrize("decoder,target,k", [
+    pytest.param("light", "pixel", 0, marks=pytest.mark.slow), ("query", "pixel", 1),
+    pytest.param("light", "latent", 1, marks=pytest.mark.slow)])
 def test_analytic_flops_match_xla_on_the_unrolled_model(decoder, target, k):
   config = unrolled_config(decoder, target)
   analytic = flops.step_flops(config, k)["model_flops"]
@@ -79,6 +80,7 @@ def blockwise_config(regime):
   return c
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("regime,step,k,idle", [("concurrent", 0, 0, 0), ("e2e", 0, 0, 0),
                                                 ("sequential", 10, 1, 1)])
 def test_blockwise_analytic_flops_match_xla(regime, step, k, idle):

@@ -6,6 +6,7 @@ import os
 import pytest
 
 from layerlock_jax import config_defaults
+from layerlock_jax import config_loading
 from layerlock_jax import config_validation
 from layerlock_jax import freeze_trigger
 from layerlock_jax import schedule
@@ -105,11 +106,6 @@ def test_decided_events_become_the_freeze_table_and_its_mini_warmups():
     ("layerlock.trigger", "plateau", "trigger"),
 ])
 def test_bad_trigger_configs_name_the_field(field, value, match):
-  c = _config()
-  *parents, leaf = field.split(".")
-  node = c
-  for p in parents:
-    node = node[p]
-  node[leaf] = value
+  c = config_loading.override(_config(), {field: value})
   with pytest.raises(config_validation.ConfigError, match=match):
     config_validation.validate(c, num_devices=1)

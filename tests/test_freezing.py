@@ -58,6 +58,7 @@ def one_device():
   return jax.devices()[:1]
 
 
+@pytest.mark.slow
 def test_stage0_of_layerlock_is_plain_mae_bit_for_bit():
   plain = small_config(enabled=False)
   locked = small_config(enabled=True, pixel_steps=10, interval=5, max_frozen=2)
@@ -107,6 +108,7 @@ def test_frozen_parameters_bit_identical_and_without_optimizer_state():
   assert sum(x.size for x in moments) == 2 * n_trainable  # Adam mu and nu
 
 
+@pytest.mark.slow
 def test_trainable_gradients_equal_unsplit_gradients():
   """Stage k with a pixel target vs the unsplit model: same loss, and the gradient of every
   trainable parameter is the unsplit gradient (a stop-gradient below block k+1 cannot change the
@@ -133,6 +135,7 @@ def test_trainable_gradients_equal_unsplit_gradients():
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_resplit_keeps_adam_state_of_still_trainable_layers():
   config = small_config(enabled=True, pixel_steps=2, interval=2, max_frozen=2)
   trainer = train.Trainer(config, one_device())

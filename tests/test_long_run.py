@@ -8,7 +8,6 @@ import asyncio
 import concurrent.futures
 import errno
 import glob
-import importlib.util
 import json
 import os
 import pathlib
@@ -26,6 +25,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from layerlock_jax import checkpoint
+from layerlock_jax import config_loading
 from layerlock_jax import config_validation
 from layerlock_jax import guard as guard_lib
 from layerlock_jax import masking
@@ -45,17 +45,7 @@ SMALL = {
 
 
 def make_config(**extra):
-  spec = importlib.util.spec_from_file_location("_cfg_tiny", ROOT / "configs" / "tiny.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  for key, value in {**SMALL, **extra}.items():
-    *parents, leaf = key.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return config_loading.load_config(ROOT / "configs" / "tiny.py", {**SMALL, **extra})
 
 
 def records(workdir):
@@ -103,6 +93,7 @@ def test_accumulate_equals_mean_of_micro_batch_gradients():
   np.testing.assert_allclose(aux["m"], x.mean(), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_grad_accum_4_matches_the_unsplit_batch_over_12_steps(unsplit, tmp_path):
   ref_dir, ref = unsplit
   result = train.run(make_config(grad_accum_steps=4), str(tmp_path), devices=one_device())
@@ -134,6 +125,7 @@ def all_finite(tree):
              if np.issubdtype(np.asarray(x).dtype, np.inexact))
 
 
+@pytest.mark.slow
 def test_huge_lr_stops_with_one_line_and_leaves_only_finite_checkpoints(tmp_path):
   work = str(tmp_path / "w")
   proc = launch(work, **{"optimizer.lr": 1e12, "optimizer.grad_clip": 0, "checkpoint_every": 1,
@@ -153,6 +145,7 @@ def test_huge_lr_stops_with_one_line_and_leaves_only_finite_checkpoints(tmp_path
   assert restored.step == steps[-1] and all_finite(restored.state)
 
 
+@pytest.mark.slow
 def test_skip_nonfinite_updates_keeps_the_state_then_stops(tmp_path):
   work = str(tmp_path)
   config = make_config(**{"optimizer.lr": 1e12, "optimizer.grad_clip": 0, "checkpoint_every": 1,
@@ -175,6 +168,7 @@ def test_skip_nonfinite_updates_keeps_the_state_then_stops(tmp_path):
 
 
 # --- profiling ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_profile_steps_write_an_xplane_trace(tmp_path):
   config = make_config(profile_steps=(2, 3))  # SMALL's program: a compile-cache hit
   train.run(config, str(tmp_path), devices=one_device())
@@ -353,6 +347,7 @@ def test_half_copied_checkpoint_is_set_aside_not_loaded(unsplit, tmp_path):
   assert_same_state(result.state, unsplit[1].state)
 
 
+@pytest.mark.slow
 def test_resume_with_other_grad_accum_steps_and_device_count(unsplit, tmp_path):
   """Checkpoint 6 of the 1-device unsplit run resumed on 2 devices with 2 micro-batches per step:
   same clips and masks per step, so the end state matches to float tolerance."""

@@ -1,5 +1,4 @@
 """Model pieces against independent references: sizes, patchify, targets, RoPE, masks, shapes."""
-import importlib.util
 import pathlib
 
 import flax.linen as nn
@@ -9,6 +8,7 @@ import numpy as np
 import pytest
 
 from layerlock_jax import config_defaults
+from layerlock_jax import config_loading
 from layerlock_jax import masking
 from layerlock_jax import objectives
 from layerlock_jax import plan
@@ -18,11 +18,8 @@ from layerlock_jax.models import vit
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def load_config(name, *args):
-  spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(*args)
+def load_config(name):
+  return config_loading.load_config(ROOT / "configs" / f"{name}.py")
 
 
 def block_params(d, f):
@@ -198,6 +195,7 @@ def tiny_config(decoder="light", posemb="learned_3d"):
   return c
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decoder", ["light", "query"])
 @pytest.mark.parametrize("posemb", ["learned_3d", "sincos", "rope"])
 def test_forward_shapes(decoder, posemb):

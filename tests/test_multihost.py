@@ -80,6 +80,7 @@ def _assert_same_losses(got: dict, expected: dict, steps):
       "decides which mask a clip gets)")
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_on_the_assembled_batch(two_process_run):
   """The runtime (init, sharding, collectives) is exact: same numbers as one process fed the
   global batch that 2 processes x 8 clips assemble (process 0's rows, then process 1's)."""
@@ -101,12 +102,14 @@ def test_two_processes_match_one_process_on_the_assembled_batch(two_process_run)
   assert "process 1 of 2" in (two_process_run / "logs" / "process_1.log").read_text()
 
 
+@pytest.mark.slow
 def test_two_processes_match_the_one_process_command(two_process_run, one_process_losses):
   """The user-facing promise: the same command on 1 process x 4 devices logs the same losses."""
   _assert_same_losses(_losses(two_process_run / "work"), one_process_losses,
                       range(1, STEPS + 1))
 
 
+@pytest.mark.slow
 def test_resume_on_a_different_process_count(two_process_run, one_process_losses, tmp_path):
   """The 2-process run's final checkpoint, continued by 1 process x 4 devices for 2 more steps,
   logs what the uninterrupted 1-process run logged (state resharded, data position re-dealt)."""
@@ -119,11 +122,8 @@ def test_resume_on_a_different_process_count(two_process_run, one_process_losses
 
 
 def _tiny_config():
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location("_tiny_mh", ROOT / "configs" / "tiny.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config()
+  from layerlock_jax import config_loading  # pylint: disable=g-import-not-at-top
+  c = config_loading.load_config(ROOT / "configs" / "tiny.py")
   c.total_steps, c.log_every, c.checkpoint_every = STEPS, 1, 0
   c.model.depth, c.batch_size = 2, 16
   return c
@@ -135,7 +135,8 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("victim,how", [(0, signal.SIGKILL), (1, signal.SIGSTOP)],
+@pytest.mark.parametrize("victim,how", [(0, signal.SIGKILL),
+                                        pytest.param(1, signal.SIGSTOP, marks=pytest.mark.slow)],
                          ids=["coordinator_killed", "worker_hangs"])
 def test_dead_or_hung_peer_ends_the_job(tmp_path, victim, how):
   """A killed coordinator, or a worker frozen (heartbeats stop, sockets stay open), must end the

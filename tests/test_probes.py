@@ -189,6 +189,7 @@ def test_knn_leaves_inputs_alone():
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_attentive_readout_shapes_init_and_token_symmetries():
   b, t, p, d = 3, 4, 5, 8
   model = probes.AttentiveReadout(num_classes=6, num_queries=2, width=64, num_heads=4)
@@ -229,6 +230,7 @@ def _spike_task(rng, n, t=2, p=4, d=16, noise=0.3, amp=4.0):
   return x.reshape(n, t, p, d).astype(np.float32), y
 
 
+@pytest.mark.slow
 def test_attentive_probe_solves_a_task_that_needs_attention():
   rng = np.random.default_rng(7)
   xtr, ytr = _spike_task(rng, 1024)
@@ -259,6 +261,7 @@ def test_standardize_tokens_matches_sklearn_standard_scaler_fitted_on_train_toke
   np.testing.assert_allclose(b.reshape(-1, 6), scaler.transform(test.reshape(-1, 6)), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_standardized_attentive_probe_ignores_per_dimension_affine_changes_of_the_features():
   rng = np.random.default_rng(7)
   xtr, ytr = _spike_task(rng, 512)

@@ -272,6 +272,15 @@ def _strip_timing(x):
   return x
 
 
+def _expected_comparison(a, b):
+  """(b - a, noise, beyond noise) of two arms' per-seed probe values: the difference of the means
+  against the larger seed range (max - min over seeds; one seed has none)."""
+  ranges = [max(x["per_seed"]) - min(x["per_seed"]) for x in (a, b) if len(x["per_seed"]) > 1]
+  noise = max(ranges) if ranges else None
+  delta = float(np.mean(b["per_seed"]) - np.mean(a["per_seed"]))
+  return delta, noise, (noise is not None and abs(delta) > noise)
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("reproduce_quick"))
@@ -279,6 +288,7 @@ def quick_run(tmp_path_factory):
   return out, results
 
 
+@pytest.mark.slow
 def test_quick_report_states_every_claim_with_figures(quick_run):
   out, results = quick_run
   with open(os.path.join(out, "report.md")) as f:
@@ -297,8 +307,17 @@ def test_quick_report_states_every_claim_with_figures(quick_run):
     assert f"]({os.path.basename(fig)})" in report
     with open(fig, "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  # The two probe-comparison verdicts follow their stated rules from the per-seed probe values
+  # (the rules re-derived here, not read back from the code).
+  fz, lv = on_disk["claims"]["freezing"], on_disk["claims"]["layerlock_vs_mae"]
+  delta, _, beyond = _expected_comparison(fz["probe"]["mae"], fz["probe"]["freeze_pixel"])
+  assert fz["comparison"]["delta"] == pytest.approx(delta)
+  free = (not beyond or delta > 0) and fz["analytic_flops_saving"] > 0
+  assert fz["verdict"].startswith("reproduced" if free else "not reproduced"), fz["verdict"]
+  delta, _, beyond = _expected_comparison(lv["probe"]["mae"], lv["probe"]["layerlock"])
+  assert lv["comparison"]["delta"] == pytest.approx(delta)
+  assert lv["verdict"].startswith("reproduced" if beyond and delta > 0 else "not reproduced")
   # Numbers come from the results: spot-check a few formatted values.
-  fz = on_disk["claims"]["freezing"]
   assert f"{fz['probe']['mae']['mean']:.3f}" in report
   assert f"{100 * fz['analytic_flops_saving']:.1f}%" in report
   # Every run is listed with its exact command, and the command's config is what was trained.
@@ -309,6 +328,7 @@ def test_quick_report_states_every_claim_with_figures(quick_run):
   assert trained == json.loads(sample.config().to_json_best_effort())
 
 
+@pytest.mark.slow
 def test_quick_freezing_measures_the_frozen_stages(quick_run):
   _, results = quick_run
   fz = results["claims"]["freezing"]
@@ -322,6 +342,7 @@ def test_quick_freezing_measures_the_frozen_stages(quick_run):
   assert temps[2] < temps[0]
 
 
+@pytest.mark.slow
 def test_quick_regenerates_a_deleted_run_with_the_same_numbers(quick_run):
   out, results = quick_run
   victim = reproduce.Plan.make(True).main_runs()["naive_latent"][0]

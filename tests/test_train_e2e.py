@@ -1,23 +1,23 @@
 """End to end: the shipped tiny configs, shrunk, trained through the real loop (kauldron style)."""
-import importlib.util
 import json
 import pathlib
 
 import jax
 import numpy as np
+import pytest
 
+from layerlock_jax import config_loading
 from layerlock_jax import config_validation
 from layerlock_jax import schedule
 from layerlock_jax import train
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+# Whole training runs (tens of seconds each): the full tier only.
+pytestmark = pytest.mark.slow
 
 
 def load_config(name):
-  spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return config_loading.load_config(ROOT / "configs" / f"{name}.py")
 
 
 def shrink(config, steps=40):

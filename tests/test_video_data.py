@@ -502,12 +502,12 @@ def test_tfds_data_source_without_tensorflow(folders, tmp_path):
   assert sorted(next(it)["label"].tolist()) == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_pretraining_runs_on_a_mixed_folder(folders, tmp_path, caplog):
   """The entry point's training loop on real files, broken ones included (a shrunken tiny.py)."""
-  sys.path.insert(0, os.path.join(REPO, "configs"))
-  import tiny  # pylint: disable=g-import-not-at-top
+  from layerlock_jax import config_loading  # pylint: disable=g-import-not-at-top
   from layerlock_jax import train  # pylint: disable=g-import-not-at-top
-  config = tiny.get_config()
+  config = config_loading.load_config(os.path.join(REPO, "configs", "tiny.py"))
   config.total_steps, config.log_every, config.checkpoint_every = 3, 1, 0
   config.batch_size = 8  # one clip per forced CPU device (conftest)
   config.model.width, config.model.depth, config.model.mlp_dim = 32, 1, 64

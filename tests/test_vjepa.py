@@ -5,7 +5,6 @@ References are independent of the code under test: a numpy EMA loop, rectangles 
 numpy mask, gradients taken by JAX w.r.t. the teacher, bit comparisons against an uninterrupted
 single-device run.
 """
-import importlib.util
 import math
 import pathlib
 import random
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 
 from layerlock_jax import checkpoint
+from layerlock_jax import config_loading
 from layerlock_jax import config_validation
 from layerlock_jax import flops
 from layerlock_jax import masking
@@ -44,17 +44,8 @@ SMALL = {
 
 
 def make_config(variant="layerlock", **extra):
-  spec = importlib.util.spec_from_file_location("_cfg_vjepa", ROOT / "configs" / "vjepa_tiny.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(variant)
-  for key, value in {**SMALL, **extra}.items():
-    *parents, leaf = key.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return config_loading.load_config(f"{ROOT / 'configs' / 'vjepa_tiny.py'}:{variant}",
+                                    {**SMALL, **extra})
 
 
 # --- EMA ---------------------------------------------------------------------------------------------
@@ -176,6 +167,7 @@ def trainer():
   return train.Trainer(make_config(), jax.devices()[:1])
 
 
+@pytest.mark.slow
 def test_predictor_sees_only_context_tokens_and_mask_tokens(trainer):
   config, model = trainer.config, trainer.model
   spec = trainer.spec_at(0)
@@ -218,6 +210,7 @@ def test_predictor_sees_only_context_tokens_and_mask_tokens(trainer):
 
 
 # --- one compiled step at a frozen stage ----------------------------------------------------------------
+@pytest.mark.slow
 def test_step_keeps_frozen_blocks_and_teacher_out_of_the_optimizer(trainer):
   spec = trainer.spec_at(12)  # k = 2 of 3: embedding and blocks 1..2 frozen, target block 2
   assert spec.frozen_layers == 2 and spec.target == "teacher_block_2"
@@ -268,6 +261,7 @@ def reference(tmp_path_factory):
   return workdir, train.run(make_config(), workdir, devices=jax.devices()[:1])
 
 
+@pytest.mark.slow
 def test_run_passes_stages_and_logs_collapse_statistics(reference):
   workdir, result = reference
   rows = ckpt_tests.records(workdir)
@@ -280,6 +274,7 @@ def test_run_passes_stages_and_logs_collapse_statistics(reference):
   assert set(result.state.teacher) == {"embed", "encoder"}
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_is_bit_identical_with_the_teacher(tmp_path):
   # The reference is an uninterrupted run of the same command: a `python -m layerlock_jax.main`
   # process on one CPU device can differ in the last bits from this 8-device test process.
@@ -312,6 +307,7 @@ def _launch(workdir, flags):
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow
 def test_fsdp_on_8_devices_matches_1_device_and_restores_across_meshes(reference, tmp_path):
   ref_dir, ref = reference
   config = make_config(**{"mesh.data": 2, "mesh.fsdp": 4, "mesh.preset": "fsdp",

@@ -15,6 +15,7 @@ from safetensors.numpy import load_file, save_file
 
 from layerlock_jax import checkpoint
 from layerlock_jax import checkpoint_params
+from layerlock_jax import config_loading
 from layerlock_jax import extract_features as fx
 from layerlock_jax import train
 from layerlock_jax.weights import WeightsError, fourds, hf_videomae
@@ -22,6 +23,7 @@ from layerlock_jax.weights import __main__ as weights_cli
 from layerlock_jax.weights import workdir as workdir_lib
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "hf_videomae_tiny")
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 try:
   import torch  # noqa: F401  pylint: disable=unused-import
   import transformers  # noqa: F401  pylint: disable=unused-import
@@ -31,12 +33,7 @@ except ImportError:
 
 
 def _fixture_script():
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location(
-      "make_hf_fixture", os.path.join(os.path.dirname(FIXTURE), "make_hf_fixture.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_loading.load_module(os.path.join(os.path.dirname(FIXTURE), "make_hf_fixture.py"))
 
 
 def rel_err(a, b) -> float:
@@ -82,6 +79,7 @@ def test_hf_import_then_extract_features_matches_hf_last_hidden_state(hf_workdir
   assert tuple(config.model.input_std) == hf_videomae.IMAGENET_STD
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAVE_TORCH, reason="torch/transformers not installed (the optional "
                     "`torch` extra); the committed fixture test covers the same comparison")
 def test_hf_live_model_and_export_load_in_transformers(hf_workdir, fixture_io, tmp_path):
@@ -332,11 +330,10 @@ def test_init_from_imported_encoder_and_mismatch(fourds_workdir):
 def test_vit4b_init_from_4ds_e_shapes_check_abstractly():
   """configs/vit4b.py:mae takes a 4DS-e encoder: its 52 + 4 query-decoder blocks are the 56 4DS-e
   blocks, with the same width / MLP / heads / tubelet / table (no arrays are built)."""
-  from configs import vit4b  # pylint: disable=g-import-not-at-top
   from layerlock_jax.weights import layout  # pylint: disable=g-import-not-at-top
   from layerlock_jax.models import video_mae  # pylint: disable=g-import-not-at-top
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  config = vit4b.get_config("mae")
+  config = config_loading.load_config(os.path.join(CONFIGS, "vit4b.py:mae"))
   m = config.model
   model = {"width": 1792, "depth": 56, "mlp_dim": 15360, "num_heads": 16,
            "patch_size": (2, 16, 16), "posemb": "learned_3d"}
@@ -488,15 +485,15 @@ def test_extract_features_from_a_video_folder(fourds_workdir, tmp_path):
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_final_norm_trains_between_encoder_and_decoder():
   """model.final_norm adds encoder_norm parameters, in the trainable tree, that the pixel loss
   depends on; without the knob the tree has no such group."""
-  from configs import tiny  # pylint: disable=g-import-not-at-top
   from layerlock_jax import state as state_lib  # pylint: disable=g-import-not-at-top
   from layerlock_jax import train_step  # pylint: disable=g-import-not-at-top
   from layerlock_jax.models import video_mae  # pylint: disable=g-import-not-at-top
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  config = tiny.get_config()
+  config = config_loading.load_config(os.path.join(CONFIGS, "tiny.py"))
   config.model.depth, config.model.decoder.depth = 1, 1
   config.data.num_frames, config.data.image_size = 4, 16
   assert "encoder_norm" not in jax.eval_shape(
@@ -520,12 +517,10 @@ def test_final_norm_trains_between_encoder_and_decoder():
     ("model.input_std", (0.2, 0.0, 0.2), False), ("model.input_mean", (0.5, 0.5), False),
     ("model.final_norm", True, True)])
 def test_new_model_knobs_are_validated(field, value, blockwise_on):
-  from configs import tiny  # pylint: disable=g-import-not-at-top
   from layerlock_jax import config_validation  # pylint: disable=g-import-not-at-top
-  config = tiny.get_config()
+  config = config_loading.load_config(os.path.join(CONFIGS, "tiny.py"))
   config.blockwise.enabled = blockwise_on
-  section, key = field.split(".")
-  config[section][key] = value
+  config_loading.override(config, {field: value})
   with pytest.raises(config_validation.ConfigError) as err:
     config_validation.validate(config, num_devices=1)
   assert field in config_validation.format_error(err.value)

@@ -8,16 +8,13 @@ tubelets, one light decoder + pixel head per block), cut to 6 layers of width 64
 so that the three regimes fit the reproduction's CPU budget. The text after ':' is the regime (concurrent |
 sequential | e2e), optionally followed by `,quick` (CI-sized smoke run: 24 steps, 256 clips).
 """
-import importlib.util
 import pathlib
 
 from layerlock_jax import config_defaults
+from layerlock_jax import config_loading
 
-# Loaded by path, as config_flags loads config files: configs/ is not a package.
-_spec = importlib.util.spec_from_file_location(
-    "_blockwise_tiny", pathlib.Path(__file__).parent.parent / "blockwise_tiny.py")
-_blockwise_tiny = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_blockwise_tiny)
+_blockwise_tiny = config_loading.load_module(
+    pathlib.Path(__file__).parent.parent / "blockwise_tiny.py")
 
 REGIMES = _blockwise_tiny.REGIMES
 

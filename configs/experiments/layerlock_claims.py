@@ -29,17 +29,14 @@ modifiers:
                             LayerLock freezing 2 blocks at a time from step 1000 (up to 8 of 12)
 e.g. `layerlock_claims.py:mae,freeze=2@150` or `layerlock_claims.py:layerlock,quick`.
 """
-import importlib.util
 import pathlib
 
 from layerlock_jax import config_defaults
-from layerlock_jax.evaluation import convergence
+from layerlock_jax import config_loading
+from layerlock_jax import config_variants
 
-# Loaded by path, as config_flags loads config files: configs/ is not a package.
-_spec = importlib.util.spec_from_file_location(
-    "_layerlock_tiny", pathlib.Path(__file__).parent.parent / "layerlock_tiny.py")
-_layerlock_tiny = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_layerlock_tiny)
+_layerlock_tiny = config_loading.load_module(
+    pathlib.Path(__file__).parent.parent / "layerlock_tiny.py")
 
 ARMS = ("mae", "freeze_pixel", "layerlock", "naive_latent", "layerlock_no_miniwarmup",
         "mae_learned_posemb")
@@ -109,7 +106,7 @@ def get_config(variant: str = "layerlock"):
     c.data.num_clips = 256
   if mods["freeze"]:
     layers, step = mods["freeze"]
-    c = convergence.frozen_config(c, layers, step)
+    c = config_variants.frozen_config(c, layers, step)
   return c
 
 

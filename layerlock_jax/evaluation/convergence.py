@@ -25,9 +25,8 @@ import logging
 import os
 from typing import Any, Callable, Sequence
 
-import ml_collections
-
 from layerlock_jax import config_defaults
+from layerlock_jax.config_variants import baseline_config, frozen_config  # noqa: F401 (re-exported)
 from layerlock_jax.evaluation import plots
 
 # A small CPU grid: for configs/tiny.py (6 blocks, 600 steps) this is 3 x 3 cells + the baseline,
@@ -63,34 +62,6 @@ def grid_cells(layers: Sequence[int], steps: Sequence[int], *, total_steps: int,
       else:
         cells.append((l, t))
   return cells, skipped
-
-
-def _copy(config) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(config.to_dict())
-
-
-def baseline_config(config) -> ml_collections.ConfigDict:
-  """The unfrozen pixel-MAE run of the same model: every freezing / latent objective off."""
-  c = _copy(config)
-  c.layerlock.enabled = False
-  c.layerlock.explicit = ()
-  c.naive_latent.enabled = False
-  if "blockwise" in c:
-    c.blockwise.enabled = False
-  return c
-
-
-def frozen_config(config, layers: int, step: int) -> ml_collections.ConfigDict:
-  """The baseline with blocks 1..`layers` frozen from `step` on, pixel target throughout."""
-  c = baseline_config(config)
-  ll = c.layerlock
-  ll.enabled = True
-  ll.target = "pixel"
-  ll.keep_pixel_loss = True
-  ll.multi_target = False
-  ll.explicit = ((int(step), int(layers)),)
-  ll.max_frozen = int(layers)  # the cap must admit L; the explicit event is the only one
-  return c
 
 
 def final_loss(rows: Sequence[dict], total_steps: int, tail_fraction: float) -> float | None:
