@@ -1,4 +1,5 @@
-"""Tiny V-JEPA on embedded Moving-MNIST: latent prediction with an EMA teacher in CPU minutes.
+"""Tiny V-JEPA on the embedded camera-motion clips: latent prediction with an EMA teacher in CPU
+minutes.
 
   python -m layerlock_jax.main --config=configs/vjepa_tiny.py --workdir=/tmp/vjepa_tiny
   python -m layerlock_jax.main --config=configs/vjepa_tiny.py:layerlock --workdir=/tmp/vjepa_ll
@@ -14,6 +15,12 @@ Variants:
               deeper at every freeze (90, 135, 180, 225: k = 1..4 of 6), as student blocks freeze.
 The collapse ablation is one override away: --config.vjepa.ema=False (no teacher; the target is
 the student's own output, with the gradient flowing through it).
+
+Data: the camera-motion set (pans and zooms over photographs), not Moving MNIST. About two thirds
+of a Moving-MNIST clip is black background, whose tokens are alike in a healthy encoder too, so
+`feature_spread` stays near 0.03 there with or without the EMA teacher and cannot tell collapse
+apart. Over photographs, 300 steps end at feature_spread 0.42 (EMA), 0.54 (`:layerlock`) and 0.019
+(ema=False, collapsed).
 """
 from layerlock_jax import config_defaults
 
@@ -60,7 +67,7 @@ def get_config(variant: str = ""):
   c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 1
   c.mesh.preset = "data_parallel"
 
-  c.data.source = "moving_mnist"
+  c.data.source = "camera_motion"
   c.data.num_frames = 4
   c.data.image_size = 48
   c.data.num_clips = 2048
