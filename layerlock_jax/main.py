@@ -90,8 +90,13 @@ def main(argv):
                jax.process_count(), jax.local_device_count(), jax.device_count())
   logging.info("persistent compilation cache: %s", cache_dir or "off")
   distributed.check_collectives(settings.init_timeout)
+  # Evaluators are built here, at the top of the stack, and passed into the loop.
+  evaluator = None
+  if config.eval_every:
+    from layerlock_jax.evaluation import periodic  # pylint: disable=g-import-not-at-top
+    evaluator = periodic.evaluate_during_training
   try:
-    train.run(config, os.path.expanduser(_WORKDIR.value))
+    train.run(config, os.path.expanduser(_WORKDIR.value), evaluator=evaluator)
   except (checkpoint.IncompatibleCheckpointError, checkpoint.CorruptCheckpointError) as err:
     # Raised before anything was compiled or written: one line, the workdir untouched.
     _fail(f"Checkpoint error: {err}")

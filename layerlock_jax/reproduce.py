@@ -44,6 +44,7 @@ from layerlock_jax import evaluate
 from layerlock_jax.evaluation import claims
 from layerlock_jax.evaluation import convergence
 from layerlock_jax.evaluation import depthwise
+from layerlock_jax.evaluation import periodic
 from layerlock_jax.evaluation import report
 
 EXPERIMENTS_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs" / "experiments"
@@ -193,7 +194,8 @@ class Reproduction:
     stale = os.path.join(self.workdir(run), "eval.json")
     if os.path.exists(stale):
       os.remove(stale)
-    result = train.run(run.config(), self.workdir(run))
+    result = train.run(run.config(), self.workdir(run),
+                       evaluator=periodic.evaluate_during_training)
     if result.preempted:
       raise Preempted(f"preempted while training {run.name} (checkpoint saved in "
                       f"{self.workdir(run)}): rerun the same command to resume")

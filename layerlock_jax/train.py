@@ -41,7 +41,6 @@ from layerlock_jax import vjepa
 from layerlock_jax import train_step as step_lib
 from layerlock_jax.data import mixture
 from layerlock_jax.data import pipeline
-from layerlock_jax.evaluation import periodic
 from layerlock_jax.metrics_log import MetricsLog
 from layerlock_jax.models import video_mae
 
@@ -311,10 +310,14 @@ def write_config(config, workdir: str):
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
-def run(config, workdir: str, devices=None) -> RunResult:
+def run(config, workdir: str, devices=None, evaluator=None) -> RunResult:
   """Train `config` in `workdir` (the main job of `python -m layerlock_jax.main`).
 
   Rerunning the same command on the same workdir resumes from its latest complete checkpoint.
+  evaluator: the in-training evaluation, called as `evaluator(trainer, state, step) -> metrics`
+  every config.eval_every steps and at the end. The caller builds it from the config (main.py
+  passes evaluation.periodic's), so the loop itself imports no evaluation code; None with
+  eval_every > 0 logs that no evaluation will run.
   """
   is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
@@ -367,6 +370,9 @@ def run(config, workdir: str, devices=None) -> RunResult:
     stop_if_diverged(guard, ckpts, state)
     ckpts.save(done, state, spec, data_iter, progress, wait=wait)
 
+  if config.eval_every and evaluator is None:
+    logging.warning("eval_every=%d but no evaluator was passed to train.run: no in-training "
+                    "evaluation", config.eval_every)
   compile_ahead = config.precompile_next_stage
   if compile_ahead is None:
     compile_ahead = compilation.ahead_helps(trainer.mesh.devices.flat[0].platform)
@@ -413,9 +419,10 @@ def run(config, workdir: str, devices=None) -> RunResult:
         last = log.write(done, metrics, batch_size=config.batch_size, peak_flops=peak_flops,
                          flops_per_step=trainer.flops_per_step(spec))
         stop_if_diverged(guard, ckpts)  # after logging: the bad step's row is in metrics.jsonl
-      if config.eval_every and (done % config.eval_every == 0 or done == config.total_steps):
+      if evaluator and config.eval_every and (done % config.eval_every == 0
+                                              or done == config.total_steps):
         progress.train_seconds += time.perf_counter() - clock
-        eval_metrics = periodic.evaluate_during_training(trainer, state, done)
+        eval_metrics = evaluator(trainer, state, done)
         if eval_metrics:
           log.write(done, eval_metrics, batch_size=config.batch_size)
         clock = time.perf_counter()  # evaluating is not training time

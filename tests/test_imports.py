@@ -68,6 +68,10 @@ RULES = [
     pytest.param(("layerlock_jax.checkpoint", "layerlock_jax.checkpoint_params"),
                  ("layerlock_jax.models",), id="checkpoint-x->models"),
     # The plan is the bottom of the stack: pure Python, nothing of the package above it.
+    # The loop is handed its evaluators (main.py builds them from the config); it imports none.
+    pytest.param(("layerlock_jax.train", "layerlock_jax.train_step"),
+                 ("layerlock_jax.evaluation", "layerlock_jax.evaluate", "layerlock_jax.reproduce"),
+                 id="train-x->evaluation"),
     pytest.param(("layerlock_jax.plan",), ("jax", "flax", "optax", "orbax", "numpy", "grain"),
                  id="plan-x->jax,numpy"),
     pytest.param(("layerlock_jax.config_validation", "layerlock_jax.config_defaults"),
