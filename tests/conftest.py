@@ -4,6 +4,11 @@ This must run before JAX initialises its backends, which is why it lives in conf
 """
 import os
 import pathlib
+import sys
+
+# The paper-claims harness (experiments/) is a top-level folder next to the package, imported from
+# the repository root as `python -m experiments.reproduce` does.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _CACHE = pathlib.Path(__file__).resolve().parent.parent / ".jax_cache"

@@ -12,7 +12,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _programs():
   """Modules that run as programs: those with a `__main__` guard in their code."""
   out = []
-  for root, _, files in os.walk(os.path.join(REPO, "layerlock_jax")):
+  for root, _, files in [w for top in ("layerlock_jax", "experiments")
+                         for w in os.walk(os.path.join(REPO, top))]:
     for f in sorted(files):
       if f.endswith(".py"):
         path = os.path.join(root, f)
@@ -27,7 +28,8 @@ PROGRAMS = _programs()
 
 
 def test_programs_found():
-  assert {"layerlock_jax.main", "layerlock_jax.data.convert"} <= set(PROGRAMS)
+  assert {"layerlock_jax.main", "layerlock_jax.data.convert",
+          "experiments.reproduce"} <= set(PROGRAMS)
 
 
 # One interpreter imports the heavy dependencies once, then forks a child per program that runs

@@ -19,7 +19,7 @@ from layerlock_jax.config_validation import resolve_mesh_shape, validate
 from layerlock_jax.plan import encoder_depth
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
-# Also configs/experiments/ (the runs of `python -m layerlock_jax.reproduce`).
+# Also configs/experiments/ (the runs of `python -m experiments.reproduce`).
 CONFIG_FILES = sorted(p for p in CONFIG_DIR.rglob("*.py") if not p.name.startswith("_"))
 
 

@@ -28,7 +28,7 @@ from layerlock_jax import schedule
 from layerlock_jax import state as state_lib
 from layerlock_jax import train
 from layerlock_jax.evaluation import analysis
-from layerlock_jax.evaluation import convergence
+from experiments import convergence
 from layerlock_jax.evaluation import depthwise
 from layerlock_jax.evaluation import features as features_lib
 from layerlock_jax.evaluation import periodic

@@ -1,4 +1,4 @@
-"""`python -m layerlock_jax.reproduce`: the claim rules on hand-made numbers, the experiment configs,
+"""`python -m experiments.reproduce`: the claim rules on hand-made numbers, the experiment configs,
 and the quick mode end to end (it is what CI runs), including regeneration from scratch."""
 import json
 import os
@@ -10,11 +10,11 @@ import pytest
 
 from layerlock_jax import config_defaults
 from layerlock_jax import flops
-from layerlock_jax import reproduce
+from experiments import reproduce
 from layerlock_jax import schedule
 from layerlock_jax.config_validation import validate
-from layerlock_jax.evaluation import claims
-from layerlock_jax.evaluation import convergence
+from experiments import claims
+from experiments import convergence
 
 
 # ------------------------------------------------------------------------------------------------
@@ -118,7 +118,7 @@ def test_a_preempted_run_stops_the_reproduction_and_is_never_evaluated(tmp_path,
   from layerlock_jax import train
   calls = []
 
-  def fake_run(config, workdir):
+  def fake_run(config, workdir, **unused):
     calls.append(workdir)
     return types.SimpleNamespace(preempted=True, state="half-trained")
 

@@ -1,4 +1,4 @@
-r"""The small video ViT behind the blockwise claim of `python -m layerlock_jax.reproduce`.
+r"""The small video ViT behind the blockwise claim of `python -m experiments.reproduce`.
 
   python -m layerlock_jax.main --config=configs/experiments/blockwise_claims.py:concurrent \
       --config.seed=0 --workdir=/tmp/claims/blockwise_concurrent_s0

@@ -1,4 +1,4 @@
-r"""The small video ViT behind the LayerLock claims of `python -m layerlock_jax.reproduce`.
+r"""The small video ViT behind the LayerLock claims of `python -m experiments.reproduce`.
 
   python -m layerlock_jax.main --config=configs/experiments/layerlock_claims.py:layerlock \
       --config.seed=0 --workdir=/tmp/claims/layerlock_s0

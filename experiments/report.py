@@ -1,4 +1,4 @@
-"""OUT/report.md and its figures, written from the reproduction's results (layerlock_jax.reproduce).
+"""OUT/report.md and its figures, written from the reproduction's results (experiments.reproduce).
 
 Every number is formatted from `results` (OUT/results.json) or `timing` (OUT/timing.json); the only
 text typed here is prose, table headers and the papers' reference numbers inside the claims.
@@ -161,7 +161,7 @@ def _section_convergence(c: dict, fig: str) -> str:
 
 def _readout_section(c: dict) -> str:
   """The readout table of a claim: every probe at the 0.95-depth block and at the last block."""
-  from layerlock_jax.evaluation import claims  # pylint: disable=g-import-not-at-top
+  from experiments import claims  # pylint: disable=g-import-not-at-top
   table = c.get("readouts") or {}
   if not table:
     return ""

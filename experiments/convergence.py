@@ -1,6 +1,6 @@
 """LayerLock's "layers converge in depth order" experiment (arXiv 2509.10156, Fig. 1).
 
-  python -m layerlock_jax.evaluation.convergence --config=configs/tiny.py --workdir=DIR \
+  python -m experiments.convergence --config=configs/tiny.py --workdir=DIR \
       [--layers=1,2,4] [--steps=60,150,300]
 
 Protocol: train an unfrozen MAE baseline; for every (L, T) in a grid, train the same run but freeze

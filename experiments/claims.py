@@ -1,4 +1,4 @@
-"""The papers' claims as numbers and verdicts, computed from finished runs (layerlock_jax.reproduce).
+"""The papers' claims as numbers and verdicts, computed from finished runs (experiments.reproduce).
 
 Pure functions over plain dicts: a run's record (`run_record`: its final-encoder evaluation, its
 metrics.jsonl and summary.json), in, a JSON-able claim out:

@@ -1,9 +1,9 @@
 r"""Reproduce the papers' claims at small scale: one command, one report.
 
-  python -m layerlock_jax.reproduce --out=/tmp/reproduce            # full: ~25 min on 2 CPU cores
-  python -m layerlock_jax.reproduce --out=/tmp/reproduce --ablations  # + RoPE, mini-warmup arms
-  python -m layerlock_jax.reproduce --out=/tmp/reproduce_q --quick  # CI smoke run: a few minutes
-  python -m layerlock_jax.reproduce --out=/tmp/reproduce_gpu --scale=gpu  # one GPU: ~10 min
+  python -m experiments.reproduce --out=/tmp/reproduce            # full: ~25 min on 2 CPU cores
+  python -m experiments.reproduce --out=/tmp/reproduce --ablations  # + RoPE, mini-warmup arms
+  python -m experiments.reproduce --out=/tmp/reproduce_q --quick  # CI smoke run: a few minutes
+  python -m experiments.reproduce --out=/tmp/reproduce_gpu --scale=gpu  # one GPU: ~10 min
 
 Trains the runs of configs/experiments/ (each an ordinary training run: its exact
 `python -m layerlock_jax.main ...` command is listed in the report), evaluates every final
@@ -41,11 +41,11 @@ from typing import Any
 from layerlock_jax import config_defaults
 from layerlock_jax import config_loading
 from layerlock_jax import evaluate
-from layerlock_jax.evaluation import claims
-from layerlock_jax.evaluation import convergence
+from experiments import claims
+from experiments import convergence
 from layerlock_jax.evaluation import depthwise
 from layerlock_jax.evaluation import periodic
-from layerlock_jax.evaluation import report
+from experiments import report
 
 EXPERIMENTS_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs" / "experiments"
 # Probes and retrieval of every model run on clips rendered from this data seed: a set none of the
@@ -366,7 +366,7 @@ def _enable_compile_cache(path: str):
 
 
 def _command(out: str, quick: bool, ablations: bool, scale: str = "cpu") -> str:
-  return (f"python -m layerlock_jax.reproduce --out={out}" + (" --quick" if quick else "") +
+  return (f"python -m experiments.reproduce --out={out}" + (" --quick" if quick else "") +
           (" --ablations" if ablations and not quick else "") +
           (f" --scale={scale}" if scale != "cpu" else ""))
 
