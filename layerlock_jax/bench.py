@@ -1,13 +1,11 @@
-"""Training-step benchmarks: `python -m layerlock_jax.bench [--config=configs/tiny.py] [--out=F]`.
+"""The benchmarking library behind the commands of bench/ (bench/sweeps.py, freeze_bench.py, ...).
 
 For one config, in ONE process, it measures the compiled train step of layerlock_jax.train.Trainer
-(the program training runs, not a re-implementation) and prints a table plus JSON:
+(the program training runs, not a re-implementation):
   step time (median of timed steps after warm-up, each ended by jax.block_until_ready), clips/s,
   analytic FLOPs (layerlock_jax/flops.py), MFU, compiled memory per device (temp / argument /
   output bytes of `compiled.memory_analysis()`), compile time;
-and sweeps (--sweeps): freeze depth k (pixel-target and latent-target LayerLock stages), remat
-policy, batch size, attention path, compute dtype, the data loader's clips/s beside the step's
-consumption. Other frameworks are never timed here: a peer in the same process fights XLA for the
+and the data loader's clips/s beside the step's consumption. Other frameworks are never timed here: a peer in the same process fights XLA for the
 cores, so bench/torch_compare.py runs each framework in a process of its own.
 
 Why variants are timed interleaved (`time_interleaved`): the 2-core machines this runs on are
@@ -30,9 +28,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from absl import app
 from absl import flags
-from ml_collections import config_flags
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -44,10 +40,8 @@ from layerlock_jax import flops
 from layerlock_jax import state as state_lib
 from layerlock_jax import train
 
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                               "configs", "tiny.py")
 MIB = 2 ** 20
-SWEEPS = ("freeze", "remat", "batch", "attention", "dtype", "loader")
+DEFAULT_WARMUP, DEFAULT_STEPS, DEFAULT_ROUNDS = 1, 2, 3  # per variant: untimed, timed per round
 
 
 # --- One measured variant ----------------------------------------------------------------------
@@ -327,172 +321,17 @@ def environment() -> dict:
   return env
 
 
-# --- The sweep driver --------------------------------------------------------------------------
-@dataclasses.dataclass
-class Settings:
-  sweeps: tuple = SWEEPS
-  freeze_ks: tuple = ()            # () = 0 .. encoder depth - 1
-  remat_policies: tuple = ("none", "nothing_saveable", "dots_saveable",
-                           "dots_with_no_batch_dims_saveable")
-  batch_sizes: tuple = ()          # () = half, 1x and 2x the config's batch
-  attentions: tuple = ("xla", "dot_product")
-  dtypes: tuple = ("float32", "bfloat16")
-  warmup: int = 1
-  steps: int = 2
-  rounds: int = 3
-  loader_batches: int = 20
-
-
-def run_sweeps(config, settings: Settings, *, log=print) -> dict:
-  """All requested sweeps on `config`; returns {"rows": [...], "environment": {...}}.
-
-  One model init serves every variant (sweeps change no parameter shape), and a sweep value equal
-  to the config's own reuses the base variant's compiled step (re-timed inside that sweep), so
-  only genuinely different programs are compiled.
-  """
-  sweeps = tuple(settings.sweeps)
-  unknown = set(sweeps) - set(SWEEPS)
-  if unknown:
-    raise ValueError(f"unknown sweeps {sorted(unknown)}; choose from {SWEEPS}")
-  t_start = time.perf_counter()
-  env = environment()
-  peak: dict = {}
-  depth = config_defaults.encoder_depth(config)
-  rows = []
-
-  def timed(group_variants):
-    log(f"  timing {len(group_variants)} variant(s) ...")
-    time_interleaved(group_variants, warmup=settings.warmup, steps=settings.steps,
-                     rounds=settings.rounds)
-    rows.extend(v.row for v in group_variants)
-    return group_variants
-
-  log(f"[base] width {config.model.width} x depth {depth}, batch {config.batch_size}")
-  base_trainer = train.Trainer(config)
-  full = init_params(base_trainer)
-  base = build_variant("base", "config", config, trainer=base_trainer, full_params=full,
-                       peak=peak)
-  timed([base])
-
-  if "freeze" in sweeps:
-    ks = tuple(settings.freeze_ks) or tuple(range(depth))
-    for target in ("pixel", "latent"):
-      log(f"[freeze] target={target} k={list(ks)}")
-      c = with_overrides(config, layerlock__enabled=True, layerlock__target=target)
-      trainer = train.Trainer(c)
-      # k=0 is the same program as the base step (no frozen block, pixel loss only): re-time
-      # it here as the reference of this group's savings, for the latent rows too.
-      variants = [base.clone(f"freeze_{target}", "k=0")] if 0 in ks else []
-      variants += [build_variant(f"freeze_{target}", f"k={k}", c, k, trainer=trainer,
-                                 full_params=full, peak=peak) for k in ks if k]
-      timed(variants)
-
-  default_batches = (max(1, config.batch_size // 2), config.batch_size, 2 * config.batch_size)
-  for sweep, field, values in (
-      ("remat", "model__remat_policy", settings.remat_policies),
-      ("batch", "batch_size", settings.batch_sizes or default_batches),
-      ("attention", "model__attention", settings.attentions),
-      ("dtype", "model__dtype", settings.dtypes)):
-    if sweep not in sweeps:
-      continue
-    log(f"[{sweep}] {list(values)}")
-    *parents, leaf = field.split("__")
-    current = config
-    for p in parents:
-      current = current[p]
-    current = current[leaf]
-    variants = []
-    for v in values:
-      name = f"{leaf}={v}"
-      if str(current) == str(v):
-        variants.append(base.clone(sweep, name))
-      else:
-        variants.append(build_variant(sweep, name, with_overrides(config, **{field: v}),
-                                      full_params=full, peak=peak))
-    timed(variants)
-
-  add_freeze_savings(rows)
-  if "loader" in sweeps:
-    log("[loader]")
-    row = loader_throughput(config, batches=settings.loader_batches)
-    row["step_clips_per_s"] = base.row["clips_per_s"]
-    row["loader_over_step"] = row["clips_per_s"] / base.row["clips_per_s"]
-    rows.append(row)
-  env["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
-  env["wall_s"] = time.perf_counter() - t_start
-  env["cpu_peak_flops"] = peak if env["platform"] == "cpu" else None
-  return {"rows": rows, "environment": env}
-
-
-def report(result: dict, *, title: str = "") -> str:
-  rows = result["rows"]
-  parts = [title] if title else []
-  parts.append(format_table(rows))
-  if any("flops_saving" in r for r in rows):
-    parts += ["", "Freeze sweep (saving vs k=0 of the same group):", format_freeze_table(rows)]
-    for g in sorted({r["group"] for r in rows if "flops_saving" in r}):
-      parts.append(f"{g}: realized/theoretical over all k (least-squares slope): wall "
-                   f"{_fmt(saving_fit(rows, g), '.2f')}, CPU "
-                   f"{_fmt(saving_fit(rows, g, 'cpu_saving'), '.2f')}")
-  for r in rows:
-    if r["group"] == "loader":
-      parts.append(f"\nloader {r['clips_per_s']:.1f} clips/s vs step consumption "
-                   f"{r['step_clips_per_s']:.1f} clips/s (loader/step = {r['loader_over_step']:.2f})")
-  env = result["environment"]
-  parts.append(f"\nwall {env['wall_s']:.0f}s; load average {env.get('loadavg_start')} -> "
-               f"{env.get('loadavg_end')}; {env['device_count']} x {env['device_kind']}")
-  return "\n".join(parts)
-
-
 def write_json(result: dict, path: str) -> None:
   if path:
     with open(path, "w") as f:
       json.dump(result, f, indent=2, default=str)
 
 
+
 # --- Command line ------------------------------------------------------------------------------
 def define_timing_flags() -> None:
-  """--warmup/--steps/--rounds/--out, shared by this CLI and the scripts under bench/."""
-  flags.DEFINE_integer("warmup", Settings.warmup, "Untimed steps per variant.")
-  flags.DEFINE_integer("steps", Settings.steps, "Timed steps per variant per round.")
-  flags.DEFINE_integer("rounds", Settings.rounds, "Round-robin timing rounds.")
+  """--warmup/--steps/--rounds/--out, shared by the scripts under bench/."""
+  flags.DEFINE_integer("warmup", DEFAULT_WARMUP, "Untimed steps per variant.")
+  flags.DEFINE_integer("steps", DEFAULT_STEPS, "Timed steps per variant per round.")
+  flags.DEFINE_integer("rounds", DEFAULT_ROUNDS, "Round-robin timing rounds.")
   flags.DEFINE_string("out", "", "Write every row and the environment as JSON here.")
-
-
-def _define_flags() -> None:
-  # Defined only when this module is the program (not on import), so that the scripts under
-  # bench/ can import the library and define their own --config default.
-  config_flags.DEFINE_config_file(
-      "config", _DEFAULT_CONFIG, "Config file; override fields with --config.a.b=value.",
-      lock_config=True)
-  flags.DEFINE_list("sweeps", list(SWEEPS), f"Sweeps to run, of {SWEEPS}.")
-  flags.DEFINE_list("freeze_ks", [], "Frozen depths k (default: 0..encoder depth-1).")
-  flags.DEFINE_list("remat_policies", list(Settings.remat_policies), "Remat sweep values.")
-  flags.DEFINE_list("batch_sizes", [], "Batch sizes (default: half, 1x, 2x the config's).")
-  flags.DEFINE_list("attentions", list(Settings.attentions), "config.model.attention values.")
-  flags.DEFINE_list("dtypes", list(Settings.dtypes), "Compute dtypes of the dtype sweep.")
-  flags.DEFINE_integer("loader_batches", Settings.loader_batches, "Batches timed for the loader.")
-  define_timing_flags()
-
-
-def settings_from_flags() -> Settings:
-  f = flags.FLAGS
-  return Settings(
-      sweeps=tuple(f.sweeps), freeze_ks=tuple(int(k) for k in f.freeze_ks),
-      remat_policies=tuple(f.remat_policies), batch_sizes=tuple(int(b) for b in f.batch_sizes),
-      attentions=tuple(f.attentions), dtypes=tuple(f.dtypes), warmup=f.warmup, steps=f.steps,
-      rounds=f.rounds, loader_batches=f.loader_batches)
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  result = run_sweeps(flags.FLAGS.config, settings_from_flags())
-  print(report(result))
-  write_json(result, flags.FLAGS.out)
-
-
-if __name__ == "__main__":
-  _define_flags()
-  from layerlock_jax import cli  # pylint: disable=g-import-not-at-top
-  cli.run(main)
