@@ -41,7 +41,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 # ------------------------------------------------------------------------------------------------
 
 
-def _bars(ax, names, arms, title):
+def _bars(ax, names, arms, title, labels=None):
   for i, name in enumerate(names):
     arm = arms[name]
     if arm["mean"] is None:
@@ -49,7 +49,7 @@ def _bars(ax, names, arms, title):
     ax.bar(i, arm["mean"], color=_COLORS.get(name, "gray"), alpha=0.7)
     ax.plot([i] * len(arm["per_seed"]), arm["per_seed"], "k.", ms=8)
   ax.set_xticks(range(len(names)))
-  ax.set_xticklabels([n.replace("_", "\n") for n in names], fontsize=8)
+  ax.set_xticklabels([(labels or {}).get(n, n).replace("_", "\n") for n in names], fontsize=8)
   ax.set_title(title, fontsize=10)
   ax.set_ylabel("mean top-1 over tasks")
 
@@ -98,7 +98,8 @@ def figure_layerlock_vs_mae(claim: dict, path: str) -> str:
   ax = fig.add_subplot(1, 2, 1)
   names = [n for n in ("mae", "layerlock", "layerlock_no_miniwarmup", "mae_learned_posemb")
            if claim["probe"][n]["per_seed"]]
-  _bars(ax, names, claim["probe"], "attentive probe (dots: seeds)")
+  labels = claim.get("labels", {})
+  _bars(ax, names, claim["probe"], "attentive probe (dots: seeds)", labels)
   for key, ref in claim["random_init"].items():
     if ref["attentive"] is not None:
       ax.axhline(ref["attentive"], ls=":", color="gray")
@@ -109,8 +110,9 @@ def figure_layerlock_vs_mae(claim: dict, path: str) -> str:
   width = 0.35
   for i, arm in enumerate(("mae", "layerlock")):
     ax.bar(np.arange(len(tasks)) + (i - 0.5) * width, [claim["per_task"][arm][t] for t in tasks],
-           width, color=_COLORS[arm], label=arm, alpha=0.8)
-  chance = [claim["random_init"]["rope"]["tasks"][t]["chance"] for t in tasks]
+           width, color=_COLORS[arm], label=labels.get(arm, arm), alpha=0.8)
+  reference = next(iter(claim["random_init"].values()))
+  chance = [reference["tasks"][t]["chance"] for t in tasks]
   ax.plot(np.arange(len(tasks)), chance, "k_", ms=30, label="chance")
   ax.set_xticks(range(len(tasks)))
   ax.set_xticklabels(tasks)
@@ -167,8 +169,10 @@ def _readout_section(c: dict) -> str:
     return ""
   heads = [f"{label} @ {depth}" for depth in claims.READOUT_DEPTHS
            for _, label in claims.READOUTS]
-  rows = [[arm] + [_f(row[f"{key}@{depth}"]) for depth in claims.READOUT_DEPTHS
-                   for key, _ in claims.READOUTS] for arm, row in table.items()]
+  labels = c.get("labels", {})
+  rows = [[labels.get(arm, arm)] + [_f(row[f"{key}@{depth}"]) for depth in claims.READOUT_DEPTHS
+                                    for key, _ in claims.READOUTS]
+          for arm, row in table.items()]
   return ("Readout table (seed means; the headline is the attentive LayerNorm readout at 0.95 "
           "depth):\n\n" + _table(["arm"] + heads, rows))
 
@@ -213,13 +217,16 @@ def _section_collapse(c: dict, fig: str) -> str:
 
 def _section_layerlock(c: dict, fig: str) -> str:
   p, l = c["probe"], c["linear"]
-  rows = [[arm, _seeds(p[arm]), _f(p[arm]["mean"]), _seeds(l[arm]), _f(l[arm]["mean"])]
-          for arm in p if p[arm]["per_seed"]]
+  labels = c.get("labels", {})
+  rows = [[labels.get(arm, arm), _seeds(p[arm]), _f(p[arm]["mean"]), _seeds(l[arm]),
+           _f(l[arm]["mean"])] for arm in p if p[arm]["per_seed"]]
   for key, ref in c["random_init"].items():
     rows.append([f"random init ({key})", _f(ref["attentive"]), _f(ref["attentive"]),
                  _f(ref["linear"]), _f(ref["linear"])])
   cmp, lcmp, ab = c["comparison"], c["linear_comparison"], c["ablations"]
-  if ab["mini_warmup"] is None and ab["rope"] is None:
+  if labels:
+    ablations = ""
+  elif ab["mini_warmup"] is None and ab["rope"] is None:
     ablations = ("Ablations not run (they do not fit the 30-minute budget; add `--ablations`, "
                  "about 4 more minutes).")
   else:
@@ -229,7 +236,8 @@ def _section_layerlock(c: dict, fig: str) -> str:
   return "\n\n".join([
       _table(["arm", "attentive per seed", "attentive mean", "linear per seed", "linear mean"],
              rows),
-      f"LayerLock - MAE: attentive {_f(cmp['delta'], signed=True)} (noise {_f(cmp['noise'])}), "
+      f"{labels.get('layerlock', 'LayerLock')} - {labels.get('mae', 'MAE')}: attentive "
+      f"{_f(cmp['delta'], signed=True)} (noise {_f(cmp['noise'])}), "
       f"linear {_f(lcmp['delta'], signed=True)} (noise {_f(lcmp['noise'])}). " + ablations,
       _readout_section(c), f"![LayerLock vs MAE]({fig})"])
 
@@ -266,6 +274,8 @@ _SECTIONS = (
     ("layerlock_vs_mae_camera", "4b. LayerLock >= pixel MAE (camera motion over photographs)",
      _section_layerlock, figure_layerlock_vs_mae),
     ("blockwise", "5. Blockwise ~ end-to-end", _section_blockwise, figure_blockwise),
+    ("vjepa_layerlock", "6. LayerLock improves V-JEPA (camera motion over photographs)",
+     _section_layerlock, figure_layerlock_vs_mae),
 )
 
 

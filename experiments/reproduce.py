@@ -62,14 +62,14 @@ class Preempted(Exception):
 @dataclasses.dataclass(frozen=True)
 class Run:
   """One training run: a config file of configs/experiments/, its variant and its seed."""
-  file: str       # "layerlock_claims" | "blockwise_claims"
+  file: str       # "layerlock_claims" | "blockwise_claims" | "vjepa_claims"
   variant: str    # e.g. "layerlock", "mae,freeze=1@60", "concurrent,quick"
   seed: int
 
   @property
   def name(self) -> str:
-    slug = (self.variant.replace(",quick", "").replace(",gpu", "").replace(",", "_").replace("=", "")
-            .replace("@", "at"))
+    slug = (self.variant.replace(",quick", "").replace(",gpu", "").replace(",", "_")
+            .replace("=", "").replace("@", "at"))
     prefix = "blockwise_" if self.file == "blockwise_claims" else ""
     return f"{prefix}{slug}_s{self.seed}"
 
@@ -103,6 +103,8 @@ class Plan:
   grid_layers: tuple[int, ...] = (1, 3)
   grid_steps: tuple[int, ...] = (100, 300)
   blockwise_seeds: tuple[int, ...] = (0, 1)
+  # V-JEPA vs V-JEPA + LayerLock (configs/experiments/vjepa_claims.py), at these seeds.
+  vjepa_seeds: tuple[int, ...] = (0, 1)
   # Every attentive probe runs once per token normalisation, at the 0.95-depth and last blocks.
   attentive_norms: tuple[str, ...] = ("layernorm", "standardize")
   eval_clips: int = 512
@@ -128,7 +130,8 @@ class Plan:
       # costs little on an accelerator.
       return cls(quick=False, scale="gpu", arms=("mae", "layerlock", "freeze_pixel", "naive_latent"),
                  repeated_arms=("mae", "layerlock"), camera_arms=(),
-                 grid_layers=(), grid_steps=(), blockwise_seeds=(), eval_clips=1024,
+                 grid_layers=(), grid_steps=(), blockwise_seeds=(), vjepa_seeds=(),
+                 eval_clips=1024,
                  attentive_steps=600, attentive_width=256, attentive_batch=64)
     if ablations and not quick:
       return cls(quick=False, arms=cls.arms + ("layerlock_no_miniwarmup", "mae_learned_posemb"))
@@ -137,7 +140,8 @@ class Plan:
       # the seed-noise path runs.
       return cls(quick=True, arms=("mae", "freeze_pixel", "layerlock", "naive_latent"),
                  repeated_arms=("mae",), grid_layers=(1, 2), grid_steps=(10,), eval_clips=48,
-                 attentive_steps=8, probe_steps=20, blockwise_seeds=(0,), camera_arms=())
+                 attentive_steps=8, probe_steps=20, blockwise_seeds=(0,), camera_arms=(),
+                 vjepa_seeds=(0,))
     return cls(quick=False)
 
   def _v(self, variant: str) -> str:
@@ -166,6 +170,11 @@ class Plan:
   def grid_runs(self) -> list[tuple[int, int, Run]]:
     return [(l, t, Run("layerlock_claims", self._v(f"mae,freeze={l}@{t}"), self.seeds[0]))
             for l in self.grid_layers for t in self.grid_steps]
+
+  def vjepa_runs(self) -> dict[str, list[Run]]:
+    """Arm -> its runs of V-JEPA vs V-JEPA + LayerLock (claim 6)."""
+    return {arm: [Run("vjepa_claims", self._v(arm), s) for s in self.vjepa_seeds]
+            for arm in ("vjepa", "vjepa_layerlock")}
 
   def blockwise_runs(self) -> dict[str, list[Run]]:
     return {r: [Run("blockwise_claims", self._v(r), s) for s in self.blockwise_seeds]
@@ -312,6 +321,14 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
     measured["blockwise"] = claims.blockwise_claim(
         blockwise, repro.random_init(blockwise_runs["e2e"][0]))
 
+  vjepa_runs = plan.vjepa_runs()
+  vjepa = {arm: [repro.train_and_evaluate(r) for r in runs]
+           for arm, runs in vjepa_runs.items() if runs}
+  if vjepa:
+    measured["vjepa_layerlock"] = claims.vjepa_claim(
+        vjepa["vjepa"], vjepa["vjepa_layerlock"],
+        {"sincos": repro.random_init(vjepa_runs["vjepa"][0])})
+
   results = {
       "quick": quick,
       "scale": plan.scale,
@@ -324,7 +341,8 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
       "ablations": "mae_learned_posemb" in main_runs,
       "claims": measured,
       "runs": [claims.run_summary(r) for runs in (list(main.values()) + list(camera.values()) +
-                                                  list(blockwise.values()))
+                                                  list(blockwise.values()) +
+                                                  list(vjepa.values()))
                for r in runs] + [{"name": f"grid_L{c['layers']}_T{c['step']}",
                                   "command": c["command"]} for c in cells],
   }
@@ -336,7 +354,8 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
   # two reproductions with the same seeds.
   num_runs = (sum(len(r) for r in main_runs.values()) + len(cells) +
               sum(len(r) for r in camera_runs.values()) +
-              sum(len(r) for r in blockwise_runs.values()))
+              sum(len(r) for r in blockwise_runs.values()) +
+              sum(len(r) for r in vjepa_runs.values()))
   timing = {"total_seconds": time.perf_counter() - start, "train_seconds": repro.timings,
             "runs_trained": len(repro.timings), "runs_total": num_runs,
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),

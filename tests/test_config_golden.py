@@ -32,6 +32,8 @@ VARIANTS = {
        for name in ("blockwise_tiny", "blockwise_deit_tiny", "blockwise_deit_small")},
     **{f"{name}.py": [None, "mae", "layerlock"] for name in _SIZES},
     "experiments/blockwise_claims.py": [None, *_REGIMES, *(f"{r},quick" for r in _REGIMES)],
+    "experiments/vjepa_claims.py": [None, "vjepa", "vjepa_layerlock", "vjepa,quick",
+                                    "vjepa_layerlock,quick"],
     "experiments/layerlock_claims.py": [
         None, *_ARMS, *(f"{a},quick" for a in _ARMS),
         "mae,freeze=2@150", "mae,freeze=1@10,quick", "mae,data=moving_mnist",

@@ -65,6 +65,24 @@ def test_blockwise_claims_variants_validate(variant):
   assert config.blockwise.num_segments == 3 and config.model.depth == 6
 
 
+@pytest.mark.parametrize("variant", ["vjepa", "vjepa_layerlock", "vjepa,quick",
+                                     "vjepa_layerlock,quick"])
+def test_vjepa_claims_variants_validate(variant):
+  config = reproduce.Run("vjepa_claims", variant, 1).config()
+  validate(config, num_devices=1)
+  arm = variant.split(",")[0]
+  assert config.seed == 1 and config.vjepa.enabled and config.vjepa.ema
+  assert config.layerlock.enabled == (arm == "vjepa_layerlock")
+  assert config.total_steps == (30 if "quick" in variant else 300)
+  assert config.data.source == "camera_motion"
+
+
+def test_vjepa_claims_rejects_bad_variants():
+  for bad in ("vjepa_ll", "vjepa,gpu"):
+    with pytest.raises(ValueError):
+      reproduce.Run("vjepa_claims", bad, 0).config()
+
+
 def test_run_names_and_commands_are_distinct():
   for quick, ablations in ((False, False), (True, False), (False, True)):
     plan = reproduce.Plan.make(quick, ablations)
@@ -73,6 +91,7 @@ def test_run_names_and_commands_are_distinct():
     runs += [r for _, _, r in plan.grid_runs()]
     runs += [r for rs in plan.blockwise_runs().values() for r in rs]
     runs += [r for rs in plan.camera_runs().values() for r in rs]
+    runs += [r for rs in plan.vjepa_runs().values() for r in rs]
     names = [r.name for r in runs]
     assert len(set(names)) == len(names), names
     for r in runs:
@@ -297,7 +316,7 @@ def test_quick_report_states_every_claim_with_figures(quick_run):
   on_disk = json.load(open(os.path.join(out, "results.json")))
   # Quick mode leaves out the camera-motion arms (claim 4b): the full run has them.
   assert set(on_disk["claims"]) == {"convergence", "freezing", "collapse", "layerlock_vs_mae",
-                                    "blockwise"}
+                                    "blockwise", "vjepa_layerlock"}
   assert set(reproduce.Plan.make(False).camera_runs()) == {"mae", "layerlock"}
   assert "Readout table" in report
   for key, claim in on_disk["claims"].items():
