@@ -239,7 +239,8 @@ def _section_layerlock(c: dict, fig: str) -> str:
       f"{labels.get('layerlock', 'LayerLock')} - {labels.get('mae', 'MAE')}: attentive "
       f"{_f(cmp['delta'], signed=True)} (noise {_f(cmp['noise'])}), "
       f"linear {_f(lcmp['delta'], signed=True)} (noise {_f(lcmp['noise'])}). " + ablations,
-      _readout_section(c), f"![LayerLock vs MAE]({fig})"])
+      _readout_section(c),
+      f"![{labels.get('layerlock', 'LayerLock')} vs {labels.get('mae', 'MAE')}]({fig})"])
 
 
 def _section_blockwise(c: dict, fig: str) -> str:
