@@ -454,9 +454,13 @@ def run(config, workdir: str, devices=None, evaluator=None) -> RunResult:
                      start_step=start_step, preempted=preempted, programs=trainer.programs)
   note("done: %d steps, %d compiled stages, %.1fs compiling", config.total_steps,
        trainer.compiles, trainer.compile_seconds)
+  collapsed = step_lib.looks_collapsed(last)
+  if collapsed:
+    logging.warning("final feature_spread %.3g < %.2g: the encoder's tokens are nearly all the "
+                    "same vector (collapsed)", last["feature_spread"], step_lib.COLLAPSE_SPREAD)
   if is_main:
     with open(os.path.join(workdir, "summary.json"), "w") as f:
-      json.dump({"final": last, "compiles": trainer.compiles,
+      json.dump({"final": last, "collapsed": collapsed, "compiles": trainer.compiles,
                  "compile_seconds": trainer.compile_seconds, "resumed_from": start_step,
                  "compile_cache_dir": jax.config.jax_compilation_cache_dir,
                  "precompile_next_stage": compile_ahead,

@@ -50,6 +50,19 @@ def feature_spread(x):
   return std / (jnp.sqrt(jnp.mean(jnp.square(flat))) + 1e-6)
 
 
+# Below this final feature_spread a run is reported as collapsed (summary.json "collapsed", a
+# warning): healthy encoders sit well above it (e.g. 0.4-0.5 for V-JEPA on camera-motion clips),
+# a V-JEPA without its EMA teacher ends near 0.02.
+COLLAPSE_SPREAD = 0.1
+
+
+def looks_collapsed(metrics: dict) -> bool | None:
+  """Whether a logged metrics row says collapsed (feature_spread < COLLAPSE_SPREAD); None when
+  the row has no feature_spread."""
+  spread = metrics.get("feature_spread")
+  return None if spread is None else bool(spread < COLLAPSE_SPREAD)
+
+
 def loss_fn(params, frozen, video, key, step, *, model: video_mae.VideoMAE, config,
             spec: StageSpec, latent_weight_fn=None):
   """Scalar loss and metrics; differentiated w.r.t. `params` only. `key`: per-clip keys (B,)."""

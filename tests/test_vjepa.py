@@ -5,6 +5,7 @@ References are independent of the code under test: a numpy EMA loop, rectangles 
 numpy mask, gradients taken by JAX w.r.t. the teacher, bit comparisons against an uninterrupted
 single-device run.
 """
+import json
 import math
 import pathlib
 import random
@@ -274,6 +275,16 @@ def test_run_passes_stages_and_logs_collapse_statistics(reference):
   assert all(0 < r["feature_spread"] and 0 < r["target_spread"] and np.isfinite(r["loss"])
              for r in rows)
   assert set(result.state.teacher) == {"embed", "encoder"}
+  # The summary's collapse flag is the last logged feature_spread against the stated 0.1.
+  summary = json.loads((pathlib.Path(workdir) / "summary.json").read_text())
+  assert summary["collapsed"] == (rows[-1]["feature_spread"] < 0.1)
+
+
+def test_collapse_flag_threshold():
+  from layerlock_jax import train_step  # pylint: disable=g-import-not-at-top
+  assert train_step.looks_collapsed({"feature_spread": 0.019}) is True   # no-EMA V-JEPA's end
+  assert train_step.looks_collapsed({"feature_spread": 0.42}) is False   # V-JEPA with EMA
+  assert train_step.looks_collapsed({"loss": 1.0}) is None
 
 
 @pytest.mark.slow
