@@ -28,16 +28,3 @@ def pytest_configure(config):
   # a subprocess pipeline whose behaviour a cheaper test also touches.
   config.addinivalue_line(
       "markers", "slow: end-to-end runs of a minute or more; left out of the fast tier")
-
-
-# The longest test files first: with `pytest -n 2 --dist loadfile` (CI) each worker takes whole
-# files in collection order, so a long file collected last would run alone at the end. The sort
-# is stable: tests keep their order within a file, and the other files keep theirs.
-_LONGEST_FILES = ("test_reproduce.py", "test_checkpoint.py", "test_long_run.py",
-                  "test_multihost.py", "test_vjepa.py", "test_blockwise.py", "test_model.py",
-                  "test_freezing.py", "test_train_e2e.py", "test_bench_scripts.py")
-
-
-def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
-  rank = {name: i for i, name in enumerate(_LONGEST_FILES)}
-  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
