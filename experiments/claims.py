@@ -335,13 +335,14 @@ def collapse_claim(mae: Sequence[dict], naive: Sequence[dict],
 
 def layerlock_vs_mae_claim(mae: Sequence[dict], layerlock: Sequence[dict],
                            no_miniwarmup: Sequence[dict], learned_posemb: Sequence[dict],
-                           reference: dict[str, dict]) -> dict[str, Any]:
-  probe = {"mae": _arm(mae, "attentive"), "layerlock": _arm(layerlock, "attentive"),
-           "layerlock_no_miniwarmup": _arm(no_miniwarmup, "attentive"),
-           "mae_learned_posemb": _arm(learned_posemb, "attentive")}
-  linear = {k: _arm(v, "linear") for k, v in (("mae", mae), ("layerlock", layerlock),
-                                               ("layerlock_no_miniwarmup", no_miniwarmup),
-                                               ("mae_learned_posemb", learned_posemb))}
+                           reference: dict[str, dict], center: Sequence[dict] = ()
+                           ) -> dict[str, Any]:
+  """`center`: LayerLock runs with clip-centred latent targets (a row of the tables and a
+  seed-mean difference to LayerLock; not part of the verdict)."""
+  arms = (("mae", mae), ("layerlock", layerlock), ("layerlock_center", center),
+          ("layerlock_no_miniwarmup", no_miniwarmup), ("mae_learned_posemb", learned_posemb))
+  probe = {k: _arm(v, "attentive") for k, v in arms}
+  linear = {k: _arm(v, "linear") for k, v in arms}
   per_task = {name: {task: float(np.mean([r["probe"]["tasks"][task]["attentive"]
                                           for r in records]))
                      for task in records[0]["probe"]["tasks"]}
@@ -354,6 +355,7 @@ def layerlock_vs_mae_claim(mae: Sequence[dict], layerlock: Sequence[dict],
   ablations = {
       "mini_warmup": _delta(seed0(probe["layerlock_no_miniwarmup"]), seed0(probe["layerlock"])),
       "rope": _delta(seed0(probe["mae_learned_posemb"]), seed0(probe["mae"])),
+      "center": _compare(probe["layerlock"], probe["layerlock_center"]) if center else None,
   }
   if cmp["delta"] is None:
     verdict = "not measured"
@@ -371,9 +373,7 @@ def layerlock_vs_mae_claim(mae: Sequence[dict], layerlock: Sequence[dict],
                   "depth) exceeds MAE's by more than the seed noise. Ablations are single-seed "
                   "differences, to be read against that noise.",
           "probe": probe, "linear": linear, "per_task": per_task, "comparison": cmp,
-          "readouts": readout_table({"mae": mae, "layerlock": layerlock,
-                                     "layerlock_no_miniwarmup": no_miniwarmup,
-                                     "mae_learned_posemb": learned_posemb}),
+          "readouts": readout_table(dict(arms)),
           "linear_comparison": _compare(linear["mae"], linear["layerlock"]),
           "ablations": ablations, "random_init": random_init, "verdict": verdict}
 

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from layerlock_jax.evaluation import plots
 
 _COLORS = {"mae": "tab:blue", "freeze_pixel": "tab:cyan", "layerlock": "tab:green",
-           "naive_latent": "tab:red", "layerlock_no_miniwarmup": "tab:olive",
+           "layerlock_center": "tab:pink", "naive_latent": "tab:red", "layerlock_no_miniwarmup": "tab:olive",
            "mae_learned_posemb": "tab:purple", "random_init": "gray",
            "concurrent": "tab:orange", "sequential": "tab:brown", "e2e": "tab:blue"}
 
@@ -96,8 +96,8 @@ def figure_collapse(claim: dict, path: str) -> str:
 def figure_layerlock_vs_mae(claim: dict, path: str) -> str:
   fig = Figure(figsize=(11, 3.8))
   ax = fig.add_subplot(1, 2, 1)
-  names = [n for n in ("mae", "layerlock", "layerlock_no_miniwarmup", "mae_learned_posemb")
-           if claim["probe"][n]["per_seed"]]
+  names = [n for n in ("mae", "layerlock", "layerlock_center", "layerlock_no_miniwarmup",
+                       "mae_learned_posemb") if n in claim["probe"] and claim["probe"][n]["per_seed"]]
   labels = claim.get("labels", {})
   _bars(ax, names, claim["probe"], "attentive probe (dots: seeds)", labels)
   for key, ref in claim["random_init"].items():
@@ -224,6 +224,10 @@ def _section_layerlock(c: dict, fig: str) -> str:
     rows.append([f"random init ({key})", _f(ref["attentive"]), _f(ref["attentive"]),
                  _f(ref["linear"]), _f(ref["linear"])])
   cmp, lcmp, ab = c["comparison"], c["linear_comparison"], c["ablations"]
+  center = ""
+  if ab.get("center"):
+    center = (f" Clip-centred latent targets - LayerLock: attentive "
+              f"{_f(ab['center']['delta'], signed=True)} (noise {_f(ab['center']['noise'])}).")
   if labels:
     ablations = ""
   elif ab["mini_warmup"] is None and ab["rope"] is None:
@@ -238,7 +242,8 @@ def _section_layerlock(c: dict, fig: str) -> str:
              rows),
       f"{labels.get('layerlock', 'LayerLock')} - {labels.get('mae', 'MAE')}: attentive "
       f"{_f(cmp['delta'], signed=True)} (noise {_f(cmp['noise'])}), "
-      f"linear {_f(lcmp['delta'], signed=True)} (noise {_f(lcmp['noise'])}). " + ablations,
+      f"linear {_f(lcmp['delta'], signed=True)} (noise {_f(lcmp['noise'])}). " + ablations +
+      center,
       _readout_section(c),
       f"![{labels.get('layerlock', 'LayerLock')} vs {labels.get('mae', 'MAE')}]({fig})"])
 

@@ -69,7 +69,7 @@ class Run:
   @property
   def name(self) -> str:
     slug = (self.variant.replace(",quick", "").replace(",gpu", "").replace(",", "_")
-            .replace("=", "").replace("@", "at"))
+            .replace("=", "").replace("@", "at").replace("/", "-"))
     prefix = "blockwise_" if self.file == "blockwise_claims" else ""
     return f"{prefix}{slug}_s{self.seed}"
 
@@ -100,6 +100,9 @@ class Plan:
   # LayerLock vs MAE again on the camera-motion set (photographic content everywhere, unlike
   # Moving MNIST's black background), every seed.
   camera_arms: tuple[str, ...] = ("mae", "layerlock")
+  # LayerLock with clip-centred latent targets (layerlock.target_center=clip): the knob that
+  # removes the per-clip vector shared by every token of a target block, at these seeds.
+  center_seeds: tuple[int, ...] = (0, 1)
   grid_layers: tuple[int, ...] = (1, 3)
   grid_steps: tuple[int, ...] = (100, 300)
   blockwise_seeds: tuple[int, ...] = (0, 1)
@@ -129,7 +132,7 @@ class Plan:
       # ~25x the CPU run's compute per run; the readout is given more steps and width, which
       # costs little on an accelerator.
       return cls(quick=False, scale="gpu", arms=("mae", "layerlock", "freeze_pixel", "naive_latent"),
-                 repeated_arms=("mae", "layerlock"), camera_arms=(),
+                 repeated_arms=("mae", "layerlock"), camera_arms=(), center_seeds=(),
                  grid_layers=(), grid_steps=(), blockwise_seeds=(), vjepa_seeds=(),
                  eval_clips=1024,
                  attentive_steps=600, attentive_width=256, attentive_batch=64)
@@ -141,7 +144,7 @@ class Plan:
       return cls(quick=True, arms=("mae", "freeze_pixel", "layerlock", "naive_latent"),
                  repeated_arms=("mae",), grid_layers=(1, 2), grid_steps=(10,), eval_clips=48,
                  attentive_steps=8, probe_steps=20, blockwise_seeds=(0,), camera_arms=(),
-                 vjepa_seeds=(0,))
+                 center_seeds=(), vjepa_seeds=(0,))
     return cls(quick=False)
 
   def _v(self, variant: str) -> str:
@@ -166,6 +169,10 @@ class Plan:
     seeds = self.seeds[:1] if self.quick else self.seeds
     return {arm: [Run("layerlock_claims", self._v(f"{arm},data=camera_motion"), s)
                   for s in seeds] for arm in self.camera_arms}
+
+  def center_runs(self) -> list[Run]:
+    """LayerLock with clip-centred latent targets (an extra row of claim 4)."""
+    return [Run("layerlock_claims", self._v("layerlock,center"), s) for s in self.center_seeds]
 
   def grid_runs(self) -> list[tuple[int, int, Run]]:
     return [(l, t, Run("layerlock_claims", self._v(f"mae,freeze={l}@{t}"), self.seeds[0]))
@@ -288,6 +295,8 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
   if "mae_learned_posemb" in main_runs:
     reference["learned_3d"] = repro.random_init(main_runs["mae_learned_posemb"][0])
 
+  center = [repro.train_and_evaluate(r) for r in plan.center_runs()]
+
   camera_runs = plan.camera_runs()  # none in quick mode (test_camera_motion covers the source)
   camera = {arm: [repro.train_and_evaluate(r) for r in runs] for arm, runs in camera_runs.items()}
 
@@ -312,7 +321,7 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
                                                main["layerlock"])
   measured["layerlock_vs_mae"] = claims.layerlock_vs_mae_claim(
       main["mae"], main["layerlock"], main.get("layerlock_no_miniwarmup", []),
-      main.get("mae_learned_posemb", []), reference)
+      main.get("mae_learned_posemb", []), reference, center=center)
 
   blockwise_runs = plan.blockwise_runs()
   blockwise = {regime: [repro.train_and_evaluate(r) for r in runs]
@@ -343,7 +352,8 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
       "runs": [claims.run_summary(r) for runs in (list(main.values()) + list(camera.values()) +
                                                   list(blockwise.values()) +
                                                   list(vjepa.values()))
-               for r in runs] + [{"name": f"grid_L{c['layers']}_T{c['step']}",
+               for r in runs] + [claims.run_summary(r) for r in center] + [
+                  {"name": f"grid_L{c['layers']}_T{c['step']}",
                                   "command": c["command"]} for c in cells],
   }
   if camera:
@@ -352,7 +362,7 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
         {"rope": repro.random_init(camera_runs["mae"][0])})
   # Wall-clock facts live apart from the results: they are the only numbers that differ between
   # two reproductions with the same seeds.
-  num_runs = (sum(len(r) for r in main_runs.values()) + len(cells) +
+  num_runs = (sum(len(r) for r in main_runs.values()) + len(cells) + len(center) +
               sum(len(r) for r in camera_runs.values()) +
               sum(len(r) for r in blockwise_runs.values()) +
               sum(len(r) for r in vjepa_runs.values()))

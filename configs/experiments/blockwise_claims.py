@@ -6,7 +6,8 @@ r"""The small video ViT behind the blockwise claim of `python -m experiments.rep
 Built on configs/blockwise_tiny.py (drifting gratings at 16 x 48^2, tube masking at 0.9, 2x8x8
 tubelets, one light decoder + pixel head per block), cut to 6 layers of width 64 in 3 blocks of 2
 so that the three regimes fit the reproduction's CPU budget. The text after ':' is the regime (concurrent |
-sequential | e2e), optionally followed by `,quick` (CI-sized smoke run: 24 steps, 256 clips).
+sequential | e2e), optionally followed by `,quick` (CI-sized smoke run: 24 steps,
+2 segments, 256 clips).
 """
 import pathlib
 
@@ -28,7 +29,8 @@ def get_config(variant: str = "concurrent"):
   c.checkpoint_every = 0           # only the final state: these runs are minutes long
   c.model.depth = 6                # 3 segments of 2 layers (blockwise_tiny: 4 of 3)
   c.blockwise.num_segments = 3
-  if "quick" in mods:
+  if "quick" in mods:              # 2 segments of 3 layers: one sequential stage switch
+    c.blockwise.num_segments = 2
     c.total_steps, c.log_every = 24, 4
     c.optimizer.warmup_steps = 4
     c.data.num_clips = 256

@@ -11,7 +11,7 @@ the final checkpoint kept. The text after ':' is the arm, optionally followed by
   vjepa             plain V-JEPA: the target is the EMA teacher's last block
   vjepa_layerlock   V-JEPA + LayerLock: the target starts at the teacher's block 1 and moves one
                     block deeper at each freeze (steps 90, 135, 180, 225: k = 1..4 of 6)
-  quick             CI-sized: 30 steps, 2 freezes, 256 clips (a smoke run, not a result)
+  quick             CI-sized: 30 steps, 1 freeze, 256 clips (a smoke run, not a result)
 """
 import pathlib
 
@@ -34,6 +34,6 @@ def get_config(variant: str = "vjepa_layerlock"):
     c.total_steps, c.log_every = 30, 5
     c.optimizer.warmup_steps = 5
     ll = c.layerlock
-    ll.pixel_steps, ll.interval, ll.max_frozen, ll.mini_warmup_steps = 10, 6, 2, 2
+    ll.pixel_steps, ll.interval, ll.max_frozen, ll.mini_warmup_steps = 10, 6, 1, 2
     c.data.num_clips = 256
   return c
