@@ -373,3 +373,32 @@ def test_quick_regenerates_a_deleted_run_with_the_same_numbers(quick_run):
   assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
   assert os.path.exists(os.path.join(out, "report.md"))
   assert np.isfinite(again["claims"]["collapse"]["table"]["naive_latent"]["normalized_std"])
+
+
+def _readout_record(attentive, linear=0.5):
+  record = _record(attentive, linear)
+  record["probe"]["tasks"] = {"digit": {"attentive": attentive}}
+  record["readouts"] = {depth: {"block": 4, "attentive": attentive,
+                                "attentive_standardize": attentive, "linear": linear}
+                        for depth in claims.READOUT_DEPTHS}
+  return record
+
+
+def test_clip_centred_targets_are_a_row_of_claim_4_and_not_part_of_its_verdict():
+  from experiments import report  # pylint: disable=g-import-not-at-top
+  mae = [_readout_record(0.50), _readout_record(0.52)]
+  layerlock = [_readout_record(0.56), _readout_record(0.57)]
+  center = [_readout_record(0.58), _readout_record(0.62)]
+  plain = claims.layerlock_vs_mae_claim(mae, layerlock, [], [], {})
+  with_center = claims.layerlock_vs_mae_claim(mae, layerlock, [], [], {}, center=center)
+  # LayerLock - MAE = 0.055 against a noise of 0.02 (MAE's seed range): reproduced either way.
+  assert plain["verdict"] == with_center["verdict"]
+  assert with_center["verdict"].startswith("reproduced")
+  assert plain["ablations"]["center"] is None and "layerlock_center" not in plain["readouts"]
+  cmp = with_center["ablations"]["center"]  # 0.60 - 0.565 against the larger range, 0.04
+  assert cmp["delta"] == pytest.approx(0.035) and cmp["noise"] == pytest.approx(0.04)
+  assert not cmp["beyond_noise"]
+  assert with_center["readouts"]["layerlock_center"]["attentive@0.95"] == pytest.approx(0.60)
+  text = report._section_layerlock(with_center, "fig.png")  # pylint: disable=protected-access
+  assert "Clip-centred latent targets - LayerLock: attentive +0.035 (noise 0.040)" in text
+  assert "| layerlock_center |" in text
