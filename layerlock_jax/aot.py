@@ -5,8 +5,8 @@
       --accelerator=h100 --stages=all --json=/tmp/plan.json
 
 What it does: fakes `--num_devices` CPU devices on this machine, builds the run's mesh and
-shardings exactly as training does (layerlock_jax.train.Trainer), describes the train state with
-`jax.eval_shape` + `ShapeDtypeStruct(..., sharding=...)` (no parameter is ever allocated), and
+shardings exactly as training does (layerlock_jax.train.StagePrograms), describes the train state
+with `jax.eval_shape` + `ShapeDtypeStruct(..., sharding=...)` (no parameter is ever allocated), and
 ahead-of-time compiles the real train step of each freeze stage for that mesh. XLA's
 `memory_analysis()` of the partitioned program is per device, which is the number that has to fit.
 
@@ -122,7 +122,7 @@ def plan_stage(trainer, spec) -> StagePlan:
   state = trainer.abstract_state(spec)
   video = abstract_video(trainer)
   start = time.perf_counter()
-  # The very program training runs: same function, shardings and donation (Trainer.step_fn).
+  # The very program training runs: same function, shardings and donation (StagePrograms.step_fn).
   compiled = trainer.step_fn(spec, state, video)
   seconds = time.perf_counter() - start
   mem = compiled.memory_analysis()
@@ -165,7 +165,7 @@ def plan(config, devices=None, stages: str = "ends") -> dict:
   """The whole plan as a JSON-able dict (what the CLI prints and --json writes)."""
   from layerlock_jax import train  # pylint: disable=g-import-not-at-top
   from layerlock_jax.models import video_mae  # pylint: disable=g-import-not-at-top
-  trainer = train.Trainer(config, devices)
+  trainer = train.StagePrograms(config, devices)
   num_devices = trainer.mesh.devices.size
   replicated_bytes, largest = replicated_params(trainer)
   return {

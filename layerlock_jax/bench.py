@@ -1,7 +1,7 @@
 """The benchmarking library behind the commands of bench/ (bench/sweeps.py, freeze_bench.py, ...).
 
-For one config, in ONE process, it measures the compiled train step of layerlock_jax.train.Trainer
-(the program training runs, not a re-implementation):
+For one config, in ONE process, it measures the compiled train step of
+layerlock_jax.train.StagePrograms (the program training runs, not a re-implementation):
   step time (median of timed steps after warm-up, each ended by jax.block_until_ready), clips/s,
   analytic FLOPs (layerlock_jax/flops.py), MFU, compiled memory per device (temp / argument /
   output bytes of `compiled.memory_analysis()`), compile time;
@@ -69,40 +69,37 @@ def random_video(config, seed: int = 0) -> np.ndarray:
       0, 256, (config.batch_size, d.num_frames, d.image_size, d.image_size, 3), dtype=np.uint8)
 
 
-def _fresh_state(trainer: train.Trainer, full_params, spec) -> state_lib.TrainState:
+def fresh_state(trainer: train.StagePrograms, full_params, spec) -> state_lib.TrainState:
   """The train state of `spec` from one full parameter tree, in the step's input shardings.
 
-  Cheaper than Trainer.init_state per stage (that compiles an init per spec). Every leaf is
+  Cheaper than StagePrograms.init_state per stage (that compiles an init per spec). Every leaf is
   COPIED: the compiled step donates its state, and a leaf shared with `full_params` (partition
   passes whole sub-trees through) would be deleted under the next variant built from it.
   """
-  params, frozen = state_lib.partition(full_params, spec)
-  st = state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
-                            opt_state=trainer.tx.init(params))
-  st = jax.tree.map(lambda x: jnp.array(x, copy=True), st)
+  st = jax.tree.map(lambda x: jnp.array(x, copy=True), trainer.new_state(full_params, spec))
   return jax.device_put(st, trainer.state_shardings(spec))
 
 
-def init_params(trainer: train.Trainer):
+def init_params(trainer: train.StagePrograms):
   return nn.unbox(jax.jit(trainer.model.init)(jax.random.key(trainer.config.seed)))
 
 
 def build_variant(group: str, name: str, config, frozen_layers: int = 0, *,
-                  trainer: train.Trainer | None = None, full_params=None,
+                  trainer: train.StagePrograms | None = None, full_params=None,
                   peak: dict | None = None) -> Variant:
-  """Compile the Trainer's step for (config, frozen_layers) and collect its static facts.
+  """Compile the StagePrograms' step for (config, frozen_layers) and collect its static facts.
 
   `trainer` / `full_params` may be shared between variants of one config (the freeze sweep):
   one model init instead of one per k. `peak` caches the MFU denominator per dtype.
   """
-  trainer = trainer or train.Trainer(config)
+  trainer = trainer or train.StagePrograms(config)
   if full_params is None:
     full_params = init_params(trainer)
   ll = config.layerlock
   latent = frozen_layers and ll.enabled and ll.target == "latent"
   target = f"block_{frozen_layers}" if latent else "pixels"
   spec = state_lib.stage_spec(config, frozen_layers, target)
-  st = _fresh_state(trainer, full_params, spec)
+  st = fresh_state(trainer, full_params, spec)
   video = jax.device_put(random_video(config), trainer.video_sharding)
   before = trainer.compile_seconds
   compiled = trainer.step_fn(spec, st, video)
