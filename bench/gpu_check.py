@@ -8,7 +8,7 @@ On the first local device it measures, each with the real compiled train step
   1. tiny: configs/tiny.py, float32 - the smallest step, mostly launch overhead on a GPU;
   2. ViT-L: configs/vit_l.py (16x224^2, 2x16x16 tubelets, 95% masking, bfloat16 compute) at
      --vit_l_batch clips; step time, clips/s and MFU against the datasheet peak of the device
-     (layerlock_jax/flops.py PEAK_FLOPS; on CPU a measured 2048^2 matmul stands in);
+     (layerlock_jax/hardware.py PEAK_FLOPS; on CPU a measured 2048^2 matmul stands in);
   3. the freezing sweep on ViT-L: k = 0, 1/6, 1/3, 1/2, 2/3 of the encoder depth (pixel target),
      measured saving against the analytic FLOP saving, and the compiled memory (temp, argument,
      output bytes) of each stage's program;

@@ -34,16 +34,8 @@ import math
 import sys
 import time
 
-# HBM per device (GiB) and the FLOPs-table key of each accelerator the plan knows.
-ACCELERATORS = {
-    "v4": (32, "tpu v4"),
-    "v5e": (16, "tpu v5e"),
-    "v5p": (95, "tpu v5p"),
-    "v6e": (32, "tpu v6e"),
-    "h100": (80, "nvidia h100 sxm"),
-    "h200": (141, "nvidia h200"),
-}
-GIB = 1024 ** 3
+from layerlock_jax import hardware
+from layerlock_jax.hardware import ACCELERATORS, GIB
 
 
 @dataclasses.dataclass
@@ -185,15 +177,14 @@ def plan(config, devices=None, stages: str = "ends") -> dict:
 
 
 def fits(total_bytes: int, accelerator: str, headroom: float) -> bool:
-  hbm_gib, _ = ACCELERATORS[accelerator]
-  return total_bytes <= hbm_gib * GIB * (1.0 - headroom)
+  return total_bytes <= hardware.HBM_GIB[ACCELERATORS[accelerator]] * GIB * (1.0 - headroom)
 
 
 def format_plan(result: dict, accelerator: str, headroom: float, config_name: str = "") -> str:
-  from layerlock_jax import flops  # pylint: disable=g-import-not-at-top
-  hbm_gib, flops_key = ACCELERATORS[accelerator]
+  kind = ACCELERATORS[accelerator]
+  hbm_gib = hardware.HBM_GIB[kind]
   dtype = "bfloat16" if result["dtype"] == "bfloat16" else "float32"
-  peak = flops.PEAK_FLOPS[flops_key][dtype]
+  peak = hardware.PEAK_FLOPS[kind][dtype]
   n = result["num_devices"]
   mesh = " x ".join(f"{k}={v}" for k, v in result["mesh"].items())
   gib = lambda b: f"{b / GIB:8.3f}"

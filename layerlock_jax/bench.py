@@ -37,6 +37,7 @@ import numpy as np
 from layerlock_jax import config_defaults
 from layerlock_jax import config_loading
 from layerlock_jax import flops
+from layerlock_jax import hardware
 from layerlock_jax import state as state_lib
 from layerlock_jax import train
 
@@ -128,12 +129,12 @@ def build_variant(group: str, name: str, config, frozen_layers: int = 0, *,
 
 
 def _peak(device, dtype: str, cache: dict | None) -> float | None:
-  """Datasheet peak on accelerators; on CPU what a large matmul achieves (flops.py explains)."""
+  """Datasheet peak on accelerators; on CPU what a large matmul achieves (hardware.py explains)."""
   cache = {} if cache is None else cache
   if dtype not in cache:
-    value = flops.device_peak_flops(device, dtype)
+    value = hardware.device_peak_flops(device, dtype)
     if value is None and device.platform == "cpu":
-      value = flops.measure_cpu_peak_flops(dtype, n=2048, repeats=10)
+      value = hardware.measure_cpu_peak_flops(dtype, n=2048, repeats=10)
     cache[dtype] = value
   return cache[dtype]
 
@@ -188,8 +189,8 @@ def finish_row(v: Variant) -> None:
   r["timed_steps"] = len(v.times)
   r["clips_per_s"] = r["batch"] / r["step_s"]
   if r.get("model_flops"):
-    r["mfu"] = flops.mfu(r["model_flops"], r["step_s"], r["devices"],
-                         r.get("peak_flops_per_device"))
+    peak = r.get("peak_flops_per_device")
+    r["mfu"] = hardware.mfu(r["model_flops"], r["step_s"], peak and peak * r["devices"])
     r["achieved_tflops"] = r["model_flops"] / r["step_s"] / 1e12
 
 

@@ -30,6 +30,7 @@ from layerlock_jax import distributed
 from layerlock_jax import flops
 from layerlock_jax import freeze_trigger
 from layerlock_jax import guard as guard_lib
+from layerlock_jax import hardware
 from layerlock_jax import optimizer as optim
 from layerlock_jax import profiling
 from layerlock_jax import schedule
@@ -264,20 +265,6 @@ def program_stats(compiled, spec, compile_seconds: float, model_flops: float) ->
   return row
 
 
-def run_peak_flops(trainer) -> float | None:
-  """Combined peak FLOP/s of the run's devices (the MFU denominator).
-
-  Accelerators: the datasheet figure per device (flops.PEAK_FLOPS) times the device count. CPU:
-  there is no meaningful datasheet peak for XLA, so a large matmul is measured once now; forced
-  CPU "devices" share the same cores, so that figure is the total, not a per-device one.
-  """
-  device = trainer.mesh.devices.flat[0]
-  if device.platform == "cpu":
-    return flops.measure_cpu_peak_flops(trainer.config.model.dtype)
-  peak = flops.device_peak_flops(device, trainer.config.model.dtype)
-  return peak * trainer.mesh.devices.size if peak else None
-
-
 def stop_if_diverged(guard, ckpts, state=None):
   """Raise guard.NonFiniteError if the run diverged (and, given `state`, if it is not finite)."""
   stop = guard.stopped_at()
@@ -343,7 +330,7 @@ def run(config, workdir: str, devices=None, evaluator=None) -> RunResult:
 
   log = MetricsLog(workdir, is_main=is_main, total_steps=config.total_steps,
                    start_step=start_step)
-  peak_flops = run_peak_flops(programs)
+  peak_flops = hardware.combined_peak_flops(programs.mesh.devices.flat, config.model.dtype)
   preemption = checkpoint.Preemption(ckpts.manager)
   guard = guard_lib.Guard(config.skip_nonfinite_updates, programs.replicated)
   profiler = profiling.Profiler(config, workdir)

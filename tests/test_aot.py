@@ -19,6 +19,7 @@ import pytest
 from layerlock_jax import aot
 from layerlock_jax import config_loading
 from layerlock_jax import flops
+from layerlock_jax import hardware
 from layerlock_jax import train
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -118,11 +119,11 @@ def test_fit_verdict_uses_the_accelerator_memory_table():
   gib = aot.GIB
   expected = {"v4": 32, "v5e": 16, "v5p": 95, "h100": 80, "h200": 141}
   for name, hbm in expected.items():
-    assert aot.ACCELERATORS[name][0] == hbm
+    assert hardware.HBM_GIB[hardware.ACCELERATORS[name]] == hbm
     assert aot.fits(int(hbm * gib * 0.95), name, 0.05)
     assert not aot.fits(int(hbm * gib * 0.95) + 1, name, 0.05)
     assert aot.fits(hbm * gib, name, 0.0)
-    assert flops.PEAK_FLOPS[aot.ACCELERATORS[name][1]]["bfloat16"] > 1e14
+    assert hardware.PEAK_FLOPS[hardware.ACCELERATORS[name]]["bfloat16"] > 1e14
 
 
 def test_replicated_parameters_are_reported():
