@@ -25,6 +25,7 @@ import pytest
 from layerlock_jax import checkpoint
 from layerlock_jax import checkpoint_params
 from layerlock_jax import config_loading
+from layerlock_jax import state as state_lib
 from layerlock_jax import train
 from layerlock_jax.data import pipeline
 
@@ -123,7 +124,12 @@ def test_round_trip_is_bit_exact_with_shardings_and_data_position(tmp_path):
                                        process_index=0, process_count=1)
   restored = checkpoint.restore(str(tmp_path), train.StagePrograms(config, one_device()), fresh)
   assert restored.step == 3 and restored.spec == spec and restored.progress == progress
-  assert leaves_equal(restored.state, state)
+  assert leaves_equal(restored.state.checkpointed(), state.checkpointed())
+  # The seed is not saved (the state's was moved off config.seed above): it is the config's.
+  assert int(state.seed) != config.seed and int(restored.state.seed) == config.seed
+  saved = checkpoint.Checkpoints(str(tmp_path / checkpoint.CHECKPOINTS), config, read_only=True)
+  assert set(saved.manager.item_metadata(3)["state"]) == set(state_lib.CHECKPOINTED)
+  saved.manager.close()
   want = jax.tree.leaves(trainer.state_shardings(spec))
   assert [x.sharding for x in jax.tree.leaves(restored.state)] == want
   assert isinstance(restored.state.step, jax.Array) and int(restored.state.step) == 7
