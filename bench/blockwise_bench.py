@@ -3,8 +3,8 @@ r"""Blockwise SSL step cost and activation memory: concurrent (and sequential) a
   python bench/blockwise_bench.py [--config=configs/blockwise_deit_tiny.py] [--out=F.json]
   python bench/blockwise_bench.py --config=configs/blockwise_tiny.py --config.batch_size=16
 
-Variants of one config, each the compiled step of layerlock_jax.train.Trainer (the program that
-trains, not a re-implementation):
+Variants of one config, each the compiled step of layerlock_jax.train.StagePrograms (the program
+that trains, not a re-implementation):
   mae             plain video MAE: the same encoder, ONE decoder after the last block
   e2e             end-to-end with every block's decoder attached for measurement (the reference)
   concurrent      every block trained by its local loss, detached block inputs
@@ -28,7 +28,6 @@ import sys
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
 from ml_collections import config_flags
 
 from layerlock_jax import bench
@@ -71,15 +70,11 @@ def variant_config(config, name: str, *, remat: str | None = None, unroll: bool 
 
 
 def compile_step(config, frozen_layers: int):
-  """(compiled step, trainer, state, video) of the Trainer's step at a stage."""
-  trainer = train.Trainer(config)
+  """(compiled step, trainer, state, video) of the StagePrograms' step at a stage."""
+  trainer = train.StagePrograms(config)
   full = bench.init_params(trainer)
   spec = state_lib.stage_spec(config, frozen_layers, "bench")
-  params, frozen = state_lib.partition(full, spec)
-  st = state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
-                            opt_state=trainer.tx.init(params))
-  st = jax.device_put(jax.tree.map(lambda x: jnp.array(x, copy=True), st),
-                      trainer.state_shardings(spec))
+  st = bench.fresh_state(trainer, full, spec)
   video = jax.device_put(bench.random_video(config), trainer.video_sharding)
   before = trainer.compile_seconds
   compiled = trainer.step_fn(spec, st, video)

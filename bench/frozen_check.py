@@ -17,7 +17,6 @@ import numpy as np
 from ml_collections import config_flags
 
 from layerlock_jax import checkpoint
-from layerlock_jax import state as state_lib
 from layerlock_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config file.")
@@ -26,11 +25,11 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.")
 
 def main(_):
   config = _CONFIG.value
-  trainer = train.Trainer(config, jax.devices()[:1])
+  trainer = train.StagePrograms(config, jax.devices()[:1])
   directory = os.path.join(_WORKDIR.value, "checkpoints")
   steps = sorted(int(s) for s in os.listdir(directory) if s.isdigit())
   last = checkpoint.restore(os.path.join(directory, str(steps[-1])), trainer)
-  last_full = jax.device_get(state_lib.merge(last.state.params, last.state.frozen))
+  last_full = jax.device_get(last.state.full_params())
   print(f"last checkpoint: step {last.step}, {last.spec.frozen_layers} frozen blocks")
   ok = True
   for step in steps[:-1]:
@@ -41,7 +40,7 @@ def main(_):
       print(f"step {step}: nothing frozen yet")
       continue
     earlier = checkpoint.restore(os.path.join(directory, str(step)), trainer)
-    full = jax.device_get(state_lib.merge(earlier.state.params, earlier.state.frozen))
+    full = jax.device_get(earlier.state.full_params())
     same_blocks = all(np.array_equal(np.asarray(a)[:k], np.asarray(b)[:k]) for a, b in zip(
         jax.tree.leaves(full["encoder"]), jax.tree.leaves(last_full["encoder"]), strict=True))
     same_embed = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(

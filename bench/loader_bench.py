@@ -128,7 +128,7 @@ def main(argv):
       print(f"loader {name}: {line}")
 
     # The step alone, on a fixed batch already on the device.
-    trainer = train.Trainer(config)
+    trainer = train.StagePrograms(config)
     spec = trainer.spec_at(0)
     state = trainer.init_state(spec)
     video_np = np.random.default_rng(0).integers(

@@ -69,7 +69,7 @@ def run_sweeps(config, settings: Settings, *, log=print) -> dict:
     return group_variants
 
   log(f"[base] width {config.model.width} x depth {depth}, batch {config.batch_size}")
-  base_trainer = train.Trainer(config)
+  base_trainer = train.StagePrograms(config)
   full = init_params(base_trainer)
   base = build_variant("base", "config", config, trainer=base_trainer, full_params=full,
                        peak=peak)
@@ -80,7 +80,7 @@ def run_sweeps(config, settings: Settings, *, log=print) -> dict:
     for target in ("pixel", "latent"):
       log(f"[freeze] target={target} k={list(ks)}")
       c = with_overrides(config, layerlock__enabled=True, layerlock__target=target)
-      trainer = train.Trainer(c)
+      trainer = train.StagePrograms(c)
       # k=0 is the same program as the base step (no frozen block, pixel loss only): re-time
       # it here as the reference of this group's savings, for the latent rows too.
       variants = [base.clone(f"freeze_{target}", "k=0")] if 0 in ks else []

@@ -174,7 +174,7 @@ def step_rate(config, steps: int) -> float:
   import numpy as np  # pylint: disable=g-import-not-at-top
   from layerlock_jax import train  # pylint: disable=g-import-not-at-top
   from layerlock_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  trainer = train.Trainer(config)
+  trainer = train.StagePrograms(config)
   spec = trainer.spec_at(0)
   state = trainer.init_state(spec)
   d = config.data

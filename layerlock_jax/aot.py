@@ -5,8 +5,8 @@
       --accelerator=h100 --stages=all --json=/tmp/plan.json
 
 What it does: fakes `--num_devices` CPU devices on this machine, builds the run's mesh and
-shardings exactly as training does (layerlock_jax.train.Trainer), describes the train state with
-`jax.eval_shape` + `ShapeDtypeStruct(..., sharding=...)` (no parameter is ever allocated), and
+shardings exactly as training does (layerlock_jax.train.StagePrograms), describes the train state
+with `jax.eval_shape` + `ShapeDtypeStruct(..., sharding=...)` (no parameter is ever allocated), and
 ahead-of-time compiles the real train step of each freeze stage for that mesh. XLA's
 `memory_analysis()` of the partitioned program is per device, which is the number that has to fit.
 
@@ -34,16 +34,8 @@ import math
 import sys
 import time
 
-# HBM per device (GiB) and the FLOPs-table key of each accelerator the plan knows.
-ACCELERATORS = {
-    "v4": (32, "tpu v4"),
-    "v5e": (16, "tpu v5e"),
-    "v5p": (95, "tpu v5p"),
-    "v6e": (32, "tpu v6e"),
-    "h100": (80, "nvidia h100 sxm"),
-    "h200": (141, "nvidia h200"),
-}
-GIB = 1024 ** 3
+from layerlock_jax import hardware
+from layerlock_jax.hardware import ACCELERATORS, GIB
 
 
 @dataclasses.dataclass
@@ -122,7 +114,7 @@ def plan_stage(trainer, spec) -> StagePlan:
   state = trainer.abstract_state(spec)
   video = abstract_video(trainer)
   start = time.perf_counter()
-  # The very program training runs: same function, shardings and donation (Trainer.step_fn).
+  # The very program training runs: same function, shardings and donation (StagePrograms.step_fn).
   compiled = trainer.step_fn(spec, state, video)
   seconds = time.perf_counter() - start
   mem = compiled.memory_analysis()
@@ -165,7 +157,7 @@ def plan(config, devices=None, stages: str = "ends") -> dict:
   """The whole plan as a JSON-able dict (what the CLI prints and --json writes)."""
   from layerlock_jax import train  # pylint: disable=g-import-not-at-top
   from layerlock_jax.models import video_mae  # pylint: disable=g-import-not-at-top
-  trainer = train.Trainer(config, devices)
+  trainer = train.StagePrograms(config, devices)
   num_devices = trainer.mesh.devices.size
   replicated_bytes, largest = replicated_params(trainer)
   return {
@@ -185,15 +177,14 @@ def plan(config, devices=None, stages: str = "ends") -> dict:
 
 
 def fits(total_bytes: int, accelerator: str, headroom: float) -> bool:
-  hbm_gib, _ = ACCELERATORS[accelerator]
-  return total_bytes <= hbm_gib * GIB * (1.0 - headroom)
+  return total_bytes <= hardware.HBM_GIB[ACCELERATORS[accelerator]] * GIB * (1.0 - headroom)
 
 
 def format_plan(result: dict, accelerator: str, headroom: float, config_name: str = "") -> str:
-  from layerlock_jax import flops  # pylint: disable=g-import-not-at-top
-  hbm_gib, flops_key = ACCELERATORS[accelerator]
+  kind = ACCELERATORS[accelerator]
+  hbm_gib = hardware.HBM_GIB[kind]
   dtype = "bfloat16" if result["dtype"] == "bfloat16" else "float32"
-  peak = flops.PEAK_FLOPS[flops_key][dtype]
+  peak = hardware.PEAK_FLOPS[kind][dtype]
   n = result["num_devices"]
   mesh = " x ".join(f"{k}={v}" for k, v in result["mesh"].items())
   gib = lambda b: f"{b / GIB:8.3f}"

@@ -1,7 +1,7 @@
 """The benchmarking library behind the commands of bench/ (bench/sweeps.py, freeze_bench.py, ...).
 
-For one config, in ONE process, it measures the compiled train step of layerlock_jax.train.Trainer
-(the program training runs, not a re-implementation):
+For one config, in ONE process, it measures the compiled train step of
+layerlock_jax.train.StagePrograms (the program training runs, not a re-implementation):
   step time (median of timed steps after warm-up, each ended by jax.block_until_ready), clips/s,
   analytic FLOPs (layerlock_jax/flops.py), MFU, compiled memory per device (temp / argument /
   output bytes of `compiled.memory_analysis()`), compile time;
@@ -37,6 +37,7 @@ import numpy as np
 from layerlock_jax import config_defaults
 from layerlock_jax import config_loading
 from layerlock_jax import flops
+from layerlock_jax import hardware
 from layerlock_jax import state as state_lib
 from layerlock_jax import train
 
@@ -69,40 +70,37 @@ def random_video(config, seed: int = 0) -> np.ndarray:
       0, 256, (config.batch_size, d.num_frames, d.image_size, d.image_size, 3), dtype=np.uint8)
 
 
-def _fresh_state(trainer: train.Trainer, full_params, spec) -> state_lib.TrainState:
+def fresh_state(trainer: train.StagePrograms, full_params, spec) -> state_lib.TrainState:
   """The train state of `spec` from one full parameter tree, in the step's input shardings.
 
-  Cheaper than Trainer.init_state per stage (that compiles an init per spec). Every leaf is
+  Cheaper than StagePrograms.init_state per stage (that compiles an init per spec). Every leaf is
   COPIED: the compiled step donates its state, and a leaf shared with `full_params` (partition
   passes whole sub-trees through) would be deleted under the next variant built from it.
   """
-  params, frozen = state_lib.partition(full_params, spec)
-  st = state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
-                            opt_state=trainer.tx.init(params))
-  st = jax.tree.map(lambda x: jnp.array(x, copy=True), st)
+  st = jax.tree.map(lambda x: jnp.array(x, copy=True), trainer.new_state(full_params, spec))
   return jax.device_put(st, trainer.state_shardings(spec))
 
 
-def init_params(trainer: train.Trainer):
+def init_params(trainer: train.StagePrograms):
   return nn.unbox(jax.jit(trainer.model.init)(jax.random.key(trainer.config.seed)))
 
 
 def build_variant(group: str, name: str, config, frozen_layers: int = 0, *,
-                  trainer: train.Trainer | None = None, full_params=None,
+                  trainer: train.StagePrograms | None = None, full_params=None,
                   peak: dict | None = None) -> Variant:
-  """Compile the Trainer's step for (config, frozen_layers) and collect its static facts.
+  """Compile the StagePrograms' step for (config, frozen_layers) and collect its static facts.
 
   `trainer` / `full_params` may be shared between variants of one config (the freeze sweep):
   one model init instead of one per k. `peak` caches the MFU denominator per dtype.
   """
-  trainer = trainer or train.Trainer(config)
+  trainer = trainer or train.StagePrograms(config)
   if full_params is None:
     full_params = init_params(trainer)
   ll = config.layerlock
   latent = frozen_layers and ll.enabled and ll.target == "latent"
   target = f"block_{frozen_layers}" if latent else "pixels"
   spec = state_lib.stage_spec(config, frozen_layers, target)
-  st = _fresh_state(trainer, full_params, spec)
+  st = fresh_state(trainer, full_params, spec)
   video = jax.device_put(random_video(config), trainer.video_sharding)
   before = trainer.compile_seconds
   compiled = trainer.step_fn(spec, st, video)
@@ -131,12 +129,12 @@ def build_variant(group: str, name: str, config, frozen_layers: int = 0, *,
 
 
 def _peak(device, dtype: str, cache: dict | None) -> float | None:
-  """Datasheet peak on accelerators; on CPU what a large matmul achieves (flops.py explains)."""
+  """Datasheet peak on accelerators; on CPU what a large matmul achieves (hardware.py explains)."""
   cache = {} if cache is None else cache
   if dtype not in cache:
-    value = flops.device_peak_flops(device, dtype)
+    value = hardware.device_peak_flops(device, dtype)
     if value is None and device.platform == "cpu":
-      value = flops.measure_cpu_peak_flops(dtype, n=2048, repeats=10)
+      value = hardware.measure_cpu_peak_flops(dtype, n=2048, repeats=10)
     cache[dtype] = value
   return cache[dtype]
 
@@ -191,8 +189,8 @@ def finish_row(v: Variant) -> None:
   r["timed_steps"] = len(v.times)
   r["clips_per_s"] = r["batch"] / r["step_s"]
   if r.get("model_flops"):
-    r["mfu"] = flops.mfu(r["model_flops"], r["step_s"], r["devices"],
-                         r.get("peak_flops_per_device"))
+    peak = r.get("peak_flops_per_device")
+    r["mfu"] = hardware.mfu(r["model_flops"], r["step_s"], peak and peak * r["devices"])
     r["achieved_tflops"] = r["model_flops"] / r["step_s"] / 1e12
 
 

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 from layerlock_jax import masking
 from layerlock_jax import objectives
 from layerlock_jax import plan
+from layerlock_jax import state as state_lib
 
 def _layers(stack, lo: int, hi: int):
   """Layers lo..hi-1 of a stacked parameter tree (the gradient of a slice is zero outside it)."""
@@ -67,8 +68,7 @@ def local_losses(params, frozen, video, key, *, model, config, spec):
   n = len(bounds) - 1
   visible, masked, target = _mask_and_target(video, key, model=model, config=config)
 
-  embed = params["embed"] if "embed" in params else frozen["embed"]
-  tokens = model.embed(embed, video)
+  tokens = model.embed(state_lib.group(params, frozen, "embed"), video)
   if spec.frozen_layers:  # sequential, j >= 2: the embedding froze with segment 1
     tokens = jax.lax.stop_gradient(tokens)
   x = masking.gather_tokens(tokens, visible)

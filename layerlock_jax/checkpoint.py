@@ -7,16 +7,17 @@ Layout: `<workdir>/checkpoints/<step>/` holds three items, written by one Orbax 
   meta/       JSON: the freeze stage the state is split for, progress (train time, clips seen), the
               shape-determining config fields, the full config (for humans), the process count.
 Nothing else is needed to continue bit-exactly: the mask RNG is fold_in(seed, step) and the LR a
-function of the step, so RNG state is never saved.
+function of the step, so RNG state is never saved. The state's `seed` leaf is config.seed: it is
+left out of `state/` (TrainState.checkpointed) and set from the config on restore.
 
 Atomicity comes from Orbax: a step is written into `<step>.orbax-checkpoint-tmp-*` and renamed to
 `<step>` only once every item is complete, so a save killed at any point leaves no `<step>` directory
 and is never restored (leftover temporary directories are deleted when the manager starts).
 
 The state's tree depends on the stage (state.py: blocks move between `params` and `frozen`), so the
-stage is saved in `meta` and the restore target is `Trainer.abstract_state(saved_spec)`, whose
-leaves carry the CURRENT mesh's shardings: Orbax reads every shard it needs, which is what makes a
-checkpoint written on one device count / mesh shape resume on another.
+stage is saved in `meta` and the restore target is `StagePrograms.abstract_state(saved_spec)`,
+whose leaves carry the CURRENT mesh's shardings: Orbax reads every shard it needs, which is what
+makes a checkpoint written on one device count / mesh shape resume on another.
 
 Restore checks, cheapest first, before anything is compiled or overwritten:
   1. meta readable?                      no  -> corrupt: warn, move aside, try the previous step
@@ -46,6 +47,7 @@ import flax.linen as nn
 import grain
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
@@ -153,6 +155,14 @@ def tree_mismatch(saved_tree, target) -> list[str]:
   return out
 
 
+def with_seed(saved: dict, target: state_lib.TrainState, config) -> state_lib.TrainState:
+  """The restored fields (TrainState.checkpointed) as the target's TrainState, with the seed leaf
+  that is never saved: config.seed, placed like the target's (every process gives the same)."""
+  seed = jax.make_array_from_callback((), target.seed.sharding,
+                                      lambda _: np.asarray(config.seed, np.uint32))
+  return target.replace(**saved, seed=seed)
+
+
 def _brief(err: Exception) -> str:
   text = str(err).splitlines()[0] if str(err) else ""
   return f"{type(err).__name__}: {text[:300]}"
@@ -243,7 +253,7 @@ class Checkpoints:
     self._started = step
     try:
       saved = self.manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state),
+          state=ocp.args.StandardSave(state.checkpointed()),
           data_iter=grain.checkpoint.CheckpointSave(data_iter), meta=ocp.args.JsonSave(meta)))
       if wait:
         self.manager.wait_until_finished()
@@ -295,7 +305,7 @@ class Checkpoints:
     spec = spec_from_meta(meta)
     if not problems:
       saved_tree = self.manager.item_metadata(step)["state"]
-      problems = tree_mismatch(saved_tree, trainer.abstract_state(spec))
+      problems = tree_mismatch(saved_tree, trainer.abstract_state(spec).checkpointed())
     if problems:
       raise IncompatibleCheckpointError(
           f"{self.directory}/{step} was written for a different model; refusing to resume (nothing "
@@ -351,13 +361,13 @@ class Checkpoints:
   def _restore_arrays(self, step, target, data_iter, meta):
     count = jax.process_count()
     saved_count = int(meta.get("process_count", count))
-    args = {"state": ocp.args.StandardRestore(target)}
+    args = {"state": ocp.args.StandardRestore(target.checkpointed())}
     if saved_count == count:
       args["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
     restored = self.manager.restore(step, args=ocp.args.Composite(**args))
     if saved_count != count:
       data_iter.set_state(redeal_data_state(self._data_dir(step), saved_count, count))
-    return restored.state
+    return with_seed(restored.state, target, self.config)
 
   def _data_dir(self, step: int) -> str:
     return os.path.join(self.directory, str(step), "data_iter")
@@ -417,11 +427,13 @@ def restore(path: str, trainer, data_iter=None) -> Restored:
   ckpts = Checkpoints(directory, trainer.config, read_only=True)
   meta = ckpts.read_meta(step)
   spec = ckpts.check_compatible(step, meta, trainer)
-  args = {"state": ocp.args.StandardRestore(trainer.abstract_state(spec))}
+  target = trainer.abstract_state(spec)
+  args = {"state": ocp.args.StandardRestore(target.checkpointed())}
   if data_iter is not None:
     ckpts.check_resumable(step, meta)
     args["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
-  state = ckpts.manager.restore(step, args=ocp.args.Composite(**args)).state
+  state = with_seed(ckpts.manager.restore(step, args=ocp.args.Composite(**args)).state, target,
+                    trainer.config)
   ckpts.manager.close()
   return Restored(step, state, spec, _progress(meta), meta)
 

@@ -13,12 +13,10 @@ from typing import Optional
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from layerlock_jax import plan
 from layerlock_jax import state as state_lib
-from layerlock_jax import vjepa
 from layerlock_jax.checkpoint import (SHAPE_FIELDS, IncompatibleCheckpointError, diff_fields,
                                       get_field, open_manager, plain, resolve, shape_fields,
                                       spec_from_meta, tree_mismatch)
@@ -61,11 +59,7 @@ def init_from(path: str, trainer, spec: state_lib.StageSpec) -> state_lib.TrainS
                saved_spec.frozen_layers)
 
   def build(params, frozen):
-    full = state_lib.merge(params, frozen)
-    trainable, held = state_lib.partition(full, spec)
-    return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=trainable, frozen=held,
-                                opt_state=trainer.tx.init(trainable),
-                                teacher=vjepa.init_teacher(full, trainer.config))
+    return trainer.new_state(state_lib.merge(params, frozen), spec)
   return jax.jit(build, out_shardings=trainer.state_shardings(spec))(restored["params"],
                                                                       restored["frozen"])
 
@@ -166,9 +160,7 @@ def _init_from_imported(path: str, trainer, spec: state_lib.StageSpec) -> state_
       full["decoder"]["blocks"] = jax.tree.map(lambda x: x[model.encoder_depth:], encoder)
     if norm is not None:
       full["encoder_norm"] = norm
-    trainable, held = state_lib.partition(full, spec)
-    return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=trainable, frozen=held,
-                                opt_state=trainer.tx.init(trainable))
+    return trainer.new_state(full, spec)
   return jax.jit(build, out_shardings=trainer.state_shardings(spec))(
       jax.random.key(trainer.config.seed), source["embed"], source["encoder"],
       source.get("encoder_norm"))

@@ -55,7 +55,7 @@ def load_checkpoint_state(config, workdir: str, step: int | None = None):
   from layerlock_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from layerlock_jax import train  # pylint: disable=g-import-not-at-top
   path = workdir if step is None else os.path.join(workdir, checkpoint.CHECKPOINTS, str(step))
-  restored = checkpoint.restore(path, train.Trainer(config))
+  restored = checkpoint.restore(path, train.StagePrograms(config))
   return restored.step, restored.state
 
 

@@ -1,4 +1,4 @@
-"""Analytic FLOP model of one training step, and MFU.
+"""Analytic FLOP model of one training step (the MFU numerator; peaks and MFU: hardware.py).
 
 Why analytic: the encoder is a scanned stack, and XLA's `cost_analysis()` counts a rolled
 `lax.scan` body once. An XLA count of the real step therefore
@@ -34,67 +34,9 @@ What is counted (see `step_flops` for the per-term rules):
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import numpy as np
-
 from layerlock_jax import plan
-
-# Per-device peak FLOP/s, keyed by a canonical device name, then by dtype. A "device" is what JAX
-# calls one device: a chip on TPU v4 and later (megacore merges the two TensorCores), one GPU.
-#
-# dtype keys:
-#   "bfloat16"         dense tensor-core / MXU peak (float16 is the same on these parts).
-#   "float32"          float32 matmuls at JAX's DEFAULT precision, which rounds the inputs:
-#                      one bfloat16 pass on TPU, TF32 on NVIDIA Ampere and later (JAX "Matmul
-#                      precision" docs). So TPU float32 = bf16 peak, NVIDIA float32 = TF32 peak.
-#   "float32_highest"  float32 at Precision.HIGHEST: true IEEE fp32 (non-tensor-core) on NVIDIA;
-#                      on TPU about six bf16 passes, so bf16 peak / 6 (an approximation).
-# Sources: Google Cloud TPU system-architecture pages (v4 275, v5e 197, v5p 459, v6e 918 TFLOP/s
-# bf16 per chip); NVIDIA H100 SXM5 datasheet (989.4 bf16 dense, 494.7 TF32 dense, 66.9 fp32; the
-# datasheet's 1979 / 989 figures are with 2:4 sparsity); H200 has the same GH100 compute as H100
-# SXM (faster memory only); A100 SXM datasheet (312 bf16, 156 TF32, 19.5 fp32).
-_TPU_V4 = 275e12
-_TPU_V5E = 197e12
-_TPU_V5P = 459e12
-_TPU_V6E = 918e12
-_H100_SXM = {"bfloat16": 989.4e12, "float32": 494.7e12, "float32_highest": 66.9e12}
-PEAK_FLOPS: dict[str, dict[str, float]] = {
-    "tpu v4": {"bfloat16": _TPU_V4, "float32": _TPU_V4, "float32_highest": _TPU_V4 / 6},
-    "tpu v5e": {"bfloat16": _TPU_V5E, "float32": _TPU_V5E, "float32_highest": _TPU_V5E / 6},
-    "tpu v5p": {"bfloat16": _TPU_V5P, "float32": _TPU_V5P, "float32_highest": _TPU_V5P / 6},
-    "tpu v6e": {"bfloat16": _TPU_V6E, "float32": _TPU_V6E, "float32_highest": _TPU_V6E / 6},
-    "nvidia h100 sxm": dict(_H100_SXM),
-    "nvidia h200": dict(_H100_SXM),
-    "nvidia a100 sxm": {"bfloat16": 312e12, "float32": 156e12, "float32_highest": 19.5e12},
-}
-
-# jax `device.device_kind` strings (lower-cased) -> PEAK_FLOPS key. Matching is exact after
-# lower-casing: a substring match would give e.g. an H100 PCIe (756 TFLOP/s bf16) the SXM peak.
-_DEVICE_KIND_ALIASES = {
-    "tpu v4": "tpu v4",
-    "tpu v5 lite": "tpu v5e",
-    "tpu v5e": "tpu v5e",
-    "tpu v5litepod": "tpu v5e",
-    "tpu v5p": "tpu v5p",
-    "tpu v5": "tpu v5p",  # v5p chips report "TPU v5"
-    "tpu v6 lite": "tpu v6e",
-    "tpu v6e": "tpu v6e",
-    "nvidia h100 80gb hbm3": "nvidia h100 sxm",
-    "nvidia h100 sxm": "nvidia h100 sxm",
-    "nvidia h100": "nvidia h100 sxm",
-    "nvidia h200": "nvidia h200",
-    "nvidia h200 141gb hbm3e": "nvidia h200",
-    "nvidia a100-sxm4-80gb": "nvidia a100 sxm",
-    "nvidia a100-sxm4-40gb": "nvidia a100 sxm",
-}
-
-_DTYPE_ALIASES = {
-    "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "bfloat16", "fp16": "bfloat16",
-    "half": "bfloat16", "float32": "float32", "f32": "float32", "fp32": "float32",
-    "tf32": "float32", "float32_highest": "float32_highest",
-}
 
 # Remat policies (config.model.remat_policy, plan.options.REMAT_POLICIES) differ in which part of
 # a block's forward matmuls the backward pass recomputes. "dots_with_no_batch_dims_saveable" keeps
@@ -375,66 +317,3 @@ def _blockwise_step_flops(config: Any, k: int, batch: int) -> dict[str, int]:
                                      dec.mlp_dim, num_decoders)
   return _totals(patch_embed, encoder_trainable, encoder_frozen, decoder, heads, 0,
                  remat_recompute)
-
-
-def _normalise_dtype(dtype: Any) -> str:
-  # Strings pass through (they include names numpy lacks, e.g. "tf32"); dtype objects and scalar
-  # types such as jnp.bfloat16 are resolved through numpy, which knows ml_dtypes' bfloat16.
-  name = (dtype if isinstance(dtype, str) else np.dtype(dtype).name).lower()
-  if name not in _DTYPE_ALIASES:
-    raise ValueError(f"no peak FLOP/s figures for dtype {dtype!r}")
-  return _DTYPE_ALIASES[name]
-
-
-def device_peak_flops(device: Any, dtype: Any) -> float | None:
-  """Peak FLOP/s of one device for matmuls in `dtype`; None for device kinds not in PEAK_FLOPS.
-
-  `device` is a jax Device (its `device_kind` is used) or a device-kind string such as
-  "TPU v5 lite" or "NVIDIA H100 80GB HBM3"; matching ignores case and surrounding spaces.
-  """
-  kind = getattr(device, "device_kind", device)
-  key = _DEVICE_KIND_ALIASES.get(" ".join(str(kind).lower().split()))
-  if key is None:
-    return None
-  return PEAK_FLOPS[key][_normalise_dtype(dtype)]
-
-
-def measure_cpu_peak_flops(dtype: str = "float32", n: int = 1024, repeats: int = 5) -> float:
-  """Achieved FLOP/s of an n x n matmul on the default device: the MFU denominator on CPU.
-
-  CPUs have no meaningful datasheet peak for XLA (it depends on cores, SIMD width and the thread
-  pool), so the trainer measures what a large, well-shaped matmul achieves once at start-up and
-  treats that as 100%. The best of `repeats` timed runs is used, after one compile-and-warm-up
-  run. At the defaults this takes well under a second on two cores.
-  """
-  import jax  # Imported here so that the analytic model above stays importable without JAX.
-  import jax.numpy as jnp
-
-  # Host-built operands: generating them on device would cost an extra compile. The values do
-  # not matter for speed, and arguments (unlike closed-over constants) cannot be folded away.
-  a = jax.device_put(np.full((n, n), 0.5, dtype=jnp.dtype(dtype)))
-  b = jax.device_put(np.full((n, n), 0.25, dtype=jnp.dtype(dtype)))
-  matmul = jax.jit(jnp.matmul)
-  matmul(a, b).block_until_ready()
-  best = float("inf")
-  for _ in range(max(1, repeats)):
-    start = time.perf_counter()
-    matmul(a, b).block_until_ready()
-    best = min(best, time.perf_counter() - start)
-  return _matmul(n, n, n) / best
-
-
-def mfu(flops_per_step: float, step_time_s: float, num_devices: int,
-        peak_per_device: float | None) -> float:
-  """Model FLOPs utilisation: achieved FLOP/s over the devices' combined peak.
-
-  Returns NaN when the peak is unknown (None), so logging on an unlisted device does not crash.
-  """
-  if step_time_s <= 0 or num_devices < 1:
-    raise ValueError(f"need step_time_s > 0 and num_devices >= 1, got {step_time_s}, "
-                     f"{num_devices}")
-  if peak_per_device is None:
-    return float("nan")
-  if peak_per_device <= 0:
-    raise ValueError(f"peak_per_device must be positive, got {peak_per_device}")
-  return flops_per_step / (step_time_s * num_devices * peak_per_device)

@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 
+from layerlock_jax import hardware
+
 
 def _jsonable(value):
   if isinstance(value, (np.floating, float)):
@@ -78,7 +80,7 @@ class MetricsLog:
       if flops_per_step:
         record["achieved_flops_per_sec"] = flops_per_step * steps / dt
         if peak_flops:
-          record["mfu"] = record["achieved_flops_per_sec"] / peak_flops
+          record["mfu"] = hardware.mfu(flops_per_step * steps, dt, peak_flops)
     self._last_time, self._last_step = now, step
     if self.is_main:
       with open(self.path, "a") as f:

@@ -25,6 +25,7 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from layerlock_jax import plan
@@ -35,8 +36,19 @@ STACKED = "encoder"  # the one sub-tree that is cut by depth
 IDLE = "encoder_idle"  # frozen-tree key of the idle encoder suffix (blockwise sequential)
 
 
+# What a checkpoint holds of a TrainState: every field but `seed`, which is config.seed and is set
+# again on restore (checkpoint.py). The saved tree is therefore the same as before the seed joined
+# the state, and checkpoints written then restore unchanged.
+CHECKPOINTED = ("step", "params", "frozen", "opt_state", "teacher")
+
+
 @flax.struct.dataclass
 class TrainState:
+  """The state of one freeze stage: the full parameter tree cut into `params` and `frozen`.
+
+  Build it with `TrainState.create` (never field by field, so the split rule stays in one place);
+  `full_params()` is the inverse, `group(name)` one sub-tree wherever it sits.
+  """
   step: jax.Array          # int32 scalar: optimizer steps taken
   params: dict             # trainable parameters (the only tree the optimizer sees)
   frozen: dict             # parameters used but never updated at this stage
@@ -44,6 +56,41 @@ class TrainState:
   # V-JEPA's EMA teacher ({"embed", "encoder"}, vjepa.py): never differentiated, no optimizer
   # state. Empty for every other objective, which leaves their states and checkpoints unchanged.
   teacher: dict = flax.struct.field(default_factory=dict)
+  # uint32 scalar, the run's seed: every random draw of a step derives from it (train_step.py:
+  # key = fold_in(key(seed), step)). A leaf rather than a constant of the compiled program, so
+  # runs that differ only in their seed compile to the same program (one persistent-cache entry
+  # for a seed sweep).
+  seed: Any = None
+
+  @classmethod
+  def create(cls, full: dict, spec: StageSpec, *, seed, tx: optax.GradientTransformation = None,
+             opt_state=None, step=None, teacher=None) -> "TrainState":
+    """The state of stage `spec` at step 0 from the model's full parameter tree: `full` split by
+    `partition`, fresh optimizer state `tx.init(trainable)`, `teacher` (default none).
+
+    The same call describes trees whose leaves are not arrays (shardings, abstract arrays): pass
+    the matching `opt_state`, `step` and `seed` leaves instead of `tx` and integers.
+    """
+    params, frozen = partition(full, spec)
+    if opt_state is None:
+      opt_state = tx.init(params)
+    if isinstance(seed, (int, np.integer)):
+      seed = np.asarray(seed, np.uint32)
+    return cls(step=np.zeros((), np.int32) if step is None else step, params=params,
+               frozen=frozen, opt_state=opt_state, teacher={} if teacher is None else teacher,
+               seed=seed)
+
+  def full_params(self) -> dict:
+    """The model's full parameter tree (one encoder stack), as the model's init returns it."""
+    return merge(self.params, self.frozen)
+
+  def group(self, name: str):
+    """The top-level sub-tree `name`, trainable or frozen at this stage."""
+    return group(self.params, self.frozen, name)
+
+  def checkpointed(self) -> dict:
+    """The fields a checkpoint saves (all but the seed; see CHECKPOINTED)."""
+    return {name: getattr(self, name) for name in CHECKPOINTED}
 
 
 def _is_sharding(x):
@@ -93,14 +140,32 @@ def partition(full: dict, spec: StageSpec) -> tuple[dict, dict]:
   return trainable, frozen
 
 
+def group(trainable: dict, frozen: dict, name: str):
+  """The top-level sub-tree `name` of a split parameter tree, whichever part holds it."""
+  return trainable[name] if name in trainable else frozen[name]
+
+
+def encoder_stacks(trainable: dict, frozen: dict) -> list:
+  """The encoder's stacked parts in depth order: frozen blocks 1..k, the trainable ones, then the
+  idle suffix (blockwise sequential: segments not trained yet)."""
+  return [tree[key] for tree, key in ((frozen, STACKED), (trainable, STACKED), (frozen, IDLE))
+          if key in tree]
+
+
+def encoder_stack(trainable: dict, frozen: dict):
+  """The whole encoder stack: its parts (`encoder_stacks`) concatenated along the layers axis."""
+  parts = encoder_stacks(trainable, frozen)
+  if len(parts) == 1:
+    return parts[0]
+  return jax.tree.map(lambda *a: jnp.concatenate(a, axis=0), *parts)
+
+
 def merge(trainable: dict, frozen: dict) -> dict:
-  """Inverse of `partition`: frozen encoder blocks, then trainable ones, then idle ones."""
+  """Inverse of `partition`: one tree, the encoder rejoined in depth order (`encoder_stack`)."""
   full = {**frozen, **trainable}
   full.pop(IDLE, None)
-  parts = [tree[key] for tree, key in ((frozen, STACKED), (trainable, STACKED), (frozen, IDLE))
-           if key in tree]
-  if len(parts) > 1:
-    full[STACKED] = jax.tree.map(lambda *a: jnp.concatenate(a, axis=0), *parts)
+  if encoder_stacks(trainable, frozen):
+    full[STACKED] = encoder_stack(trainable, frozen)
   for name in plan.PER_SEGMENT_GROUPS:
     if name in frozen and name in trainable:
       full[name] = {**frozen[name], **trainable[name]}
@@ -154,8 +219,7 @@ def resplit(state: TrainState, spec: StageSpec, tx: optax.GradientTransformation
   """Move the freeze boundary (and sub-models between groups) to `spec`; pure, jittable."""
   old_start = stack_depth(state.frozen.get(STACKED, {}))
   old_layers = (old_start, old_start + stack_depth(state.params[STACKED]))
-  full = merge(state.params, state.frozen)
-  params, frozen = partition(full, spec)
+  params, frozen = partition(state.full_params(), spec)
   new_layers = (spec.frozen_layers, spec.frozen_layers + stack_depth(params[STACKED]))
   opt_state = transfer_opt_state(state.opt_state, tx.init(params), old_layers, new_layers)
   return state.replace(params=params, frozen=frozen, opt_state=opt_state)

@@ -22,8 +22,6 @@ import time
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 from layerlock_jax import checkpoint
 from layerlock_jax import checkpoint_params
@@ -32,6 +30,7 @@ from layerlock_jax import distributed
 from layerlock_jax import flops
 from layerlock_jax import freeze_trigger
 from layerlock_jax import guard as guard_lib
+from layerlock_jax import hardware
 from layerlock_jax import optimizer as optim
 from layerlock_jax import profiling
 from layerlock_jax import schedule
@@ -58,11 +57,16 @@ class RunResult:
   compile_seconds: float
   start_step: int = 0         # > 0 when the run resumed from a checkpoint
   preempted: bool = False     # stopped early by SIGTERM / a preemption notice (checkpoint saved)
-  programs: list = dataclasses.field(default_factory=list)  # Trainer.programs
+  programs: list = dataclasses.field(default_factory=list)  # StagePrograms.stats
 
 
-class Trainer:
-  """Everything derived from the config once: model, schedules, optimizer, mesh and shardings."""
+class StagePrograms:
+  """The compiled programs of a run, one set per freeze stage, and what they are built from.
+
+  Everything derived from the config once (model, freeze table, schedules, optimizer, mesh and
+  shardings), the train state's constructors in the run's layout, and the per-stage programs:
+  init, resplit and step, each compiled once (ahead of time when it helps) and cached.
+  """
 
   def __init__(self, config, devices=None):
     self.config = config
@@ -84,15 +88,12 @@ class Trainer:
     self.boxed_abstract = jax.eval_shape(self.model.init, jax.random.key(config.seed))
     self.abstract_params = nn.unbox(self.boxed_abstract)
     self.param_shardings = sharding.param_shardings(self.boxed_abstract, self.mesh, self.rules)
-    # The seed enters the step as an argument, not a constant (see make_train_step).
-    self.seed = jax.make_array_from_callback((), self.replicated,
-                                             lambda _: np.uint32(config.seed))
     self._step_fns = {}
     self._resplit_fns = {}
     self._ahead = compilation.AheadCompiler()
     self.compile_seconds = 0.0
     # One row per compiled stage program: what it costs (analytic FLOPs, compiled buffer sizes).
-    self.programs: list[dict] = []
+    self.stats: list[dict] = []
 
   def _build_schedule(self):
     """Freeze table, LR schedule and optimizer. The LR's mini-warmups sit at the table's target
@@ -128,23 +129,24 @@ class Trainer:
     stage = self.table[schedule.stage_index_at(self.table, step)]
     return state_lib.stage_spec(self.config, stage.frozen_layers, stage.target)
 
+  def new_state(self, full, spec) -> state_lib.TrainState:
+    """The step-0 state of `spec` from full parameters (arrays, or abstract ones under
+    eval_shape): this run's optimizer, seed and teacher."""
+    return state_lib.TrainState.create(full, spec, seed=self.config.seed, tx=self.tx,
+                                       teacher=vjepa.init_teacher(full, self.config))
+
   def state_shardings(self, spec):
-    params_sh, frozen_sh = state_lib.partition(self.param_shardings, spec)
+    params_sh, _ = state_lib.partition(self.param_shardings, spec)
     abstract_trainable = jax.eval_shape(lambda p: state_lib.partition(p, spec)[0],
                                         self.abstract_params)
     opt_sh = sharding.opt_state_shardings(self.tx, abstract_trainable, params_sh, self.mesh)
-    return state_lib.TrainState(step=self.replicated, params=params_sh, frozen=frozen_sh,
-                                opt_state=opt_sh,
-                                teacher=vjepa.init_teacher(self.param_shardings, self.config))
+    return state_lib.TrainState.create(
+        self.param_shardings, spec, opt_state=opt_sh, step=self.replicated, seed=self.replicated,
+        teacher=vjepa.init_teacher(self.param_shardings, self.config))
 
   def abstract_state(self, spec):
     """ShapeDtypeStructs (with shardings) of the train state at a stage: the restore target."""
-    def build(full):
-      params, frozen = state_lib.partition(full, spec)
-      return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
-                                  opt_state=self.tx.init(params),
-                                  teacher=vjepa.init_teacher(full, self.config))
-    shapes = jax.eval_shape(build, self.abstract_params)
+    shapes = jax.eval_shape(lambda full: self.new_state(full, spec), self.abstract_params)
     return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                         shapes, self.state_shardings(spec))
 
@@ -152,11 +154,7 @@ class Trainer:
   def init_state(self, spec) -> state_lib.TrainState:
     """Fresh parameters created directly in their sharded layout (never whole on one device)."""
     def build(key):
-      full = nn.unbox(self.model.init(key))
-      params, frozen = state_lib.partition(full, spec)
-      return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
-                                  opt_state=self.tx.init(params),
-                                  teacher=vjepa.init_teacher(full, self.config))
+      return self.new_state(nn.unbox(self.model.init(key)), spec)
     # Not under activation_sharding: init needs only the output shardings, and flax's
     # DenseGeneral init reshapes boxed kernels in a way that logical constraints reject.
     return jax.jit(build, out_shardings=self.state_shardings(spec))(
@@ -206,7 +204,7 @@ class Trainer:
       self._step_fns[spec] = compiled
       row = program_stats(compiled, spec, seconds, self.flops_per_step(spec))
       row.update(cache, ahead=ahead is not None, wait_seconds=wait)
-      self.programs.append(row)
+      self.stats.append(row)
     return self._step_fns[spec]
 
   def _compile_step(self, spec, state, video):
@@ -214,13 +212,13 @@ class Trainer:
     fn = step_lib.make_train_step(self.model, self.config, spec, self.tx,
                                   self.learning_rate_fn, self.latent_weight_fn)
     shardings = self.state_shardings(spec)
-    jitted = jax.jit(fn, in_shardings=(shardings, self.video_sharding, self.replicated),
+    jitted = jax.jit(fn, in_shardings=(shardings, self.video_sharding),
                      out_shardings=(shardings, self.replicated), donate_argnums=0)
     start, cpu, events = time.perf_counter(), time.process_time(), compilation.cache_events()
     with sharding.activation_sharding(self.mesh, self.rules):
-      lowered = jitted.lower(state, video, self.seed)
+      lowered = jitted.lower(state, video)
       lowered_at = time.perf_counter()
-      compiled = SeededStep(lowered.compile(), self.seed)  # on a cache hit: load + deserialise
+      compiled = lowered.compile()  # on a cache hit: load + deserialise
     # Process CPU seconds: robust to a loaded machine, but it also counts whatever else the
     # process did meanwhile (training steps, when this runs ahead on a background thread).
     cache = {"cache": compilation.cache_outcome(events, compilation.cache_events()),
@@ -255,20 +253,6 @@ class Trainer:
     return len(self._step_fns)
 
 
-class SeededStep:
-  """A compiled stage step called as `(state, video)`: the seed argument is bound here. Other
-  attributes (memory_analysis, cost_analysis, as_text, ...) are the compiled program's."""
-
-  def __init__(self, compiled, seed):
-    self.compiled, self.seed = compiled, seed
-
-  def __call__(self, state, video):
-    return self.compiled(state, video, self.seed)
-
-  def __getattr__(self, name):
-    return getattr(self.compiled, name)
-
-
 def program_stats(compiled, spec, compile_seconds: float, model_flops: float) -> dict:
   """A compiled stage program's costs: analytic model FLOPs per step and the per-device buffer
   sizes XLA assigned (temp = activations and scratch live during the step). Bytes are None where
@@ -279,20 +263,6 @@ def program_stats(compiled, spec, compile_seconds: float, model_flops: float) ->
   for key in ("temp", "argument", "output", "alias"):
     row[f"{key}_bytes"] = int(getattr(mem, f"{key}_size_in_bytes")) if mem else None
   return row
-
-
-def run_peak_flops(trainer) -> float | None:
-  """Combined peak FLOP/s of the run's devices (the MFU denominator).
-
-  Accelerators: the datasheet figure per device (flops.PEAK_FLOPS) times the device count. CPU:
-  there is no meaningful datasheet peak for XLA, so a large matmul is measured once now; forced
-  CPU "devices" share the same cores, so that figure is the total, not a per-device one.
-  """
-  device = trainer.mesh.devices.flat[0]
-  if device.platform == "cpu":
-    return flops.measure_cpu_peak_flops(trainer.config.model.dtype)
-  peak = flops.device_peak_flops(device, trainer.config.model.dtype)
-  return peak * trainer.mesh.devices.size if peak else None
 
 
 def stop_if_diverged(guard, ckpts, state=None):
@@ -314,7 +284,7 @@ def run(config, workdir: str, devices=None, evaluator=None) -> RunResult:
   """Train `config` in `workdir` (the main job of `python -m layerlock_jax.main`).
 
   Rerunning the same command on the same workdir resumes from its latest complete checkpoint.
-  evaluator: the in-training evaluation, called as `evaluator(trainer, state, step) -> metrics`
+  evaluator: the in-training evaluation, called as `evaluator(programs, state, step) -> metrics`
   every config.eval_every steps and at the end. The caller builds it from the config (main.py
   passes evaluation.periodic's), so the loop itself imports no evaluation code; None with
   eval_every > 0 logs that no evaluation will run.
@@ -323,11 +293,11 @@ def run(config, workdir: str, devices=None, evaluator=None) -> RunResult:
   os.makedirs(workdir, exist_ok=True)
 
   note("mesh")
-  trainer = Trainer(config, devices)
-  note("mesh %s over %d devices; rules preset %r", dict(trainer.mesh.shape),
-       trainer.mesh.devices.size, config.mesh.preset)
-  logging.info("freeze schedule:\n%s", schedule.format_table(trainer.table, config.total_steps))
-  logging.info("parameters: %s", f"{video_mae.count_params(trainer.boxed_abstract):,}")
+  programs = StagePrograms(config, devices)
+  note("mesh %s over %d devices; rules preset %r", dict(programs.mesh.shape),
+       programs.mesh.devices.size, config.mesh.preset)
+  logging.info("freeze schedule:\n%s", schedule.format_table(programs.table, config.total_steps))
+  logging.info("parameters: %s", f"{video_mae.count_params(programs.boxed_abstract):,}")
 
   note("data")
   data_iter = pipeline.make_train_iterator(
@@ -339,30 +309,30 @@ def run(config, workdir: str, devices=None, evaluator=None) -> RunResult:
   note("init or restore")
   ckpts = checkpoint.Checkpoints.in_workdir(workdir, config)
   try:
-    restored = ckpts.restore_latest(trainer, data_iter)
+    restored = ckpts.restore_latest(programs, data_iter)
   except Exception:
     ckpts.close()
     raise
   if restored is not None:
     start_step, state, spec, progress = (restored.step, restored.state, restored.spec,
                                          restored.progress)
-    trainer.restore_trigger(progress.trigger)
+    programs.restore_trigger(progress.trigger)
     if config.init_from:
       logging.info("init_from ignored: resuming this workdir's own checkpoint")
   else:
-    start_step, spec, progress = 0, trainer.spec_at(0), checkpoint.Progress()
+    start_step, spec, progress = 0, programs.spec_at(0), checkpoint.Progress()
     if config.init_from:
-      state = checkpoint_params.init_from(config.init_from, trainer, spec)
+      state = checkpoint_params.init_from(config.init_from, programs, spec)
     else:
-      state = trainer.init_state(spec)
+      state = programs.init_state(spec)
   if is_main:
     write_config(config, workdir)
 
   log = MetricsLog(workdir, is_main=is_main, total_steps=config.total_steps,
                    start_step=start_step)
-  peak_flops = run_peak_flops(trainer)
+  peak_flops = hardware.combined_peak_flops(programs.mesh.devices.flat, config.model.dtype)
   preemption = checkpoint.Preemption(ckpts.manager)
-  guard = guard_lib.Guard(config.skip_nonfinite_updates, trainer.replicated)
+  guard = guard_lib.Guard(config.skip_nonfinite_updates, programs.replicated)
   profiler = profiling.Profiler(config, workdir)
 
   def save(done, state, spec, *, wait=False):
@@ -375,25 +345,25 @@ def run(config, workdir: str, devices=None, evaluator=None) -> RunResult:
                     "evaluation", config.eval_every)
   compile_ahead = config.precompile_next_stage
   if compile_ahead is None:
-    compile_ahead = compilation.ahead_helps(trainer.mesh.devices.flat[0].platform)
+    compile_ahead = compilation.ahead_helps(programs.mesh.devices.flat[0].platform)
   note("training from step %d", start_step)
   last, preempted = {}, False
   try:
     clock = time.perf_counter()
     for step in range(start_step, config.total_steps):
-      new_spec = trainer.spec_at(step)
+      new_spec = programs.spec_at(step)
       if new_spec != spec:
         note("step %d: freezing %d blocks, target %s", step, new_spec.frozen_layers,
              new_spec.target)
-        state = trainer.resplit(state, new_spec, from_spec=spec)
+        state = programs.resplit(state, new_spec, from_spec=spec)
         spec = new_spec
       batch = next(data_iter)
-      video = pipeline.global_batch({"video": batch["video"]}, trainer.video_sharding)["video"]
-      fresh = spec not in trainer._step_fns  # pylint: disable=protected-access
-      step_fn = trainer.step_fn(spec, state, video)
+      video = pipeline.global_batch({"video": batch["video"]}, programs.video_sharding)["video"]
+      fresh = spec not in programs._step_fns  # pylint: disable=protected-access
+      step_fn = programs.step_fn(spec, state, video)
       if fresh:
         if compile_ahead:  # the next stage compiles while this one trains
-          trainer.compile_next_stage(step, spec, video)
+          programs.compile_next_stage(step, spec, video)
         log.reset_clock(step)
         clock = time.perf_counter()  # compiling is not training time
       profiler.before_step(step + 1)
@@ -402,9 +372,9 @@ def run(config, workdir: str, devices=None, evaluator=None) -> RunResult:
       guard.observe(metrics, done)
       profiler.after_step(done, state)
       progress.clips_seen += config.batch_size
-      if trainer.trigger is not None:
-        trainer.check_convergence(done, metrics)
-        progress.trigger = trainer.trigger.state.to_json()
+      if programs.trigger is not None:
+        programs.check_convergence(done, metrics)
+        progress.trigger = programs.trigger.state.to_json()
       if done % config.log_every == 0 or done == config.total_steps:
         metrics = jax.device_get(metrics)  # waits for the step: the time up to here was training
         now = time.perf_counter()
@@ -414,15 +384,15 @@ def run(config, workdir: str, devices=None, evaluator=None) -> RunResult:
                        clips_seen=progress.clips_seen, train_seconds=progress.train_seconds,
                        **pipeline.bad_input_metrics(),
                        **mixture.clip_counts(config.data, progress.clips_seen))
-        if trainer.trigger is not None:
-          metrics["freeze_signal"] = trainer.trigger.state.last_signal
+        if programs.trigger is not None:
+          metrics["freeze_signal"] = programs.trigger.state.last_signal
         last = log.write(done, metrics, batch_size=config.batch_size, peak_flops=peak_flops,
-                         flops_per_step=trainer.flops_per_step(spec))
+                         flops_per_step=programs.flops_per_step(spec))
         stop_if_diverged(guard, ckpts)  # after logging: the bad step's row is in metrics.jsonl
       if evaluator and config.eval_every and (done % config.eval_every == 0
                                               or done == config.total_steps):
         progress.train_seconds += time.perf_counter() - clock
-        eval_metrics = evaluator(trainer, state, done)
+        eval_metrics = evaluator(programs, state, done)
         if eval_metrics:
           log.write(done, eval_metrics, batch_size=config.batch_size)
         clock = time.perf_counter()  # evaluating is not training time
@@ -450,21 +420,21 @@ def run(config, workdir: str, devices=None, evaluator=None) -> RunResult:
   if preempted or start_step >= config.total_steps:
     if start_step >= config.total_steps:
       note("nothing to do: the checkpoint is at step %d of %d", start_step, config.total_steps)
-    return RunResult(state, last, trainer.compiles, trainer.compile_seconds,
-                     start_step=start_step, preempted=preempted, programs=trainer.programs)
+    return RunResult(state, last, programs.compiles, programs.compile_seconds,
+                     start_step=start_step, preempted=preempted, programs=programs.stats)
   note("done: %d steps, %d compiled stages, %.1fs compiling", config.total_steps,
-       trainer.compiles, trainer.compile_seconds)
+       programs.compiles, programs.compile_seconds)
   collapsed = step_lib.looks_collapsed(last)
   if collapsed:
     logging.warning("final feature_spread %.3g < %.2g: the encoder's tokens are nearly all the "
                     "same vector (collapsed)", last["feature_spread"], step_lib.COLLAPSE_SPREAD)
   if is_main:
     with open(os.path.join(workdir, "summary.json"), "w") as f:
-      json.dump({"final": last, "collapsed": collapsed, "compiles": trainer.compiles,
-                 "compile_seconds": trainer.compile_seconds, "resumed_from": start_step,
+      json.dump({"final": last, "collapsed": collapsed, "compiles": programs.compiles,
+                 "compile_seconds": programs.compile_seconds, "resumed_from": start_step,
                  "compile_cache_dir": jax.config.jax_compilation_cache_dir,
                  "precompile_next_stage": compile_ahead,
-                 "programs": trainer.programs,
-                 "freeze_table": [dataclasses.asdict(s) for s in trainer.table]}, f, indent=2)
-  return RunResult(state, last, trainer.compiles, trainer.compile_seconds, start_step=start_step,
-                   programs=trainer.programs)
+                 "programs": programs.stats,
+                 "freeze_table": [dataclasses.asdict(s) for s in programs.table]}, f, indent=2)
+  return RunResult(state, last, programs.compiles, programs.compile_seconds, start_step=start_step,
+                   programs=programs.stats)

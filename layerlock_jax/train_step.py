@@ -207,14 +207,11 @@ def accumulate(grad_fn, num_micro: int):
 
 def make_train_step(model, config, spec: StageSpec, tx: optax.GradientTransformation,
                     learning_rate_fn, latent_weight_fn=None):
-  """The (unjitted) pure step function for one stage: `(state, video[, seed]) -> (state,
-  metrics)`.
+  """The (unjitted) pure step function for one stage: `(state, video) -> (state, metrics)`.
 
-  The random key of a step is fold_in(key(seed), step), and clip r of the global batch draws from
-  fold_in(that, r). `seed` (a uint32 scalar) defaults to config.seed baked in as a constant; the
-  Trainer passes it as an argument instead, so that runs differing only in their seed compile to
-  the same program (one persistent-cache entry for a seed sweep) and get the same numbers either
-  way.
+  The random key of a step is fold_in(key(state.seed), state.step), and clip r of the global batch
+  draws from fold_in(that, r). The seed is read from the state, not baked in, so runs differing
+  only in their seed compile to the same program (one persistent-cache entry for a seed sweep).
 
   metrics["nonfinite"] is 1.0 when the loss or the gradient norm is NaN/inf (guard.py reads it).
   With config.skip_nonfinite_updates > 0 such a step leaves parameters and optimizer state as they
@@ -228,9 +225,8 @@ def make_train_step(model, config, spec: StageSpec, tx: optax.GradientTransforma
   track_layer_norms = bool(ll.enabled and ll.get("trigger", "schedule") == "convergence"
                            and not spec.regime)
 
-  def train_step(state: TrainState, video, seed=None):
-    seed = jnp.uint32(config.seed) if seed is None else seed
-    key = jax.random.fold_in(jax.random.key(seed), state.step)
+  def train_step(state: TrainState, video):
+    key = jax.random.fold_in(jax.random.key(state.seed), state.step)
     if vjepa.enabled(config):
       # V-JEPA's multi-block masks come from one key per batch (not per clip), so its step runs
       # unsplit; config validation refuses grad_accum_steps > 1 with it.

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 from layerlock_jax import masking
 from layerlock_jax import objectives
 from layerlock_jax import plan
+from layerlock_jax import state as state_lib
 
 TEACHER_GROUPS = ("embed", "encoder")  # what the teacher holds: the student's encoder, unsplit
 
@@ -64,23 +65,11 @@ def momentum(config, step):
   return jnp.float32(vj.ema_start) + (jnp.float32(vj.ema_end) - jnp.float32(vj.ema_start)) * frac
 
 
-def _group(params, frozen, name):
-  return params[name] if name in params else frozen[name]
-
-
-def _student_encoder(params, frozen):
-  """The student's whole encoder stack: frozen blocks 1..k, then the trainable ones."""
-  if "encoder" not in frozen:
-    return params["encoder"]
-  return jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=0), frozen["encoder"],
-                      params["encoder"])
-
-
 def ema_update(teacher, params, frozen, m, *, frozen_layers: int, copy_frozen: bool):
   """teacher <- m * teacher + (1 - m) * student, leaf by leaf; with `copy_frozen` the frozen
   student blocks 1..k (and the embedding when k >= 1) are copied in instead."""
   ema = lambda t, s: m * t + (1.0 - m) * s
-  student = {"embed": _group(params, frozen, "embed"), "encoder": _student_encoder(params, frozen)}
+  student = {"embed": state_lib.group(params, frozen, "embed"), "encoder": state_lib.encoder_stack(params, frozen)}
   new = jax.tree.map(ema, teacher, student)
   k = frozen_layers
   if copy_frozen and k:
@@ -110,7 +99,7 @@ def targets(teacher, params, frozen, tokens, video, *, model, config, spec):
     out = jax.lax.stop_gradient(out)
   else:
     # The ablation: the student's own blocks, differentiated (remat: they are trained through).
-    stack = jax.tree.map(lambda a: a[:layer], _student_encoder(params, frozen))
+    stack = jax.tree.map(lambda a: a[:layer], state_lib.encoder_stack(params, frozen))
     out = model.run_stack(stack, tokens, all_ids, remat=True)
   return objectives.normalize_latent(out, "layernorm")
 
@@ -120,7 +109,7 @@ def predict(params, frozen, video, context_ids, target_ids, *, model, spec):
   predicted features (B, M, D)). The encoder runs on the context tokens only; the predictor gets
   those plus mask tokens at `target_ids`."""
   k = spec.frozen_layers
-  tokens = model.embed(_group(params, frozen, "embed"), video)
+  tokens = model.embed(state_lib.group(params, frozen, "embed"), video)
   if k:
     tokens = jax.lax.stop_gradient(tokens)
   x = masking.gather_tokens(tokens, context_ids)

@@ -191,9 +191,7 @@ def test_e2e_only_the_last_loss_reaches_the_encoder():
 
 
 def make_state(config, params, tx, spec):
-  trainable, frozen = state_lib.partition(params, spec)
-  return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=trainable, frozen=frozen,
-                              opt_state=tx.init(trainable))
+  return state_lib.TrainState.create(params, spec, seed=config.seed, tx=tx)
 
 
 @pytest.mark.slow
@@ -372,12 +370,13 @@ def test_opt_state_moments_follow_layers_not_shapes():
 
 @pytest.mark.slow
 def test_sequential_run_freezes_finished_segments_and_leaves_idle_ones_alone():
-  """Through train.Trainer (the real stage loop pieces): bit-identical finished and idle blocks."""
+  """Through train.StagePrograms (the real stage loop pieces): bit-identical finished and idle
+  blocks."""
   config = small_config("sequential", **{"total_steps": 9})
-  trainer = train.Trainer(config, devices=jax.devices()[:1])
+  trainer = train.StagePrograms(config, devices=jax.devices()[:1])
   spec = trainer.spec_at(0)
   state = trainer.init_state(spec)
-  host = lambda s: jax.tree.map(np.array, state_lib.merge(s.params, s.frozen))  # steps donate
+  host = lambda s: jax.tree.map(np.array, s.full_params())  # steps donate
   start = host(state)
   bounds = (0,) + BOUNDS
   snapshots = {}

@@ -123,9 +123,7 @@ def test_features_of_a_split_train_state_equal_those_of_the_full_tree(config, pa
   # A TrainState with block 1 frozen holds the encoder in two stacks; the extractor must chain
   # them in depth order (frozen first), exactly like the merged tree.
   spec = state_lib.StageSpec(frozen_layers=1)
-  trainable, frozen = state_lib.partition(params, spec)
-  ts = state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=trainable, frozen=frozen,
-                            opt_state=())
+  ts = state_lib.TrainState.create(params, spec, seed=0, opt_state=())
   extractor = features_lib.FeatureExtractor(config, batch_size=16)
   a = extractor(params, data.test_videos[:16])
   b = extractor(ts, data.test_videos[:16])
@@ -217,7 +215,7 @@ def test_evaluation_is_identical_across_two_runs_with_one_seed(config, params, d
 
 
 # ------------------------------------------------------------------------------------------------
-# Periodic (in-training) evaluation on a Trainer's sharded, split state.
+# Periodic (in-training) evaluation on a StagePrograms' sharded, split state.
 # ------------------------------------------------------------------------------------------------
 
 
@@ -225,7 +223,7 @@ def test_evaluation_is_identical_across_two_runs_with_one_seed(config, params, d
 def test_periodic_evaluation_reads_a_sharded_train_state(config):
   cfg = micro_config(**{"layerlock.enabled": True, "layerlock.target": "pixel",
                         "layerlock.explicit": ((2, 1),), "layerlock.max_frozen": 1})
-  trainer = train.Trainer(cfg)
+  trainer = train.StagePrograms(cfg)
   assert trainer.mesh.devices.size == 8  # conftest's forced CPU devices
   spec = trainer.spec_at(2)
   assert spec.frozen_layers == 1
@@ -248,7 +246,7 @@ def test_periodic_evaluation_reads_a_sharded_train_state(config):
   assert set(first) == expected
   assert all(isinstance(v, float) and np.isfinite(v) for v in first.values())
   # Same numbers as the offline pipeline's features on the merged tree.
-  full = state_lib.merge(*jax.device_get((state.params, state.frozen)))
+  full = jax.device_get(state.full_params())
   evaluator = periodic._EVALUATORS[trainer]  # pylint: disable=protected-access
   test = features_lib.FeatureExtractor(cfg, batch_size=16)(full, evaluator.data.test_videos)
   stats = analysis.collapse_statistics(test.pooled[2])
@@ -394,7 +392,7 @@ def test_evaluate_restores_a_checkpoint_and_writes_results(real_experiment, para
   # The restored encoder is the trained one (4 steps moved it away from initialisation), and the
   # random-init reference is exactly the initialisation.
   state = evaluate.load_checkpoint_state(cfg, workdir)[1]
-  full = jax.device_get(state_lib.merge(state.params, state.frozen))
+  full = jax.device_get(state.full_params())
   assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(full["encoder"]),
                                                      jax.tree.leaves(params["encoder"])))
   test_videos = depthwise.load_eval_data(cfg, num_train=1, num_test=NUM_TRAIN,

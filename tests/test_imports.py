@@ -78,6 +78,8 @@ RULES = [
                  id="train-x->evaluation"),
     pytest.param(("layerlock_jax.plan",), ("jax", "flax", "optax", "orbax", "numpy", "grain"),
                  id="plan-x->jax,numpy"),
+    # Hardware facts (peaks, memory sizes, MFU) sit below everything that reports on a run.
+    pytest.param(("layerlock_jax.hardware",), ("layerlock_jax",), id="hardware-x->package"),
     pytest.param(("layerlock_jax.config_validation", "layerlock_jax.config_defaults"),
                  ("jax", "flax", "optax", "orbax", "grain"), id="config-x->jax"),
 ]
@@ -100,6 +102,7 @@ def test_the_scan_sees_known_edges():
   assert "layerlock_jax.checkpoint" in EDGES["layerlock_jax.train"]
   assert "jax" in EDGES["layerlock_jax.masking"]
   assert "layerlock_jax.models.vit" in EDGES["layerlock_jax.models.video_mae"]
+  assert "layerlock_jax.hardware" in EDGES["layerlock_jax.aot"]
 
 
 def test_plan_and_validation_load_without_jax():

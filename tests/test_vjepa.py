@@ -167,7 +167,7 @@ def test_multiblock_masks_shapes_blocks_and_ratio_statistics():
 # --- the predictor's inputs ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trainer():
-  return train.Trainer(make_config(), jax.devices()[:1])
+  return train.StagePrograms(make_config(), jax.devices()[:1])
 
 
 @pytest.mark.slow
@@ -301,7 +301,7 @@ def test_sigkill_then_rerun_is_bit_identical_with_the_teacher(tmp_path):
   proc.wait()
   rc, out = ckpt_tests.finish(_launch(work, flags))
   assert rc == 0, out[-3000:]
-  trainer = train.Trainer(make_config(), jax.devices()[:1])
+  trainer = train.StagePrograms(make_config(), jax.devices()[:1])
   restored, ref = checkpoint.restore(work, trainer), checkpoint.restore(ref_dir, trainer)
   assert restored.step == STEPS, seen
   assert ckpt_tests.leaves_equal(restored.state.teacher, ref.state.teacher), seen
@@ -333,7 +333,7 @@ def test_fsdp_on_8_devices_matches_1_device_and_restores_across_meshes(reference
   for a, b in zip(jax.tree.leaves(result.state.teacher), jax.tree.leaves(ref.state.teacher)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-5)
   # The single-device checkpoint restored onto the 8-device FSDP mesh: same bits, new layout.
-  back = checkpoint.restore(ref_dir, train.Trainer(config, jax.devices()[:8]))
+  back = checkpoint.restore(ref_dir, train.StagePrograms(config, jax.devices()[:8]))
   assert ckpt_tests.leaves_equal(back.state.teacher, ref.state.teacher)
   assert len(jax.tree.leaves(back.state.teacher)[0].sharding.device_set) == 8
 

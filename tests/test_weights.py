@@ -305,7 +305,7 @@ def test_init_from_imported_encoder_and_mismatch(fourds_workdir):
   config.model.decoder.type, config.model.decoder.depth = "query", 1
   config.batch_size = 8
   config.mesh.data, config.mesh.fsdp = 1, 8  # FSDP over the 8 test devices: read straight in
-  trainer = train.Trainer(config)
+  trainer = train.StagePrograms(config)
   spec = trainer.spec_at(0)
   state = checkpoint_params.init_from(w, trainer, spec)
   kernel = state.params["encoder"]["layers"]["mlp1"]["kernel"]
@@ -323,7 +323,7 @@ def test_init_from_imported_encoder_and_mismatch(fourds_workdir):
   assert int(state.step) == 0
   config.model.posemb = "rope"
   with pytest.raises(checkpoint.IncompatibleCheckpointError, match="model.posemb") as err:
-    checkpoint_params.init_from(w, train.Trainer(config), spec)
+    checkpoint_params.init_from(w, train.StagePrograms(config), spec)
   assert "\n" not in str(err.value)
 
 

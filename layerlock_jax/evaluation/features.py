@@ -22,9 +22,6 @@ import numpy as np
 from layerlock_jax import state as state_lib
 from layerlock_jax.models import video_mae
 
-_STACKED = state_lib.STACKED
-_IDLE = getattr(state_lib, "IDLE", "encoder_idle")
-
 
 def encoder_parts(params: Any) -> tuple[dict, list]:
   """(embed params, [stacked block trees in depth order]) from a full tree or a TrainState.
@@ -33,14 +30,10 @@ def encoder_parts(params: Any) -> tuple[dict, list]:
   one stack. A TrainState keeps the frozen prefix and the trainable suffix apart; passing both
   stacks to `block_outputs` avoids concatenating (copying) the encoder just to evaluate it.
   """
-  if hasattr(params, "params") and hasattr(params, "frozen"):
-    trainable, frozen = params.params, params.frozen
-    embed = trainable["embed"] if "embed" in trainable else frozen["embed"]
-    # Depth order of state.merge: frozen prefix, trainable blocks, then (blockwise sequential)
-    # the idle suffix of blocks not yet trained, which still exist and are evaluated as they are.
-    stacks = [s for s in (frozen.get(_STACKED), trainable.get(_STACKED), frozen.get(_IDLE))
-              if s is not None]
-    return embed, stacks
+  if isinstance(params, state_lib.TrainState):
+    # Depth order: frozen prefix, trainable blocks, then (blockwise sequential) the idle suffix of
+    # blocks not yet trained, which still exist and are evaluated as they are.
+    return params.group("embed"), state_lib.encoder_stacks(params.params, params.frozen)
   if "embed" not in params or "encoder" not in params:
     raise ValueError(f"expected a parameter tree with 'embed' and 'encoder', got {sorted(params)}")
   return params["embed"], [params["encoder"]]

@@ -76,7 +76,7 @@ class PeriodicEvaluator:
     return metrics
 
 
-# One evaluator per Trainer, created at the first evaluation and dropped with the Trainer.
+# One evaluator per StagePrograms, created at the first evaluation and dropped with it.
 _EVALUATORS: "weakref.WeakKeyDictionary[Any, PeriodicEvaluator | None]" = (
     weakref.WeakKeyDictionary())
 

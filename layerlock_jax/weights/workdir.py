@@ -14,7 +14,6 @@ import os
 
 import jax
 import ml_collections
-import numpy as np
 
 from layerlock_jax import checkpoint
 from layerlock_jax import checkpoint_params
@@ -92,8 +91,7 @@ def save_imported(imported: Imported, workdir: str, seed: int = 0) -> str:
   # Encoder only, no optimizer state: nothing else was released, and inventing a decoder here
   # would only be discarded by init_from (which initialises one for the run's own config).
   # Host numpy arrays go to Orbax as they are (no device copy of a possibly 15 GB encoder).
-  state = state_lib.TrainState(step=np.zeros((), np.int32), params=imported.params, frozen={},
-                               opt_state={})
+  state = state_lib.TrainState.create(imported.params, spec, seed=config.seed, opt_state={})
   data_iter = pipeline.make_train_iterator(
       config.data, seed=config.seed, global_batch_size=config.batch_size,
       process_index=jax.process_index(), process_count=jax.process_count())
