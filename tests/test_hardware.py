@@ -1,6 +1,5 @@
 """Hardware facts: datasheet peaks by device kind and dtype, the CPU stand-in, HBM sizes, MFU."""
 import math
-import time
 
 import jax
 import jax.numpy as jnp
@@ -72,10 +71,7 @@ def test_every_planning_accelerator_has_a_peak_and_a_memory_size():
     assert hardware.device_peak_flops(kind, "bf16") == hardware.PEAK_FLOPS[kind]["bfloat16"]
 
 
-def test_measure_cpu_peak_flops_is_fast_and_plausible():
-  hardware.measure_cpu_peak_flops(n=64, repeats=1)   # JAX backend start-up, paid once per run
-  start = time.perf_counter()
+def test_measure_cpu_peak_flops_is_plausible():
   peak = hardware.measure_cpu_peak_flops()
-  assert time.perf_counter() - start < 2.0
   # Any CPU XLA runs on does between 1 GFLOP/s and 100 TFLOP/s on a 1024^3 matmul.
   assert 1e9 < peak < 1e14
