@@ -39,14 +39,27 @@ _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps.")
 _REMAT = flags.DEFINE_string("ours_remat", "none", "Our remat policy: 'none' (like HF without "
                              "gradient checkpointing) or 'config' (the config's own policy).")
 _ATTENTION = flags.DEFINE_string("hf_attention", "sdpa", "HF attn_implementation: sdpa | eager.")
+_OVERRIDES = flags.DEFINE_list("ours_overrides", [], "key=value config overrides for our step "
+                               "only (e.g. model.scan_unroll=1), to try our own knobs process "
+                               "against process; the HF worker refuses them.")
 _PEAK_N = 2048
 
 
-def load_config(name: str, ours_remat: str = "config"):
+def load_config(name: str, ours_remat: str = "config", overrides=()):
   import cpu_configs  # pylint: disable=g-import-not-at-top
   config = cpu_configs.get_config(name)
   if ours_remat != "config":
     config.model.remat_policy = ours_remat
+  for item in overrides:
+    key, sep, value = item.partition("=")
+    if not sep:
+      raise app.UsageError(f"--ours_overrides: {item!r} is not key=value")
+    *path, leaf = key.split(".")
+    node = config
+    for part in path:
+      node = node[part]
+    old = node[leaf]  # a KeyError names an unknown field
+    node[leaf] = type(old)(value) if not isinstance(old, bool) else value.lower() == "true"
   return config
 
 
@@ -142,8 +155,11 @@ def _torch_peak(torch, n: int = _PEAK_N, repeats: int = 10) -> float:
 
 
 def measure(framework: str, config_name: str, *, threads: int, warmup: int, steps: int,
-            ours_remat: str, hf_attention: str) -> dict:
-  config = load_config(config_name, ours_remat if framework == "ours" else "config")
+            ours_remat: str, hf_attention: str, ours_overrides=()) -> dict:
+  if framework == "hf" and ours_overrides:
+    raise app.UsageError("--ours_overrides applies to --framework=ours only")
+  config = load_config(config_name, ours_remat if framework == "ours" else "config",
+                       ours_overrides if framework == "ours" else ())
   from layerlock_jax import flops  # pylint: disable=g-import-not-at-top
   if framework == "ours":
     step, facts = ours_step(config)
@@ -166,7 +182,8 @@ def measure(framework: str, config_name: str, *, threads: int, warmup: int, step
       "model_flops": model_flops, "mfu_vs_own_matmul": model_flops / median / peak if peak else None,
       "cores": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
       "threads_flag": threads, "loaded_jax": "jax" in sys.modules,
-      "loaded_torch": "torch" in sys.modules, "loadavg": os.getloadavg(), **facts}
+      "loaded_torch": "torch" in sys.modules, "loadavg": os.getloadavg(),
+      "overrides": list(ours_overrides), **facts}
 
 
 def main(argv):
@@ -175,7 +192,8 @@ def main(argv):
   if _FRAMEWORK.value is None:
     raise app.UsageError("--framework=ours|hf is required")
   result = measure(_FRAMEWORK.value, _CONFIG.value, threads=_THREADS.value, warmup=_WARMUP.value,
-                   steps=_STEPS.value, ours_remat=_REMAT.value, hf_attention=_ATTENTION.value)
+                   steps=_STEPS.value, ours_remat=_REMAT.value, hf_attention=_ATTENTION.value,
+                   ours_overrides=_OVERRIDES.value)
   print("PEER_RESULT " + json.dumps(result), flush=True)
 
 

@@ -3,6 +3,7 @@ process.
 
   pip install -e .[torch]      # torch + transformers: optional, only for this comparison
   python bench/torch_compare.py [--which=tiny,vit_s] [--pairs=5] [--threads=2] [--out=F.json]
+      [--ours_overrides=model.scan_unroll=16] [--ours_xla_flags=...]
 
 Every measurement is its own subprocess (bench/peer_step.py): one process times only our compiled
 step, another only the HF step, and no process ever holds both frameworks (a same-process
@@ -50,6 +51,8 @@ def define_flags():
   flags.DEFINE_string("hf_attention", "sdpa", "HF attn_implementation: sdpa | eager.")
   flags.DEFINE_string("ours_xla_flags", "", "XLA_FLAGS for our worker only (to try "
                       "XLA:CPU options process against process).")
+  flags.DEFINE_list("ours_overrides", [], "key=value config overrides for our worker only "
+                    "(e.g. model.scan_unroll=16); printed with the table.")
   flags.DEFINE_integer("timeout", 1800, "Seconds per worker process.")
   flags.DEFINE_string("out", "", "Write every measurement and the summary as JSON here.")
 
@@ -67,6 +70,8 @@ def run_worker(framework: str, config: str, cores: list[int]) -> dict:
   cmd = [sys.executable, _WORKER, f"--framework={framework}", f"--config={config}",
          f"--threads={FLAGS.threads}", f"--warmup={FLAGS.warmup}", f"--steps={FLAGS.steps}",
          f"--ours_remat={FLAGS.ours_remat}", f"--hf_attention={FLAGS.hf_attention}"]
+  if framework == "ours" and FLAGS.ours_overrides:
+    cmd.append("--ours_overrides=" + ",".join(FLAGS.ours_overrides))
   env = dict(os.environ, OMP_NUM_THREADS=str(FLAGS.threads))
   env.pop("XLA_FLAGS", None)  # no forced device counts: one CPU device, as HF has
   if framework == "ours" and FLAGS.ours_xla_flags:
@@ -150,7 +155,8 @@ def main(argv):
                for c in FLAGS.which]
   print(f"\n{FLAGS.pairs} alternated process pairs per config, each pinned to cores {cores}, "
         f"{FLAGS.steps} timed steps after {FLAGS.warmup} warm-up; ours remat={FLAGS.ours_remat}, "
-        f"HF attention={FLAGS.hf_attention}; ours XLA_FLAGS={FLAGS.ours_xla_flags!r}; medians over "
+        f"HF attention={FLAGS.hf_attention}; ours XLA_FLAGS={FLAGS.ours_xla_flags!r}, overrides "
+        f"{FLAGS.ours_overrides}; medians over "
         "pairs. Ratios > 1: ours is faster.")
   print(format_table(summaries))
   print(f"load average {load} -> {os.getloadavg()}; {time.perf_counter() - start:.0f} s")

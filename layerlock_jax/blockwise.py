@@ -53,8 +53,8 @@ def _mask_and_target(video, key, *, model, config):
   mask_key, _ = masking.split(key)
   visible, masked = masking.sample_mask(mask_key, video.shape[0], model.grid,
                                         config.masking.ratio, config.masking.type)
-  target = masking.gather_tokens(
-      objectives.pixel_targets(video, model.patch_size, config.objective.pixel_norm), masked)
+  target = objectives.pixel_targets(video, model.patch_size, config.objective.pixel_norm,
+                                      masked)
   return visible, masked, target
 
 
@@ -68,10 +68,10 @@ def local_losses(params, frozen, video, key, *, model, config, spec):
   n = len(bounds) - 1
   visible, masked, target = _mask_and_target(video, key, model=model, config=config)
 
-  tokens = model.embed(state_lib.group(params, frozen, "embed"), video)
+  # only the visible tokens are ever used
+  x = model.embed(state_lib.group(params, frozen, "embed"), video, visible)
   if spec.frozen_layers:  # sequential, j >= 2: the embedding froze with segment 1
-    tokens = jax.lax.stop_gradient(tokens)
-  x = masking.gather_tokens(tokens, visible)
+    x = jax.lax.stop_gradient(x)
 
   if regime == "sequential":
     # Finished segments: forward only, no remat (nothing is saved for a backward that never comes).

@@ -75,8 +75,13 @@ def subsample(key, ids, fraction: float):
 
 
 def gather_tokens(x, ids):
-  """x (B, N, ...) gathered at ids (B, S) -> (B, S, ...)."""
-  return jnp.take_along_axis(x, ids.reshape(ids.shape + (1,) * (x.ndim - 2)), axis=1)
+  """x (B, N, ...) gathered at ids (B, S) -> (B, S, ...).
+
+  Ids come from the samplers above, always in range: "clip" spares the out-of-range select that
+  take_along_axis's default "fill" mode adds (a pass over the gathered array, and one over its
+  gradient)."""
+  return jnp.take_along_axis(x, ids.reshape(ids.shape + (1,) * (x.ndim - 2)), axis=1,
+                             mode="clip")
 
 
 # ------------------------------------------------------------------------------------------------

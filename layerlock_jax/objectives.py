@@ -10,8 +10,10 @@ from layerlock_jax.models import vit
 _EPS = 1e-6
 
 
-def pixel_targets(video, patch_size, norm: str):
-  """Per-patch pixel targets (B, N, pt*ph*pw*3) from a uint8 or [0, 1] video.
+def pixel_targets(video, patch_size, norm: str, ids=None):
+  """Per-patch pixel targets (B, N, pt*ph*pw*3) from a uint8 or [0, 1] video; with token ids
+  (B, S) those tokens' targets only, (B, S, pt*ph*pw*3) (normalised after the gather: every
+  normalisation is per patch, so only the patches that carry a loss are normalised).
 
   none:          raw values in [0, 1].
   patch:         MAE's norm_pix_loss: whole patch standardised, (x - mean) / sqrt(var + 1e-6)
@@ -19,9 +21,10 @@ def pixel_targets(video, patch_size, norm: str):
   patch_channel: VideoMAE: each channel of the tubelet standardised over its pt*ph*pw values,
                  (x - mean) / (std + 1e-6) with the unbiased std [P-code].
   """
-  if video.dtype == jnp.uint8:
-    video = video.astype(jnp.float32) / 255.0
-  x = vit.patchify(video.astype(jnp.float32), patch_size)  # (B, N, P*3), values (pt,ph,pw,C)
+  x = vit.patchify(video, patch_size)  # (B, N, P*3), values (pt,ph,pw,C)
+  if ids is not None:
+    x = jnp.take_along_axis(x, ids[..., None], axis=1, mode="clip")
+  x = x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x.astype(jnp.float32)
   if norm == "none":
     return x
   if norm == "patch":

@@ -33,13 +33,10 @@ from layerlock_jax import guard
 from layerlock_jax import masking
 from layerlock_jax import objectives
 from layerlock_jax import plan
+from layerlock_jax import state as state_lib
 from layerlock_jax import vjepa
 from layerlock_jax.models import video_mae
 from layerlock_jax.state import StageSpec, TrainState
-
-
-def _group(params, frozen, name):
-  return params[name] if name in params else frozen[name]
 
 
 def feature_spread(x):
@@ -76,22 +73,26 @@ def loss_fn(params, frozen, video, key, step, *, model: video_mae.VideoMAE, conf
   mask_key, latent_key = masking.split(key)
   visible, masked = masking.sample_mask(mask_key, batch, model.grid, config.masking.ratio,
                                         config.masking.type)
-  tokens = model.embed(_group(params, frozen, "embed"), video)
-  if k:
-    tokens = jax.lax.stop_gradient(tokens)
-  x = masking.gather_tokens(tokens, visible)
-  if k:
-    x = jax.lax.stop_gradient(model.run_stack(frozen["encoder"], x, visible, remat=False))
+  embed = state_lib.group(params, frozen, "embed")
+  if spec.latent:  # the latent targets are computed on every token of the clip
+    tokens = model.embed(embed, video)
+    x = masking.gather_tokens(tokens, visible)
+  else:  # only the visible tokens are ever used: embed just those
+    tokens, x = None, model.embed(embed, video, visible)
+  if k:  # the embedding froze with block 1
+    tokens = None if tokens is None else jax.lax.stop_gradient(tokens)
+    x = jax.lax.stop_gradient(model.run_stack(frozen["encoder"], jax.lax.stop_gradient(x),
+                                              visible, remat=False))
   x = model.run_stack(params["encoder"], x, visible, remat=True)
   if model.final_norm:
-    x = model.encoder_output(_group(params, frozen, "encoder_norm"), x)
+    x = model.encoder_output(state_lib.group(params, frozen, "encoder_norm"), x)
   feats = model.decode(params["decoder"], x, visible, masked)
 
   metrics = {"feature_spread": feature_spread(x)}
   loss = jnp.zeros((), jnp.float32)
   if spec.pixel_loss:
-    target = masking.gather_tokens(
-        objectives.pixel_targets(video, model.patch_size, config.objective.pixel_norm), masked)
+    target = objectives.pixel_targets(video, model.patch_size, config.objective.pixel_norm,
+                                        masked)
     pixel_loss = objectives.mse(model.predict_pixels(params["pixel_head"], feats), target)
     metrics["pixel_loss"] = pixel_loss
     loss = loss + pixel_loss

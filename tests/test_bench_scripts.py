@@ -98,3 +98,25 @@ ENTRY %main (a: f32[8,4]) -> f32[4,8] {
   # The multiply lives inside the fusion: never materialised, not counted. 32 f32 = 128 bytes.
   assert step_profile.hlo_census(hlo) == {"transpose": {"count": 1, "bytes": 128},
                                           "fusion:kLoop": {"count": 1, "bytes": 64}}
+
+
+def test_peer_worker_applies_typed_config_overrides_to_ours_only():
+  """--ours_overrides sets our config's fields with their own types and names unknown ones."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  code = (
+      "import sys; sys.argv = ['peer_step']; sys.path.insert(0, 'bench'); import peer_step\n"
+      "c = peer_step.load_config('tiny', 'none', ['model.scan_unroll=6', "
+      "'model.gelu_approximate=False', 'optimizer.lr=0.5'])\n"
+      "assert (c.model.scan_unroll, c.model.gelu_approximate, c.optimizer.lr) == (6, False, 0.5)\n"
+      "assert c.model.remat_policy == 'none'\n"
+      "for bad in (['model.no_such_field=1'], ['model.scan_unroll']):\n"
+      "  try:\n"
+      "    peer_step.load_config('tiny', 'config', bad)\n"
+      "  except Exception as e:\n"
+      "    print(type(e).__name__, e)\n"
+      "  else:\n"
+      "    raise AssertionError(bad)\n")
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "no_such_field" in out.stdout and "not key=value" in out.stdout

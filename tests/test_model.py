@@ -101,6 +101,44 @@ def test_pixel_targets_match_numpy_reference(norm):
   np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
 
 
+def test_pixel_targets_at_ids_are_the_rows_of_the_full_targets():
+  rng = np.random.default_rng(2)
+  video = rng.integers(0, 256, size=(2, 4, 8, 8, 3), dtype=np.uint8)
+  ids = np.array([[0, 3, 5], [7, 1, 6]], np.int32)  # unsorted, different per clip
+  ref = _numpy_targets(video.astype(np.float64) / 255.0, (2, 4, 4), "patch")
+  out = np.asarray(objectives.pixel_targets(jnp.asarray(video), (2, 4, 4), "patch",
+                                            jnp.asarray(ids)))
+  np.testing.assert_allclose(out, np.take_along_axis(ref, ids[..., None], 1), rtol=1e-4,
+                             atol=1e-5)
+
+
+@pytest.mark.parametrize("posemb", ["learned_3d", "sincos", "sincos_1d"])
+def test_embedding_at_ids_matches_numpy_projection_of_those_tubelets(posemb):
+  """Embedding only some tokens = numpy: normalised pixels of those tubelets @ kernel + bias +
+  the position table's rows at those ids."""
+  config = tiny_config(posemb=posemb)
+  config.model.input_mean, config.model.input_std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+  model = video_mae.VideoMAE(config)
+  params = nn.unbox(model.init(jax.random.key(0)))["embed"]
+  rng = np.random.default_rng(3)
+  video = rng.integers(0, 256, size=(2, 4, 16, 16, 3), dtype=np.uint8)
+  ids = np.array([[6, 1, 2], [0, 7, 4]], np.int32)
+  got = np.asarray(model.embed(params, jnp.asarray(video), jnp.asarray(ids)))
+  x = (video.astype(np.float64) / 255.0 - np.array([0.4, 0.5, 0.6])) / np.array([0.2, 0.25, 0.3])
+  patches = np.stack([x[b, 2 * t:2 * t + 2, 8 * h:8 * h + 8, 8 * w:8 * w + 8].reshape(-1)
+                      for b in range(2) for t in range(2) for h in range(2) for w in range(2)])
+  patches = patches.reshape(2, 8, -1)
+  full = patches @ np.asarray(params["patch"]["kernel"], np.float64) + np.asarray(
+      params["patch"]["bias"], np.float64)
+  table = {"learned_3d": lambda: np.asarray(params.get("pos", np.zeros(1))).reshape(8, -1),
+           "sincos": lambda: vit.sincos_3d(model.grid, 32),
+           "sincos_1d": lambda: vit.sincos_1d_table(8, 32)}[posemb]()
+  want = np.take_along_axis(full + table[None], ids[..., None], 1)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  every = np.asarray(model.embed(params, jnp.asarray(video)))
+  np.testing.assert_allclose(every, full + table[None], rtol=1e-4, atol=1e-4)
+
+
 def test_clip_centred_latent_targets_match_numpy_and_drop_a_shared_clip_vector():
   rng = np.random.default_rng(0)
   targets = rng.normal(size=(3, 10, 1, 8)).astype(np.float32)  # (B, N, targets, D)

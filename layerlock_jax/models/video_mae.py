@@ -146,8 +146,9 @@ class VideoMAE:
     }
 
   # --- forward pieces (pure functions of parameter dicts) ----------------------------------------
-  def embed(self, params, video):
-    """uint8 or float video (B, T, H, W, 3) -> tokens (B, N, D) with absolute position code.
+  def embed(self, params, video, ids=None):
+    """uint8 or float video (B, T, H, W, 3) -> tokens (B, N, D) with absolute position code;
+    with token ids (B, S), only those tokens: (B, S, D), equal to the gather of the full result.
 
     uint8 is scaled to [0, 1] (float input is taken as already scaled), then normalised by
     config.model.input_mean / input_std."""
@@ -156,7 +157,7 @@ class VideoMAE:
     if self.input_norm is not None:
       mean, std = self.input_norm
       video = (video.astype(jnp.float32) - jnp.asarray(mean)) / jnp.asarray(std)
-    return self.embed_module.apply({"params": params}, video.astype(self.dtype))
+    return self.embed_module.apply({"params": params}, video.astype(self.dtype), ids)
 
   def positions(self, ids):
     """(B, S) token ids -> (B, S, 3) grid coordinates (for RoPE)."""

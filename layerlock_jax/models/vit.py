@@ -129,6 +129,11 @@ class TubeletEmbed(nn.Module):
 
   A conv with kernel = stride = tubelet is exactly a dense layer on patchified input; the dense
   form keeps one code path for the embedding and the pixel target.
+
+  With `ids` (B, S) only those tokens are embedded: the same values as embedding every token and
+  gathering them, without the projection (and its backward) over the tokens masking drops - at
+  90% masking that is 90% of the embedding's matmul, bias-gradient reduction and the scatter that
+  would route gradients back to the full token array.
   """
   width: int
   patch_size: tuple[int, int, int]
@@ -136,21 +141,27 @@ class TubeletEmbed(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, video):
+  def __call__(self, video, ids=None):
     b, t, h, w, _ = video.shape
     grid = (t // self.patch_size[0], h // self.patch_size[1], w // self.patch_size[2])
+    patches = patchify(video, self.patch_size)
+    if ids is not None:
+      patches = jnp.take_along_axis(patches, ids[..., None], axis=1, mode="clip")
     x = nn.Dense(self.width, dtype=self.dtype, name="patch",
                  kernel_init=_param_init(_lecun, ("patch", "embed")),
-                 bias_init=_param_init(_zeros, ("embed",)))(patchify(video, self.patch_size))
+                 bias_init=_param_init(_zeros, ("embed",)))(patches)
     if self.posemb == "learned_3d":
       table = self.param("pos", _param_init(nn.initializers.normal(0.02),
                                             (None, None, None, "embed")),
-                         (*grid, self.width), jnp.float32)
-      x = x + table.reshape(1, -1, self.width).astype(x.dtype)
+                         (*grid, self.width), jnp.float32).reshape(-1, self.width)
     elif self.posemb == "sincos":
-      x = x + jnp.asarray(sincos_3d(grid, self.width), x.dtype)[None]
+      table = jnp.asarray(sincos_3d(grid, self.width))
     elif self.posemb == "sincos_1d":
-      x = x + jnp.asarray(sincos_1d_table(x.shape[1], self.width), x.dtype)[None]
+      table = jnp.asarray(sincos_1d_table(grid[0] * grid[1] * grid[2], self.width))
+    else:
+      table = None
+    if table is not None:
+      x = x + (table[None] if ids is None else table[ids]).astype(x.dtype)
     return constrain(x, ("batch", "length", "act_embed"))
 
 
