@@ -68,8 +68,9 @@ def tiny_data_cfg(source: str, path: str, workers=0, image_size=None, num_frames
   return out
 
 
-def floor_and_cost(source, clips: int, seed: int = 0) -> dict:
-  """CPU ms per clip: the decode floor and the loader, on the same (position, record) pairs."""
+def floor_and_cost(source, clips: int, seed: int = 0, rounds: int = 5) -> dict:
+  """CPU ms per clip: the decode floor and the loader, on the same (position, record) pairs
+  (medians over `rounds` alternated passes)."""
   import av  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from layerlock_jax.data import augment, decode  # pylint: disable=g-import-not-at-top
@@ -92,35 +93,49 @@ def floor_and_cost(source, clips: int, seed: int = 0) -> dict:
     pairs.append((p, r))
     plans.append((rec.src, index, needed))
   # The floor: open, seek to the keyframe at or before the first needed frame, decode to the last.
-  t0 = time.process_time()
-  decoded = 0
-  for src, index, needed in plans:
-    c = decode._open(src)  # pylint: disable=protected-access
-    s = decode._video_stream(c)  # pylint: disable=protected-access
-    s.codec_context.thread_count = 1
-    first, last = needed[0], needed[-1]
-    if index.pts is not None and len(index.keyframes) and first > 0:
-      k = index.keyframes[np.searchsorted(index.keyframes, first, side="right") - 1]
-      c.seek(int(index.pts[k]), stream=s, backward=True, any_frame=False)
-      last_pts = int(index.pts[last])
-      for f in c.decode(s):
-        decoded += 1
-        if f.pts is not None and f.pts >= last_pts:
-          break
-    else:
-      for i, f in enumerate(c.decode(s)):
-        decoded += 1
-        if i >= last:
-          break
-    c.close()
-  floor = time.process_time() - t0
-  t0 = time.process_time()
-  for p, r in pairs:
-    source.training_item(p, r, seed)
-  cost = time.process_time() - t0
+  # Floor and loader alternate over `rounds` passes on the same clips and the ratio is the median
+  # of the per-round ratios: one pass of each swings with cache state and the machine's load.
+  def floor_pass() -> tuple[float, int]:
+    t0 = time.process_time()
+    decoded = 0
+    for src, index, needed in plans:
+      c = decode._open(src)  # pylint: disable=protected-access
+      s = decode._video_stream(c)  # pylint: disable=protected-access
+      s.codec_context.thread_count = 1
+      first, last = needed[0], needed[-1]
+      if index.pts is not None and len(index.keyframes) and first > 0:
+        k = index.keyframes[np.searchsorted(index.keyframes, first, side="right") - 1]
+        c.seek(int(index.pts[k]), stream=s, backward=True, any_frame=False)
+        last_pts = int(index.pts[last])
+        for f in c.decode(s):
+          decoded += 1
+          if f.pts is not None and f.pts >= last_pts:
+            break
+      else:
+        for i, f in enumerate(c.decode(s)):
+          decoded += 1
+          if i >= last:
+            break
+      c.close()
+    return time.process_time() - t0, decoded
+
+  def loader_pass() -> float:
+    t0 = time.process_time()
+    for p, r in pairs:
+      source.training_item(p, r, seed)
+    return time.process_time() - t0
+
+  floors, costs, decoded = [], [], 0
+  for _ in range(rounds):
+    floor, decoded = floor_pass()
+    floors.append(floor)
+    costs.append(loader_pass())
   n = len(pairs)
-  return {"clips": n, "floor_ms": 1e3 * floor / n, "loader_ms": 1e3 * cost / n,
-          "ratio": cost / floor, "frames_decoded_per_clip": decoded / n, "pairs": pairs}
+  ratios = sorted(c / f for c, f in zip(costs, floors))
+  return {"clips": n, "floor_ms": 1e3 * float(np.median(floors)) / n,
+          "loader_ms": 1e3 * float(np.median(costs)) / n, "ratio": float(np.median(ratios)),
+          "ratio_range": (ratios[0], ratios[-1]), "rounds": rounds,
+          "frames_decoded_per_clip": decoded / n, "pairs": pairs}
 
 
 _BASELINE_CHILD = r"""
@@ -216,8 +231,9 @@ def main(argv):
   for name, src in sources.items() if "1" in _PARTS.value else ():
     r = floor_and_cost(src, _CLIPS.value)
     print(f"  {name:9s} floor {r['floor_ms']:7.2f}  loader {r['loader_ms']:7.2f}  "
-          f"ratio {r['ratio']:.2f}  ({r['frames_decoded_per_clip']:.0f} frames decoded/clip, "
-          f"{r['clips']} clips)  [{load()}]")
+          f"ratio {r['ratio']:.2f} [{r['ratio_range'][0]:.2f}, {r['ratio_range'][1]:.2f}] "
+          f"({r['frames_decoded_per_clip']:.0f} frames decoded/clip, {r['clips']} clips, "
+          f"median of {r['rounds']} alternated rounds)  [{load()}]")
     if name == "folder" and _BASELINE.value:
       out = subprocess.run([sys.executable, "-c", _BASELINE_CHILD, folder, json.dumps(r["pairs"])],
                            capture_output=True, text=True, check=True, cwd=_BASELINE.value,
