@@ -33,8 +33,10 @@ ATTENTION_PATHS = (("xla", ""), ("dot_product", ""), ("dot_product", "xla"),
                    ("dot_product", "cudnn"))
 
 
-def shrink(config, *, width=32, depth=4, batch=2, frames=2, size=16):
-  """The dry-run model: the same config kinds (query/light decoder, dtype, remat), tiny shapes."""
+def shrink(config, *, width=32, depth=4, batch=2, frames=2, size=32):
+  """The dry-run model: the same config kinds (query/light decoder, dtype, remat), tiny shapes.
+
+  16 tokens per clip, so that even a 95% mask leaves one visible token for the encoder."""
   m = config.model
   m.width, m.depth, m.mlp_dim, m.num_heads = width, depth, 2 * width, 2
   if m.decoder.type == "query":

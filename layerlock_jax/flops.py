@@ -82,8 +82,10 @@ def step_flops(config: Any, frozen_layers: int = 0, *,
     batch_size: clips per step; defaults to config.batch_size (the global batch).
 
   Returns a dict of Python ints:
-    patch_embed        P->D on all N tokens; 2x forward when trainable (no pixel gradient), 1x
-                       when frozen (k >= 1).
+    patch_embed        P->D on the N_vis visible tokens (the student embeds only those), or on
+                       all N tokens where a latent target needs the whole clip embedded (a
+                       LayerLock latent stage, the naive-latent baseline); 2x forward when
+                       trainable (no pixel gradient), 1x when frozen (k >= 1).
     encoder_frozen     blocks 1..k on the N_vis visible tokens, forward only.
     encoder_trainable  blocks k+1..encoder_depth on N_vis tokens, 3x forward, less the QKV input
                        gradient of the first one when k >= 1.
@@ -95,7 +97,7 @@ def step_flops(config: Any, frozen_layers: int = 0, *,
                        multi_target); the naive-latent head Ddec->D on Q tokens. 3x forward.
     target_forward     forward only, on the full clip (N tokens): the k frozen blocks for a
                        LayerLock latent stage; the first `layer` blocks for the naive-latent
-                       baseline. No second patch embedding: the student embeds all N tokens
+                       baseline. No second patch embedding: such a stage embeds all N tokens
                        before dropping the masked ones, and the targets reuse those tokens.
     remat_recompute    forward matmuls the backward pass re-runs under config.model.remat_policy,
                        for every trained block stack: the trainable encoder blocks and the decoder
@@ -124,7 +126,11 @@ def step_flops(config: Any, frozen_layers: int = 0, *,
   n_train = enc_depth - k
 
   # --- student encoder -------------------------------------------------------------------------
-  embed_fwd = _matmul(batch * n, p, d)
+  ll = config.layerlock
+  latent_stage = bool(ll.enabled) and ll.target == "latent" and k >= 1
+  # A latent target is computed on every token of the clip, so only then is the whole clip embedded.
+  embedded = n if (latent_stage or config.naive_latent.enabled) else n_vis
+  embed_fwd = _matmul(batch * embedded, p, d)
   patch_embed = embed_fwd if k else 2 * embed_fwd
   enc_block = block_flops(n_vis, d, f, batch=batch)
   encoder_frozen = k * enc_block
@@ -150,8 +156,6 @@ def step_flops(config: Any, frozen_layers: int = 0, *,
     dec_mlp = f
 
   # --- heads and targets -----------------------------------------------------------------------
-  ll = config.layerlock
-  latent_stage = bool(ll.enabled) and ll.target == "latent" and k >= 1
   head_fwd = 0
   target_forward = 0
   if not latent_stage or ll.keep_pixel_loss:
@@ -257,7 +261,8 @@ def _blockwise_step_flops(config: Any, k: int, batch: int) -> dict[str, int]:
 
   The encoder's L layers are cut into segments at b_1 < ... < b_n = L; every segment that runs
   has its own light decoder (D->Dd projection on N_vis tokens, decoder blocks on N_vis + Q
-  tokens) and pixel head (Dd->P on Q tokens), trained (3x). No latent targets (blockwise excludes
+  tokens) and pixel head (Dd->P on Q tokens), trained (3x). The embedding runs on the N_vis visible
+  tokens only. No latent targets (blockwise excludes
   LayerLock and naive latent), so target_forward is 0. Per regime:
     concurrent  embedding 2x, all L encoder layers 3x less the QKV input gradient of the first
                 layer of segments 2..n (each reads a stop-gradient; the module docstring says why
@@ -282,7 +287,7 @@ def _blockwise_step_flops(config: Any, k: int, batch: int) -> dict[str, int]:
   bounds = plan.segments.boundaries(config, depth)
   num_segments = len(bounds)
 
-  embed_fwd = _matmul(batch * geo["num_tokens"], p, d)
+  embed_fwd = _matmul(batch * n_vis, p, d)
   enc_block = block_flops(n_vis, d, f, batch=batch)
   qkv = _qkv_flops(n_vis, d, batch)
   proj = _matmul(batch * n_vis, d, dec.width)

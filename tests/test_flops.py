@@ -34,7 +34,8 @@ def _tiny_config(**overrides):
 
 
 # Hand counts for _tiny_config (B=2), each matmul as 2*m*k*n.
-EMBED_FWD = 2 * (2 * 8) * 96 * 16                     # 16 tokens, 96 -> 16      = 49_152
+EMBED_FWD = 2 * (2 * 2) * 96 * 16                     # 4 visible tokens, 96 -> 16 = 12_288
+EMBED_FWD_FULL = 2 * (2 * 8) * 96 * 16                # 16 tokens (a latent stage) = 49_152
 ENC_BLOCK_S2 = (2 * (2 * 2) * 16 * 48                 # QKV on 4 tokens           = 6_144
                 + 2 * (2 * (2 * 2 * 16) * 2)          # scores + values, 2 clips  = 512
                 + 2 * (2 * 2) * 16 * 16               # output projection         = 2_048
@@ -57,7 +58,8 @@ def test_hand_counts_match_xla():
   ones = lambda *shape: jnp.ones(shape)
   matmul = lambda a, b: a @ b
   # Dense layers: XLA counts a dot as exactly 2*m*k*n.
-  assert _xla_flops(matmul, ones(16, 96), ones(96, 16)) == EMBED_FWD
+  assert _xla_flops(matmul, ones(4, 96), ones(96, 16)) == EMBED_FWD
+  assert _xla_flops(matmul, ones(16, 96), ones(96, 16)) == EMBED_FWD_FULL
   assert _xla_flops(matmul, ones(4, 16), ones(16, 8)) == DEC_PROJ
   assert _xla_flops(matmul, ones(12, 8), ones(8, 96)) == PIXEL_HEAD
   assert _xla_flops(matmul, ones(4, 16), ones(16, 48)) == ENC_QKV_S2
@@ -108,11 +110,11 @@ def test_step_flops_tiny_config_unfrozen():
   assert f["decoder"] == 3 * (DEC_PROJ + DEC_BLOCK)
   assert f["heads"] == 3 * PIXEL_HEAD
   assert f["target_forward"] == 0 and f["remat_recompute"] == 0
-  assert f["model_flops"] == f["hardware_flops"] == 319_488 == (
-      98_304 + 101_376 + 64_512 + 55_296)
+  assert f["model_flops"] == f["hardware_flops"] == 245_760 == (
+      24_576 + 101_376 + 64_512 + 55_296)
   assert all(isinstance(v, int) for v in f.values())
   # Everything scales with the batch; the default batch is config.batch_size.
-  assert flops.step_flops(_tiny_config(), batch_size=8)["model_flops"] == 4 * 319_488
+  assert flops.step_flops(_tiny_config(), batch_size=8)["model_flops"] == 4 * 245_760
 
 
 def test_freezing_saves_the_backward_of_the_frozen_prefix():
@@ -148,12 +150,15 @@ def test_latent_target_adds_the_full_clip_frozen_forward_and_latent_heads():
   common = dict(layerlock__enabled=True, layerlock__latent_patch_fraction=0.5)
   pixel = flops.step_flops(_tiny_config(layerlock__target="pixel", **common), 1)
   latent = flops.step_flops(_tiny_config(layerlock__target="latent", **common), 1)
-  # Frozen prefix on all 8 tokens: block 1 (the embedding of all tokens is shared).
+  # Frozen prefix on all 8 tokens: block 1 (the embedding of all tokens is shared, so the
+  # frozen embedding runs on all 16 tokens instead of the 4 visible ones).
   assert latent["target_forward"] == ENC_BLOCK_S8
+  assert latent["patch_embed"] == EMBED_FWD_FULL and pixel["patch_embed"] == EMBED_FWD
   # round(0.5 * 6) = 3 latent queries per clip, head 8 -> 16, trained (3x).
   latent_head = 3 * (2 * (2 * 3) * 8 * 16)
   assert latent["heads"] == pixel["heads"] + latent_head
-  assert latent["model_flops"] - pixel["model_flops"] == ENC_BLOCK_S8 + latent_head
+  assert latent["model_flops"] - pixel["model_flops"] == (ENC_BLOCK_S8 + latent_head
+                                                          + EMBED_FWD_FULL - EMBED_FWD)
   # Stage 0 of a latent run is a pixel stage: no target forward.
   assert flops.step_flops(_tiny_config(layerlock__target="latent", **common), 0)[
       "target_forward"] == 0
@@ -176,6 +181,7 @@ def test_naive_latent_adds_stop_gradient_forward_and_head():
   base = flops.step_flops(_tiny_config())
   naive = flops.step_flops(_tiny_config(naive_latent__enabled=True))  # layer -1: middle = 1
   assert naive["target_forward"] == ENC_BLOCK_S8
+  assert naive["patch_embed"] == 2 * EMBED_FWD_FULL and base["patch_embed"] == 2 * EMBED_FWD
   assert naive["heads"] - base["heads"] == 3 * (2 * (2 * 6) * 8 * 16)
   deeper = flops.step_flops(_tiny_config(naive_latent__enabled=True, naive_latent__layer=2))
   assert deeper["target_forward"] == 2 * ENC_BLOCK_S8

@@ -105,7 +105,7 @@ def test_blockwise_regimes_by_hand():
   proj = 2 * (b * n_vis) * d * 64
   dec_block = flops.block_flops(s_dec, 64, 256, batch=b)
   head = 2 * (b * 32) * 64 * p
-  embed = 2 * (b * 64) * p * d
+  embed = 2 * (b * n_vis) * p * d   # only the visible tokens are embedded
   by_regime = {}
   for regime in ("concurrent", "e2e", "sequential"):
     config.blockwise.regime = regime
