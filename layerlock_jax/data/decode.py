@@ -307,14 +307,29 @@ def _decode_span(container, stream, index: VideoIndex, needed: Sequence[int], on
   first, last = min(needed_set), max(needed_set)
   got: set[int] = set()
   decoded = 0
-  position = None if index.pts is None else {int(p): i for i, p in enumerate(index.pts)}
+  times = index.pts
+  by_time = times is not None
+  cursor = 0  # where the next frame's pts is expected in `times` (frames come in pts order)
+
+  def position(pts) -> int | None:
+    """Index of the frame with this pts, or None. O(1) while frames come in order: no per-call
+    table of the whole video (a 60 s video would cost as much as its frames here)."""
+    nonlocal cursor
+    if pts is None:
+      return None
+    if not (cursor < len(times) and times[cursor] == pts):
+      cursor = int(np.searchsorted(times, pts))
+      if not (cursor < len(times) and times[cursor] == pts):
+        return None
+    cursor += 1
+    return cursor - 1
 
   def run(frames, by_pts: bool) -> None:
     nonlocal decoded
     got.clear()
     for count, frame in enumerate(frames):
       if by_pts:
-        i = position.get(frame.pts) if frame.pts is not None else None
+        i = position(frame.pts)
         if i is None or (count == 0 and i > first):
           return  # landed after the span's start, or a frame the index does not know
       else:
@@ -326,17 +341,19 @@ def _decode_span(container, stream, index: VideoIndex, needed: Sequence[int], on
       if i >= last:
         return
 
-  if position is not None and len(index.keyframes) and first > 0:
+  if by_time and len(index.keyframes) and first > 0:
     at = int(np.searchsorted(index.keyframes, first, side="right")) - 1
     for a in range(at, max(at - 3, -1), -1):
-      container.seek(int(index.pts[index.keyframes[a]]), stream=stream, backward=True,
+      container.seek(int(times[index.keyframes[a]]), stream=stream, backward=True,
                      any_frame=False)
+      cursor = int(index.keyframes[a])
       run(container.decode(stream), by_pts=True)
       if got == needed_set:
         return decoded
   if reopen is not None:
     container, stream = reopen()
-  run(container.decode(stream), by_pts=position is not None)
+  cursor = 0
+  run(container.decode(stream), by_pts=by_time)
   if got != needed_set:
     missing = sorted(needed_set - got)
     raise BadVideoError(f"truncated: frame {missing[0]} of the {index.num_frames} the container "
@@ -417,12 +434,14 @@ def load_clips(src: str | bytes | np.ndarray, spec: augment.ClipSpec, rng: np.ra
     for k, p in enumerate(plans):
       for i in sorted({int(i) for i in p.indices}):
         users[i].append(k)
-    rgb: dict[tuple[int, int], np.ndarray] = {}
+    crops: dict[tuple[int, int], np.ndarray] = {}
 
     def keep(i, frame):
+      # Only the S x S crop (a view; mirrored if drawn) is kept of each scaled frame.
       for k in users[i]:
-        h, w, _ = targets[k]
-        rgb[(k, i)] = _to_rgb(frame, h, w)
+        h, w, box = targets[k]
+        crop = _to_rgb(frame, h, w)[box.top:box.top + box.height, box.left:box.left + box.width]
+        crops[(k, i)] = crop[:, ::-1] if plans[k].flip else crop
 
     try:
       _decode_span(container, stream, index, sorted(users), keep,
@@ -434,8 +453,8 @@ def load_clips(src: str | bytes | np.ndarray, spec: augment.ClipSpec, rng: np.ra
   finally:
     for c in opened:
       c.close()
-  return np.stack([augment.render(np.stack([rgb[(k, int(i))] for i in p.indices]), targets[k][2],
-                                  spec.image_size, p.flip) for k, p in enumerate(plans)])
+  # One copy: the kept crops straight into the (k, T, S, S, 3) batch.
+  return np.stack([np.stack([crops[(k, int(i))] for i in p.indices]) for k, p in enumerate(plans)])
 
 
 def _clips_from_array(frames: np.ndarray, spec: augment.ClipSpec,
