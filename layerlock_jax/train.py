@@ -22,6 +22,7 @@ import time
 
 import flax.linen as nn
 import jax
+import numpy as np
 
 from layerlock_jax import checkpoint
 from layerlock_jax import checkpoint_params
@@ -129,11 +130,12 @@ class StagePrograms:
     stage = self.table[schedule.stage_index_at(self.table, step)]
     return state_lib.stage_spec(self.config, stage.frozen_layers, stage.target)
 
-  def new_state(self, full, spec) -> state_lib.TrainState:
+  def new_state(self, full, spec, seed=None) -> state_lib.TrainState:
     """The step-0 state of `spec` from full parameters (arrays, or abstract ones under
-    eval_shape): this run's optimizer, seed and teacher."""
-    return state_lib.TrainState.create(full, spec, seed=self.config.seed, tx=self.tx,
-                                       teacher=vjepa.init_teacher(full, self.config))
+    eval_shape): this run's optimizer, seed (config.seed unless given) and teacher."""
+    return state_lib.TrainState.create(
+        full, spec, seed=self.config.seed if seed is None else seed, tx=self.tx,
+        teacher=vjepa.init_teacher(full, self.config))
 
   def state_shardings(self, spec):
     params_sh, _ = state_lib.partition(self.param_shardings, spec)
@@ -153,12 +155,14 @@ class StagePrograms:
   # --- init and stage switches, compiled with explicit output shardings -----------------------
   def init_state(self, spec) -> state_lib.TrainState:
     """Fresh parameters created directly in their sharded layout (never whole on one device)."""
-    def build(key):
-      return self.new_state(nn.unbox(self.model.init(key)), spec)
+    def build(key, seed):
+      return self.new_state(nn.unbox(self.model.init(key)), spec, seed)
     # Not under activation_sharding: init needs only the output shardings, and flax's
     # DenseGeneral init reshapes boxed kernels in a way that logical constraints reject.
+    # The seed goes in as an argument, not a constant: runs that differ only in their seed share
+    # one init program (and its persistent-cache entry), as they share the step.
     return jax.jit(build, out_shardings=self.state_shardings(spec))(
-        jax.random.key(self.config.seed))
+        jax.random.key(self.config.seed), np.asarray(self.config.seed, np.uint32))
 
   def resplit(self, state, spec, from_spec=None) -> state_lib.TrainState:
     """`state` re-split for `spec`. With `from_spec` (the spec `state` is in) the compiled

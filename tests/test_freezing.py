@@ -115,7 +115,7 @@ def test_trainable_gradients_equal_unsplit_gradients():
   gradient of parameters above it)."""
   config = small_config(enabled=True, target="pixel", pixel_steps=10, interval=5, max_frozen=2)
   trainer = train.StagePrograms(config, one_device())
-  full = nn.unbox(trainer.model.init(jax.random.key(0)))
+  full = nn.unbox(jax.jit(trainer.model.init)(jax.random.key(0)))
   video = videos(1)[0]
   key = jax.random.key(7)
 
@@ -167,7 +167,7 @@ def test_latent_target_is_frozen_prefix_on_full_clip(multi_target):
                         max_frozen=2)
   trainer = train.StagePrograms(config, one_device())
   model = trainer.model
-  full = nn.unbox(model.init(jax.random.key(0)))
+  full = nn.unbox(jax.jit(model.init)(jax.random.key(0)))
   k = 2
   frozen_encoder = jax.tree.map(lambda a: a[:k], full["encoder"])
   tokens = model.embed(full["embed"], videos(1)[0])
@@ -189,7 +189,7 @@ def test_latent_target_is_frozen_prefix_on_full_clip(multi_target):
 def test_masked_positions_get_targets_the_student_never_sees():
   config = small_config(enabled=True, pixel_steps=10, interval=5, max_frozen=2)
   model = train.StagePrograms(config, one_device()).model
-  full = nn.unbox(model.init(jax.random.key(0)))
+  full = nn.unbox(jax.jit(model.init)(jax.random.key(0)))
   tokens = model.embed(full["embed"], videos(1)[0])
   vis, _ = masking.sample_mask(jax.random.key(0), 4, model.grid, 0.5, "random")
   prefix = jax.tree.map(lambda a: a[:1], full["encoder"])

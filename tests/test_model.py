@@ -119,7 +119,7 @@ def test_embedding_at_ids_matches_numpy_projection_of_those_tubelets(posemb):
   config = tiny_config(posemb=posemb)
   config.model.input_mean, config.model.input_std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
   model = video_mae.VideoMAE(config)
-  params = nn.unbox(model.init(jax.random.key(0)))["embed"]
+  params = nn.unbox(jax.jit(model.init)(jax.random.key(0)))["embed"]  # one compile, not per op
   rng = np.random.default_rng(3)
   video = rng.integers(0, 256, size=(2, 4, 16, 16, 3), dtype=np.uint8)
   ids = np.array([[6, 1, 2], [0, 7, 4]], np.int32)
@@ -233,31 +233,33 @@ def tiny_config(decoder="light", posemb="learned_3d"):
   return c
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("decoder", ["light", "query"])
 @pytest.mark.parametrize("posemb", ["learned_3d", "sincos", "rope"])
 def test_forward_shapes(decoder, posemb):
   config = tiny_config(decoder, posemb)
   model = video_mae.VideoMAE(config)
-  params = nn.unbox(model.init(jax.random.key(0)))
-  video = jnp.zeros((2, 4, 16, 16, 3), jnp.uint8)
-  vis, msk = masking.sample_mask(jax.random.key(1), 2, model.grid, 0.75, "random")
-  tokens = model.embed(params["embed"], video)
-  assert tokens.shape == (2, 8, 32)
-  x = model.run_stack(params["encoder"], masking.gather_tokens(tokens, vis), vis, remat=True)
-  assert x.shape == (2, 2, 32)
-  feats = model.decode(params["decoder"], x, vis, msk)
-  assert feats.shape == (2, 6, model.decoder_width)
-  assert model.predict_pixels(params["pixel_head"], feats).shape == (2, 6, 2 * 8 * 8 * 3)
-  assert model.predict_latents(params["latent_head"], feats).shape == (2, 6, 1, 32)
-  outs = model.block_outputs(params["embed"], [params["encoder"]], video)
-  assert outs.shape == (model.encoder_depth + 1, 2, 8, 32)
+
+  def forward(key, video):
+    """Every stage of the model; traced abstractly (shapes only, nothing compiled or run)."""
+    params = nn.unbox(model.init(key))
+    vis, msk = masking.sample_mask(jax.random.key(1), 2, model.grid, 0.75, "random")
+    tokens = model.embed(params["embed"], video)
+    x = model.run_stack(params["encoder"], masking.gather_tokens(tokens, vis), vis, remat=True)
+    feats = model.decode(params["decoder"], x, vis, msk)
+    return (tokens, x, feats, model.predict_pixels(params["pixel_head"], feats),
+            model.predict_latents(params["latent_head"], feats),
+            model.block_outputs(params["embed"], [params["encoder"]], video))
+
+  shapes = jax.eval_shape(forward, jax.random.key(0), jnp.zeros((2, 4, 16, 16, 3), jnp.uint8))
+  assert [s.shape for s in shapes] == [
+      (2, 8, 32), (2, 2, 32), (2, 6, model.decoder_width), (2, 6, 2 * 8 * 8 * 3), (2, 6, 1, 32),
+      (model.encoder_depth + 1, 2, 8, 32)]
 
 
 def test_remat_and_plain_stacks_share_parameters_and_outputs():
   config = tiny_config()
   model = video_mae.VideoMAE(config)
-  params = nn.unbox(model.init(jax.random.key(0)))
+  params = nn.unbox(jax.jit(model.init)(jax.random.key(0)))
   x = jax.random.normal(jax.random.key(1), (2, 5, 32))
   ids = jnp.broadcast_to(jnp.arange(5), (2, 5))
   a = model.run_stack(params["encoder"], x, ids, remat=True)

@@ -88,7 +88,7 @@ def test_one_compiled_step_serves_every_seed_and_draws_from_the_state_seed():
   state with another seed, and its masks follow that seed (same seed, same loss)."""
   config = small_config()
   model = video_mae.VideoMAE(config)
-  full = nn.unbox(model.init(jax.random.key(0)))
+  full = nn.unbox(jax.jit(model.init)(jax.random.key(0)))
   spec = state_lib.StageSpec()
   tx = optax.sgd(0.0)  # no update: the loss is a function of the masks alone
   step = step_lib.make_train_step(model, config, spec, tx, lambda s: 0.0)
@@ -98,3 +98,25 @@ def test_one_compiled_step_serves_every_seed_and_draws_from_the_state_seed():
   loss = {seed: float(compiled(make(seed), video)[1]["loss"]) for seed in (0, 5)}
   assert loss[0] != loss[5]
   assert float(compiled(make(5), video)[1]["loss"]) == loss[5]
+
+
+def test_runs_that_differ_only_in_their_seed_share_the_init_program():
+  """init_state takes the seed as an input too: a second seed loads the first one's compiled init
+  from the persistent cache (conftest turns it on) instead of compiling again."""
+  from layerlock_jax import compilation  # pylint: disable=g-import-not-at-top
+  from layerlock_jax import train  # pylint: disable=g-import-not-at-top
+  compilation.install_cache_listener()
+  states = {}
+  # A seed no earlier run can have used, so that a program with the seed baked in would miss.
+  fresh = int(np.random.default_rng().integers(1, 2**31))
+  for seed in (0, fresh):
+    config = small_config()
+    config.seed = seed
+    programs = train.StagePrograms(config, jax.devices()[:1])
+    before = compilation.cache_events()
+    states[seed] = programs.init_state(programs.spec_at(0))
+    outcome = compilation.cache_outcome(before, compilation.cache_events())
+  assert outcome == "hit"
+  assert int(states[fresh].seed) == fresh and int(states[0].seed) == 0
+  a, b = (jax.tree.leaves(states[s].params) for s in (0, fresh))
+  assert any(not np.array_equal(x, y) for x, y in zip(a, b))  # the key still follows the seed
