@@ -216,6 +216,49 @@ def test_attentive_readout_shapes_init_and_token_symmetries():
   assert apply(params3, x[:, 0]).shape == (b, 2, 6)
 
 
+def _numpy_readout(params, x, num_heads):
+  """AttentiveReadout written out the textbook way in float64 numpy: keys and values projected
+  for every token, softmax(q K^T / sqrt(hd)) V, then the output projection, MLP and head."""
+  p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+  b, t, n, d = x.shape
+
+  def layernorm(v, scale, bias):
+    mu = v.mean(-1, keepdims=True)
+    var = ((v - mu) ** 2).mean(-1, keepdims=True)
+    return (v - mu) / np.sqrt(var + 1e-6) * scale + bias
+
+  v = layernorm(x.astype(np.float64), p["input_norm"]["scale"], p["input_norm"]["bias"])
+  v = (v + p["temporal_embedding"][None, :, None]).reshape(b, t * n, d)
+  keys = np.einsum("bsd,dhc->bshc", v, p["key"]["kernel"]) + p["key"]["bias"]
+  values = np.einsum("bsd,dhc->bshc", v, p["value"]["kernel"]) + p["value"]["bias"]
+  q = p["queries"]                                       # [Q, H, hd]
+  logits = np.einsum("qhc,bshc->bhqs", q, keys) / np.sqrt(q.shape[-1])
+  w = np.exp(logits - logits.max(-1, keepdims=True))
+  w /= w.sum(-1, keepdims=True)
+  attended = np.einsum("bhqs,bshc->bqhc", w, values)
+  out = np.einsum("bqhc,hcw->bqw", attended, p["attn_out"]["kernel"]) + p["attn_out"]["bias"]
+  y = q.reshape(1, q.shape[0], -1) + out
+  h = layernorm(y, p["mlp_norm"]["scale"], p["mlp_norm"]["bias"])
+  h = h @ p["mlp_in"]["kernel"] + p["mlp_in"]["bias"]
+  h = 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h ** 3)))  # tanh GELU
+  y = y + h @ p["mlp_out"]["kernel"] + p["mlp_out"]["bias"]
+  return y @ p["head"]["kernel"] + p["head"]["bias"]
+
+
+def test_attentive_readout_equals_textbook_cross_attention():
+  """The readout folds the key projection into the queries and pools before the value
+  projection; the function must be the textbook one (keys and values of every token), with
+  non-zero biases so that the bias terms of the fold are exercised."""
+  b, t, n, d = 3, 2, 5, 12
+  model = probes.AttentiveReadout(num_classes=4, num_queries=2, width=16, num_heads=4)
+  x = np.random.default_rng(0).normal(size=(b, t, n, d)).astype(np.float32)
+  params = jax.jit(lambda k, a: model.init(k, a)["params"])(jax.random.key(3), x)
+  rng = np.random.default_rng(1)
+  params = jax.tree.map(lambda a: a + 0.3 * rng.normal(size=a.shape).astype(np.float32), params)
+  got = jax.jit(lambda prm, a: model.apply({"params": prm}, a))(params, x)
+  np.testing.assert_allclose(np.asarray(got), _numpy_readout(params, x, 4), rtol=1e-4, atol=1e-4)
+
+
 def _spike_task(rng, n, t=2, p=4, d=16, noise=0.3, amp=4.0):
   """Label = index of the token (of t*p) that carries a spike on channel 0.
 
