@@ -222,9 +222,9 @@ def test_collapse_claim_rules():
 
 def test_analytic_train_flops_is_the_stage_weighted_sum():
   config = reproduce.Run("layerlock_claims", "freeze_pixel", 0).config()
-  # Two blocks at 300, two more at 400, 600 steps: steps per k = 300 (k=0), 100 (k=2), 200 (k=4).
+  # Two blocks at 300, two more at 380, 600 steps: steps per k = 300 (k=0), 80 (k=2), 220 (k=4).
   per_k = {k: flops.step_flops(config, k)["model_flops"] for k in range(5)}
-  expected = 300 * per_k[0] + 100 * per_k[2] + 200 * per_k[4]
+  expected = 300 * per_k[0] + 80 * per_k[2] + 220 * per_k[4]
   assert claims.analytic_train_flops(config) == pytest.approx(expected, rel=1e-12)
   mae = reproduce.Run("layerlock_claims", "mae", 0).config()
   assert claims.analytic_train_flops(mae) == pytest.approx(600 * per_k[0], rel=1e-12)
