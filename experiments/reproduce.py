@@ -1,6 +1,6 @@
 r"""Reproduce the papers' claims at small scale: one command, one report.
 
-  python -m experiments.reproduce --out=/tmp/reproduce            # full: ~40 min on 2 CPU cores
+  python -m experiments.reproduce --out=/tmp/reproduce            # full: ~38 min on 2 CPU cores
   python -m experiments.reproduce --out=/tmp/reproduce --ablations  # + RoPE, mini-warmup arms
   python -m experiments.reproduce --out=/tmp/reproduce_q --quick  # CI smoke run: a few minutes
   python -m experiments.reproduce --out=/tmp/reproduce_gpu --scale=gpu  # one GPU: ~10 min
@@ -28,6 +28,7 @@ ViT-S encoder for 3000 steps of 64 clips (configs/experiments/layerlock_claims.p
 seed-major so that a run cut short still holds complete MAE / LayerLock pairs; the convergence
 grid and the blockwise claim are measured at CPU scale only.
 """
+import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -194,12 +195,31 @@ class Plan:
 
 
 class Reproduction:
-  """Trains, evaluates and caches; every public method is idempotent on OUT."""
+  """Trains, evaluates and caches; every public method is idempotent on OUT.
 
-  def __init__(self, out: str, plan: Plan):
-    self.out, self.plan = out, plan
-    self._eval_data: dict[str, depthwise.EvalData] = {}
+  Training runs in the calling thread; evaluations run one at a time on `evaluator`, a
+  background thread, so that the evaluation of one run (mostly single-threaded: numpy, small
+  probe programs) overlaps the training of the next (whose step leaves about a third of 2 cores
+  idle). Both are deterministic computations on their own inputs: the numbers do not depend on
+  the overlap. Methods that evaluate return futures."""
+
+  def __init__(self, out: str, plan: Plan, evaluator: concurrent.futures.Executor):
+    self.out, self.plan, self.evaluator = out, plan, evaluator
+    self._eval_data: dict[tuple, depthwise.EvalData] = {}
+    self._futures: list[concurrent.futures.Future] = []
     self.timings: dict[str, float] = {}
+
+  def _submit(self, fn) -> concurrent.futures.Future:
+    future = self.evaluator.submit(fn)
+    self._futures.append(future)
+    return future
+
+  def _raise_failed_evaluation(self):
+    """An evaluation that failed stops the reproduction before the next training, not after
+    all of them."""
+    for future in self._futures:
+      if future.done() and future.exception() is not None:
+        raise future.exception()
 
   def workdir(self, run: Run) -> str:
     return os.path.join(self.out, "runs", run.name)
@@ -209,6 +229,7 @@ class Reproduction:
     SIGTERM / a preemption notice stops the whole reproduction (Preempted): its checkpoint is
     saved, and the same command resumes it; nothing is evaluated from a half-trained model."""
     from layerlock_jax import train  # pylint: disable=g-import-not-at-top
+    self._raise_failed_evaluation()
     start = time.perf_counter()
     logging.info("reproduce: training %s\n  %s", run.name, run.command(self.out))
     # An evaluation cached before this training belongs to an older state of the run.
@@ -224,12 +245,14 @@ class Reproduction:
     return result.state
 
   def eval_data(self, config) -> depthwise.EvalData:
-    source = config.data.source
-    if source not in self._eval_data:
+    """The held-out clips for models of `config`: one set per source and clip shape (the
+    camera-motion set is rendered at 16 x 32^2 for the claims model and 4 x 48^2 for V-JEPA)."""
+    key = (config.data.source, int(config.data.num_frames), int(config.data.image_size))
+    if key not in self._eval_data:
       n = self.plan.eval_clips
-      self._eval_data[source] = depthwise.load_eval_data(config, num_train=n, num_test=n,
-                                                         data_seed=EVAL_DATA_SEED)
-    return self._eval_data[source]
+      self._eval_data[key] = depthwise.load_eval_data(config, num_train=n, num_test=n,
+                                                      data_seed=EVAL_DATA_SEED)
+    return self._eval_data[key]
 
   def _evaluate(self, config, params, path: str) -> dict[str, Any]:
     if os.path.exists(path):
@@ -256,26 +279,33 @@ class Reproduction:
     os.replace(path + ".tmp", path)  # a killed evaluation never leaves a half-written cache
     return result
 
-  def train_and_evaluate(self, run: Run) -> dict[str, Any]:
-    """The run's artifacts for the claims: eval table, metrics rows, summary, command."""
+  def train_and_evaluate(self, run: Run) -> concurrent.futures.Future:
+    """Trains `run` now; a future of its artifacts for the claims (eval table, metrics rows,
+    summary, command), evaluated in the background."""
     path = os.path.join(self.workdir(run), "eval.json")
     params = None if os.path.exists(path) and _finished(self.workdir(run)) else self.train(run)
     config = run.config()
-    evaluation = self._evaluate(config, params, path)
-    return claims.run_record(run.name, run.arm, run.seed, run.command(self.out), config,
-                             self.workdir(run), evaluation)
+
+    def evaluate_run():
+      evaluation = self._evaluate(config, params, path)
+      return claims.run_record(run.name, run.arm, run.seed, run.command(self.out), config,
+                               self.workdir(run), evaluation)
+    return self._submit(evaluate_run)
 
   def train_only(self, run: Run) -> str:
     if not _finished(self.workdir(run)):
       self.train(run)
     return self.workdir(run)
 
-  def random_init(self, run: Run) -> dict[str, Any]:
-    """Evaluation of `run`'s model at initialisation (seed 0): the untrained reference."""
+  def random_init(self, run: Run) -> concurrent.futures.Future:
+    """Future evaluation of `run`'s model at initialisation (seed 0): the untrained reference."""
     config = run.config()
     path = os.path.join(self.out, "runs", f"random_init_{run.name}", "eval.json")
-    params = None if os.path.exists(path) else evaluate.random_init_params(config)
-    return self._evaluate(config, params, path)
+
+    def evaluate_init():
+      params = None if os.path.exists(path) else evaluate.random_init_params(config)
+      return self._evaluate(config, params, path)
+    return self._submit(evaluate_init)
 
 
 def _finished(workdir: str) -> bool:
@@ -290,30 +320,48 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
   seed each, ~4 more minutes); `scale="gpu"` the accelerator-sized runs (Plan.make)."""
   start = time.perf_counter()
   plan = Plan.make(quick, ablations, scale)
-  repro = Reproduction(out, plan)
   os.makedirs(out, exist_ok=True)
   _enable_compile_cache(os.path.join(out, "xla_cache"))
-
-  main_runs = plan.main_runs()
-  done = {r.name: repro.train_and_evaluate(r) for r in plan.main_order()}
-  main = {arm: [done[r.name] for r in runs] for arm, runs in main_runs.items()}
-  reference = {"rope": repro.random_init(main_runs["mae"][0])}
-  if "mae_learned_posemb" in main_runs:
-    reference["learned_3d"] = repro.random_init(main_runs["mae_learned_posemb"][0])
-
-  center = [repro.train_and_evaluate(r) for r in plan.center_runs()]
-
-  camera_runs = plan.camera_runs()  # none in quick mode (test_camera_motion covers the source)
-  camera = {arm: [repro.train_and_evaluate(r) for r in runs] for arm, runs in camera_runs.items()}
-
+  main_runs, center_runs, camera_runs = plan.main_runs(), plan.center_runs(), plan.camera_runs()
+  blockwise_runs, vjepa_runs = plan.blockwise_runs(), plan.vjepa_runs()
   base_run = main_runs["mae"][0]
   base_cfg = base_run.config()
   tail = plan.tail_fraction
-  cells = []
-  for l, t, run in plan.grid_runs():
-    cell = convergence.read_run(repro.train_only(run), base_cfg.total_steps, tail)
-    cell.update(layers=l, step=t, command=run.command(out))
-    cells.append(cell)
+
+  # Phase 1: train every run in order; each evaluation (a future) overlaps the next training.
+  # A quick run is mostly compiling: overlapping it only adds contention (measured: 394 s against
+  # 340 s for the whole quick run), so it evaluates each run right after training it.
+  with (_InlineExecutor() if quick else
+        concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="evaluate")
+        ) as evaluator:
+    repro = Reproduction(out, plan, evaluator)
+    done = {r.name: repro.train_and_evaluate(r) for r in plan.main_order()}
+    reference = {"rope": repro.random_init(base_run)}
+    if "mae_learned_posemb" in main_runs:
+      reference["learned_3d"] = repro.random_init(main_runs["mae_learned_posemb"][0])
+    center = [repro.train_and_evaluate(r) for r in center_runs]
+    # none in quick mode (test_camera_motion covers the source)
+    camera = {arm: [repro.train_and_evaluate(r) for r in runs] for arm, runs in camera_runs.items()}
+    camera_reference = ({"rope": repro.random_init(camera_runs["mae"][0])} if camera else {})
+    cells = []
+    for l, t, run in plan.grid_runs():
+      cell = convergence.read_run(repro.train_only(run), base_cfg.total_steps, tail)
+      cell.update(layers=l, step=t, command=run.command(out))
+      cells.append(cell)
+    blockwise = {regime: [repro.train_and_evaluate(r) for r in runs]
+                 for regime, runs in blockwise_runs.items() if runs}
+    blockwise_reference = repro.random_init(blockwise_runs["e2e"][0]) if blockwise else None
+    vjepa = {arm: [repro.train_and_evaluate(r) for r in runs]
+             for arm, runs in vjepa_runs.items() if runs}
+    vjepa_reference = {"sincos": repro.random_init(vjepa_runs["vjepa"][0])} if vjepa else {}
+  # Phase 2: every evaluation has finished (leaving the `with` waits for them); read them.
+  get = _resolve
+  done, reference, center, camera, camera_reference, blockwise, blockwise_reference, vjepa, \
+      vjepa_reference = get(done), get(reference), get(center), get(camera), \
+      get(camera_reference), get(blockwise), get(blockwise_reference), get(vjepa), \
+      get(vjepa_reference)
+  main = {arm: [done[r.name] for r in runs] for arm, runs in main_runs.items()}
+
   measured = {}  # claim -> its result; a claim whose runs are not in the plan is left out
   if cells:
     baseline = convergence.read_run(repro.workdir(base_run), base_cfg.total_steps, tail)
@@ -328,21 +376,11 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
   measured["layerlock_vs_mae"] = claims.layerlock_vs_mae_claim(
       main["mae"], main["layerlock"], main.get("layerlock_no_miniwarmup", []),
       main.get("mae_learned_posemb", []), reference, center=center)
-
-  blockwise_runs = plan.blockwise_runs()
-  blockwise = {regime: [repro.train_and_evaluate(r) for r in runs]
-               for regime, runs in blockwise_runs.items() if runs}
   if blockwise:
-    measured["blockwise"] = claims.blockwise_claim(
-        blockwise, repro.random_init(blockwise_runs["e2e"][0]))
-
-  vjepa_runs = plan.vjepa_runs()
-  vjepa = {arm: [repro.train_and_evaluate(r) for r in runs]
-           for arm, runs in vjepa_runs.items() if runs}
+    measured["blockwise"] = claims.blockwise_claim(blockwise, blockwise_reference)
   if vjepa:
-    measured["vjepa_layerlock"] = claims.vjepa_claim(
-        vjepa["vjepa"], vjepa["vjepa_layerlock"],
-        {"sincos": repro.random_init(vjepa_runs["vjepa"][0])})
+    measured["vjepa_layerlock"] = claims.vjepa_claim(vjepa["vjepa"], vjepa["vjepa_layerlock"],
+                                                     vjepa_reference)
 
   results = {
       "quick": quick,
@@ -364,8 +402,7 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
   }
   if camera:
     results["claims"]["layerlock_vs_mae_camera"] = claims.layerlock_vs_mae_claim(
-        camera["mae"], camera["layerlock"], [], [],
-        {"rope": repro.random_init(camera_runs["mae"][0])})
+        camera["mae"], camera["layerlock"], [], [], camera_reference)
   # Wall-clock facts live apart from the results: they are the only numbers that differ between
   # two reproductions with the same seeds.
   num_runs = (sum(len(r) for r in main_runs.values()) + len(cells) + len(center) +
@@ -382,6 +419,27 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
     json.dump(timing, f, indent=1)
   report.write_report(results, timing, out, command=_command(out, quick, ablations, scale))
   return results
+
+
+class _InlineExecutor(concurrent.futures.Executor):
+  """Runs each submitted function at once, in the calling thread."""
+
+  def submit(self, fn, /, *args, **kwargs):
+    future = concurrent.futures.Future()
+    try:
+      future.set_result(fn(*args, **kwargs))
+    except BaseException as e:  # pylint: disable=broad-except
+      future.set_exception(e)
+    return future
+
+
+def _resolve(tree):
+  """`tree` (dicts / lists of futures) with every future replaced by its result."""
+  if isinstance(tree, dict):
+    return {k: _resolve(v) for k, v in tree.items()}
+  if isinstance(tree, list):
+    return [_resolve(v) for v in tree]
+  return tree.result() if isinstance(tree, concurrent.futures.Future) else tree
 
 
 def _accelerator() -> str | None:
@@ -431,7 +489,7 @@ if __name__ == "__main__":
   flags.DEFINE_bool("quick", False, "CI-sized smoke run: a few steps per run, tiny probes.")
   flags.DEFINE_bool("ablations", False, "Also train the RoPE and mini-warmup ablation arms "
                     "(one seed each; ~4 more minutes).")
-  flags.DEFINE_enum("scale", "cpu", list(SCALES), "cpu: the 2-core runs (~40 min); gpu: the "
+  flags.DEFINE_enum("scale", "cpu", list(SCALES), "cpu: the 2-core runs (~38 min); gpu: the "
                     "claims 2-4 arms with a ViT-S encoder, 3000 steps each (~10 min on one GPU).")
   flags.mark_flags_as_required(["out"])
   from layerlock_jax import cli  # pylint: disable=g-import-not-at-top

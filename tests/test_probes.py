@@ -328,3 +328,19 @@ def test_readout_block_follows_the_4ds_095_depth_rule(depth, block):
   from layerlock_jax.evaluation import depthwise  # pylint: disable=g-import-not-at-top
   # 4DS reads list_of_outputs[int(0.95 * depth) - 1], the list starting at the embedding (block 0).
   assert depthwise.readout_block(depth) == block
+
+
+def test_attentive_probe_on_tokens_standardised_by_the_caller_equals_the_standardize_norm():
+  # depthwise_analysis standardises a block's tokens once and probes every task with
+  # token_norm="given": the same probe as token_norm="standardize" on the raw tokens.
+  rng = np.random.default_rng(11)
+  xtr, ytr = _spike_task(rng, 64)
+  xte, yte = _spike_task(rng, 32)
+  xtr, xte = xtr * 3.0 + 1.0, xte * 3.0 + 1.0
+  kwargs = dict(seed=0, steps=5, batch_size=16, width=16, num_heads=2)
+  inside = probes.attentive_probe(xtr, ytr, xte, yte, 8, token_norm="standardize", **kwargs)
+  a, b = probes.standardize_tokens(xtr, xte)
+  outside = probes.attentive_probe(a, ytr, b, yte, 8, token_norm="given", **kwargs)
+  assert inside == outside
+  raw = probes.attentive_probe(xtr, ytr, xte, yte, 8, token_norm="given", **kwargs)
+  assert raw["train_loss"] != inside["train_loss"]  # "given" really leaves the tokens as given

@@ -138,6 +138,7 @@ def depthwise_analysis(train: features_lib.Features, train_labels: dict[str, np.
   if train.depth != test.depth:
     raise ValueError(f"train and test features differ in depth: {train.depth} vs {test.depth}")
   depth = train.depth
+  standardized: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # block -> (train, test)
   blocks = list(range(depth + 1))
   tasks: dict[str, dict[str, Any]] = {}
   for name, classes in num_classes.items():
@@ -160,8 +161,13 @@ def depthwise_analysis(train: features_lib.Features, train_labels: dict[str, np.
       if len(train.tokens[j]) != len(ytr) or len(test.tokens[j]) != len(yte):
         raise ValueError("attentive probe needs tokens of every train and test clip")
       for norm in attentive_norms:
-        att = probes.attentive_probe(train.tokens[j], ytr, test.tokens[j], yte, classes,
-                                     seed=seed, token_norm=norm, **(attentive_kwargs or {}))
+        xtr, xte, probe_norm = train.tokens[j], test.tokens[j], norm
+        if norm == "standardize":  # once per block, not once per task
+          if j not in standardized:
+            standardized[j] = probes.standardize_tokens(xtr, xte)
+          (xtr, xte), probe_norm = standardized[j], "given"
+        att = probes.attentive_probe(xtr, ytr, xte, yte, classes, seed=seed,
+                                     token_norm=probe_norm, **(attentive_kwargs or {}))
         task[attentive_key(norm)][str(j)] = att["accuracy"]
     tasks[name] = task
 
