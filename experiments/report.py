@@ -231,8 +231,8 @@ def _section_layerlock(c: dict, fig: str) -> str:
   if labels:
     ablations = ""
   elif ab["mini_warmup"] is None and ab["rope"] is None:
-    ablations = ("Ablations not run (they do not fit the 30-minute budget; add `--ablations`, "
-                 "about 4 more minutes).")
+    ablations = ("Ablations not run (not in the default plan; add `--ablations`, about 4 more "
+                 "minutes on 2 CPU cores).")
   else:
     ablations = (f"Ablations (seed 0, attentive): mini-warmup on - off = "
                  f"{_f(ab['mini_warmup'], signed=True)}; RoPE - learned 3-D position embedding "
