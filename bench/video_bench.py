@@ -8,7 +8,9 @@ keyframe gaps, VP9, MPEG-4, MPEG-2, short clips, broken files), as a folder and 
 by `convert --short_side=64`:
 1. Floor vs loader, on IDENTICAL clips (the tiny config: 16 frames at stride 2, 32^2 random
    resized crops): the decode floor is the CPU time PyAV needs to open the file, seek and decode
-   from the keyframe before the clip to its last frame, nothing else; the loader's cost is the
+   from the keyframe before the clip to its last frame, nothing else (for shards with a packet
+   table: to decode those frames' packets without the container, the cheaper floor; the
+   container floor is printed beside it); the loader's cost is the
    CPU time of `source.training_item` for the same (position, record) - planning, packet scan,
    seek, decode, libswscale scaling, crop/resize. Both single-threaded in this process, so their
    ratio does not depend on how busy the machine is.
@@ -61,6 +63,7 @@ def tiny_data_cfg(source: str, path: str, workers=0, image_size=None, num_frames
   out = ml_collections.ConfigDict(cfg.to_dict())
   out.source, out.path = source, path
   out.num_workers = ml_collections.FieldReference(workers, field_type=object)
+  out.read_threads = ml_collections.FieldReference(cfg.read_threads, field_type=object)
   if image_size:
     out.image_size = image_size
   if num_frames:
@@ -73,7 +76,7 @@ def floor_and_cost(source, clips: int, seed: int = 0, rounds: int = 5) -> dict:
   (medians over `rounds` alternated passes)."""
   import av  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from layerlock_jax.data import augment, decode  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.data import augment, decode, packets  # pylint: disable=g-import-not-at-top
   pairs, plans = [], []
   for p in range(10 * clips):
     if len(pairs) == clips:
@@ -93,12 +96,18 @@ def floor_and_cost(source, clips: int, seed: int = 0, rounds: int = 5) -> dict:
     pairs.append((p, r))
     plans.append((rec.src, index, needed))
   # The floor: open, seek to the keyframe at or before the first needed frame, decode to the last.
-  # Floor and loader alternate over `rounds` passes on the same clips and the ratio is the median
+  # A record with a packet table (packets.py) can be decoded without the container: its floor is
+  # then decoding those frames' packets, and the container floor is reported beside it.
+  # Floors and loader alternate over `rounds` passes on the same clips and the ratio is the median
   # of the per-round ratios: one pass of each swings with cache state and the machine's load.
-  def floor_pass() -> tuple[float, int]:
+  def floor_pass(use_packets: bool) -> tuple[float, int]:
     t0 = time.process_time()
     decoded = 0
     for src, index, needed in plans:
+      if use_packets and index.packets is not None:
+        k = index.keyframes[np.searchsorted(index.keyframes, needed[0], side="right") - 1]
+        decoded += packets.decode_span(src, index.packets, int(k), needed, lambda i, f: None)
+        continue
       c = decode._open(src)  # pylint: disable=protected-access
       s = decode._video_stream(c)  # pylint: disable=protected-access
       s.codec_context.thread_count = 1
@@ -125,14 +134,19 @@ def floor_and_cost(source, clips: int, seed: int = 0, rounds: int = 5) -> dict:
       source.training_item(p, r, seed)
     return time.process_time() - t0
 
-  floors, costs, decoded = [], [], 0
+  with_table = any(index.packets is not None for _, index, _ in plans)
+  floors, container_floors, costs, decoded = [], [], [], 0
   for _ in range(rounds):
-    floor, decoded = floor_pass()
+    floor, decoded = floor_pass(use_packets=True)
     floors.append(floor)
+    if with_table:
+      container_floors.append(floor_pass(use_packets=False)[0])
     costs.append(loader_pass())
   n = len(pairs)
   ratios = sorted(c / f for c, f in zip(costs, floors))
   return {"clips": n, "floor_ms": 1e3 * float(np.median(floors)) / n,
+          "container_floor_ms": (1e3 * float(np.median(container_floors)) / n
+                                 if with_table else None),
           "loader_ms": 1e3 * float(np.median(costs)) / n, "ratio": float(np.median(ratios)),
           "ratio_range": (ratios[0], ratios[-1]), "rounds": rounds,
           "frames_decoded_per_clip": decoded / n, "pairs": pairs}
@@ -234,6 +248,9 @@ def main(argv):
           f"ratio {r['ratio']:.2f} [{r['ratio_range'][0]:.2f}, {r['ratio_range'][1]:.2f}] "
           f"({r['frames_decoded_per_clip']:.0f} frames decoded/clip, {r['clips']} clips, "
           f"median of {r['rounds']} alternated rounds)  [{load()}]")
+    if r["container_floor_ms"] is not None:
+      print(f"  {'':9s} (floor from packets, no container; through the container the same frames "
+            f"cost {r['container_floor_ms']:.2f}, loader / that {r['loader_ms'] / r['container_floor_ms']:.2f})")
     if name == "folder" and _BASELINE.value:
       out = subprocess.run([sys.executable, "-c", _BASELINE_CHILD, folder, json.dumps(r["pairs"])],
                            capture_output=True, text=True, check=True, cwd=_BASELINE.value,

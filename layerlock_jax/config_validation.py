@@ -297,6 +297,8 @@ def _check_data_fields(c: Any) -> None:
   if _get(c, "data.num_workers") != "auto":
     _int(c, "data.num_workers", lo=0)
   _int(c, "data.prefetch", lo=0)
+  if _get(c, "data.read_threads") != "auto":
+    _int(c, "data.read_threads", lo=1)
   if source in options.SYNTHETIC_SOURCES:
     batch = _get(c, "batch_size")
     clips = _get(c, "data.num_clips")

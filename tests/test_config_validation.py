@@ -186,6 +186,8 @@ BAD = [
     ("source", {"data.source": "kinetics"}, "data.source", None, {}),
     ("num_workers", {"data.num_workers": -1}, "data.num_workers", None, {}),
     ("prefetch", {"data.prefetch": -1}, "data.prefetch", None, {}),
+    ("read_threads", {"data.read_threads": 0}, "data.read_threads", None, {}),
+    ("read_threads_word", {"data.read_threads": "many"}, "data.read_threads", None, {}),
     ("num_clips", {"data.num_clips": 4}, "data.num_clips", "batch_size=8", {}),
     ("folder_empty", {"data.source": "video_folder"}, "data.path", "'video_folder'", {}),
     ("folder_missing", {"data.source": "video_folder", "data.path": "/nonexistent/videos"},

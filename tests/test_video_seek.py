@@ -272,3 +272,7 @@ def test_batches_do_not_depend_on_the_worker_count(files, tmp_path):
   assert pipeline.resolve_num_workers("auto", file_backed=False) == 0
   assert 1 <= pipeline.resolve_num_workers("auto", file_backed=True) <= 16
   assert pipeline.resolve_num_workers(3, file_backed=True) == 3
+  # Read threads: several where the main process decodes, one per worker process.
+  assert pipeline.resolve_read_threads("auto", num_workers=0) == 4
+  assert pipeline.resolve_read_threads("auto", num_workers=3) == 1
+  assert pipeline.resolve_read_threads(2, num_workers=3) == 2

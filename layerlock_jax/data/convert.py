@@ -13,10 +13,11 @@ folder without them becomes split "train"):
 3. Writes the original bytes of the good files (no re-encoding: lossless, and as small as the
    input) or, with --short_side=N, the video re-encoded (H.264 in mp4, in the worker processes)
    at short side N with a keyframe every --keyframe_interval frames - the usual pre-resizing of a
-   large corpus: a 64-pixel, 32-frame-GOP record decodes a clip ~20-50x faster than a 720p source
+   large corpus: a 64-pixel, 16-frame-GOP record decodes a clip ~30-60x faster than a 720p source
    with 250-frame GOPs. Each record carries its label, verified frame count and the index the
-   loader plans and seeks with (frame timestamps, keyframe positions), so nothing is scanned at
-   training time. Records go into `<split>.array_record-NNNNN-of-MMMMM`, balanced by size
+   loader plans and seeks with (frame timestamps, keyframe positions; for re-encoded records also
+   where each frame's packet lies, so the loader decodes without opening the container), so
+   nothing is scanned at training time. Records go into `<split>.array_record-NNNNN-of-MMMMM`, balanced by size
    (--shard_mb per shard, or exactly --num_shards).
 4. Writes metadata.json (class names, per-shard frame counts: the loader uses them to skip short
    records without reading them and to stop decoding early) and conversion_report.json (every

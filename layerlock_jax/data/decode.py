@@ -39,6 +39,7 @@ import av.video.reformatter
 import numpy as np
 
 from layerlock_jax.data import augment
+from layerlock_jax.data import packets as packets_lib
 
 DEFAULT_MAX_DECODE_FRAMES = 1024
 
@@ -225,11 +226,16 @@ class VideoIndex(NamedTuple):
   width: int
   pts: np.ndarray | None     # (num_frames,) int64 increasing; None: not usable, decode in order
   keyframes: np.ndarray      # frame indices of keyframes, increasing (seek targets)
+  # Where each frame's packet lies (only for streams the converter encoded; packets.py): the
+  # loader then decodes from the bytes without opening the container.
+  packets: packets_lib.PacketTable | None = None
 
   def to_json(self) -> dict[str, Any]:
     """A compact form for a shard record's header (a constant frame step is stored as 2 ints)."""
     out = {"num_frames": self.num_frames, "height": self.height, "width": self.width,
            "keyframes": [int(k) for k in self.keyframes], "pts": None}
+    if self.packets is not None:
+      out["packets"] = self.packets.to_json()
     if self.pts is not None:
       steps = np.diff(self.pts)
       if len(steps) and (steps == steps[0]).all():
@@ -245,8 +251,12 @@ class VideoIndex(NamedTuple):
       pts = pts["start"] + pts["step"] * np.arange(n, dtype=np.int64)
     elif pts is not None:
       pts = np.asarray(pts, np.int64)
+    table = d.get("packets")
+    table = packets_lib.PacketTable.from_json(table) if table else None
+    if table is not None and (len(table.sizes) != n or pts is None):
+      raise ValueError(f"packet table of {len(table.sizes)} frames for a {n}-frame index")
     return cls(n, int(d["height"]), int(d["width"]), pts,
-               np.asarray(d.get("keyframes", []), np.int64))
+               np.asarray(d.get("keyframes", []), np.int64), table)
 
 
 def index_stream(container, stream) -> VideoIndex:
@@ -408,6 +418,18 @@ def load_clips(src: str | bytes | np.ndarray, spec: augment.ClipSpec, rng: np.ra
     return _clips_from_array(_frames_array(src)[:max_frames], spec, rng)
   if isinstance(src, np.ndarray):
     src = src.item()  # a TFDS bytes scalar
+  if (index is not None and index.packets is not None
+      and isinstance(src, (bytes, bytearray, memoryview))):
+    # A stream the converter encoded: decode its packets without opening the container.
+    plan = _ClipPlan(index, spec, rng, known_frames, max_frames)
+    needed = sorted(plan.users)
+    at = int(np.searchsorted(index.keyframes, needed[0], side="right")) - 1
+    start = int(index.keyframes[at]) if at >= 0 else 0
+    try:
+      packets_lib.decode_span(src, index.packets, start, needed, plan.keep)
+    except Exception as e:  # pylint: disable=broad-except
+      raise BadVideoError(f"decode error ({type(e).__name__}: {e})", whole_file=False) from None
+    return plan.clips()
   opened = []  # every container this call opens, closed at the end
 
   def reopen():
@@ -420,32 +442,16 @@ def load_clips(src: str | bytes | np.ndarray, spec: augment.ClipSpec, rng: np.ra
   try:
     container, stream = reopen()
     fresh = True  # nothing read yet: a sequential decode can start right here
-    try:
-      if index is None:
+    if index is None:
+      try:
         index = index_stream(container, stream)
+      finally:
         fresh = False
-      available = min(int(known_frames or index.num_frames), max_frames)
-      temporal = augment.plan_temporal(available, spec, rng)
-    except augment.TooShortError as e:
-      raise BadVideoError(str(e)) from None
-    plans = augment.plan_spatial(temporal, index.height, index.width, spec, rng)
-    targets = [_scaled_target(index.height, index.width, p.box, spec.image_size) for p in plans]
-    users = collections.defaultdict(list)  # frame index -> clips that use it
-    for k, p in enumerate(plans):
-      for i in sorted({int(i) for i in p.indices}):
-        users[i].append(k)
-    crops: dict[tuple[int, int], np.ndarray] = {}
-
-    def keep(i, frame):
-      # Only the S x S crop (a view; mirrored if drawn) is kept of each scaled frame.
-      for k in users[i]:
-        h, w, box = targets[k]
-        crop = _to_rgb(frame, h, w)[box.top:box.top + box.height, box.left:box.left + box.width]
-        crops[(k, i)] = crop[:, ::-1] if plans[k].flip else crop
-
+    plan = _ClipPlan(index, spec, rng, known_frames, max_frames)
     try:
-      _decode_span(container, stream, index, sorted(users), keep,
-                   reopen=None if fresh and (index.pts is None or min(users) == 0) else reopen)
+      _decode_span(container, stream, index, sorted(plan.users), plan.keep,
+                   reopen=None if fresh and (index.pts is None or min(plan.users) == 0)
+                   else reopen)
     except BadVideoError:
       raise
     except Exception as e:  # pylint: disable=broad-except
@@ -453,8 +459,43 @@ def load_clips(src: str | bytes | np.ndarray, spec: augment.ClipSpec, rng: np.ra
   finally:
     for c in opened:
       c.close()
-  # One copy: the kept crops straight into the (k, T, S, S, 3) batch.
-  return np.stack([np.stack([crops[(k, int(i))] for i in p.indices]) for k, p in enumerate(plans)])
+  return plan.clips()
+
+
+class _ClipPlan:
+  """The clips of one video, drawn before anything is decoded, and the crops kept as frames come.
+
+  The draw order (every temporal window, then every crop and flip; augment.py) does not depend on
+  how the frames are read.
+  """
+
+  def __init__(self, index: VideoIndex, spec: augment.ClipSpec, rng: np.random.Generator,
+               known_frames: int | None, max_frames: int):
+    available = min(int(known_frames or index.num_frames), max_frames)
+    try:
+      temporal = augment.plan_temporal(available, spec, rng)
+    except augment.TooShortError as e:
+      raise BadVideoError(str(e)) from None
+    self.plans = augment.plan_spatial(temporal, index.height, index.width, spec, rng)
+    self.targets = [_scaled_target(index.height, index.width, p.box, spec.image_size)
+                    for p in self.plans]
+    self.users = collections.defaultdict(list)  # frame index -> clips that use it
+    for k, p in enumerate(self.plans):
+      for i in sorted({int(i) for i in p.indices}):
+        self.users[i].append(k)
+    self.crops: dict[tuple[int, int], np.ndarray] = {}
+
+  def keep(self, i: int, frame) -> None:
+    # Only the S x S crop (a view; mirrored if drawn) is kept of each scaled frame.
+    for k in self.users[i]:
+      h, w, box = self.targets[k]
+      crop = _to_rgb(frame, h, w)[box.top:box.top + box.height, box.left:box.left + box.width]
+      self.crops[(k, i)] = crop[:, ::-1] if self.plans[k].flip else crop
+
+  def clips(self) -> np.ndarray:
+    # One copy: the kept crops straight into the (k, T, S, S, 3) batch.
+    return np.stack([np.stack([self.crops[(k, int(i))] for i in p.indices])
+                     for k, p in enumerate(self.plans)])
 
 
 def _clips_from_array(frames: np.ndarray, spec: augment.ClipSpec,

@@ -81,7 +81,8 @@ def _train_dataset(data_cfg, *, seed: int, global_batch_size: int, process_index
     ds = grain.MapDataset.range(len(ds) // process_count).map(
         _ContiguousBlock(ds, records_per_batch, process_index, process_count))
   prefetch = max(1, int(data_cfg.get("prefetch", 2)))
-  threads = int(data_cfg.get("read_threads", 4))
+  num_workers = resolve_num_workers(data_cfg.get("num_workers", 0), file_backed)
+  threads = resolve_read_threads(data_cfg.get("read_threads", "auto"), num_workers)
   # Batches are formed on the index stream, before any worker split: worker w of n renders whole
   # batches w, w + n, ... and grain interleaves them round-robin, so the batches (and a resumed
   # run's) are the same for every worker count. Read threads render or decode batches
@@ -92,7 +93,6 @@ def _train_dataset(data_cfg, *, seed: int, global_batch_size: int, process_index
   it_ds = ds.to_iter_dataset(read_options)
   if data_cfg.get("sources") or file_backed:
     it_ds = it_ds.map(_merge_clip_axis)
-  num_workers = resolve_num_workers(data_cfg.get("num_workers", 0), file_backed)
   if num_workers > 0:
     _ensure_absl_flags_parsed()
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
@@ -108,6 +108,14 @@ def resolve_num_workers(value: Any, file_backed: bool) -> int:
     if not file_backed:
       return 0
     return max(1, min(16, (os.cpu_count() or 2) - 1))
+  return int(value)
+
+
+def resolve_read_threads(value: Any, num_workers: int) -> int:
+  """data.read_threads: an int, or "auto": 4 where the main process renders or decodes itself,
+  1 per worker process (the processes are the parallelism; threads there contend for the GIL)."""
+  if value == "auto":
+    return 1 if num_workers > 0 else 4
   return int(value)
 
 

@@ -1,12 +1,13 @@
 """Re-encoding one video at a smaller size with regular keyframes (for the shard converter).
 
 Large corpora are usually pre-resized before training (VideoMAE, 4DS): a clip of a 64-pixel
-H.264 stream with a keyframe every 32 frames decodes in a few milliseconds, where the same clip
+H.264 stream with a keyframe every 16 frames decodes in a few milliseconds, where the same clip
 of a 720p source with 250-frame keyframe gaps costs hundreds. `reencode` decodes a file once
 (this is also the full verification: a file that breaks part way raises BadVideoError), scales
 every frame with libswscale to the requested short side and writes H.264 in mp4 with fixed
 keyframe positions; `index_file` returns the VideoIndex that the loader plans and seeks with,
-stored in each shard record so the loader never scans a record's packets.
+stored in each shard record so the loader never scans a record's packets, with a table of where
+each frame's packet lies so that it decodes without opening the container (packets.py).
 """
 from __future__ import annotations
 
@@ -16,8 +17,12 @@ from typing import Any
 import av
 
 from layerlock_jax.data import decode
+from layerlock_jax.data import packets
 
-DEFAULT_KEYFRAME_INTERVAL = 32
+# A 16-frame clip at stride 2 spans 31 frames; a keyframe every 16 frames adds ~7 lead-in frames
+# on average instead of ~15 with 32. From 64-px shards that cut the loader's CPU per tiny clip by
+# ~9% (3.08 vs 3.37 ms, packet path) for ~10% more bytes.
+DEFAULT_KEYFRAME_INTERVAL = 16
 _CRF = 18  # near-transparent at these sizes; the loader cares about decode speed, not bytes
 
 
@@ -28,13 +33,16 @@ def scaled_size(height: int, width: int, short_side: int) -> tuple[int, int]:
   return even(height), even(width)
 
 
-def index_file(path: str) -> dict[str, Any]:
-  """The VideoIndex of a file in its JSON form (packets only, no decoding)."""
-  container = decode._open(path)  # pylint: disable=protected-access
-  try:
+def index_file(path: str, packet_table: bool = False) -> dict[str, Any]:
+  """The VideoIndex of a file in its JSON form (packets only, no decoding). `packet_table`: also
+  where each frame's packet lies (packets.py), for a stream this module wrote."""
+  with decode._open(path) as container:  # pylint: disable=protected-access
     index = decode.index_stream(container, decode._video_stream(container))  # pylint: disable=protected-access
-  finally:
-    container.close()
+  if packet_table:
+    with decode._open(path) as container:  # pylint: disable=protected-access
+      table = packets.table_of(container, decode._video_stream(container))  # pylint: disable=protected-access
+    if table is not None and len(table.sizes) == index.num_frames:
+      index = index._replace(packets=table)
   return index.to_json()
 
 
@@ -86,7 +94,7 @@ def reencode(src: str, dst: str, short_side: int,
     container.close()
   if count == 0:
     raise decode.BadVideoError("no decodable frames")
-  index = index_file(dst)
+  index = index_file(dst, packet_table=True)
   if index["num_frames"] != count:
     raise decode.BadVideoError(f"re-encoded stream holds {index['num_frames']} of {count} frames")
   return {"ok": True, "num_frames": count, "width": width, "height": height, "codec": "h264",
