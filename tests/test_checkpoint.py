@@ -28,6 +28,7 @@ from layerlock_jax import config_loading
 from layerlock_jax import state as state_lib
 from layerlock_jax import train
 from layerlock_jax.data import pipeline
+from conftest import TEST_XLA_FLAGS
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 STEPS = 48  # long enough that a signal sent at a random step lands before the end
@@ -316,7 +317,7 @@ def test_restore_on_another_device_count_and_mesh(reference, tmp_path):
 def launch(name, workdir, **extra):
   file, overrides = CONFIGS[name]
   flags = [f"--config.{k}={v}" for k, v in {**overrides, **extra}.items()]
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": TEST_XLA_FLAGS}
   return subprocess.Popen(
       [sys.executable, "-m", "layerlock_jax.main", f"--config={ROOT / 'configs' / file}",
        f"--workdir={workdir}", *flags], cwd=ROOT, env=env, stdout=subprocess.PIPE,

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import TEST_XLA_FLAGS
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -20,7 +21,7 @@ BAD = [
 
 def run_main(*args, devices=4):
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {TEST_XLA_FLAGS}")
   return subprocess.run([sys.executable, "-m", "layerlock_jax.main", *args],
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 

@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from layerlock_jax import compilation
+from conftest import TEST_XLA_FLAGS
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -70,7 +71,7 @@ def test_ahead_compiler_runs_in_order_off_thread_and_reraises_errors():
 
 def _main(workdir, cache, *extra):
   """The README's LayerLock command, shrunk to two stages of a tiny model, on 4 CPU devices."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count=4 {TEST_XLA_FLAGS}")
   args = ["--config.total_steps=8", "--config.batch_size=8", "--config.log_every=4",
           "--config.checkpoint_every=0", "--config.model.width=32", "--config.model.depth=2",
           "--config.model.mlp_dim=64", "--config.model.num_heads=2",

@@ -33,6 +33,7 @@ from layerlock_jax import train
 from layerlock_jax import train_step as step_lib
 from layerlock_jax.data import mixture
 from layerlock_jax.data import pipeline
+from conftest import TEST_XLA_FLAGS
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SMALL = {
@@ -113,7 +114,7 @@ def test_grad_accum_4_matches_the_unsplit_batch_over_12_steps(unsplit, tmp_path)
 # --- divergence guard ------------------------------------------------------------------------------
 def launch(workdir, **extra):
   flags = [f"--config.{k}={v}" for k, v in {**SMALL, **extra}.items()]
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": TEST_XLA_FLAGS}
   return subprocess.run(
       [sys.executable, "-m", "layerlock_jax.main", f"--config={ROOT / 'configs' / 'tiny.py'}",
        f"--workdir={workdir}", *flags], cwd=ROOT, env=env, capture_output=True, text=True,

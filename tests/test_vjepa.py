@@ -27,6 +27,7 @@ from layerlock_jax import train_step as step_lib
 from layerlock_jax import vjepa
 
 import test_checkpoint as ckpt_tests
+from conftest import TEST_XLA_FLAGS
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 STEPS = 16
@@ -312,7 +313,7 @@ def test_sigkill_then_rerun_is_bit_identical_with_the_teacher(tmp_path):
 
 def _launch(workdir, flags):
   import os, subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": TEST_XLA_FLAGS}
   return subprocess.Popen(
       [sys.executable, "-m", "layerlock_jax.main",
        f"--config={ROOT / 'configs' / 'vjepa_tiny.py'}:layerlock", f"--workdir={workdir}",
