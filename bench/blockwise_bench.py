@@ -150,6 +150,8 @@ def ratio_table(rows: list[dict]) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from layerlock_jax import host_memory  # pylint: disable=g-import-not-at-top
+  host_memory.configure("auto")  # the heap a real run uses (before JAX starts its threads)
   config = copy.deepcopy(_CONFIG.value)
   if not config.blockwise.enabled:
     raise app.UsageError("--config must be a blockwise config (config.blockwise.enabled)")

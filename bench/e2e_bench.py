@@ -54,6 +54,8 @@ def timed_run(config, steps: int) -> tuple[float, float]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from layerlock_jax import host_memory  # pylint: disable=g-import-not-at-top
+  host_memory.configure("auto")  # the heap a real run uses (before JAX starts its threads)
   import logging  # pylint: disable=g-import-not-at-top
   logging.getLogger().setLevel(logging.WARNING)
   from layerlock_jax import compilation  # pylint: disable=g-import-not-at-top

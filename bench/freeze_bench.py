@@ -95,6 +95,8 @@ def checks(rows, depth: int, min_ratio: float) -> list[str]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from layerlock_jax import host_memory  # pylint: disable=g-import-not-at-top
+  host_memory.configure("auto")  # the heap a real run uses (before JAX starts its threads)
   config = _CONFIG.value
   depth = config_defaults.encoder_depth(config)
   ks = [int(k) for k in _KS.value] or list(range(schedule.frozen_cap(config, depth) + 1))

@@ -42,6 +42,10 @@ _ATTENTION = flags.DEFINE_string("hf_attention", "sdpa", "HF attn_implementation
 _OVERRIDES = flags.DEFINE_list("ours_overrides", [], "key=value config overrides for our step "
                                "only (e.g. model.scan_unroll=1), to try our own knobs process "
                                "against process; the HF worker refuses them.")
+_MALLOC = flags.DEFINE_enum("host_malloc", "framework", ["framework", "steady", "system"],
+                            "glibc malloc of this worker (layerlock_jax/host_memory.py): "
+                            "'framework' = each side's own default (ours: config.host_malloc, "
+                            "a steady heap on CPU; HF: glibc's defaults, as torch leaves them).")
 _PEAK_N = 2048
 
 
@@ -161,6 +165,10 @@ def measure(framework: str, config_name: str, *, threads: int, warmup: int, step
   config = load_config(config_name, ours_remat if framework == "ours" else "config",
                        ours_overrides if framework == "ours" else ())
   from layerlock_jax import flops  # pylint: disable=g-import-not-at-top
+  from layerlock_jax import host_memory  # pylint: disable=g-import-not-at-top
+  malloc = _MALLOC.value if _MALLOC.value != "framework" else (
+      config.host_malloc if framework == "ours" else "system")
+  malloc = host_memory.configure(malloc)  # before either framework starts its threads
   if framework == "ours":
     step, facts = ours_step(config)
   else:
@@ -181,7 +189,7 @@ def measure(framework: str, config_name: str, *, threads: int, warmup: int, step
       "median_step_s": median, "median_cpu_s": statistics.median(cpu),
       "model_flops": model_flops, "mfu_vs_own_matmul": model_flops / median / peak if peak else None,
       "cores": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-      "threads_flag": threads, "loaded_jax": "jax" in sys.modules,
+      "threads_flag": threads, "loaded_jax": "jax" in sys.modules, "host_malloc": malloc,
       "loaded_torch": "torch" in sys.modules, "loadavg": os.getloadavg(),
       "overrides": list(ours_overrides), **facts}
 

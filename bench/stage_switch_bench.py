@@ -129,6 +129,8 @@ def run_variant(ahead: bool) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from layerlock_jax import host_memory  # pylint: disable=g-import-not-at-top
+  host_memory.configure("auto")  # the heap a real run uses (before JAX starts its threads)
   if FLAGS.worker:
     print("SWITCH_RESULT " + json.dumps(worker(FLAGS.worker == "on")), flush=True)
     return 0

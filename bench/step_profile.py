@@ -110,6 +110,8 @@ def is_op(name: str) -> bool:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from layerlock_jax import host_memory  # pylint: disable=g-import-not-at-top
+  host_memory.configure("auto")  # the heap a real run uses (before JAX starts its threads)
   import jax  # pylint: disable=g-import-not-at-top
   from layerlock_jax import bench  # pylint: disable=g-import-not-at-top
   from layerlock_jax import compilation  # pylint: disable=g-import-not-at-top

@@ -173,6 +173,8 @@ def settings_from_flags() -> Settings:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from layerlock_jax import host_memory  # pylint: disable=g-import-not-at-top
+  host_memory.configure("auto")  # the heap a real run uses (before JAX starts its threads)
   result = run_sweeps(flags.FLAGS.config, settings_from_flags())
   print(report(result))
   write_json(result, flags.FLAGS.out)

@@ -53,6 +53,10 @@ def define_flags():
                       "XLA:CPU options process against process).")
   flags.DEFINE_list("ours_overrides", [], "key=value config overrides for our worker only "
                     "(e.g. model.scan_unroll=16); printed with the table.")
+  flags.DEFINE_enum("hf_host_malloc", "framework", ["framework", "steady", "system"],
+                    "glibc malloc of the HF worker: 'framework' = torch's default (glibc's); "
+                    "'steady' gives it the heap our runs use on CPU (host_memory.py), to see "
+                    "how much of the gap that setting alone explains.")
   flags.DEFINE_integer("timeout", 1800, "Seconds per worker process.")
   flags.DEFINE_string("out", "", "Write every measurement and the summary as JSON here.")
 
@@ -72,6 +76,8 @@ def run_worker(framework: str, config: str, cores: list[int]) -> dict:
          f"--ours_remat={FLAGS.ours_remat}", f"--hf_attention={FLAGS.hf_attention}"]
   if framework == "ours" and FLAGS.ours_overrides:
     cmd.append("--ours_overrides=" + ",".join(FLAGS.ours_overrides))
+  if framework == "hf" and FLAGS.hf_host_malloc != "framework":
+    cmd.append(f"--host_malloc={FLAGS.hf_host_malloc}")
   env = dict(os.environ, OMP_NUM_THREADS=str(FLAGS.threads))
   env.pop("XLA_FLAGS", None)  # no forced device counts: one CPU device, as HF has
   if framework == "ours" and FLAGS.ours_xla_flags:

@@ -470,6 +470,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.getLogger().setLevel(logging.INFO)
+  from layerlock_jax import host_memory  # pylint: disable=g-import-not-at-top
+  host_memory.configure("auto")  # the heap `python -m layerlock_jax.main` uses, before JAX starts
   f = flags.FLAGS
   out = os.path.abspath(os.path.expanduser(f.out))
   try:

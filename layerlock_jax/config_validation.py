@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from layerlock_jax import config_defaults
+from layerlock_jax import host_memory
 from layerlock_jax import plan
 from layerlock_jax.plan import options
 # The checked readers and the error type live with the plan, which raises the same errors while
@@ -58,6 +59,7 @@ def _check_top_level(c: Any) -> None:
   _int(c, "eval_every", lo=0)
   _int(c, "grad_accum_steps", lo=1)
   _int(c, "skip_nonfinite_updates", lo=0)
+  _choice(c, "host_malloc", host_memory.MODES)
   steps = _get(c, "profile_steps")
   if steps and not (_is_seq(steps) and len(steps) == 2
                     and all(_is_int(s) for s in steps) and 1 <= steps[0] <= steps[1]):

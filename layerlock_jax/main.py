@@ -64,6 +64,11 @@ def main(argv):
                                    _INIT_TIMEOUT.value, _HEARTBEAT_TIMEOUT.value)
   except distributed.DistributedError as err:
     _fail(f"error: {err}")
+  from layerlock_jax import host_memory  # pylint: disable=g-import-not-at-top
+  try:  # before JAX starts its threads: each picks its malloc arena at its first allocation
+    malloc_mode = host_memory.configure(config.get("host_malloc", "auto"))
+  except ValueError as err:
+    _fail(f"Config error: {err}")
   import jax  # pylint: disable=g-import-not-at-top
   from layerlock_jax import compilation  # pylint: disable=g-import-not-at-top
   try:  # before anything compiles: JAX decides at its first compile whether the cache is used
@@ -89,6 +94,7 @@ def main(argv):
   logging.info("process %d of %d, %d local / %d global devices", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
   logging.info("persistent compilation cache: %s", cache_dir or "off")
+  logging.info("host malloc: %s (config.host_malloc=%s)", malloc_mode, config.host_malloc)
   distributed.check_collectives(settings.init_timeout)
   # Evaluators are built here, at the top of the stack, and passed into the loop.
   evaluator = None

@@ -188,6 +188,7 @@ BAD = [
     ("prefetch", {"data.prefetch": -1}, "data.prefetch", None, {}),
     ("read_threads", {"data.read_threads": 0}, "data.read_threads", None, {}),
     ("read_threads_word", {"data.read_threads": "many"}, "data.read_threads", None, {}),
+    ("host_malloc", {"host_malloc": "fast"}, "host_malloc", None, {}),
     ("num_clips", {"data.num_clips": 4}, "data.num_clips", "batch_size=8", {}),
     ("folder_empty", {"data.source": "video_folder"}, "data.path", "'video_folder'", {}),
     ("folder_missing", {"data.source": "video_folder", "data.path": "/nonexistent/videos"},

@@ -365,3 +365,19 @@ def test_load_split_arrays_returns_first_clips_in_order():
       assert v.dtype == np.int32 and v[i] == src[i][k]
   with pytest.raises(ValueError, match="num_clips"):
     pipeline.load_split_arrays(cfg, "test", 10, seed=4)
+
+
+def test_file_source_epoch_order_is_a_seeded_permutation_per_epoch():
+  """File sources draw record order from an explicit permutation per epoch: each epoch visits
+  every record once, epochs differ, the order depends only on (seed, position) (also after
+  pickling into a worker process), and it matches numpy's seeded permutation."""
+  order = pipeline._EpochOrder(27, seed=5)  # pylint: disable=protected-access
+  stream = [order(p, None) for p in range(27 * 3)]
+  epochs = [stream[27 * e:27 * (e + 1)] for e in range(3)]
+  assert all(sorted(e) == list(range(27)) for e in epochs)
+  assert epochs[0] != epochs[1] != epochs[2]
+  for e in range(3):
+    np.testing.assert_array_equal(epochs[e], np.random.default_rng((5, e)).permutation(27))
+  copy = pickle.loads(pickle.dumps(order))
+  assert [copy(p, None) for p in (80, 3, 54, 26)] == [stream[p] for p in (80, 3, 54, 26)]
+  assert [pipeline._EpochOrder(27, seed=6)(p, None) for p in range(27)] != epochs[0]  # pylint: disable=protected-access

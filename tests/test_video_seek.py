@@ -211,8 +211,10 @@ def test_convert_short_side_round_trip(files, tmp_path):
     (src / os.path.basename(path)).write_bytes(open(path, "rb").read())
   (src / "broken.mp4").write_text("not a video")
   out = tmp_path / "shards"
+  # crf=12: the frame-identity check below tells frames apart by 4 levels of mean green, finer
+  # than x264's default quality keeps.
   report = convert.convert_folder(str(src), str(out), short_side=32, keyframe_interval=8,
-                                  workers=1, min_frames=8, log=lambda s: None)
+                                  crf=12, workers=1, min_frames=8, log=lambda s: None)
   train = report["splits"]["train"]
   assert train["converted"] == 2 and set(train["skipped_files"]) == {"broken.mp4"}
   assert not any(p.name.startswith(".reencoded") for p in out.iterdir())
@@ -243,6 +245,25 @@ def test_convert_short_side_round_trip(files, tmp_path):
     for i in (61, 63, 65):
       np.testing.assert_array_equal(seen[i], got[i].astype(np.uint8))
     assert source.training_item(5, r, 0)["video"].shape == (1, 8, 16, 16, 3)
+
+
+def test_convert_crf_trades_bytes_for_fidelity_and_is_validated(files, tmp_path):
+  """--crf is x264's quality: a lower value gives a larger stream closer to the source; values
+  outside x264's 0-51 scale are refused before anything is converted."""
+  from layerlock_jax.data import convert, reencode  # pylint: disable=g-import-not-at-top
+  path, frames = files["h264_bframes"]
+  ref = frames.astype(np.float64).reshape(N, 32, 2, 48, 2, 3).mean(axis=(2, 4))
+  size, err = {}, {}
+  for crf in (10, 35):
+    dst = str(tmp_path / f"q{crf}.mp4")
+    reencode.reencode(path, dst, 32, keyframe_interval=8, crf=crf)
+    size[crf] = os.path.getsize(dst)
+    video = decode.decode_video(open(dst, "rb").read(), limit=1000)
+    err[crf] = np.abs(np.stack([video.rgb(i) for i in range(N)]) - ref).mean()
+  assert size[10] > 2 * size[35] and err[10] < err[35]
+  (tmp_path / "in").mkdir()
+  with pytest.raises(ValueError, match="crf"):
+    convert.convert_folder(str(tmp_path / "in"), str(tmp_path / "out"), short_side=32, crf=60)
 
 
 def test_batches_do_not_depend_on_the_worker_count(files, tmp_path):

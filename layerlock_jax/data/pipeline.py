@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from typing import Any, Mapping
 
 import grain
@@ -124,9 +125,12 @@ def _source_stream(source, seed: int) -> grain.MapDataset:
   if hasattr(source, "training_item"):
     # Indices, not items, are shuffled; the record is decoded and augmented with draws derived
     # from (seed, stream position), so every epoch sees new crops/offsets of a video, identical
-    # on any process count and after a resume.
-    ds = grain.MapDataset.range(len(source)).shuffle(seed=seed)
-    return ds.repeat(None, reseed_each_epoch=True).map_with_index(_TrainingClips(source, seed))
+    # on any process count and after a resume. The order is an explicit permutation per epoch,
+    # not grain's index shuffle: that one costs ~1 ms of C++ per index on a few dozen records
+    # (25 us on 2,048, 13 us on 10^6), a fifth of what a small converted clip costs to decode.
+    ds = grain.MapDataset.range(len(source)).repeat(None)
+    return ds.map_with_index(_EpochOrder(len(source), seed)).map_with_index(
+        _TrainingClips(source, seed))
   return grain.MapDataset.source(source).shuffle(seed=seed).repeat(None, reseed_each_epoch=True)
 
 
@@ -143,6 +147,42 @@ class _ContiguousBlock:
 
   def __call__(self, j: int):
     return self.ds[(j // self.r) * self.r * self.n + self.p * self.r + j % self.r]
+
+
+class _EpochOrder:
+  """map_with_index transform: stream position -> record index, a new permutation each epoch.
+
+  Epoch e = position // n is np.random.default_rng((seed, e)).permutation(n): a pure function of
+  (seed, position), the same in every process, worker and resumed run. The last two epochs'
+  permutations are kept (4 bytes per record each), so a batch that straddles an epoch boundary
+  does not recompute them.
+  """
+
+  def __init__(self, num_records: int, seed: int):
+    self.n, self.seed = int(num_records), int(seed)
+    self._kept: dict[int, np.ndarray] = {}
+    self._lock = threading.Lock()  # read threads share this object
+
+  def _order(self, epoch: int) -> np.ndarray:
+    with self._lock:
+      order = self._kept.get(epoch)
+      if order is None:
+        order = np.random.default_rng((self.seed, epoch)).permutation(self.n)
+        order = order.astype(np.uint32 if self.n < 2**32 else np.int64)
+        if len(self._kept) >= 2:
+          del self._kept[min(self._kept)]
+        self._kept[epoch] = order
+      return order
+
+  def __call__(self, position: int, _) -> int:
+    epoch, i = divmod(int(position), self.n)
+    return int(self._order(epoch)[i])
+
+  def __getstate__(self):
+    return {"n": self.n, "seed": self.seed}
+
+  def __setstate__(self, state):
+    self.__init__(state["n"], state["seed"])
 
 
 class _TrainingClips:
