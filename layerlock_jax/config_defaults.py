@@ -65,8 +65,9 @@ def base_config() -> ml_collections.ConfigDict:
   # None = auto: on accelerators and on CPU hosts with >= 4 cores (compilation.ahead_helps).
   c.precompile_next_stage = ml_collections.config_dict.placeholder(bool)
   # glibc malloc of the main process: "steady" keeps freed step buffers for the next step instead
-  # of mapping fresh zeroed pages every step (CPU runs: -25% CPU per step); "auto" = steady where
-  # no GPU/TPU can be used; "system" = glibc's defaults (layerlock_jax/host_memory.py).
+  # of mapping fresh zeroed pages every step (CPU runs: -25% CPU per step, +25% compile time);
+  # "auto" = steady where no GPU/TPU can be used and total_steps >= 200; "system" = glibc's
+  # defaults (layerlock_jax/host_memory.py).
   c.host_malloc = "auto"
   # Long runs (README "Long runs").
   c.grad_accum_steps = 1           # micro-batches per step (scanned; one update per global batch)

@@ -10,11 +10,14 @@ faults and 3.7 ms of system time per clip, a quarter of the step's CPU.
 "steady" makes the heap behave like a caching allocator: one arena for every thread, no mmap for
 large blocks, and no trimming, so the buffer freed at the end of a step is the one the next step
 gets back (tiny config: 1 page fault and 0.2 ms of system time per clip, 136 -> 192 clips/s).
-The price is that memory the process once used is kept until it exits, which is what a training
+The price: memory the process once used is kept until it exits, which is what a training
 process wants on a CPU host and not what an accelerator host with large transient host buffers
-(checkpoint gathers, data pipelines) wants; hence "auto" applies it only where no accelerator
-can be used. Worker processes (grain, the converter) are separate processes and keep glibc's
-defaults.
+(checkpoint gathers, data pipelines) wants; and with one arena, XLA's multi-threaded compiler
+contends for the heap (tiny config: 8.8 -> 11-12.6 s per program compiled, +2.5 s of CPU),
+which a run of a few hundred steps earns back (tiny: ~60 ms per step) and a smoke test does not.
+Hence "auto" applies it only where no accelerator can be used and the run has at least
+AUTO_MIN_STEPS steps. Worker processes (grain, the converter) are separate processes and keep
+glibc's defaults.
 
 Only glibc has these knobs (`mallopt`); elsewhere (macOS, musl) every mode is the system's.
 """
@@ -27,6 +30,7 @@ import importlib.util
 import os
 
 MODES = ("auto", "steady", "system")
+AUTO_MIN_STEPS = 200  # "auto" leaves shorter runs (tests, smoke runs) on glibc's defaults
 
 # mallopt parameters (glibc malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -63,14 +67,18 @@ def _glibc():
   return libc
 
 
-def configure(mode: str) -> str:
+def configure(mode: str, total_steps: int | None = None) -> str:
   """Applies config.host_malloc; returns what is in effect ("steady" or "system").
 
+  `total_steps`: the run's length, for "auto" (None: a long run, e.g. a benchmark of the step).
   Call it before JAX starts its backend (the first thread that allocates picks its arena).
   """
   if mode not in MODES:
     raise ValueError(f"config.host_malloc={mode!r}: use one of {MODES}")
-  if mode == "system" or (mode == "auto" and accelerator_possible()):
+  if mode == "auto" and (accelerator_possible()
+                         or (total_steps is not None and total_steps < AUTO_MIN_STEPS)):
+    return "system"
+  if mode == "system":
     return "system"
   libc = _glibc()
   if libc is None:

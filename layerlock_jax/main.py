@@ -66,7 +66,7 @@ def main(argv):
     _fail(f"error: {err}")
   from layerlock_jax import host_memory  # pylint: disable=g-import-not-at-top
   try:  # before JAX starts its threads: each picks its malloc arena at its first allocation
-    malloc_mode = host_memory.configure(config.get("host_malloc", "auto"))
+    malloc_mode = host_memory.configure(config.get("host_malloc", "auto"), config.total_steps)
   except ValueError as err:
     _fail(f"Config error: {err}")
   import jax  # pylint: disable=g-import-not-at-top

@@ -49,5 +49,7 @@ def test_auto_follows_the_platforms_jax_could_use(monkeypatch):
   monkeypatch.setenv("JAX_PLATFORMS", "cuda,cpu")
   assert host_memory.accelerator_possible()
   assert host_memory.configure("auto") == "system"  # an accelerator host keeps glibc's defaults
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  assert host_memory.configure("auto", total_steps=host_memory.AUTO_MIN_STEPS - 1) == "system"
   with pytest.raises(ValueError, match="host_malloc"):
     host_memory.configure("fast")
