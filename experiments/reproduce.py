@@ -470,9 +470,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.getLogger().setLevel(logging.INFO)
-  from layerlock_jax import host_memory  # pylint: disable=g-import-not-at-top
-  host_memory.configure("auto")  # the heap `python -m layerlock_jax.main` uses, before JAX starts
   f = flags.FLAGS
+  from layerlock_jax import host_memory  # pylint: disable=g-import-not-at-top
+  # The heap `python -m layerlock_jax.main` uses, set before JAX starts. --quick runs are a few
+  # dozen steps each and compile-bound: glibc's defaults (host_memory.AUTO_MIN_STEPS).
+  host_memory.configure("auto", total_steps=0 if f.quick else None)
   out = os.path.abspath(os.path.expanduser(f.out))
   try:
     results = reproduce(out, quick=f.quick, ablations=f.ablations, scale=f.scale)
