@@ -61,7 +61,7 @@ def variant_config(config, name: str, *, remat: str | None = None, unroll: bool 
     if remat is not None:
       c.model.remat_policy = remat
     if unroll:
-      c.model.scan_unroll = max(c.model.depth, c.model.decoder.depth)
+      c.model.scan_unroll, c.model.decoder.scan_unroll = c.model.depth, c.model.decoder.depth
   frozen = 0
   if name == "sequential[n]":
     bounds = video_mae.VideoMAE(c).boundaries

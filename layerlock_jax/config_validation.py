@@ -122,6 +122,8 @@ def _check_model(c: Any) -> None:
   _choice(c, "model.remat_policy", options.REMAT_POLICIES)
   _choice(c, "model.attention", options.ATTENTIONS)
   _choice(c, "model.attention_impl", options.ATTENTION_IMPLS)
+  _int(c, "model.scan_unroll", lo=1)
+  _int(c, "model.decoder.scan_unroll", lo=1)
 
   dec_type = _choice(c, "model.decoder.type", options.DECODER_TYPES)
   if dec_type == "light":

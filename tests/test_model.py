@@ -270,3 +270,44 @@ def test_remat_and_plain_stacks_share_parameters_and_outputs():
   rest = jax.tree.map(lambda p: p[1:], params["encoder"])
   c = model.run_stack(rest, model.run_stack(first, x, ids, remat=False), ids, remat=True)
   np.testing.assert_allclose(np.asarray(c), np.asarray(a), rtol=1e-5, atol=1e-5)
+
+
+def _numpy_attention(q, k, v):
+  """Float64 reference: softmax(q k^T / sqrt(Dh)) v per batch element and head, (B, S, H, Dh)."""
+  q, k, v = (np.asarray(t, np.float64) for t in (q, k, v))
+  logits = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(q.shape[-1])
+  w = np.exp(logits - logits.max(-1, keepdims=True))
+  w /= w.sum(-1, keepdims=True)
+  return np.einsum("bhqk,bkhd->bqhd", w, v)
+
+
+def _numpy_attention_grads(q, k, v, g):
+  """Float64 reference gradients of sum(attention(q, k, v) * g), derived by hand."""
+  q, k, v, g = (np.asarray(t, np.float64) for t in (q, k, v, g))
+  scale = 1 / np.sqrt(q.shape[-1])
+  logits = np.einsum("bqhd,bkhd->bhqk", q, k) * scale
+  p = np.exp(logits - logits.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  dv = np.einsum("bhqk,bqhd->bkhd", p, g)
+  dp = np.einsum("bqhd,bkhd->bhqk", g, v)
+  ds = p * (dp - (dp * p).sum(-1, keepdims=True)) * scale
+  return np.einsum("bhqk,bkhd->bqhd", ds, k), np.einsum("bhqk,bqhd->bkhd", ds, q), dv
+
+
+@pytest.mark.parametrize("dtype, tol", [(jnp.float32, 2e-5), (jnp.bfloat16, 3e-2)])
+def test_softmax_attention_values_and_gradients_match_numpy(dtype, tol):
+  rng = np.random.default_rng(5)
+  q, k, v, g = (rng.normal(size=(2, 7, 3, 8)).astype(np.float32) for _ in range(4))
+  q *= 3.0  # peaked rows: the max subtraction matters
+  args = [jnp.asarray(t, dtype) for t in (q, k, v)]
+  as_float = lambda t: np.asarray(jnp.asarray(t, jnp.float32))
+  rounded = [as_float(t) for t in args]  # the reference sees the same rounded inputs
+  out = jax.jit(vit.softmax_attention)(*args)
+  assert out.dtype == dtype
+  np.testing.assert_allclose(as_float(out), _numpy_attention(*rounded), rtol=tol, atol=tol)
+  loss = lambda *a: jnp.sum(vit.softmax_attention(*a).astype(jnp.float32) * g)
+  for fn in (loss, jax.checkpoint(loss)):  # also as a remat'd block recomputes it
+    grads = jax.jit(jax.grad(fn, argnums=(0, 1, 2)))(*args)
+    for got, want in zip(grads, _numpy_attention_grads(*rounded, g)):
+      assert got.dtype == dtype
+      np.testing.assert_allclose(as_float(got), want, rtol=tol, atol=tol * np.abs(want).max())

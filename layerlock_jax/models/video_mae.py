@@ -57,6 +57,7 @@ class VideoMAE:
     self.encoder_depth = plan.encoder_depth(config)
     self.remat_policy = m.remat_policy
     self.unroll = m.scan_unroll
+    self.decoder_unroll = m.decoder.scan_unroll
     self.dtype = vit.DTYPES[m.dtype]
     self.block = dict(width=m.width, mlp_dim=m.mlp_dim, num_heads=m.num_heads, posemb=m.posemb,
                       rope_base=float(m.rope_base), rope_fractions=tuple(m.rope_fractions),
@@ -74,11 +75,12 @@ class VideoMAE:
     dec = m.decoder
     if dec.type == "light":
       self.decoder = decoders.LightDecoder(dec.width, dec.depth, dec.num_heads, dec.mlp_dim,
-                                           self.grid, self.block, self.remat_policy, self.unroll)
+                                           self.grid, self.block, self.remat_policy,
+                                           self.decoder_unroll)
       self.decoder_width = dec.width
     else:
       self.decoder = decoders.QueryDecoder(dec.depth, self.grid, self.block, self.remat_policy,
-                                           self.unroll)
+                                           self.decoder_unroll)
       self.decoder_width = m.width
     self.vjepa = plan.vjepa_enabled(config)
     if self.vjepa:
