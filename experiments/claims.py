@@ -242,8 +242,11 @@ def freezing_claim(mae: Sequence[dict], frozen: Sequence[dict]) -> dict[str, Any
   per_k = []
   step_secs = _stage_step_seconds(frozen[0])
   base_secs = _stage_step_seconds(mae[0]).get(0)
-  for prog in frozen[0]["programs"]:
-    k = prog["frozen_layers"]
+  # A freezing run forked from MAE at its first freeze compiled only its frozen stages: its
+  # unfrozen stage is MAE's program.
+  programs = {p["frozen_layers"]: p for p in [base_prog] if p}
+  programs.update({p["frozen_layers"]: p for p in frozen[0]["programs"]})
+  for k, prog in sorted(programs.items()):
     row = {"frozen_layers": k, "model_flops": prog["model_flops"],
            "flops_ratio": prog["model_flops"] / base_prog["model_flops"] if base_prog else None,
            "temp_bytes": prog["temp_bytes"],

@@ -1,6 +1,6 @@
 r"""Reproduce the papers' claims at small scale: one command, one report.
 
-  python -m experiments.reproduce --out=/tmp/reproduce            # full: 52 min on 2 CPU cores
+  python -m experiments.reproduce --out=/tmp/reproduce            # full: 41 min on 2 CPU cores
   python -m experiments.reproduce --out=/tmp/reproduce --ablations  # + RoPE, mini-warmup arms
   python -m experiments.reproduce --out=/tmp/reproduce_q --quick  # CI smoke run: a few minutes
   python -m experiments.reproduce --out=/tmp/reproduce_gpu --scale=gpu  # one GPU: ~10 min
@@ -42,6 +42,7 @@ from typing import Any
 from layerlock_jax import config_defaults
 from layerlock_jax import config_loading
 from layerlock_jax import evaluate
+from layerlock_jax import plan as plan_lib
 from experiments import claims
 from experiments import convergence
 from layerlock_jax.evaluation import depthwise
@@ -53,6 +54,8 @@ EXPERIMENTS_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs" / "
 # runs was pretrained on (their data seeds are their run seeds 0, 1, ...), identical for all.
 EVAL_DATA_SEED = 1000
 SCALES = ("cpu", "gpu")
+# Arms that train exactly like pixel MAE until their first freeze: forked from MAE there.
+FORKED_ARMS = ("freeze_pixel", "layerlock", "layerlock_no_miniwarmup")
 PROBE_SEED = 0
 
 
@@ -66,6 +69,10 @@ class Run:
   file: str       # "layerlock_claims" | "blockwise_claims" | "vjepa_claims"
   variant: str    # e.g. "layerlock", "mae,freeze=1@60", "concurrent,quick"
   seed: int
+  # Started from this run's checkpoint at `fork_step` (--config.fork_from): the two runs'
+  # first fork_step steps are the same computation (layerlock_jax/checkpoint_fork.py).
+  fork_source: "Run | None" = None
+  fork_step: int = 0
 
   @property
   def name(self) -> str:
@@ -78,14 +85,21 @@ class Run:
   def arm(self) -> str:
     return self.variant.split(",")[0]
 
-  def config(self):
+  def config(self, out: str | None = None):
+    """The run's config; with `out`, forked from its source's checkpoint under OUT/runs."""
     config = config_loading.load_config(f"{EXPERIMENTS_DIR / self.file}.py:{self.variant}")
     config.seed = self.seed
+    if out is not None and self.fork_source is not None:
+      config.fork_from = self.fork_path(out)
     return config
 
+  def fork_path(self, out: str) -> str:
+    return os.path.join(out, "runs", self.fork_source.name, "checkpoints", str(self.fork_step))
+
   def command(self, out: str) -> str:
+    fork = f" --config.fork_from={self.fork_path(out)}" if self.fork_source else ""
     return (f"python -m layerlock_jax.main --config=configs/experiments/{self.file}.py:"
-            f"{self.variant} --config.seed={self.seed} --workdir={out}/runs/{self.name}")
+            f"{self.variant} --config.seed={self.seed}{fork} --workdir={out}/runs/{self.name}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,8 +128,8 @@ class Plan:
   attentive_last_block: bool = True  # also at the last block (always at the 0.95-depth one)
   eval_clips: int = 512
   # The attentive readouts are the slowest part of an evaluation (12 per model: 3 tasks x 2
-  # token normalisations x 2 blocks): 300 AdamW steps of 32 clips at width 128 take ~2 s each on
-  # 2 cores once compiled. A larger readout (width 256 / batch 64) scored ~0.05 higher on Moving
+  # token normalisations x 2 blocks): 300 AdamW steps of 32 clips at width 128 take ~1 s each
+  # on 2 cores once compiled. A larger readout (width 256 / batch 64) scored ~0.05 higher on Moving
   # MNIST for every model alike.
   attentive_steps: int = 300
   attentive_width: int = 128
@@ -156,6 +170,16 @@ class Plan:
   def _v(self, variant: str) -> str:
     return variant + (",quick" if self.quick else "") + (",gpu" if self.scale == "gpu" else "")
 
+  def _forked(self, run: Run) -> Run:
+    """`run` started from the MAE run of its seed and data at its first freeze, where it stops
+    being MAE: every freezing arm and grid cell trains only what differs from MAE."""
+    parts = run.variant.split(",")
+    source = Run(run.file, ",".join(["mae"] + [p for p in parts[1:] if p.startswith("data=")
+                                              or p in ("quick", "gpu")]), run.seed)
+    table = plan_lib.freeze_table(run.config())
+    step = next(s.start_step for s in table if s.frozen_layers > 0)
+    return dataclasses.replace(run, fork_source=source, fork_step=step)
+
   def main_order(self) -> list[Run]:
     """The main runs in training order: the repeated arms seed-major (MAE and LayerLock at seed
     0, then at seed 1), then the single-seed arms, so that a reproduction cut short holds complete
@@ -166,22 +190,27 @@ class Plan:
 
   def main_runs(self) -> dict[str, list[Run]]:
     """Arm -> its runs (claims 2, 3, 4; the seed-0 MAE run is also the grid's baseline)."""
-    return {arm: [Run("layerlock_claims", self._v(arm), s)
+    runs = {arm: [Run("layerlock_claims", self._v(arm), s)
                   for s in (self.seeds if arm in self.repeated_arms else self.seeds[:1])]
             for arm in self.arms}
+    return {arm: [self._forked(r) if arm in FORKED_ARMS else r for r in rs]
+            for arm, rs in runs.items()}
 
   def camera_runs(self) -> dict[str, list[Run]]:
     """Arm -> its runs on the camera-motion set (claim 4b; none in quick mode)."""
     seeds = self.seeds[:1] if self.quick else self.seeds
-    return {arm: [Run("layerlock_claims", self._v(f"{arm},data=camera_motion"), s)
-                  for s in seeds] for arm in self.camera_arms}
+    return {arm: [self._forked(r) if arm in FORKED_ARMS else r for r in
+                  (Run("layerlock_claims", self._v(f"{arm},data=camera_motion"), s)
+                   for s in seeds)] for arm in self.camera_arms}
 
   def center_runs(self) -> list[Run]:
     """LayerLock with clip-centred latent targets (an extra row of claim 4)."""
-    return [Run("layerlock_claims", self._v("layerlock,center"), s) for s in self.center_seeds]
+    return [self._forked(Run("layerlock_claims", self._v("layerlock,center"), s))
+            for s in self.center_seeds]
 
   def grid_runs(self) -> list[tuple[int, int, Run]]:
-    return [(l, t, Run("layerlock_claims", self._v(f"mae,freeze={l}@{t}"), self.seeds[0]))
+    return [(l, t, self._forked(Run("layerlock_claims", self._v(f"mae,freeze={l}@{t}"),
+                                     self.seeds[0])))
             for l in self.grid_layers for t in self.grid_steps]
 
   def vjepa_runs(self) -> dict[str, list[Run]]:
@@ -236,8 +265,14 @@ class Reproduction:
     stale = os.path.join(self.workdir(run), "eval.json")
     if os.path.exists(stale):
       os.remove(stale)
-    result = train.run(run.config(), self.workdir(run),
-                       evaluator=periodic.evaluate_during_training)
+    config = run.config()
+    if run.fork_source is not None:
+      if os.path.isdir(run.fork_path(self.out)):
+        config = run.config(self.out)
+      else:  # e.g. an OUT whose MAE runs predate forking: the same numbers, from step 0
+        logging.info("reproduce: %s not found; training %s from step 0",
+                     run.fork_path(self.out), run.name)
+    result = train.run(config, self.workdir(run), evaluator=periodic.evaluate_during_training)
     if result.preempted:
       raise Preempted(f"preempted while training {run.name} (checkpoint saved in "
                       f"{self.workdir(run)}): rerun the same command to resume")
@@ -493,7 +528,7 @@ if __name__ == "__main__":
   flags.DEFINE_bool("quick", False, "CI-sized smoke run: a few steps per run, tiny probes.")
   flags.DEFINE_bool("ablations", False, "Also train the RoPE and mini-warmup ablation arms "
                     "(one seed each; ~4 more minutes).")
-  flags.DEFINE_enum("scale", "cpu", list(SCALES), "cpu: the 2-core runs (52 min); gpu: the "
+  flags.DEFINE_enum("scale", "cpu", list(SCALES), "cpu: the 2-core runs (41 min); gpu: the "
                     "claims 2-4 arms with a ViT-S encoder, 3000 steps each (~10 min on one GPU).")
   flags.mark_flags_as_required(["out"])
   from layerlock_jax import cli  # pylint: disable=g-import-not-at-top

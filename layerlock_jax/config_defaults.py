@@ -58,6 +58,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.keep_every = 0                 # also keep every N-th step forever (0: off)
   c.eval_every = 0                 # steps between in-training evaluations (0: off)
   c.init_from = ""                 # load parameters only from this checkpoint dir/step
+  c.fork_from = ""                 # start from another run's whole state at its checkpoint step
+                                   # N, when its first N steps are this run's
+                                   # (layerlock_jax/checkpoint_fork.py)
   c.compile_cache_dir = "auto"     # persistent XLA compile cache of real runs: auto = env
                                    # JAX_COMPILATION_CACHE_DIR or ~/.cache/layerlock_jax/xla; a
                                    # path; "" = off (layerlock_jax/compilation.py)

@@ -60,6 +60,10 @@ def _check_top_level(c: Any) -> None:
   _int(c, "grad_accum_steps", lo=1)
   _int(c, "skip_nonfinite_updates", lo=0)
   _choice(c, "host_malloc", host_memory.MODES)
+  if _get(c, "fork_from") and _get(c, "init_from"):
+    raise _fail("fork_from", _get(c, "fork_from"), "is set together with init_from",
+                "fork_from continues another run's whole state, init_from starts from its "
+                "parameters only: set one")
   steps = _get(c, "profile_steps")
   if steps and not (_is_seq(steps) and len(steps) == 2
                     and all(_is_int(s) for s in steps) and 1 <= steps[0] <= steps[1]):

@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from layerlock_jax import checkpoint
+from layerlock_jax import checkpoint_fork
 from layerlock_jax import checkpoint_params
 from layerlock_jax import compilation
 from layerlock_jax import distributed
@@ -321,8 +322,12 @@ def run(config, workdir: str, devices=None, evaluator=None) -> RunResult:
     start_step, state, spec, progress = (restored.step, restored.state, restored.spec,
                                          restored.progress)
     programs.restore_trigger(progress.trigger)
-    if config.init_from:
-      logging.info("init_from ignored: resuming this workdir's own checkpoint")
+    if config.init_from or config.fork_from:
+      logging.info("init_from / fork_from ignored: resuming this workdir's own checkpoint")
+  elif config.fork_from:  # the source's first N steps are this run's (checked in there)
+    restored = checkpoint_fork.restore(config.fork_from, programs, data_iter, workdir)
+    start_step, state, spec, progress = (restored.step, restored.state, restored.spec,
+                                         restored.progress)
   else:
     start_step, spec, progress = 0, programs.spec_at(0), checkpoint.Progress()
     if config.init_from:
@@ -436,6 +441,7 @@ def run(config, workdir: str, devices=None, evaluator=None) -> RunResult:
     with open(os.path.join(workdir, "summary.json"), "w") as f:
       json.dump({"final": last, "collapsed": collapsed, "compiles": programs.compiles,
                  "compile_seconds": programs.compile_seconds, "resumed_from": start_step,
+                 "forked_from": config.fork_from or None,
                  "compile_cache_dir": jax.config.jax_compilation_cache_dir,
                  "precompile_next_stage": compile_ahead,
                  "programs": programs.stats,

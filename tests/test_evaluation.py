@@ -117,6 +117,14 @@ def test_features_match_unbatched_block_outputs(config, params, data):
     assert feats.tokens[b].shape == (5, t, h * w, 16)
     np.testing.assert_allclose(feats.tokens[b].reshape(5, -1, 16), reference[b, :5],
                                rtol=1e-5, atol=1e-6)
+  # Per-block clip counts in one pass: block 2 for all 20 clips (across both batches), block 0
+  # for the first 5, block 1 for none.
+  mixed = features_lib.FeatureExtractor(config, batch_size=16)(
+      params, videos, token_blocks=(0, 1, 2), token_clips={0: 5, 1: 0, 2: None})
+  assert [mixed.tokens[b].shape[0] for b in (0, 1, 2)] == [5, 0, 20]
+  np.testing.assert_allclose(mixed.tokens[2].reshape(20, -1, 16), reference[2], rtol=1e-5,
+                             atol=1e-6)
+  np.testing.assert_array_equal(mixed.tokens[0], feats.tokens[0])
 
 
 def test_features_of_a_split_train_state_equal_those_of_the_full_tree(config, params, data):

@@ -55,7 +55,8 @@ TOOLS = ("layerlock_jax.train", "layerlock_jax.evaluation", "experiments",
 RULES = [
     # The run's building blocks know nothing of the loop or the tools that use them.
     pytest.param(("layerlock_jax.models", "layerlock_jax.data", "layerlock_jax.schedule",
-      "layerlock_jax.plan", "layerlock_jax.checkpoint", "layerlock_jax.checkpoint_params"), TOOLS,
+      "layerlock_jax.plan", "layerlock_jax.checkpoint", "layerlock_jax.checkpoint_params",
+      "layerlock_jax.checkpoint_fork"), TOOLS,
                  id="building_blocks-x->tools"),
     # Models take their plan from plan, not from the loss or schedule modules that use them.
     pytest.param(("layerlock_jax.models",), ("layerlock_jax.schedule", "layerlock_jax.blockwise",
@@ -65,7 +66,8 @@ RULES = [
     pytest.param(("layerlock_jax.state", "layerlock_jax.schedule", "layerlock_jax.flops"),
                  ("layerlock_jax.blockwise",), id="state,schedule,flops-x->blockwise"),
     # A checkpoint reads shapes from the plan, not by building a model.
-    pytest.param(("layerlock_jax.checkpoint", "layerlock_jax.checkpoint_params"),
+    pytest.param(("layerlock_jax.checkpoint", "layerlock_jax.checkpoint_params",
+                  "layerlock_jax.checkpoint_fork"),
                  ("layerlock_jax.models",), id="checkpoint-x->models"),
     # The plan is the bottom of the stack: pure Python, nothing of the package above it.
     # The paper-claims harness, the benchmarks and the config files sit outside the library and

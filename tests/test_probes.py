@@ -257,6 +257,16 @@ def test_attentive_readout_equals_textbook_cross_attention():
   params = jax.tree.map(lambda a: a + 0.3 * rng.normal(size=a.shape).astype(np.float32), params)
   got = jax.jit(lambda prm, a: model.apply({"params": prm}, a))(params, x)
   np.testing.assert_allclose(np.asarray(got), _numpy_readout(params, x, 4), rtol=1e-4, atol=1e-4)
+  # The same readout on tokens normalised beforehand (what the probe trains on): same parameters,
+  # same function of the raw tokens.
+  pre = probes.AttentiveReadout(num_classes=4, num_queries=2, width=16, num_heads=4,
+                                prenormalized=True)
+  x_hat = np.asarray(probes.layernorm_tokens(x))
+  got = jax.jit(lambda prm, a: pre.apply({"params": prm}, a))(params, x_hat)
+  np.testing.assert_allclose(np.asarray(got), _numpy_readout(params, x, 4), rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match="prenormalized"):
+    probes.AttentiveReadout(num_classes=4, width=16, num_heads=4, input_norm=False,
+                            prenormalized=True).init(jax.random.key(0), x_hat)
 
 
 def _spike_task(rng, n, t=2, p=4, d=16, noise=0.3, amp=4.0):
@@ -284,6 +294,14 @@ def test_attentive_probe_solves_a_task_that_needs_attention():
   assert first["accuracy"] >= 0.9
   second = probes.attentive_probe(xtr, ytr, xte, yte, 8, **kwargs)
   assert first == second  # deterministic from the seed, bit for bit
+  # A readout with more outputs than the task has classes (tasks of several class counts share
+  # one program) is the same classifier over the task's classes: it still solves the task, and
+  # predicts only real classes (accuracy counts exact label matches).
+  padded = probes.attentive_probe(xtr, ytr, xte, yte, 8, logit_classes=13, **kwargs)
+  assert padded["accuracy"] >= 0.9 and padded["train_accuracy"] >= 0.9
+  assert np.isfinite(padded["train_loss"]) and padded["train_loss"] < 0.5
+  with pytest.raises(ValueError, match="logit_classes"):
+    probes.attentive_probe(xtr, ytr, xte, yte, 8, logit_classes=4, **kwargs)
   for before, after in zip(copies, (xtr, ytr, xte, yte)):
     np.testing.assert_array_equal(before, after)
   # Sanity check of the task itself: mean pooling + linear probe stays near chance (1/8; 256

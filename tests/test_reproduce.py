@@ -12,6 +12,7 @@ import types
 import numpy as np
 import pytest
 
+from layerlock_jax import checkpoint_fork
 from layerlock_jax import config_defaults
 from layerlock_jax import flops
 from experiments import reproduce
@@ -103,6 +104,36 @@ def test_run_names_and_commands_are_distinct():
       cmd = r.command("/o")
       assert f"--config.seed={r.seed}" in cmd and cmd.endswith(f"--workdir=/o/runs/{r.name}")
       assert ("quick" in r.variant) == quick
+
+
+def test_freezing_arms_and_grid_cells_fork_from_mae_of_their_seed_and_data_at_the_first_freeze():
+  for quick, ablations, scale in ((False, True, "cpu"), (True, False, "cpu"), (False, False, "gpu")):
+    plan = reproduce.Plan.make(quick, ablations, scale)
+    order = (plan.main_order() + plan.center_runs() +
+             [r for rs in plan.camera_runs().values() for r in rs] +
+             [r for _, _, r in plan.grid_runs()])
+    names = [r.name for r in order]
+    forked = [r for r in order if r.fork_source is not None]
+    assert {r.arm for r in forked} == {"freeze_pixel", "layerlock", "mae"} - (
+        {"mae"} if scale == "gpu" else set()) | (
+        {"layerlock_no_miniwarmup"} if ablations else set())
+    for r in order:
+      if r.fork_source is None:  # MAE itself, naive latent (its loss differs from step 0), ...
+        assert r.arm in ("mae", "naive_latent", "mae_learned_posemb") and "freeze=" not in r.variant
+        continue
+      src = r.fork_source
+      assert src.arm == "mae" and src.seed == r.seed and names.index(src.name) < names.index(r.name)
+      assert ("camera_motion" in src.variant) == ("camera_motion" in r.variant)
+      table = schedule.freeze_table(r.config(), config_defaults.encoder_depth(r.config()))
+      assert r.fork_step == min(s.start_step for s in table if s.frozen_layers > 0) > 0
+      source_config = src.config()  # saves that step, and keeps it
+      assert r.fork_step % source_config.checkpoint_every == 0
+      assert source_config.keep_every == source_config.checkpoint_every
+      # The rule a fork is checked by when it starts admits it (its first steps are MAE's).
+      checkpoint_fork.check_forkable(json.loads(source_config.to_json_best_effort()),
+                                     r.config("/o"), r.fork_step, "src")
+      assert (f"--config.fork_from=/o/runs/{src.name}/checkpoints/{r.fork_step} "
+              in r.command("/o"))
 
 
 def test_gpu_scale_plan_trains_complete_pairs_first_and_validates():
@@ -401,7 +432,10 @@ def test_quick_report_states_every_claim_with_figures(quick_run):
     assert f"`{run['command']}`" in report
   sample = reproduce.Plan.make(True).main_runs()["layerlock"][0]
   trained = json.load(open(os.path.join(out, "runs", sample.name, "config.json")))
-  assert trained == json.loads(sample.config().to_json_best_effort())
+  assert trained == json.loads(sample.config(out).to_json_best_effort())
+  # LayerLock started from MAE's checkpoint at its first freeze (its command says so).
+  summary = json.load(open(os.path.join(out, "runs", sample.name, "summary.json")))
+  assert summary["forked_from"] == sample.fork_path(out) and summary["resumed_from"] == 10
 
 
 @pytest.mark.slow

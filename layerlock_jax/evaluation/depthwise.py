@@ -166,8 +166,11 @@ def depthwise_analysis(train: features_lib.Features, train_labels: dict[str, np.
           if j not in standardized:
             standardized[j] = probes.standardize_tokens(xtr, xte)
           (xtr, xte), probe_norm = standardized[j], "given"
+        # One readout size for every task: one compiled readout per token normalisation.
         att = probes.attentive_probe(xtr, ytr, xte, yte, classes, seed=seed,
-                                     token_norm=probe_norm, **(attentive_kwargs or {}))
+                                     token_norm=probe_norm,
+                                     logit_classes=max(num_classes.values()),
+                                     **(attentive_kwargs or {}))
         task[attentive_key(norm)][str(j)] = att["accuracy"]
     tasks[name] = task
 
@@ -270,13 +273,10 @@ def evaluate_params(config, params: Any, *, num_train: int = 512, num_test: int 
   test_token_blocks = tuple(range(depth + 1))
   train_feats = extractor(params, data.train_videos, token_blocks=attentive_blocks)
   # The attentive probe needs tokens of every test clip at its blocks; the token statistics only
-  # need a subset, which bounds memory for deep models. Two passes keep both cheap.
+  # need a subset, which bounds memory for deep models. One pass gives both.
+  limits = {b: None if b in attentive_blocks else token_clips for b in test_token_blocks}
   test_feats = extractor(params, data.test_videos, token_blocks=test_token_blocks,
-                         token_clips=token_clips)
-  if attentive_blocks:
-    full = extractor(params, data.test_videos, token_blocks=attentive_blocks)
-    for b in attentive_blocks:
-      test_feats.tokens[b] = full.tokens[b]
+                         token_clips=limits)
   extract_seconds = time.perf_counter() - start
   result = depthwise_analysis(train_feats, data.train_labels, test_feats, data.test_labels,
                               data.num_classes, seed=seed, probe_steps=probe_steps,

@@ -13,6 +13,7 @@ Memory: pooled features for every block are small ([L+1, N, D]). Tokens are [N, 
 block, so they are only kept for the blocks and the first clips the caller asks for.
 """
 import dataclasses
+import json
 from typing import Any, Sequence
 
 import jax
@@ -66,8 +67,12 @@ class Features:
 
 
 def _config_key(config) -> str:
-  """A hashable stand-in for the config: its JSON (ConfigDicts themselves are not hashable)."""
-  return config.to_json_best_effort(sort_keys=True)
+  """A hashable stand-in for what `VideoMAE.block_outputs` depends on: the model section and the
+  clip shape (ConfigDicts themselves are not hashable). Runs that differ elsewhere (seed,
+  objective, freeze schedule) share one compiled forward instead of compiling their own."""
+  return json.dumps({"model": json.loads(config.model.to_json_best_effort()),
+                     "clip": [int(config.data.num_frames), int(config.data.image_size)]},
+                    sort_keys=True)
 
 
 # (config JSON, sharding) -> (model, jitted forward). jax.jit caches compilations per function
@@ -111,12 +116,13 @@ class FeatureExtractor:
     self.sharding = sharding
 
   def __call__(self, params: Any, videos: np.ndarray, *, token_blocks: Sequence[int] = (),
-               token_clips: int | None = None) -> Features:
+               token_clips: int | dict[int, int | None] | None = None) -> Features:
     """Features of `videos` (uint8 or float [N, T, H, W, 3]) under `params`.
 
     params: a full parameter tree or a TrainState (see `encoder_parts`).
     token_blocks: block indices (0 = embedding) whose tokens to return; token_clips: how many of
-      the first clips to return tokens for (default: all).
+      the first clips to return tokens for (default: all), or {block: that number} per block
+      (one pass over the clips serves blocks that need all clips and blocks that need a few).
     """
     embed, stacks = encoder_parts(params)
     depth = sum(video_mae.stack_depth(s) for s in stacks)
@@ -128,7 +134,9 @@ class FeatureExtractor:
       raise ValueError(f"expected videos [N, {', '.join(map(str, self.model.video_shape))}], "
                        f"got {videos.shape}")
     n = videos.shape[0]
-    m = n if token_clips is None else max(0, min(int(token_clips), n))
+    limits = token_clips if isinstance(token_clips, dict) else {b: token_clips for b in token_blocks}
+    clips = {b: n if limits.get(b) is None else max(0, min(int(limits[b]), n))
+             for b in token_blocks}
     pooled_parts, token_parts = [], {b: [] for b in token_blocks}
     for start in range(0, n, self.batch_size):
       chunk = videos[start:start + self.batch_size]
@@ -136,17 +144,16 @@ class FeatureExtractor:
       if valid < self.batch_size:
         pad = np.zeros((self.batch_size - valid,) + chunk.shape[1:], chunk.dtype)
         chunk = np.concatenate([chunk, pad])
-      # Tokens are only requested for batches that contain some of the first m clips: a second
-      # compiled variant, but no device-to-host copy of tokens nobody keeps.
-      wanted = token_blocks if start < m else ()
+      # Tokens of a block are only requested for batches that hold some of its first clips: a
+      # compiled variant per set of blocks, but no device-to-host copy of tokens nobody keeps.
+      wanted = tuple(b for b in token_blocks if start < clips[b])
       video = jnp.asarray(chunk) if self.sharding is None else jax.device_put(chunk, self.sharding)
       pooled, tokens = self._forward(embed, stacks, video, wanted)
       pooled_parts.append(np.asarray(pooled)[:, :valid])
       if wanted:
-        keep = min(valid, m - start)
         tokens = np.asarray(tokens)
         for i, b in enumerate(wanted):
-          token_parts[b].append(tokens[i, :keep])
+          token_parts[b].append(tokens[i, :min(valid, clips[b] - start)])
     t, h, w = self.model.grid
     d = self.model.width
     token_arrays = {
