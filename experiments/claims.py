@@ -137,11 +137,40 @@ def run_record(name: str, arm: str, seed: int, command: str, config, workdir: st
       "probe": probe_summary(evaluation, headline_block(evaluation, depth)),
       "readouts": readouts(evaluation, depth), "evaluation": evaluation,
       "loss_curve": [[r["step"], r["loss"], r.get("frozen_layers", 0)] for r in train_rows],
+      "spread_curve": [[r["step"], r["feature_spread"]] for r in train_rows
+                       if isinstance(r.get("feature_spread"), (int, float))],
+      "first_freeze": first_freeze_step(config),
       "eval_curve": eval_rows,
       "train_seconds": (summary.get("final") or {}).get("train_seconds"),
       "programs": summary.get("programs", []),
       "analytic_train_flops": analytic_train_flops(config),
   }
+
+
+def first_freeze_step(config) -> int | None:
+  """The step of the freeze table's first freeze (None: the run never freezes)."""
+  if not config.layerlock.enabled:
+    return None
+  table = schedule.freeze_table(config, config_defaults.encoder_depth(config))
+  return next((s.start_step for s in table if s.frozen_layers > 0), None)
+
+
+# A representation has "formed" once MAE's feature spread first reaches this fraction of its mean
+# over the last third of training: the LayerLock paper freezes once the first layers have
+# converged, and freezing blocks whose tokens are still one vector per clip hands every later
+# block that vector as its target.
+FORMED_FRACTION = 0.9
+
+
+def formation_step(record: dict[str, Any]) -> dict[str, Any] | None:
+  """When `record`'s feature spread first reached FORMED_FRACTION of its final-third mean."""
+  curve = record.get("spread_curve") or []
+  if not curve:
+    return None
+  tail = [v for step, v in curve if step > record["total_steps"] * 2 / 3]
+  plateau = float(np.mean(tail)) if tail else float(curve[-1][1])
+  step = next((s for s, v in curve if v >= FORMED_FRACTION * plateau), None)
+  return {"plateau": plateau, "step": step}
 
 
 def run_summary(record: dict[str, Any]) -> dict[str, Any]:
@@ -378,7 +407,11 @@ def layerlock_vs_mae_claim(mae: Sequence[dict], layerlock: Sequence[dict],
           "probe": probe, "linear": linear, "per_task": per_task, "comparison": cmp,
           "readouts": readout_table(dict(arms)),
           "linear_comparison": _compare(linear["mae"], linear["layerlock"]),
-          "ablations": ablations, "random_init": random_init, "verdict": verdict}
+          "ablations": ablations, "random_init": random_init,
+          "formation": {"fraction": FORMED_FRACTION, "mae": [formation_step(r) for r in mae],
+                        "first_freeze": sorted({r.get("first_freeze") for r in layerlock
+                                                if r.get("first_freeze") is not None})},
+          "verdict": verdict}
 
 
 def vjepa_claim(vjepa: Sequence[dict], vjepa_layerlock: Sequence[dict],

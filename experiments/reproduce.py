@@ -22,13 +22,14 @@ the verdicts come from rules stated in the report, applied to those numbers.
 Resumable: each run trains in OUT/runs/NAME and is skipped (its final checkpoint restored) when
 already finished; each evaluation is cached as OUT/runs/NAME/eval.json. Delete OUT to regenerate
 everything from scratch: the same seeds give the same numbers (wall-clock times aside).
+On a CPU the runs train and are evaluated side by side, one worker process pinned to each core
+(experiments/lanes.py); with an accelerator they take turns in this process.
 --quick shrinks every run to a few steps and the probes to a few clips: it exercises the whole
 pipeline (CI runs it) and its numbers mean nothing. --scale=gpu trains the claims 2-4 arms with a
-ViT-S encoder for 3000 steps of 64 clips (configs/experiments/layerlock_claims.py, modifier `gpu`),
+ViT-S encoder for 2400 steps of 64 clips (configs/experiments/layerlock_claims.py, modifier `gpu`),
 seed-major so that a run cut short still holds complete MAE / LayerLock pairs; the convergence
 grid and the blockwise claim are measured at CPU scale only.
 """
-import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -45,13 +46,14 @@ from layerlock_jax import evaluate
 from layerlock_jax import plan as plan_lib
 from experiments import claims
 from experiments import convergence
+from experiments import lanes
 from layerlock_jax.evaluation import depthwise
 from layerlock_jax.evaluation import periodic
 from experiments import report
 
 EXPERIMENTS_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs" / "experiments"
 # Probes and retrieval of every model run on clips rendered from this data seed: a set none of the
-# runs was pretrained on (their data seeds are their run seeds 0, 1, ...), identical for all.
+# runs was pretrained on (their data seeds are their run seeds 0, 1, 2, 3), identical for all.
 EVAL_DATA_SEED = 1000
 SCALES = ("cpu", "gpu")
 # Arms that train exactly like pixel MAE until their first freeze: forked from MAE there.
@@ -107,7 +109,9 @@ class Plan:
   """What the reproduction trains and how it evaluates (full or quick)."""
   quick: bool
   scale: str = "cpu"   # cpu | gpu: the size of every run (quick shrinks the cpu size)
-  seeds: tuple[int, ...] = (0, 1)
+  # Claims 1-4 (the LayerLock arms, MAE, the grid): seeds that played no part in choosing the
+  # freeze table of configs/experiments/layerlock_claims.py, which was picked at seeds 0 and 1.
+  seeds: tuple[int, ...] = (2, 3)
   arms: tuple[str, ...] = ("mae", "freeze_pixel", "layerlock", "naive_latent")
   # Arms trained at every seed (the others at the first seed only): the arms whose differences
   # the claims weigh against seed noise.
@@ -117,7 +121,7 @@ class Plan:
   camera_arms: tuple[str, ...] = ("mae", "layerlock")
   # LayerLock with clip-centred latent targets (layerlock.target_center=clip): the knob that
   # removes the per-clip vector shared by every token of a target block, at these seeds.
-  center_seeds: tuple[int, ...] = (0, 1)
+  center_seeds: tuple[int, ...] = (2, 3)
   grid_layers: tuple[int, ...] = (1, 3)
   grid_steps: tuple[int, ...] = (100, 300)
   blockwise_seeds: tuple[int, ...] = (0, 1)
@@ -148,7 +152,8 @@ class Plan:
         raise ValueError("--scale=gpu runs the claims 2-4 arms only: drop --quick / --ablations")
       # ~25x the CPU run's compute per run; the readout is given more steps and width, which
       # costs little on an accelerator.
-      return cls(quick=False, scale="gpu", arms=("mae", "layerlock", "freeze_pixel", "naive_latent"),
+      return cls(quick=False, scale="gpu", seeds=(0, 1),
+                 arms=("mae", "layerlock", "freeze_pixel", "naive_latent"),
                  repeated_arms=("mae", "layerlock"), camera_arms=(), center_seeds=(),
                  grid_layers=(), grid_steps=(), blockwise_seeds=(), vjepa_seeds=(),
                  eval_clips=1024,
@@ -158,7 +163,8 @@ class Plan:
     if quick:
       # The ablation arms only add compile time to a smoke run; one arm keeps two seeds so that
       # the seed-noise path runs.
-      return cls(quick=True, arms=("mae", "freeze_pixel", "layerlock", "naive_latent"),
+      return cls(quick=True, seeds=(0, 1),
+                 arms=("mae", "freeze_pixel", "layerlock", "naive_latent"),
                  repeated_arms=("mae",), grid_layers=(1, 2), grid_steps=(10,), eval_clips=48,
                  attentive_steps=8, probe_steps=20, blockwise_seeds=(0,), camera_arms=(),
                  center_seeds=(), vjepa_seeds=(0,),
@@ -226,39 +232,22 @@ class Plan:
 class Reproduction:
   """Trains, evaluates and caches; every public method is idempotent on OUT.
 
-  Training runs in the calling thread; evaluations run one at a time on `evaluator`, a
-  background thread, so that the evaluation of one run (mostly single-threaded: numpy, small
-  probe programs) overlaps the training of the next (whose step leaves about a third of 2 cores
-  idle). Both are deterministic computations on their own inputs: the numbers do not depend on
-  the overlap. Methods that evaluate return futures."""
+  One Reproduction per worker process of the scheduler (experiments/lanes.py): it keeps the
+  probing sets and compiled programs that the jobs of one worker share."""
 
-  def __init__(self, out: str, plan: Plan, evaluator: concurrent.futures.Executor):
-    self.out, self.plan, self.evaluator = out, plan, evaluator
+  def __init__(self, out: str, plan: Plan):
+    self.out, self.plan = out, plan
     self._eval_data: dict[tuple, depthwise.EvalData] = {}
-    self._futures: list[concurrent.futures.Future] = []
-    self.timings: dict[str, float] = {}
-
-  def _submit(self, fn) -> concurrent.futures.Future:
-    future = self.evaluator.submit(fn)
-    self._futures.append(future)
-    return future
-
-  def _raise_failed_evaluation(self):
-    """An evaluation that failed stops the reproduction before the next training, not after
-    all of them."""
-    for future in self._futures:
-      if future.done() and future.exception() is not None:
-        raise future.exception()
 
   def workdir(self, run: Run) -> str:
     return os.path.join(self.out, "runs", run.name)
 
-  def train(self, run: Run):
-    """Trains (or restores the finished) run; returns its final TrainState. A run stopped by
-    SIGTERM / a preemption notice stops the whole reproduction (Preempted): its checkpoint is
-    saved, and the same command resumes it; nothing is evaluated from a half-trained model."""
+  def train(self, run: Run) -> tuple[Any, float]:
+    """Trains (or restores the finished) run; returns its final TrainState and the seconds it
+    took. A run stopped by SIGTERM / a preemption notice stops the whole reproduction
+    (Preempted): its checkpoint is saved, and the same command resumes it; nothing is evaluated
+    from a half-trained model."""
     from layerlock_jax import train  # pylint: disable=g-import-not-at-top
-    self._raise_failed_evaluation()
     start = time.perf_counter()
     logging.info("reproduce: training %s\n  %s", run.name, run.command(self.out))
     # An evaluation cached before this training belongs to an older state of the run.
@@ -276,8 +265,7 @@ class Reproduction:
     if result.preempted:
       raise Preempted(f"preempted while training {run.name} (checkpoint saved in "
                       f"{self.workdir(run)}): rerun the same command to resume")
-    self.timings[run.name] = time.perf_counter() - start
-    return result.state
+    return result.state, time.perf_counter() - start
 
   def eval_data(self, config) -> depthwise.EvalData:
     """The held-out clips for models of `config`: one set per source and clip shape (the
@@ -314,33 +302,65 @@ class Reproduction:
     os.replace(path + ".tmp", path)  # a killed evaluation never leaves a half-written cache
     return result
 
-  def train_and_evaluate(self, run: Run) -> concurrent.futures.Future:
-    """Trains `run` now; a future of its artifacts for the claims (eval table, metrics rows,
-    summary, command), evaluated in the background."""
+  def train_and_evaluate(self, run: Run) -> dict[str, Any]:
+    """Trains `run` (unless finished and evaluated) and evaluates it: the artifacts the claims
+    read (eval table, metrics rows, summary, command), with the training seconds
+    ("train_seconds_here": None when nothing was trained)."""
     path = os.path.join(self.workdir(run), "eval.json")
-    params = None if os.path.exists(path) and _finished(self.workdir(run)) else self.train(run)
+    params, seconds = None, None
+    if not (os.path.exists(path) and _finished(self.workdir(run))):
+      params, seconds = self.train(run)
     config = run.config()
-
-    def evaluate_run():
-      evaluation = self._evaluate(config, params, path)
-      return claims.run_record(run.name, run.arm, run.seed, run.command(self.out), config,
+    evaluation = self._evaluate(config, params, path)
+    record = claims.run_record(run.name, run.arm, run.seed, run.command(self.out), config,
                                self.workdir(run), evaluation)
-    return self._submit(evaluate_run)
+    record["train_seconds_here"] = seconds
+    return record
 
-  def train_only(self, run: Run) -> str:
+  def train_only(self, run: Run) -> tuple[str, float | None]:
+    """Trains `run` unless finished; (its workdir, the training seconds or None)."""
+    seconds = None
     if not _finished(self.workdir(run)):
-      self.train(run)
-    return self.workdir(run)
+      seconds = self.train(run)[1]
+    return self.workdir(run), seconds
 
-  def random_init(self, run: Run) -> concurrent.futures.Future:
-    """Future evaluation of `run`'s model at initialisation (seed 0): the untrained reference."""
+  def random_init(self, run: Run) -> dict[str, Any]:
+    """The evaluation of `run`'s model at initialisation (seed 0): the untrained reference."""
     config = run.config()
     path = os.path.join(self.out, "runs", f"random_init_{run.name}", "eval.json")
+    params = None if os.path.exists(path) else evaluate.random_init_params(config)
+    return self._evaluate(config, params, path)
 
-    def evaluate_init():
-      params = None if os.path.exists(path) else evaluate.random_init_params(config)
-      return self._evaluate(config, params, path)
-    return self._submit(evaluate_init)
+
+# The worker side of the scheduler: one Reproduction per process, the same for all its jobs.
+_WORKER: dict[tuple, Reproduction] = {}
+
+
+def _worker_reproduction(out: str, plan: Plan) -> Reproduction:
+  key = (out, plan)
+  if key not in _WORKER:
+    _WORKER[key] = Reproduction(out, plan)
+  return _WORKER[key]
+
+
+def _train_and_evaluate_job(out: str, plan: Plan, run: Run) -> dict[str, Any]:
+  return _worker_reproduction(out, plan).train_and_evaluate(run)
+
+
+def _train_only_job(out: str, plan: Plan, run: Run) -> tuple[str, float | None]:
+  return _worker_reproduction(out, plan).train_only(run)
+
+
+def _random_init_job(out: str, plan: Plan, run: Run) -> dict[str, Any]:
+  return _worker_reproduction(out, plan).random_init(run)
+
+
+def _init_worker(out: str, quick: bool):
+  """Each worker process, before JAX starts: the heap of `python -m layerlock_jax.main` and the
+  reproduction's compilation cache."""
+  from layerlock_jax import host_memory  # pylint: disable=g-import-not-at-top
+  host_memory.configure("auto", total_steps=0 if quick else None)
+  _enable_compile_cache(os.path.join(out, "xla_cache"))
 
 
 def _finished(workdir: str) -> bool:
@@ -363,43 +383,70 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
   base_cfg = base_run.config()
   tail = plan.tail_fraction
 
-  # Phase 1: train every run in order; each evaluation (a future) overlaps the next training.
-  # A quick run is mostly compiling: overlapping it only adds contention (measured: 394 s against
-  # 340 s for the whole quick run), so it evaluates each run right after training it.
-  with (_InlineExecutor() if quick else
-        concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="evaluate")
-        ) as evaluator:
-    repro = Reproduction(out, plan, evaluator)
-    done = {r.name: repro.train_and_evaluate(r) for r in plan.main_order()}
-    reference = {"rope": repro.random_init(base_run)}
-    if "mae_learned_posemb" in main_runs:
-      reference["learned_3d"] = repro.random_init(main_runs["mae_learned_posemb"][0])
-    center = [repro.train_and_evaluate(r) for r in center_runs]
-    # none in quick mode (test_camera_motion covers the source)
-    camera = {arm: [repro.train_and_evaluate(r) for r in runs] for arm, runs in camera_runs.items()}
-    camera_reference = ({"rope": repro.random_init(camera_runs["mae"][0])} if camera else {})
-    cells = []
-    for l, t, run in plan.grid_runs():
-      cell = convergence.read_run(repro.train_only(run), base_cfg.total_steps, tail)
-      cell.update(layers=l, step=t, command=run.command(out))
-      cells.append(cell)
-    blockwise = {regime: [repro.train_and_evaluate(r) for r in runs]
-                 for regime, runs in blockwise_runs.items() if runs}
-    blockwise_reference = repro.random_init(blockwise_runs["e2e"][0]) if blockwise else None
-    vjepa = {arm: [repro.train_and_evaluate(r) for r in runs]
-             for arm, runs in vjepa_runs.items() if runs}
-    vjepa_reference = {"sincos": repro.random_init(vjepa_runs["vjepa"][0])} if vjepa else {}
-  # Phase 2: every evaluation has finished (leaving the `with` waits for them); read them.
-  get = _resolve
-  done, reference, center, camera, camera_reference, blockwise, blockwise_reference, vjepa, \
-      vjepa_reference = get(done), get(reference), get(center), get(camera), \
-      get(camera_reference), get(blockwise), get(blockwise_reference), get(vjepa), \
-      get(vjepa_reference)
+  # Phase 1: train and evaluate every run, one job per run on each free lane (a worker process
+  # pinned to one core; experiments/lanes.py). Forked runs wait for their source's checkpoint.
+  # Order: the fork sources first, then the long runs from step 0, then the short forks, then
+  # the random-init references, so that the lanes finish close together.
+  # With an accelerator every run needs the one device: the jobs run in this process, in turn.
+  lanes_here = 0 if plan.scale == "gpu" or _accelerator() is not None else lanes.num_lanes()
+  train_eval = lambda r: lanes.Job(r.name, _train_and_evaluate_job, (out, plan, r),
+                                   deps=(r.fork_source.name,) if r.fork_source else ())
+  init_ref = lambda r: lanes.Job(f"random_init_{r.name}", _random_init_job, (out, plan, r))
+  everything = ([r for rs in main_runs.values() for r in rs] + list(center_runs) +
+                [r for rs in camera_runs.values() for r in rs] +
+                [r for rs in blockwise_runs.values() for r in rs] +
+                [r for rs in vjepa_runs.values() for r in rs])
+  sources = {r.fork_source.name for r in everything + [c[2] for c in plan.grid_runs()]
+             if r.fork_source}
+  ordered = ([r for r in plan.main_order() if r.name in sources] +
+             [r for r in everything if r.name in sources and r not in plan.main_order()] +
+             [r for r in plan.main_order() if r.name not in sources and not r.fork_source] +
+             [r for r in everything if r.name not in sources and not r.fork_source
+              and r not in plan.main_order()] +
+             [r for r in plan.main_order() if r.fork_source] +
+             [r for r in everything if r.fork_source and r not in plan.main_order()])
+  jobs = [train_eval(r) for r in ordered]
+  jobs += [lanes.Job(run.name, _train_only_job, (out, plan, run),
+                     deps=(run.fork_source.name,) if run.fork_source else ())
+           for _, _, run in plan.grid_runs()]
+  references = {"rope": base_run}
+  if "mae_learned_posemb" in main_runs:
+    references["learned_3d"] = main_runs["mae_learned_posemb"][0]
+  if camera_runs:
+    references["camera_rope"] = camera_runs["mae"][0]
+  if blockwise_runs.get("e2e"):
+    references["blockwise"] = blockwise_runs["e2e"][0]
+  if vjepa_runs.get("vjepa"):
+    references["sincos"] = vjepa_runs["vjepa"][0]
+  jobs += [init_ref(r) for r in references.values()]
+  done = lanes.run(jobs, lanes_here, initializer=_init_worker, initargs=(out, quick))
+  timings = {name: r["train_seconds_here"] for name, r in done.items()
+             if isinstance(r, dict) and r.get("train_seconds_here") is not None}
+  timings.update({name: r[1] for name, r in done.items()
+                  if isinstance(r, tuple) and r[1] is not None})
+
+  # Phase 2: read the results.
+  ref = lambda key: done[f"random_init_{references[key].name}"]
+  reference = {k: ref(k) for k in ("rope", "learned_3d") if k in references}
+  center = [done[r.name] for r in center_runs]
+  camera = {arm: [done[r.name] for r in runs] for arm, runs in camera_runs.items()}
+  camera_reference = {"rope": ref("camera_rope")} if camera else {}
+  cells = []
+  for l, t, run in plan.grid_runs():
+    cell = convergence.read_run(done[run.name][0], base_cfg.total_steps, tail)
+    cell.update(layers=l, step=t, command=run.command(out))
+    cells.append(cell)
+  blockwise = {regime: [done[r.name] for r in runs] for regime, runs in blockwise_runs.items()
+               if runs}
+  blockwise_reference = ref("blockwise") if blockwise else None
+  vjepa = {arm: [done[r.name] for r in runs] for arm, runs in vjepa_runs.items() if runs}
+  vjepa_reference = {"sincos": ref("sincos")} if vjepa else {}
   main = {arm: [done[r.name] for r in runs] for arm, runs in main_runs.items()}
 
   measured = {}  # claim -> its result; a claim whose runs are not in the plan is left out
   if cells:
-    baseline = convergence.read_run(repro.workdir(base_run), base_cfg.total_steps, tail)
+    baseline = convergence.read_run(os.path.join(out, "runs", base_run.name),
+                                    base_cfg.total_steps, tail)
     baseline["command"] = base_run.command(out)
     grid = convergence.summarize_grid(
         baseline, cells, tail_fraction=tail, free_tolerance=plan.free_tolerance,
@@ -421,6 +468,8 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
       "quick": quick,
       "scale": plan.scale,
       "seeds": list(plan.seeds),
+      "blockwise_seeds": list(plan.blockwise_seeds),
+      "vjepa_seeds": list(plan.vjepa_seeds),
       "eval": {"data_seed": EVAL_DATA_SEED, "probe_seed": PROBE_SEED,
                "clips_per_split": plan.eval_clips, "attentive_steps": plan.attentive_steps,
                "attentive_width": plan.attentive_width, "attentive_batch": plan.attentive_batch,
@@ -444,8 +493,8 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
               sum(len(r) for r in camera_runs.values()) +
               sum(len(r) for r in blockwise_runs.values()) +
               sum(len(r) for r in vjepa_runs.values()))
-  timing = {"total_seconds": time.perf_counter() - start, "train_seconds": repro.timings,
-            "runs_trained": len(repro.timings), "runs_total": num_runs,
+  timing = {"total_seconds": time.perf_counter() - start, "train_seconds": timings,
+            "runs_trained": len(timings), "runs_total": num_runs, "lanes": lanes_here,
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                         "python": sys.version.split()[0], "accelerator": _accelerator()}}
   with open(os.path.join(out, "results.json"), "w") as f:
@@ -454,27 +503,6 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
     json.dump(timing, f, indent=1)
   report.write_report(results, timing, out, command=_command(out, quick, ablations, scale))
   return results
-
-
-class _InlineExecutor(concurrent.futures.Executor):
-  """Runs each submitted function at once, in the calling thread."""
-
-  def submit(self, fn, /, *args, **kwargs):
-    future = concurrent.futures.Future()
-    try:
-      future.set_result(fn(*args, **kwargs))
-    except BaseException as e:  # pylint: disable=broad-except
-      future.set_exception(e)
-    return future
-
-
-def _resolve(tree):
-  """`tree` (dicts / lists of futures) with every future replaced by its result."""
-  if isinstance(tree, dict):
-    return {k: _resolve(v) for k, v in tree.items()}
-  if isinstance(tree, list):
-    return [_resolve(v) for v in tree]
-  return tree.result() if isinstance(tree, concurrent.futures.Future) else tree
 
 
 def _accelerator() -> str | None:

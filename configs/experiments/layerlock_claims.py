@@ -8,16 +8,19 @@ Built on configs/layerlock_tiny.py (model, data, optimiser: 6 blocks of width 12
 arms whose probe accuracy and effective rank claim 3 follows over training (mae, naive_latent,
 layerlock). Clips stay at 16 frames: at 8
 frames (half the cost) MAE's headline readout fell to 0.43, barely above a random-init encoder's
-0.42 (0.55 against 0.40 at 16 frames), which leaves nothing for the claims to compare. The freeze
-table of every freezing arm is 300 pixel steps, then two more blocks every 80 steps (2 frozen at
-300, 4 at 380): layerlock_tiny's table (a block every 80 steps from 200) freezes while MAE's
-features are still nearly one vector per clip (feature spread ~0.03-0.17 before step 200, ~0.3 by 300), and a latent
-target read from such a block teaches every later block to copy that vector. Half of training as
-the pixel phase follows the paper's "freeze when the first layers have converged" at this scale,
-and two blocks at a time keep the FLOPs saved above the 15% the claim needs (15.5% for the pixel
-target, analytic; the visible-token embedding made MAE's step cheaper, so a 400-step second
-freeze saved only 14.9%) while every stage still trains 80 steps or more. The text after ':' is the arm, optionally
-followed by comma-separated modifiers:
+0.42 (0.55 against 0.40 at 16 frames), which leaves nothing for the claims to compare.
+
+The freeze table of every freezing arm is 400 pixel steps, then two more blocks every 50 steps
+(2 frozen at 400, 4 at 450): the first freeze comes once MAE's features have spread out. On
+Moving MNIST, MAE's feature spread (logged every 20 steps) is ~0.03-0.17 until step 200, ~0.48 at
+300 and at its plateau (0.5-0.6, to step 600) from 340-420 on. Freezing at 300 (2 blocks at 300,
+4 at 380, this file's earlier table) cost LayerLock ~0.05 of the headline readout against MAE at
+seeds 0 and 1 (0.488 / 0.505 vs 0.547 / 0.554); this table, tried at the same seeds, scored
+0.527 / 0.549. It was chosen after those runs, so the reproduction's verdicts use seeds that
+played no part in choosing it (2 and 3). The price: later freezing saves fewer FLOPs (~10% for
+the pixel target, against 15.5%).
+
+The text after ':' is the arm, optionally followed by comma-separated modifiers:
 
   mae                       plain pixel MAE (the baseline of every claim)
   freeze_pixel              progressive freezing with the pixel target only (claim 2)
@@ -119,7 +122,7 @@ def get_config(variant: str = "layerlock"):
   if mods["center"]:
     ll.target_center = "clip"
 
-  ll.pixel_steps, ll.interval, ll.jump = 300, 80, 2
+  ll.pixel_steps, ll.interval, ll.jump = 400, 50, 2
   if mods["gpu"]:
     _accelerator_sized(c)
     c.eval_every = 600 if c.eval_every else 0
