@@ -17,10 +17,12 @@ workers, whose training runs save a checkpoint and stop (the reproduction's pree
 """
 import concurrent.futures
 import dataclasses
+import logging
 import multiprocessing
 import os
 import signal
 import threading
+import time
 from typing import Any, Callable, Sequence
 
 MAX_LANES = 8
@@ -91,6 +93,7 @@ def run(jobs: Sequence[Job], lanes: int, *, initializer: Callable[..., None] | N
   results: dict[str, Any] = {}
   pending = list(jobs)
   running: dict[concurrent.futures.Future, Job] = {}
+  start = time.perf_counter()
   with concurrent.futures.ProcessPoolExecutor(
       max_workers=lanes, mp_context=ctx, initializer=_init_worker,
       initargs=(queue, initializer, initargs)) as pool:
@@ -109,6 +112,8 @@ def run(jobs: Sequence[Job], lanes: int, *, initializer: Callable[..., None] | N
         for future in done:
           job = running.pop(future)
           results[job.name] = future.result()  # raises the job's error here
+          _progress(job.name, len(results), len(jobs), time.perf_counter() - start,
+                    [j.name for j in running.values()], lanes)
     except BaseException:
       for future in running:
         future.cancel()
@@ -117,6 +122,15 @@ def run(jobs: Sequence[Job], lanes: int, *, initializer: Callable[..., None] | N
       if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, previous)
   return results
+
+
+def _progress(name: str, done: int, total: int, elapsed: float, running: list[str],
+              lanes: int):
+  """One line per finished job; the remaining time assumes the mean job so far."""
+  left = elapsed / done * (total - done)
+  logging.info("lanes: %s finished (%d of %d jobs, %.1f min; roughly %.0f min left on %d lanes)%s",
+               name, done, total, elapsed / 60, left / 60, lanes,
+               f"; running {', '.join(running)}" if running else "")
 
 
 def _forward_sigterm(pool: concurrent.futures.ProcessPoolExecutor):
