@@ -381,3 +381,31 @@ def test_file_source_epoch_order_is_a_seeded_permutation_per_epoch():
   copy = pickle.loads(pickle.dumps(order))
   assert [copy(p, None) for p in (80, 3, 54, 26)] == [stream[p] for p in (80, 3, 54, 26)]
   assert [pipeline._EpochOrder(27, seed=6)(p, None) for p in range(27)] != epochs[0]  # pylint: disable=protected-access
+
+
+def test_rendered_clips_are_kept_per_process_read_only_and_within_the_byte_budget(monkeypatch):
+  """The clip cache returns exactly what rendering returns, keyed by the source's parameters and
+  the index, never lets a consumer alter a cached clip, and evicts beyond its byte budget."""
+  synthetic.clear_clip_cache()
+  render = synthetic.MovingMNIST.__getitem__.__wrapped__  # the undecorated renderer
+  a, b = (synthetic.MovingMNIST(8, 4, 16, seed, "train") for seed in (0, 1))
+  first = a[3]
+  again = a[3]
+  np.testing.assert_array_equal(first["video"], render(a, 3)["video"])
+  assert again["video"] is first["video"] and again is not first  # served, not re-rendered
+  assert int(again["digit"]) == int(render(a, 3)["digit"])
+  with pytest.raises(ValueError, match="read-only"):
+    again["video"][0, 0, 0, 0] = 7
+  # Another seed's clip 3 is its own entry (the key is the source's repr).
+  np.testing.assert_array_equal(b[3]["video"], render(b, 3)["video"])
+  assert not np.array_equal(b[3]["video"], first["video"])
+  # A budget of two clips: the least recently used goes, and comes back re-rendered, identical.
+  clip_bytes = first["video"].nbytes
+  synthetic.clear_clip_cache()
+  monkeypatch.setattr(synthetic, "CLIP_CACHE_BYTES", 2 * clip_bytes)
+  for i in (0, 1, 0, 2):  # 1 is now the least recently used of {0, 1}; 2 evicts it
+    a[i]
+  assert synthetic._clip_cache_state["bytes"] == 2 * clip_bytes
+  assert [k[1] for k in synthetic._clip_cache] == [0, 2]
+  np.testing.assert_array_equal(a[1]["video"], render(a, 1)["video"])
+  synthetic.clear_clip_cache()

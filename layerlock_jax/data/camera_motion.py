@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from layerlock_jax.data import synthetic
+
 # (package, file) of each scene class, in label order. Grey photographs are replicated to RGB.
 PHOTOS = (
     ("skimage", "astronaut.png"), ("skimage", "brick.png"), ("skimage", "camera.png"),
@@ -171,6 +173,7 @@ class CameraMotion:
     centre0 = lo + rng.random(2) * (hi - lo)
     return centre0[None, :] + offsets, sides
 
+  @synthetic.rendered_once
   def __getitem__(self, index: int) -> dict[str, Any]:
     index = int(index)
     labels = self.labels(index)
