@@ -1,6 +1,6 @@
 r"""Reproduce the papers' claims at small scale: one command, one report.
 
-  python -m experiments.reproduce --out=/tmp/reproduce            # full: 29 min on 2 CPU cores
+  python -m experiments.reproduce --out=/tmp/reproduce            # full: 27 min on 2 CPU cores
   python -m experiments.reproduce --out=/tmp/reproduce --ablations  # + RoPE, mini-warmup arms
   python -m experiments.reproduce --out=/tmp/reproduce_q --quick  # CI smoke run: a few minutes
   python -m experiments.reproduce --out=/tmp/reproduce_gpu --scale=gpu  # one GPU: ~10 min
@@ -557,7 +557,7 @@ if __name__ == "__main__":
   flags.DEFINE_bool("quick", False, "CI-sized smoke run: a few steps per run, tiny probes.")
   flags.DEFINE_bool("ablations", False, "Also train the RoPE and mini-warmup ablation arms "
                     "(one seed each; ~4 more minutes).")
-  flags.DEFINE_enum("scale", "cpu", list(SCALES), "cpu: the 2-core runs (29 min); gpu: the "
+  flags.DEFINE_enum("scale", "cpu", list(SCALES), "cpu: the 2-core runs (27 min); gpu: the "
                     "claims 2-4 arms with a ViT-S encoder, 3000 steps each (~10 min on one GPU).")
   flags.mark_flags_as_required(["out"])
   from layerlock_jax import cli  # pylint: disable=g-import-not-at-top
