@@ -310,6 +310,31 @@ def test_attentive_probe_solves_a_task_that_needs_attention():
   assert linear["accuracy"] < 0.125 + 0.1
 
 
+def test_attentive_probes_train_each_task_as_it_would_train_alone():
+  """Several labellings of the same tokens trained side by side: each task gets the readout it
+  gets alone (same initialisation, same minibatches), whatever the other tasks are."""
+  rng = np.random.default_rng(3)
+  xtr, ytr = _spike_task(rng, 256)
+  xte, yte = _spike_task(rng, 128)
+  # A second task on the same clips with 3 classes (a coarsening of the first one), and a third
+  # with shuffled labels.
+  tasks = {"spike": (ytr, yte, 8), "coarse": (ytr % 3, yte % 3, 3),
+           "shuffled": (rng.permutation(ytr), rng.permutation(yte), 8)}
+  kwargs = dict(seed=1, steps=60, batch_size=32, lr=1e-2, width=32, num_heads=4)
+  together = probes.attentive_probes(xtr, xte, tasks, **kwargs)
+  assert list(together) == list(tasks)
+  for name, (a, b, classes) in tasks.items():
+    alone = probes.attentive_probe(xtr, a, xte, b, classes, logit_classes=8, **kwargs)
+    assert together[name]["accuracy"] == alone["accuracy"], name
+    assert together[name]["train_accuracy"] == alone["train_accuracy"], name
+    np.testing.assert_allclose(together[name]["train_loss"], alone["train_loss"], rtol=1e-4)
+  assert together["spike"]["train_loss"] < together["shuffled"]["train_loss"]
+  with pytest.raises(ValueError, match="coarse: train labels"):
+    probes.attentive_probes(xtr, xte, {"coarse": (ytr, yte, 3)}, **kwargs)
+  with pytest.raises(ValueError, match="at least one task"):
+    probes.attentive_probes(xtr, xte, {}, **kwargs)
+
+
 def test_standardize_tokens_matches_sklearn_standard_scaler_fitted_on_train_tokens():
   from sklearn.preprocessing import StandardScaler  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(3)

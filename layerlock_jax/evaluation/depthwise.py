@@ -138,7 +138,6 @@ def depthwise_analysis(train: features_lib.Features, train_labels: dict[str, np.
   if train.depth != test.depth:
     raise ValueError(f"train and test features differ in depth: {train.depth} vs {test.depth}")
   depth = train.depth
-  standardized: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # block -> (train, test)
   blocks = list(range(depth + 1))
   tasks: dict[str, dict[str, Any]] = {}
   for name, classes in num_classes.items():
@@ -155,24 +154,25 @@ def depthwise_analysis(train: features_lib.Features, train_labels: dict[str, np.
       task["knn_top1"].append(knn["top1"])
       task["knn_top5"].append(knn["top5"])
       task["knn_mAP"].append(knn["mAP"])
-    for j in attentive_blocks:
-      if j not in train.tokens or j not in test.tokens:
-        raise ValueError(f"attentive probe at block {j} needs train and test tokens of it")
-      if len(train.tokens[j]) != len(ytr) or len(test.tokens[j]) != len(yte):
-        raise ValueError("attentive probe needs tokens of every train and test clip")
-      for norm in attentive_norms:
-        xtr, xte, probe_norm = train.tokens[j], test.tokens[j], norm
-        if norm == "standardize":  # once per block, not once per task
-          if j not in standardized:
-            standardized[j] = probes.standardize_tokens(xtr, xte)
-          (xtr, xte), probe_norm = standardized[j], "given"
-        # One readout size for every task: one compiled readout per token normalisation.
-        att = probes.attentive_probe(xtr, ytr, xte, yte, classes, seed=seed,
-                                     token_norm=probe_norm,
-                                     logit_classes=max(num_classes.values()),
-                                     **(attentive_kwargs or {}))
-        task[attentive_key(norm)][str(j)] = att["accuracy"]
     tasks[name] = task
+  labels = {name: (train_labels[name], test_labels[name], classes)
+            for name, classes in num_classes.items()}
+  for j in attentive_blocks:
+    if j not in train.tokens or j not in test.tokens:
+      raise ValueError(f"attentive probe at block {j} needs train and test tokens of it")
+    if any(len(train.tokens[j]) != len(y[0]) or len(test.tokens[j]) != len(y[1])
+           for y in labels.values()):
+      raise ValueError("attentive probe needs tokens of every train and test clip")
+    for norm in attentive_norms:
+      xtr, xte, probe_norm = train.tokens[j], test.tokens[j], norm
+      if norm == "standardize":
+        (xtr, xte), probe_norm = probes.standardize_tokens(xtr, xte), "given"
+      # Every task's readout at once, trained side by side in one program.
+      results = probes.attentive_probes(xtr, xte, labels, seed=seed, token_norm=probe_norm,
+                                        logit_classes=max(num_classes.values()),
+                                        **(attentive_kwargs or {}))
+      for name, att in results.items():
+        tasks[name][attentive_key(norm)][str(j)] = att["accuracy"]
 
   collapse = []
   for j in blocks:

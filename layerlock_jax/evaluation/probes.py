@@ -341,8 +341,7 @@ def _attentive_fns(logit_classes, num_queries, width, num_heads, lr, weight_deca
   def loss_fn(params, x, y, valid):
     return optax.softmax_cross_entropy_with_integer_labels(logits_fn(params, x, valid), y).mean()
 
-  @jax.jit
-  def train(params, opt_state, xs, ys, order, valid):
+  def train_one(params, opt_state, xs, ys, order, valid):
     # The whole training set stays on the device and every step runs inside one program (a scan
     # over the [steps, batch] minibatch indices): no per-step dispatch or host copy of a batch.
     def step(carry, idx):
@@ -354,9 +353,13 @@ def _attentive_fns(logit_classes, num_queries, width, num_heads, lr, weight_deca
     (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), order)
     return params, opt_state, losses
 
-  @jax.jit
-  def predict(params, x, valid):
-    return jnp.argmax(logits_fn(params, x, valid), axis=-1)
+  # Several labellings of the same tokens (tasks) train side by side: vmapped over the task axis
+  # of the labels and class masks, each task's readout starts from the same parameters and sees
+  # the same minibatches as it would alone, while each minibatch of tokens is gathered once for
+  # all of them and their small matmuls over it become one (3 tasks: ~1.6x faster on CPU).
+  train = jax.jit(jax.vmap(train_one, in_axes=(None, None, None, 0, None, 0)))
+  predict = jax.jit(jax.vmap(lambda params, x, valid: jnp.argmax(logits_fn(params, x, valid), -1),
+                             in_axes=(0, None, 0)))
 
   # Jitted: run eagerly, every random initialiser compiles separately (several seconds on CPU).
   init = jax.jit(lambda key, x: model.init(key, x)["params"])
@@ -389,28 +392,41 @@ def standardize_tokens(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray,
   return scale(train), scale(test)
 
 
-def _batched_accuracy(predict, params, tokens, labels, batch_size, classes):
-  """Top-1 accuracy with fixed-size (zero-padded) batches so `predict` compiles once."""
+def _batched_accuracy(predict, params, tokens, labels, batch_size, classes) -> np.ndarray:
+  """Top-1 accuracy per task ([T] labels [T, N], class masks [T, C], parameters stacked over
+  T) with fixed-size (zero-padded) batches so `predict` compiles once."""
   n = tokens.shape[0]
-  correct = 0
+  correct = np.zeros(labels.shape[0], np.int64)
   for start in range(0, n, batch_size):
     chunk = tokens[start:start + batch_size]
     valid = chunk.shape[0]
     if valid < batch_size:
       pad = np.zeros((batch_size - valid,) + chunk.shape[1:], chunk.dtype)
       chunk = np.concatenate([chunk, pad])
-    pred = np.asarray(predict(params, jnp.asarray(chunk), classes))[:valid]
-    correct += int(np.sum(pred == labels[start:start + valid]))
+    pred = np.asarray(predict(params, jnp.asarray(chunk), classes))[:, :valid]
+    correct += np.sum(pred == labels[:, start:start + valid], axis=1)
   return correct / n
 
 
 def attentive_probe(train_tokens: Any, train_labels: Any, test_tokens: Any, test_labels: Any,
-                    num_classes: int, *, seed: int, steps: int = 1000, batch_size: int = 64,
-                    lr: float = 1e-3, weight_decay: float = 0.05, width: int = 256,
-                    num_heads: int = 8, num_queries: int = 1, warmup_steps: int | None = None,
-                    eval_batch_size: int = 256, token_norm: str = "layernorm",
-                    logit_classes: int | None = None) -> dict[str, float]:
-  """Trains an `AttentiveReadout` on frozen tokens and reports test top-1 accuracy.
+                    num_classes: int, **kwargs) -> dict[str, float]:
+  """Trains an `AttentiveReadout` on frozen tokens and reports test top-1 accuracy: one task of
+  `attentive_probes` (see there for the keyword arguments)."""
+  return attentive_probes(train_tokens, test_tokens,
+                          {"task": (train_labels, test_labels, num_classes)}, **kwargs)["task"]
+
+
+def attentive_probes(train_tokens: Any, test_tokens: Any, tasks: dict[str, tuple[Any, Any, int]],
+                     *, seed: int, steps: int = 1000, batch_size: int = 64, lr: float = 1e-3,
+                     weight_decay: float = 0.05, width: int = 256, num_heads: int = 8,
+                     num_queries: int = 1, warmup_steps: int | None = None,
+                     eval_batch_size: int = 256, token_norm: str = "layernorm",
+                     logit_classes: int | None = None) -> dict[str, dict[str, float]]:
+  """Trains one `AttentiveReadout` per task on the same frozen tokens; test top-1 per task.
+
+  tasks: name -> (train labels, test labels, num_classes). The readouts train side by side in
+  one program; each one is the readout `attentive_probe` trains for its task alone (same
+  initialisation from `seed`, same minibatches).
 
   Tokens: [N, T, P, D] or [N, S, D]. AdamW on minibatches of `batch_size` (epochs are reshuffled
   from numpy's Generator(seed); the last batch of an epoch is topped up from the next permutation
@@ -425,11 +441,12 @@ def attentive_probe(train_tokens: Any, train_labels: Any, test_tokens: Any, test
   per-dimension standardisation removes the dataset-wide mean instead and keeps the differences
   between a clip's tokens at their relative scale.
 
-  logit_classes: outputs of the readout (default `num_classes`); more than `num_classes` lets
-  tasks with different class counts share one compiled program (the extra logits are masked).
+  logit_classes: outputs of the readout (default: the largest `num_classes` of the tasks); more
+  lets tasks of other calls with more classes share one compiled program (the extra logits are
+  masked).
 
-  Returns {"accuracy": test top-1, "train_accuracy": train top-1, "train_loss": mean loss over the
-  last 10% of steps}.
+  Returns, per task, {"accuracy": test top-1, "train_accuracy": train top-1, "train_loss": mean
+  loss over the last 10% of steps}.
   """
   xtr = np.array(train_tokens, dtype=np.float32)
   xte = np.array(test_tokens, dtype=np.float32)
@@ -443,8 +460,14 @@ def attentive_probe(train_tokens: Any, train_labels: Any, test_tokens: Any, test
   elif token_norm == "layernorm":  # the parameter-free part, once; the readout holds the affine
     normalise = jax.jit(layernorm_tokens)
     xtr, xte = np.asarray(normalise(xtr)), np.asarray(normalise(xte))
-  ytr = _labels(train_labels, xtr.shape[0], num_classes, "train_labels")
-  yte = _labels(test_labels, xte.shape[0], num_classes, "test_labels")
+  if not tasks:
+    raise ValueError("attentive_probes needs at least one task")
+  names = list(tasks)
+  ytr = np.stack([_labels(tasks[k][0], xtr.shape[0], tasks[k][2], f"{k}: train labels")
+                  for k in names])
+  yte = np.stack([_labels(tasks[k][1], xte.shape[0], tasks[k][2], f"{k}: test labels")
+                  for k in names])
+  num_classes = [int(tasks[k][2]) for k in names]
   if steps < 1 or batch_size < 1:
     raise ValueError(f"steps and batch_size must be >= 1, got {steps}, {batch_size}")
   n = xtr.shape[0]
@@ -452,10 +475,10 @@ def attentive_probe(train_tokens: Any, train_labels: Any, test_tokens: Any, test
   if warmup_steps is None:
     warmup_steps = steps // 10
 
-  logit_classes = num_classes if logit_classes is None else int(logit_classes)
-  if logit_classes < num_classes:
-    raise ValueError(f"logit_classes={logit_classes} < num_classes={num_classes}")
-  valid = jnp.arange(logit_classes) < num_classes
+  logit_classes = max(num_classes) if logit_classes is None else int(logit_classes)
+  if logit_classes < max(num_classes):
+    raise ValueError(f"logit_classes={logit_classes} < num_classes={max(num_classes)}")
+  valid = jnp.arange(logit_classes)[None] < jnp.asarray(num_classes)[:, None]   # [T, C]
   init, tx, train, predict = _attentive_fns(
       logit_classes, num_queries, width, num_heads, float(lr), float(weight_decay), int(steps),
       int(warmup_steps), token_norm == "layernorm")
@@ -469,10 +492,9 @@ def attentive_probe(train_tokens: Any, train_labels: Any, test_tokens: Any, test
   params, _, losses = train(params, opt_state, jnp.asarray(xtr), jnp.asarray(ytr, jnp.int32),
                             jnp.asarray(batches), valid)
   tail = max(1, steps // 10)
-  train_loss = float(np.mean(np.asarray(losses)[-tail:]))
+  train_loss = np.mean(np.asarray(losses)[:, -tail:], axis=1)
   eval_bs = min(eval_batch_size, max(n, xte.shape[0]))
-  return {
-      "accuracy": _batched_accuracy(predict, params, xte, yte, eval_bs, valid),
-      "train_accuracy": _batched_accuracy(predict, params, xtr, ytr, eval_bs, valid),
-      "train_loss": train_loss,
-  }
+  test_acc = _batched_accuracy(predict, params, xte, yte, eval_bs, valid)
+  train_acc = _batched_accuracy(predict, params, xtr, ytr, eval_bs, valid)
+  return {k: {"accuracy": float(test_acc[i]), "train_accuracy": float(train_acc[i]),
+              "train_loss": float(train_loss[i])} for i, k in enumerate(names)}
