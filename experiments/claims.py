@@ -140,6 +140,8 @@ def run_record(name: str, arm: str, seed: int, command: str, config, workdir: st
       "spread_curve": [[r["step"], r["feature_spread"]] for r in train_rows
                        if isinstance(r.get("feature_spread"), (int, float))],
       "first_freeze": first_freeze_step(config),
+      "freeze_stages": [[s.start_step, s.frozen_layers]
+                        for s in schedule.freeze_table(config, depth)],
       "eval_curve": eval_rows,
       "train_seconds": (summary.get("final") or {}).get("train_seconds"),
       "programs": summary.get("programs", []),
@@ -171,6 +173,13 @@ def formation_step(record: dict[str, Any]) -> dict[str, Any] | None:
   plateau = float(np.mean(tail)) if tail else float(curve[-1][1])
   step = next((s for s, v in curve if v >= FORMED_FRACTION * plateau), None)
   return {"plateau": plateau, "step": step}
+
+
+def formation(mae: Sequence[dict], frozen: Sequence[dict]) -> dict[str, Any]:
+  """When each MAE run's representation formed, beside the freezing arm's first freeze."""
+  return {"fraction": FORMED_FRACTION, "mae": [formation_step(r) for r in mae],
+          "first_freeze": sorted({r.get("first_freeze") for r in frozen
+                                  if r.get("first_freeze") is not None})}
 
 
 def run_summary(record: dict[str, Any]) -> dict[str, Any]:
@@ -262,7 +271,10 @@ def _stage_step_seconds(record: dict[str, Any]) -> dict[int, float]:
   return {k: s / n for k, (s, n) in sorted(sums.items()) if n}
 
 
-def freezing_claim(mae: Sequence[dict], frozen: Sequence[dict]) -> dict[str, Any]:
+def freezing_claim(mae: Sequence[dict], frozen: Sequence[dict],
+                   min_saving: float = 0.0) -> dict[str, Any]:
+  """Claim 2: freeze_pixel against MAE at equal steps. `min_saving` > 0 is claim 2b: the same
+  comparison where freezing must also save at least that fraction of the training FLOPs."""
   probe = {"mae": _arm(mae, "attentive"), "freeze_pixel": _arm(frozen, "attentive")}
   linear = {"mae": _arm(mae, "linear"), "freeze_pixel": _arm(frozen, "linear")}
   cmp = _compare(probe["mae"], probe["freeze_pixel"])
@@ -290,14 +302,24 @@ def freezing_claim(mae: Sequence[dict], frozen: Sequence[dict]) -> dict[str, Any
                  if all(times[0]) and all(times[1]) else None)
   last_mem = per_k[-1]["temp_ratio"] if per_k else None
   near_free = cmp["delta"] is not None and (not cmp["beyond_noise"] or cmp["delta"] > 0)
-  verdict = ("reproduced" if near_free and flops_saving > 0 else "not reproduced")
+  saves = flops_saving >= min_saving if min_saving else flops_saving > 0
+  verdict = "reproduced" if near_free and saves else "not reproduced"
   verdict += (f" (attentive probe {_fmt(cmp['delta'], signed=True)} vs MAE, seed noise "
               f"{_fmt(cmp['noise'])}; {100 * flops_saving:.1f}% fewer training FLOPs)")
-  return {"claim": "Progressive freezing with the pixel target costs almost nothing: SSv2 "
-                   "56.1 -> 56.0 with 9% fewer FLOPs and 16% less peak memory (LayerLock "
-                   "ablation table).",
-          "rule": "reproduced if the attentive-probe difference to MAE is within seed noise (or "
-                  "positive) and the analytic training FLOPs fall.",
+  if min_saving:
+    claim = (f"Progressive freezing with the pixel target saves at least {100 * min_saving:.0f}% "
+             "of the training FLOPs at no cost: the paper's 9% grows to \"up to 19%\" with "
+             "longer training.")
+    rule = ("reproduced if the attentive-probe difference to MAE is within seed noise (or "
+            f"positive) and the analytic training FLOPs fall by at least {100 * min_saving:.0f}%.")
+  else:
+    claim = ("Progressive freezing with the pixel target costs almost nothing: SSv2 56.1 -> "
+             "56.0 with 9% fewer FLOPs and 16% less peak memory (LayerLock ablation table).")
+    rule = ("reproduced if the attentive-probe difference to MAE is within seed noise (or "
+            "positive) and the analytic training FLOPs fall.")
+  return {"claim": claim, "rule": rule, "min_saving": min_saving,
+          "total_steps": mae[0]["total_steps"], "freeze_stages": frozen[0]["freeze_stages"],
+          "formation": formation(mae, frozen),
           "probe": probe, "linear": linear, "comparison": cmp,
           "readouts": readout_table({"mae": mae, "freeze_pixel": frozen}),
           "linear_comparison": _compare(linear["mae"], linear["freeze_pixel"]),
@@ -408,10 +430,7 @@ def layerlock_vs_mae_claim(mae: Sequence[dict], layerlock: Sequence[dict],
           "readouts": readout_table(dict(arms)),
           "linear_comparison": _compare(linear["mae"], linear["layerlock"]),
           "ablations": ablations, "random_init": random_init,
-          "formation": {"fraction": FORMED_FRACTION, "mae": [formation_step(r) for r in mae],
-                        "first_freeze": sorted({r.get("first_freeze") for r in layerlock
-                                                if r.get("first_freeze") is not None})},
-          "verdict": verdict}
+          "formation": formation(mae, layerlock), "verdict": verdict}
 
 
 def vjepa_claim(vjepa: Sequence[dict], vjepa_layerlock: Sequence[dict],

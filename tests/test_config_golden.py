@@ -39,7 +39,7 @@ VARIANTS = {
         "mae,freeze=2@150", "mae,freeze=1@10,quick", "mae,data=moving_mnist",
         "layerlock,data=camera_motion", "mae,data=camera_motion,quick",
         "freeze_pixel,trigger=convergence", "layerlock,trigger=convergence,quick",
-        "layerlock,center", "layerlock,center,quick"],
+        "layerlock,center", "layerlock,center,quick", "mae,steps=900", "freeze_pixel,steps=900"],
 }
 CASES = [(file, v) for file, variants in VARIANTS.items() for v in variants]
 
