@@ -145,9 +145,10 @@ class Plan:
   attentive_last_block: bool = True  # also at the last block (always at the 0.95-depth one)
   eval_clips: int = 512
   # The attentive readouts are the slowest part of an evaluation (12 per model: 3 tasks x 2
-  # token normalisations x 2 blocks): 300 AdamW steps of 32 clips at width 128 take ~1 s each
-  # on 2 cores once compiled. A larger readout (width 256 / batch 64) scored ~0.05 higher on Moving
-  # MNIST for every model alike.
+  # token normalisations x 2 blocks): 300 AdamW steps of 32 clips at width 128, the 3 tasks of a
+  # block and normalisation trained side by side, take ~8 s per model on one core once compiled
+  # (~13 s one task at a time). A larger readout (width 256 / batch 64) scored ~0.05 higher on
+  # Moving MNIST for every model alike.
   attentive_steps: int = 300
   attentive_width: int = 128
   attentive_heads: int = 4
