@@ -2,10 +2,12 @@
 
   python bench/peer_step.py --framework=ours --config=vit_s [--threads=2] [--steps=5]
   python bench/peer_step.py --framework=hf   --config=vit_s [--threads=2] [--steps=5]
+  python bench/peer_step.py --framework=ours --config=vit_s --threads=1 --profile_steps=3
 
 Prints one JSON line: per-step wall and process-CPU seconds, analytic model FLOPs of the step,
 the matmul peak measured in this same process (2048^2 float32, the MFU denominator), thread
-counts and versions. `ours` is the compiled step of layerlock_jax.train.StagePrograms (the program
+counts and versions; with --profile_steps, the op time per step split into matmul / attention /
+other (bench/op_split.py), taken under each framework's own profiler. `ours` is the compiled step of layerlock_jax.train.StagePrograms (the program
 training runs); `hf` is transformers.VideoMAEForPreTraining's forward + backward + gradient
 clipping + AdamW on the same clip, batch, masked-token count, sizes and optimizer settings.
 
@@ -46,6 +48,10 @@ _MALLOC = flags.DEFINE_enum("host_malloc", "framework", ["framework", "steady", 
                             "glibc malloc of this worker (layerlock_jax/host_memory.py): "
                             "'framework' = each side's own default (ours: config.host_malloc, "
                             "a steady heap on CPU; HF: glibc's defaults, as torch leaves them).")
+_PROFILE = flags.DEFINE_integer("profile_steps", 0, "After the timed steps, run this many more "
+                                "under the framework's own profiler and report per-step op "
+                                "time split into matmul / attention / other (bench/op_split.py; "
+                                "read it from a --threads=1 run, where op times add up).")
 _PEAK_N = 2048
 
 
@@ -80,7 +86,19 @@ def ours_step(config):
   facts = {"setup_s": time.perf_counter() - start, "jax": jax.__version__,
            "remat": config.model.remat_policy,
            "peak_flops": variant.row["peak_flops_per_device"]}
-  return variant.step, facts
+
+  def profile(steps: int) -> dict:
+    import tempfile  # pylint: disable=g-import-not-at-top
+    import op_split  # pylint: disable=g-import-not-at-top
+    with tempfile.TemporaryDirectory() as trace_dir:
+      jax.profiler.start_trace(trace_dir)
+      for _ in range(steps):
+        variant.step()
+      jax.profiler.stop_trace()
+      times = op_split.trace_op_seconds(trace_dir)
+    return op_split.split_xla(times, op_split.matmul_kinds(variant.compiled.as_text()), steps)
+
+  return variant.step, {**facts, "_profile": profile}
 
 
 def hf_videomae_config(config):
@@ -143,7 +161,16 @@ def hf_step(config, *, threads: int, attention: str):
   facts = {"setup_s": time.perf_counter() - start, "torch": torch.__version__,
            "transformers": transformers.__version__, "attention": attention,
            "torch_threads": torch.get_num_threads(), "peak_flops": _torch_peak(torch)}
-  return step, facts
+
+  def profile(steps: int) -> dict:
+    import op_split  # pylint: disable=g-import-not-at-top
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+      for _ in range(steps):
+        step()
+    return op_split.split_torch(
+        [(e.key, e.self_cpu_time_total) for e in prof.key_averages()], steps)
+
+  return step, {**facts, "_profile": profile}
 
 
 def _torch_peak(torch, n: int = _PEAK_N, repeats: int = 10) -> float:
@@ -181,6 +208,8 @@ def measure(framework: str, config_name: str, *, threads: int, warmup: int, step
     step()
     wall.append(time.perf_counter() - start)
     cpu.append(time.process_time() - start_cpu)
+  profile = facts.pop("_profile")
+  op_ms = profile(_PROFILE.value) if _PROFILE.value > 0 else None
   model_flops = flops.step_flops(config, 0)["model_flops"]
   median = statistics.median(wall)
   peak = facts.get("peak_flops")
@@ -191,7 +220,7 @@ def measure(framework: str, config_name: str, *, threads: int, warmup: int, step
       "cores": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
       "threads_flag": threads, "loaded_jax": "jax" in sys.modules, "host_malloc": malloc,
       "loaded_torch": "torch" in sys.modules, "loadavg": os.getloadavg(),
-      "overrides": list(ours_overrides), **facts}
+      "overrides": list(ours_overrides), "op_ms": op_ms, **facts}
 
 
 def main(argv):

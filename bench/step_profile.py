@@ -11,14 +11,13 @@ training runs) it prints
      the matmul peak;
   2. with --trace_dir, a jax.profiler trace of --steps steps and the per-op wall time summed over
      the trace's events (XLA:CPU records one event per executed op/fusion), as a share of the
-     traced step time, split into matmul-like (dot/convolution fusions) and everything else;
+     traced step time, split into dense matmuls, attention and everything else by the compiled
+     HLO (bench/op_split.py; with more than one thread the events overlap: pin to one core,
+     `taskset -c 0`, for times that add up);
   3. step time, process CPU time, MFU against a 2048^2 matmul measured in this process.
 XLA:CPU flags can be tried by setting XLA_FLAGS before running (each run is its own process).
 """
 import collections
-import glob
-import gzip
-import json
 import os
 import re
 import statistics
@@ -31,6 +30,9 @@ from ml_collections import config_flags
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
+sys.path.insert(0, os.path.join(_ROOT, "bench"))  # op_split
+
+import op_split  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(_ROOT, "bench", "cpu_configs.py") + ":vit_s", "Config to profile.",
@@ -82,31 +84,6 @@ def hlo_census(hlo_text: str) -> dict[str, dict]:
   return dict(census)
 
 
-def trace_op_times(trace_dir: str) -> collections.Counter:
-  """Summed duration (s) per event name over the newest perfetto trace under trace_dir."""
-  files = sorted(glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True),
-                 key=os.path.getmtime)
-  if not files:
-    return collections.Counter()
-  with gzip.open(files[-1]) as f:
-    events = json.load(f).get("traceEvents", [])
-  times = collections.Counter()
-  for e in events:
-    if e.get("ph") == "X" and "dur" in e:
-      times[e["name"]] += e["dur"] / 1e6
-  return times
-
-
-def is_matmul(name: str) -> bool:
-  """Matmul-like events: XLA dots/convolutions and the YNNPACK fusions XLA:CPU builds around them."""
-  return any(k in name for k in ("dot", "convolution", "matmul", "gemm", "ynn_fusion"))
-
-
-def is_op(name: str) -> bool:
-  """An executed op/fusion, not a Python frame, the executor's own span or the profiler."""
-  return not name.startswith("$") and "ThunkExecutor" not in name and "trace" not in name
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -143,14 +120,16 @@ def main(argv):
         f"{r['peak_flops_per_device'] / 1e9:.0f} GFLOP/s matmul measured in this process; "
         f"load {os.getloadavg()[0]:.1f}")
   if _TRACE.value:
-    times = trace_op_times(_TRACE.value)
+    times = op_split.trace_op_seconds(_TRACE.value)
+    kinds = op_split.matmul_kinds(v.compiled.as_text())
+    split = op_split.split_xla(times, kinds, _STEPS.value)
     traced = sum(v.times)
-    ops = {k: t for k, t in times.items() if is_op(k)}
-    mm = sum(t for k, t in ops.items() if is_matmul(k))
-    print(f"\nper-op time over {_STEPS.value} traced steps ({traced:.2f} s wall): matmul-like "
-          f"{mm:.2f} s, other {sum(ops.values()) - mm:.2f} s (event times overlap across threads)")
+    print(f"\nop time per step over {_STEPS.value} traced steps ({1e3 * traced / _STEPS.value:.0f} "
+          "ms wall per step): " + ", ".join(f"{b} {split[b]:.0f} ms" for b in op_split.BUCKETS)
+          + " (with more than one thread, event times overlap across threads)")
+    ops = {k: t for k, t in times.items() if op_split.is_xla_op(k)}
     for name, t in collections.Counter(ops).most_common(_TOP.value):
-      print(f"  {t:8.3f} s  {100 * t / traced:5.1f}%  {name[:90]}")
+      print(f"  {t:8.3f} s  {100 * t / traced:5.1f}%  {kinds.get(name, 'other'):9s}  {name[:80]}")
   print(f"median of {len(v.times)} steps: {statistics.median(v.times):.3f} s")
   return 0
 

@@ -4,6 +4,7 @@ process.
   pip install -e .[torch]      # torch + transformers: optional, only for this comparison
   python bench/torch_compare.py [--which=tiny,vit_s] [--pairs=5] [--threads=2] [--out=F.json]
       [--ours_overrides=model.scan_unroll=16] [--ours_xla_flags=...]
+  python bench/torch_compare.py --which=vit_s --threads=1 --profile_steps=3   # where the time goes
 
 Every measurement is its own subprocess (bench/peer_step.py): one process times only our compiled
 step, another only the HF step, and no process ever holds both frameworks (a same-process
@@ -14,7 +15,9 @@ torch.set_num_threads, XLA:CPU sizes its pool from the cores it may use). Each p
 ratio HF median step / our median step (> 1: ours is faster); pairing keeps a ratio meaningful
 when the machine's speed drifts between pairs. Reported: min / median / max of those ratios, by
 wall time and by process CPU time, and each side's MFU against the matmul peak its own process
-measured (2048^2 float32).
+measured (2048^2 float32). With --profile_steps, each worker also runs that many steps under its
+own profiler and a second table splits each side's op time per step into dense matmuls,
+attention and the rest (bench/op_split.py; use --threads=1, where XLA's op times add up).
 
 Read wall ratios only from a quiet machine: with other jobs on the cores, torch's spinning
 threads and XLA's pool are hit differently and wall time mostly measures the neighbours.
@@ -57,6 +60,8 @@ def define_flags():
                     "glibc malloc of the HF worker: 'framework' = torch's default (glibc's); "
                     "'steady' gives it the heap our runs use on CPU (host_memory.py), to see "
                     "how much of the gap that setting alone explains.")
+  flags.DEFINE_integer("profile_steps", 0, "Profiled steps per worker after the timed ones: "
+                       "adds the matmul / attention / other table (use with --threads=1).")
   flags.DEFINE_integer("timeout", 1800, "Seconds per worker process.")
   flags.DEFINE_string("out", "", "Write every measurement and the summary as JSON here.")
 
@@ -73,7 +78,8 @@ def run_worker(framework: str, config: str, cores: list[int]) -> dict:
   """One measurement in a fresh process, pinned to `cores`; its PEER_RESULT line, parsed."""
   cmd = [sys.executable, _WORKER, f"--framework={framework}", f"--config={config}",
          f"--threads={FLAGS.threads}", f"--warmup={FLAGS.warmup}", f"--steps={FLAGS.steps}",
-         f"--ours_remat={FLAGS.ours_remat}", f"--hf_attention={FLAGS.hf_attention}"]
+         f"--ours_remat={FLAGS.ours_remat}", f"--hf_attention={FLAGS.hf_attention}",
+         f"--profile_steps={FLAGS.profile_steps}"]
   if framework == "ours" and FLAGS.ours_overrides:
     cmd.append("--ours_overrides=" + ",".join(FLAGS.ours_overrides))
   if framework == "hf" and FLAGS.hf_host_malloc != "framework":
@@ -131,6 +137,9 @@ def compare(config: str, pairs: int, measure, log=print) -> dict:
       "wall_ratio": spread([p["wall_ratio"] for p in pairs]),
       "cpu_ratio": spread([p["cpu_ratio"] for p in pairs]),
       "model_gflop": pairs[0]["ours"]["model_flops"] / 1e9,
+      "op_ms": {side: {bucket: statistics.median(p[side]["op_ms"][bucket] for p in pairs)
+                       for bucket in ("matmul", "attention", "other", "traced")}
+                for side in ("ours", "hf")} if pairs[0]["ours"].get("op_ms") else None,
   }
 
 
@@ -145,6 +154,20 @@ def format_table(summaries: list[dict]) -> str:
         f"| {s['hf_step_ms']:.0f} ({s['hf_cpu_ms']:.0f}) | {w['min']:.2f} / **{w['median']:.2f}** / "
         f"{w['max']:.2f} | {c['median']:.2f} | {100 * s['ours_mfu']:.0f}% / {100 * s['hf_mfu']:.0f}% "
         f"({s['ours_peak_gflops']:.0f} / {s['hf_peak_gflops']:.0f}) |")
+  return "\n".join(lines)
+
+
+def format_split(summaries: list[dict]) -> str:
+  """Op time per step by bucket, ours / HF (medians over pairs), and HF / ours per bucket."""
+  lines = ["| config | bucket | ours ms | HF ms | HF / ours |", "| --- | --- | --: | --: | --: |"]
+  for s in summaries:
+    if not s.get("op_ms"):
+      continue
+    ours, hf = s["op_ms"]["ours"], s["op_ms"]["hf"]
+    for bucket in ("matmul", "attention", "other", "traced"):
+      ratio = hf[bucket] / ours[bucket] if ours[bucket] else float("nan")
+      lines.append(f"| {s['config']} | {bucket} | {ours[bucket]:.0f} | {hf[bucket]:.0f} "
+                   f"| {ratio:.2f} |")
   return "\n".join(lines)
 
 
@@ -165,6 +188,10 @@ def main(argv):
         f"{FLAGS.ours_overrides}; medians over "
         "pairs. Ratios > 1: ours is faster.")
   print(format_table(summaries))
+  if FLAGS.profile_steps:
+    print(f"\nOp time per step under each framework's profiler ({FLAGS.profile_steps} steps, "
+          "bench/op_split.py buckets; medians over pairs):")
+    print(format_split(summaries))
   print(f"load average {load} -> {os.getloadavg()}; {time.perf_counter() - start:.0f} s")
   if FLAGS.out:
     with open(FLAGS.out, "w") as f:

@@ -120,3 +120,93 @@ def test_peer_worker_applies_typed_config_overrides_to_ours_only():
                        timeout=120)
   assert out.returncode == 0, out.stderr[-2000:]
   assert "no_such_field" in out.stdout and "not key=value" in out.stdout
+
+
+_SPLIT_HLO = """HloModule m
+%fused_computation.1 (p0: f32[2,3,8,4], p1: f32[2,3,8,4]) -> f32[2,3,8,8] {
+  %p0 = f32[2,3,8,4]{3,2,1,0} parameter(0)
+  %p1 = f32[2,3,8,4]{3,2,1,0} parameter(1)
+  %d = f32[2,3,8,8]{3,2,1,0} dot(%p0, %p1), lhs_batch_dims={0,1}, lhs_contracting_dims={3}, rhs_batch_dims={0,1}, rhs_contracting_dims={3}
+  ROOT %e = f32[2,3,8,8]{3,2,1,0} exponential(%d)
+}
+%fused_computation.2 (q0: f32[16,4], q1: f32[4,8]) -> f32[16,8] {
+  %q0 = f32[16,4]{1,0} parameter(0)
+  %q1 = f32[4,8]{1,0} parameter(1)
+  ROOT %d2 = f32[16,8]{1,0} dot(%q0, %q1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+%fused_computation.3 (r0: f32[16,8]) -> f32[16] {
+  %r0 = f32[16,8]{1,0} parameter(0)
+  %c = f32[] constant(0)
+  ROOT %s = f32[16]{0} reduce(%r0, %c), dimensions={1}, to_apply=%add
+}
+ENTRY %main (a: f32[2,3,8,4], x: f32[16,4], w: f32[4,8]) -> f32[16] {
+  %a = f32[2,3,8,4]{3,2,1,0} parameter(0)
+  %x = f32[16,4]{1,0} parameter(1)
+  %w = f32[4,8]{1,0} parameter(2)
+  %ynn_fusion.1 = f32[2,3,8,8]{3,2,1,0} fusion(%a, %a), kind=kCustom, calls=%fused_computation.1
+  %ynn_fusion.2 = f32[16,8]{1,0} fusion(%x, %w), kind=kCustom, calls=%fused_computation.2
+  %dot.3 = f32[4,4]{1,0} dot(%x, %x), lhs_contracting_dims={0}, rhs_contracting_dims={0}
+  ROOT %ynn_fusion.3 = f32[16]{0} fusion(%ynn_fusion.2), kind=kCustom, calls=%fused_computation.3
+}
+"""
+
+
+def test_op_split_buckets_by_what_an_instruction_computes_not_its_name():
+  import op_split  # pylint: disable=g-import-not-at-top
+  kinds = op_split.matmul_kinds(_SPLIT_HLO)
+  # The batched dot fused with its softmax work is attention; the plain dot, fused or not, is a
+  # matmul; a YNNPACK fusion that only reduces is neither, whatever its name says.
+  assert {k: v for k, v in kinds.items() if k.startswith(("ynn", "dot."))} == {
+      "ynn_fusion.1": "attention", "ynn_fusion.2": "matmul", "dot.3": "matmul"}
+  times = {"ynn_fusion.1": 0.3, "ynn_fusion.2": 0.6, "dot.3": 0.15, "ynn_fusion.3": 0.09,
+           "wrapped_broadcast.7": 0.06, "ThunkExecutor::Execute": 9.0, "$train.py:10 step": 9.0,
+           "ThreadpoolListener::Record": 1.0, "end: ynn_fusion.2": 0.0}
+  split = op_split.split_xla(times, kinds, steps=3)  # per step, in ms
+  expect = {"attention": 100.0, "matmul": 250.0, "other": 50.0, "traced": 400.0}
+  assert split == pytest.approx(expect)
+  rows = [("aten::addmm", 3000.0), ("aten::mm", 6000.0),
+          ("aten::_scaled_dot_product_flash_attention_for_cpu", 1500.0),
+          ("aten::mkldnn_convolution", 600.0), ("aten::mul_", 900.0), ("aten::copy_", 300.0)]
+  assert op_split.split_torch(rows, steps=3) == pytest.approx(
+      {"matmul": 3.2, "attention": 0.5, "other": 0.4, "traced": 4.1})
+
+
+def test_op_split_reads_a_compiled_xla_module():
+  """On a module XLA:CPU really compiled: the dense layer's dot is a matmul, the batched
+  q k^T / p v dots are attention, and the elementwise work around them is neither."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import op_split  # pylint: disable=g-import-not-at-top
+
+  def f(x, w, q):
+    s = jax.nn.softmax(jnp.einsum("bhqd,bhkd->bhqk", q, q), axis=-1)
+    return jnp.tanh(x @ w).sum() + jnp.einsum("bhqk,bhkd->bhqd", s, q).sum()
+
+  args = (jnp.ones((64, 32)), jnp.ones((32, 48)), jnp.ones((2, 3, 16, 8)))
+  hlo = jax.jit(f).lower(*args).compile().as_text()
+  kinds = op_split.matmul_kinds(hlo)
+  assert set(kinds.values()) == {"matmul", "attention"}
+  instr = {m.group(1): line for line in hlo.splitlines()
+           if (m := op_split._INSTR.match(line))}  # pylint: disable=protected-access
+  for name in kinds:  # only instructions that are or call a computation: a dot or a fusion
+    assert " fusion(" in instr[name] or " dot(" in instr[name], instr[name]
+  # Every batched dot of the module sits in an instruction classified as attention.
+  batched = sum(" dot(" in l and "lhs_batch_dims" in l for l in hlo.splitlines())
+  assert batched >= 2 and list(kinds.values()).count("attention") >= 1
+
+
+def test_peer_comparison_splits_op_time_when_profiled():
+  import torch_compare  # pylint: disable=g-import-not-at-top
+  split = lambda m, a, o: {"matmul": m, "attention": a, "other": o, "traced": m + a + o}  # noqa: E731
+  ours = [dict(_fake("ours", 1.0, 1.0), op_ms=split(600, 100, 300)),
+          dict(_fake("ours", 1.0, 1.0), op_ms=split(800, 300, 100))]
+  hf = [dict(_fake("hf", 1.0, 1.0), op_ms=split(500, 100, 300)),
+        dict(_fake("hf", 1.0, 1.0), op_ms=split(500, 200, 300))]
+  script = iter([ours[0], hf[0], ours[1], hf[1]])
+  s = torch_compare.compare("vit_s", 2, lambda fw: next(script), log=lambda *_: None)
+  assert s["op_ms"]["ours"] == {"matmul": 700, "attention": 200, "other": 200, "traced": 1100}
+  assert s["op_ms"]["hf"] == {"matmul": 500, "attention": 150, "other": 300, "traced": 950}
+  table = torch_compare.format_split([s])
+  assert "| vit_s | matmul | 700 | 500 | 0.71 |" in table and "| vit_s | other | 200 | 300 | 1.50 |" in table
+  plain = iter([_fake("ours", 1, 1), _fake("hf", 1, 1)])  # workers run without --profile_steps
+  assert torch_compare.compare("t", 1, lambda fw: next(plain), log=lambda *_: None)["op_ms"] is None
