@@ -191,6 +191,9 @@ def main(argv):
   if FLAGS.profile_steps:
     print(f"\nOp time per step under each framework's profiler ({FLAGS.profile_steps} steps, "
           "bench/op_split.py buckets; medians over pairs):")
+    if FLAGS.threads > 1:
+      print(f"(at --threads={FLAGS.threads} XLA:CPU runs independent ops side by side: our op "
+            "times overlap and add up to more than the step; --threads=1 gives a split that adds up)")
     print(format_split(summaries))
   print(f"load average {load} -> {os.getloadavg()}; {time.perf_counter() - start:.0f} s")
   if FLAGS.out:
