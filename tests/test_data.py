@@ -383,10 +383,9 @@ def test_file_source_epoch_order_is_a_seeded_permutation_per_epoch():
   assert [pipeline._EpochOrder(27, seed=6)(p, None) for p in range(27)] != epochs[0]  # pylint: disable=protected-access
 
 
-def test_rendered_clips_are_kept_per_process_read_only_and_within_the_byte_budget(monkeypatch):
-  """The clip cache returns exactly what rendering returns, keyed by the source's parameters and
-  the index, never lets a consumer alter a cached clip, and evicts beyond its byte budget."""
-  synthetic.clear_clip_cache()
+def test_rendered_clips_are_kept_per_process_and_read_only():
+  """A synthetic source serves exactly what rendering returns, keyed by the source's parameters
+  and the index, and never lets a consumer alter a cached clip."""
   render = synthetic.MovingMNIST.__getitem__.__wrapped__  # the undecorated renderer
   a, b = (synthetic.MovingMNIST(8, 4, 16, seed, "train") for seed in (0, 1))
   first = a[3]
@@ -399,13 +398,22 @@ def test_rendered_clips_are_kept_per_process_read_only_and_within_the_byte_budge
   # Another seed's clip 3 is its own entry (the key is the source's repr).
   np.testing.assert_array_equal(b[3]["video"], render(b, 3)["video"])
   assert not np.array_equal(b[3]["video"], first["video"])
-  # A budget of two clips: the least recently used goes, and comes back re-rendered, identical.
-  clip_bytes = first["video"].nbytes
-  synthetic.clear_clip_cache()
-  monkeypatch.setattr(synthetic, "CLIP_CACHE_BYTES", 2 * clip_bytes)
+
+
+def test_clip_cache_evicts_the_least_recently_used_beyond_its_byte_budget():
+  """Its own cache, not the process's: other tests' prefetch threads may still be filling that."""
+  clip = lambda i: {"video": np.full((2, 4, 4, 1), i, np.uint8)}
+  renders = []
+  def render(i):
+    renders.append(i)
+    return clip(i)
+  cache = synthetic.ClipCache(budget_bytes=2 * clip(0)["video"].nbytes)
   for i in (0, 1, 0, 2):  # 1 is now the least recently used of {0, 1}; 2 evicts it
-    a[i]
-  assert synthetic._clip_cache_state["bytes"] == 2 * clip_bytes
-  assert [k[1] for k in synthetic._clip_cache] == [0, 2]
-  np.testing.assert_array_equal(a[1]["video"], render(a, 1)["video"])
-  synthetic.clear_clip_cache()
+    cache.get_or_render(i, lambda i=i: render(i))
+  assert renders == [0, 1, 2]
+  assert cache.keys() == [0, 2] and cache.nbytes == 2 * clip(0)["video"].nbytes
+  np.testing.assert_array_equal(cache.get_or_render(1, lambda: render(1))["video"], clip(1)["video"])
+  assert renders == [0, 1, 2, 1] and cache.keys() == [2, 1]  # re-rendered; 0 went
+  big = {"video": np.zeros((5, 4, 4, 1), np.uint8)}  # over the whole budget
+  assert cache.get_or_render("big", lambda: big)["video"] is big["video"]  # served, never stored
+  assert "big" not in cache.keys() and cache.nbytes == 2 * clip(0)["video"].nbytes

@@ -36,40 +36,70 @@ SPLITS = {"train": 0, "test": 1}
 # process (a worker of the reproduction) would render the same clips again. On one core, rendering
 # took ~15% of a small model's training step.
 CLIP_CACHE_BYTES = 512 * 2**20
-_clip_cache: collections.OrderedDict[tuple[str, int], dict[str, Any]] = collections.OrderedDict()
-_clip_cache_state = {"bytes": 0}
-_clip_cache_lock = threading.Lock()
+
+
+class ClipCache:
+  """Least-recently-used clips up to a byte budget of video; thread-safe (grain's prefetch threads
+  render clips concurrently). Stored videos are made read-only, so no consumer alters them."""
+
+  def __init__(self, budget_bytes: int):
+    self.budget_bytes = budget_bytes
+    self._items: collections.OrderedDict[Any, dict[str, Any]] = collections.OrderedDict()
+    self._bytes = 0
+    self._lock = threading.Lock()
+
+  def get_or_render(self, key, render: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    with self._lock:
+      item = self._items.get(key)
+      if item is not None:
+        self._items.move_to_end(key)
+    if item is None:
+      # Rendered outside the lock: two threads may render the same clip once each, never wrongly.
+      item = render()
+      item["video"].flags.writeable = False
+      self._put(key, item)
+    return dict(item)
+
+  def _put(self, key, item: dict[str, Any]) -> None:
+    size = item["video"].nbytes
+    with self._lock:
+      if key in self._items or size > self.budget_bytes:
+        return
+      self._items[key] = item
+      self._bytes += size
+      while self._bytes > self.budget_bytes:
+        _, old = self._items.popitem(last=False)
+        self._bytes -= old["video"].nbytes
+
+  def keys(self) -> list[Any]:
+    """Keys from least to most recently used."""
+    with self._lock:
+      return list(self._items)
+
+  @property
+  def nbytes(self) -> int:
+    return self._bytes
+
+  def clear(self) -> None:
+    with self._lock:
+      self._items.clear()
+      self._bytes = 0
+
+
+_clips = ClipCache(CLIP_CACHE_BYTES)
 
 
 def rendered_once(getitem: Callable[[Any, int], dict[str, Any]]):
   """Decorates a synthetic source's __getitem__: each clip is rendered once per process (within
-  CLIP_CACHE_BYTES). The cached video is read-only, so nothing downstream can alter it in place."""
+  CLIP_CACHE_BYTES), keyed by the source's repr and the index."""
   @functools.wraps(getitem)
   def cached(self, index) -> dict[str, Any]:
-    key = (repr(self), int(index))
-    with _clip_cache_lock:
-      item = _clip_cache.get(key)
-      if item is not None:
-        _clip_cache.move_to_end(key)
-    if item is None:
-      item = getitem(self, int(index))
-      item["video"].flags.writeable = False
-      size = item["video"].nbytes
-      with _clip_cache_lock:
-        if key not in _clip_cache and size <= CLIP_CACHE_BYTES:
-          _clip_cache[key] = item
-          _clip_cache_state["bytes"] += size
-          while _clip_cache_state["bytes"] > CLIP_CACHE_BYTES:
-            _, old = _clip_cache.popitem(last=False)
-            _clip_cache_state["bytes"] -= old["video"].nbytes
-    return dict(item)
+    return _clips.get_or_render((repr(self), int(index)), lambda: getitem(self, int(index)))
   return cached
 
 
 def clear_clip_cache() -> None:
-  with _clip_cache_lock:
-    _clip_cache.clear()
-    _clip_cache_state["bytes"] = 0
+  _clips.clear()
 
 
 def _split_id(split: str) -> int:
