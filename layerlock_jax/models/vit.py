@@ -294,8 +294,11 @@ def softmax_attention(q, k, v):
 def _attention_fwd(q, k, v):
   scale = q.shape[-1] ** -0.5
   q, k, v = (jnp.swapaxes(t, 1, 2) for t in (q, k, v))  # (B, H, S, Dh)
+  # Scaling q (S, Dh) rather than the (S, S) logits: XLA:CPU otherwise materialised the scale as an
+  # (S, S) array shared by every layer's fused q k^T. Same values where 1/sqrt(Dh) is a power of 2.
+  q = q * jnp.asarray(scale, q.dtype)
   logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
-  e = jnp.exp((logits - jnp.max(logits, axis=-1, keepdims=True)) * scale)
+  e = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
   denom = jnp.sum(e, axis=-1, keepdims=True)
   out = jnp.einsum("bhqk,bhkd->bhqd", e.astype(v.dtype), v, preferred_element_type=jnp.float32)
   out = (out / denom).astype(v.dtype)
@@ -312,7 +315,7 @@ def _attention_bwd(residuals, d_out):
   row = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
   d_logits = (probs.astype(jnp.float32) * (d_probs - row)).astype(q.dtype)
   d_q = jnp.einsum("bhqk,bhkd->bhqd", d_logits, k) * jnp.asarray(scale, q.dtype)
-  d_k = jnp.einsum("bhqk,bhqd->bhkd", d_logits, q) * jnp.asarray(scale, q.dtype)
+  d_k = jnp.einsum("bhqk,bhqd->bhkd", d_logits, q)  # q is saved already scaled
   return tuple(jnp.swapaxes(t, 1, 2) for t in (d_q, d_k, d_v))
 
 
