@@ -50,9 +50,24 @@ def vit_s_config():
   return c
 
 
-def get_config(name: str = "freeze"):
+def get_config(name: str = "freeze", remat: str = "config", overrides=()):
+  """A bench config; remat "config" keeps its own policy; overrides: ["a.b=value", ...], each
+  value converted to the field's type (an unknown field is a KeyError naming it)."""
   configs = {"freeze": freeze_config, "vit_s": vit_s_config,
              "tiny": lambda: _load_config_file("tiny").get_config()}
   if name not in configs:
     raise ValueError(f"unknown bench config {name!r}; choose from {sorted(configs)}")
-  return configs[name]()
+  config = configs[name]()
+  if remat != "config":
+    config.model.remat_policy = remat
+  for item in overrides:
+    key, sep, value = item.partition("=")
+    if not sep:
+      raise ValueError(f"{item!r} is not key=value")
+    *path, leaf = key.split(".")
+    node = config
+    for part in path:
+      node = node[part]
+    old = node[leaf]  # a KeyError names an unknown field
+    node[leaf] = type(old)(value) if not isinstance(old, bool) else value.lower() == "true"
+  return config

@@ -57,20 +57,10 @@ _PEAK_N = 2048
 
 def load_config(name: str, ours_remat: str = "config", overrides=()):
   import cpu_configs  # pylint: disable=g-import-not-at-top
-  config = cpu_configs.get_config(name)
-  if ours_remat != "config":
-    config.model.remat_policy = ours_remat
-  for item in overrides:
-    key, sep, value = item.partition("=")
-    if not sep:
-      raise app.UsageError(f"--ours_overrides: {item!r} is not key=value")
-    *path, leaf = key.split(".")
-    node = config
-    for part in path:
-      node = node[part]
-    old = node[leaf]  # a KeyError names an unknown field
-    node[leaf] = type(old)(value) if not isinstance(old, bool) else value.lower() == "true"
-  return config
+  try:
+    return cpu_configs.get_config(name, remat=ours_remat, overrides=overrides)
+  except ValueError as e:
+    raise app.UsageError(f"--ours_overrides: {e}") from None
 
 
 def ours_step(config):

@@ -210,3 +210,31 @@ def test_peer_comparison_splits_op_time_when_profiled():
   assert "| vit_s | matmul | 700 | 500 | 0.71 |" in table and "| vit_s | other | 200 | 300 | 1.50 |" in table
   plain = iter([_fake("ours", 1, 1), _fake("hf", 1, 1)])  # workers run without --profile_steps
   assert torch_compare.compare("t", 1, lambda fw: next(plain), log=lambda *_: None)["op_ms"] is None
+
+
+def test_option_ab_parses_options_injects_them_and_summarises_per_round():
+  """bench/option_ab.py: typed key=value options, compile options that reach XLA inside the
+  context only, and per-round ratios A / X computed by hand."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from absl import app  # pylint: disable=g-import-not-at-top
+  import option_ab  # pylint: disable=g-import-not-at-top
+  assert option_ab.parse_options(["a=true", "b=False", "c=12", "d=-3", "e=LIBRARY_X"]) == {
+      "a": True, "b": False, "c": 12, "d": -3, "e": "LIBRARY_X"}
+  for bad in (["a"], ["=1"]):
+    with pytest.raises(app.UsageError, match="not key=value"):
+      option_ab.parse_options(bad)
+
+  lowered = jax.jit(lambda x: x * 2.0 + 1.0).lower(jnp.ones(4))
+  with option_ab.compiling_with({"no_such_compile_option_xyz": True}):
+    with pytest.raises(jax.errors.JaxRuntimeError, match="no_such_compile_option_xyz"):
+      lowered.compile()
+  assert float(lowered.compile()(jnp.ones(4))[0]) == 3.0  # restored on leaving
+
+  times = {"A": [1.0, 2.0, 4.0], "B": [0.5, 2.0, 5.0], "A again": [1.0, 1.0, 4.0]}
+  s = option_ab.summarise(times)
+  assert s["A"]["min_ms"] == 1000.0 and s["A"]["median_ms"] == 2000.0 and "ratio_median" not in s["A"]
+  assert (s["B"]["ratio_median"], s["B"]["ratio_min"], s["B"]["ratio_max"]) == (1.0, 0.8, 2.0)
+  assert (s["A again"]["ratio_median"], s["A again"]["ratio_max"]) == (1.0, 2.0)
+  table = option_ab.format_table(s)
+  assert "1.000 [0.800, 2.000]" in table and table.count("\n") == 3
