@@ -157,6 +157,10 @@ def plan(config, devices=None, stages: str = "ends") -> dict:
   """The whole plan as a JSON-able dict (what the CLI prints and --json writes)."""
   from layerlock_jax import train  # pylint: disable=g-import-not-at-top
   from layerlock_jax.models import video_mae  # pylint: disable=g-import-not-at-top
+  if not config.model.scan_unroll:
+    # "auto" would unroll here (the fake devices are CPUs); the accelerator runs it rolled.
+    config = config.copy_and_resolve_references()
+    config.model.scan_unroll = video_mae.resolve_scan_unroll(0, platform="accelerator")
   trainer = train.StagePrograms(config, devices)
   num_devices = trainer.mesh.devices.size
   replicated_bytes, largest = replicated_params(trainer)
@@ -165,6 +169,7 @@ def plan(config, devices=None, stages: str = "ends") -> dict:
       "mesh": {k: int(v) for k, v in trainer.mesh.shape.items()},
       "preset": config.mesh.preset,
       "remat_policy": config.model.remat_policy,
+      "scan_unroll": int(config.model.scan_unroll),
       "dtype": config.model.dtype,
       "batch_size": int(config.batch_size),
       "grad_accum_steps": int(config.get("grad_accum_steps", 1)),

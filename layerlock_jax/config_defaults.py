@@ -98,9 +98,11 @@ def base_config() -> ml_collections.ConfigDict:
   m.dtype = "float32"              # compute dtype: float32 | bfloat16 (parameters stay float32)
   m.remat_policy = "nothing_saveable"  # none | nothing_saveable | dots_saveable |
                                    # dots_with_no_batch_dims_saveable | everything_saveable
-  m.scan_unroll = 1                # lax.scan unroll of the encoder and predictor stacks (1: rolled;
-                                   # depth: unrolled, e.g. so that XLA's cost_analysis counts every
-                                   # layer); the decoder has its own (decoder.scan_unroll)
+  m.scan_unroll = 0                # lax.scan unroll of the encoder and predictor stacks: 0 = auto
+                                   # (unrolled where the step runs on CPU, rolled on GPU/TPU: see
+                                   # models/video_mae.py); 1: rolled; >= depth: unrolled (e.g. so
+                                   # that XLA's cost_analysis counts every layer). The decoder has its
+                                   # own (decoder.scan_unroll)
   m.attention = "xla"              # xla: einsum softmax | dot_product: jax.nn.dot_product_attention
   m.attention_impl = ""            # with attention=dot_product: "" (backend picks) | xla | cudnn
   d = m.decoder = ml_collections.ConfigDict()
@@ -111,7 +113,7 @@ def base_config() -> ml_collections.ConfigDict:
   d.mlp_dim = 1536                 # light decoder only
   d.scan_unroll = 4                # lax.scan unroll of the decoder's blocks (4: VideoMAE's 4-block
                                    # decoder unrolled; a rolled one ran the ViT-S step ~13% slower
-                                   # on CPU, which the encoder's 12 rolled blocks did not)
+                                   # on CPU)
 
   # --- masking and objective ---------------------------------------------------------------------
   c.masking = ml_collections.ConfigDict()

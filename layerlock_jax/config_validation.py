@@ -126,7 +126,7 @@ def _check_model(c: Any) -> None:
   _choice(c, "model.remat_policy", options.REMAT_POLICIES)
   _choice(c, "model.attention", options.ATTENTIONS)
   _choice(c, "model.attention_impl", options.ATTENTION_IMPLS)
-  _int(c, "model.scan_unroll", lo=1)
+  _int(c, "model.scan_unroll", lo=0)  # 0: auto (models/video_mae.py)
   _int(c, "model.decoder.scan_unroll", lo=1)
 
   dec_type = _choice(c, "model.decoder.type", options.DECODER_TYPES)
