@@ -238,3 +238,36 @@ def test_option_ab_parses_options_injects_them_and_summarises_per_round():
   assert (s["A again"]["ratio_median"], s["A again"]["ratio_max"]) == (1.0, 2.0)
   table = option_ab.format_table(s)
   assert "1.000 [0.800, 2.000]" in table and table.count("\n") == 3
+
+
+def test_dot_paths_kernels_libraries_and_pair_ratios():
+  """bench/dot_paths.py: the step's decoder kernels with hand-counted FLOPs, every XLA:CPU dot
+  library computing the default's numbers, an unknown library refused, per-pair ratios by hand."""
+  import cpu_configs  # pylint: disable=g-import-not-at-top
+  import dot_paths  # pylint: disable=g-import-not-at-top
+  vit_s = {k["name"]: k for k in dot_paths.kernels(cpu_configs.get_config("vit_s"))}
+  # batch 4 x (8 x 7 x 7) tokens; decoder 384 wide, MLP 1536, 6 heads of 64
+  qkv = vit_s["dense qkv 1568x384->1152 fwd+bwd"]
+  assert qkv["flops"] == 3 * 2 * 1568 * 384 * 1152
+  assert vit_s["dense mlp2 1568x1536->384 fwd+bwd"]["shape"] == (1568, 1536, 384)
+  attention = vit_s["attention (4, 392, 6, 64) fwd+bwd"]
+  assert attention["flops"] == 12 * 4 * 6 * 392 * 392 * 64  # 2 matmuls forward, 4 backward
+
+  config = cpu_configs.get_config("tiny")
+  config.batch_size = 2
+  rows = dot_paths.compare_paths(config, ["eigen", "ynn"], rounds=2)
+  assert [r["kernel"].split()[0] for r in rows] == ["dense"] * 3 + ["attention"]
+  for row in rows:
+    assert list(row["paths"]) == ["ynn", "eigen"] and not row["refused"]
+    assert row["paths"]["ynn"]["ratio_median"] == 1.0  # the default against itself
+    assert row["paths"]["eigen"]["gflops"] > 0
+    assert row["paths"]["eigen"]["max_rel_diff"] < 1e-4  # the same numbers, another library
+  assert "eigen GFLOP/s (default / eigen)" in dot_paths.format_paths(rows)
+  with pytest.raises(ValueError, match="unknown dot libraries.*mkl"):
+    dot_paths.compare_paths(config, ["mkl"], rounds=1)
+
+  pairs = [({"k": 100.0}, {"k": 150.0}), ({"k": 200.0}, {"k": 200.0}),
+           ({"k": 100.0}, {"k": 120.0})]
+  (row,) = dot_paths.pair_table(pairs)
+  assert (row["xla_gflops"], row["torch_gflops"]) == (100.0, 150.0)
+  assert (row["ratio_min"], row["ratio_median"], row["ratio_max"]) == (1.0, 1.2, 1.5)
