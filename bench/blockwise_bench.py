@@ -3,7 +3,7 @@ r"""Blockwise SSL step cost and activation memory: concurrent (and sequential) a
   python bench/blockwise_bench.py [--config=configs/blockwise_deit_tiny.py] [--out=F.json]
   python bench/blockwise_bench.py --config=configs/blockwise_tiny.py --config.batch_size=16
 
-Variants of one config, each the compiled step of layerlock_jax.train.StagePrograms (the program
+Variants of one config, each the compiled step of layerlock_jax.trainer.Trainer (the program
 that trains, not a re-implementation):
   mae             plain video MAE: the same encoder, ONE decoder after the last block
   e2e             end-to-end with every block's decoder attached for measurement (the reference)
@@ -32,7 +32,7 @@ from ml_collections import config_flags
 
 from layerlock_jax import bench
 from layerlock_jax import state as state_lib
-from layerlock_jax import train
+from layerlock_jax.trainer import Trainer, memory_rows
 from layerlock_jax.models import video_mae
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,8 +70,8 @@ def variant_config(config, name: str, *, remat: str | None = None, unroll: bool 
 
 
 def compile_step(config, frozen_layers: int):
-  """(compiled step, trainer, state, video) of the StagePrograms' step at a stage."""
-  trainer = train.StagePrograms(config)
+  """(compiled step, trainer, state, video) of the Trainer's step at a stage."""
+  trainer = Trainer(config)
   full = bench.init_params(trainer)
   spec = state_lib.stage_spec(config, frozen_layers, "bench")
   st = bench.fresh_state(trainer, full, spec)
@@ -89,8 +89,7 @@ def xla_flops(compiled) -> float | None:
 
 
 def temp_bytes(compiled) -> int | None:
-  mem = compiled.memory_analysis()
-  return mem.temp_size_in_bytes if mem else None
+  return memory_rows(compiled)["temp_bytes"]
 
 
 def build(config, name: str, log) -> bench.Variant:

@@ -3,7 +3,7 @@
   python bench/freeze_bench.py [--config=bench/cpu_configs.py:freeze] [--ks=0,2,4] [--out=F.json]
 
 For k = 0..K on one config (K = the config's freeze cap, floor(2/3 * depth)), in one process:
-analytic training FLOPs per step (layerlock_jax/flops.py), measured step time of the StagePrograms'
+analytic training FLOPs per step (layerlock_jax/flops.py), measured step time of the Trainer's
 compiled step, compiled temp memory, the analytic and measured saving against k = 0, and their
 ratio realized/theoretical = (1 - t_k/t_0) / (1 - F_k/F_0). It also reads the layer-scan loops out
 of each compiled step's HLO: a frozen prefix of k blocks must appear as one forward loop of k trips
@@ -21,7 +21,7 @@ from ml_collections import config_flags
 from layerlock_jax import bench
 from layerlock_jax import config_defaults
 from layerlock_jax import schedule
-from layerlock_jax import train
+from layerlock_jax.trainer import Trainer
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _CONFIG = config_flags.DEFINE_config_file(
@@ -41,7 +41,7 @@ def run(config, ks, targets, *, warmup, steps, rounds, log=print) -> dict:
   rows, loops = [], {}
   for target in targets:
     c = bench.with_overrides(config, layerlock__enabled=True, layerlock__target=target)
-    trainer = train.StagePrograms(c)
+    trainer = Trainer(c)
     full = bench.init_params(trainer)
     variants = []
     for k in ks:

@@ -17,7 +17,7 @@ import numpy as np
 from ml_collections import config_flags
 
 from layerlock_jax import checkpoint
-from layerlock_jax import train
+from layerlock_jax.trainer import Trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.")
@@ -25,10 +25,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.")
 
 def main(_):
   config = _CONFIG.value
-  trainer = train.StagePrograms(config, jax.devices()[:1])
+  trainer = Trainer(config, jax.devices()[:1])
   directory = os.path.join(_WORKDIR.value, "checkpoints")
   steps = sorted(int(s) for s in os.listdir(directory) if s.isdigit())
-  last = checkpoint.restore(os.path.join(directory, str(steps[-1])), trainer)
+  last = trainer.restore(os.path.join(directory, str(steps[-1])))
   last_full = jax.device_get(last.state.full_params())
   print(f"last checkpoint: step {last.step}, {last.spec.frozen_layers} frozen blocks")
   ok = True
@@ -39,7 +39,7 @@ def main(_):
     if k == 0:
       print(f"step {step}: nothing frozen yet")
       continue
-    earlier = checkpoint.restore(os.path.join(directory, str(step)), trainer)
+    earlier = trainer.restore(os.path.join(directory, str(step)))
     full = jax.device_get(earlier.state.full_params())
     same_blocks = all(np.array_equal(np.asarray(a)[:k], np.asarray(b)[:k]) for a, b in zip(
         jax.tree.leaves(full["encoder"]), jax.tree.leaves(last_full["encoder"]), strict=True))

@@ -4,7 +4,7 @@
   python bench/gpu_check.py --platform=cpu      # dry run: the same code on shrunk models, on CPU
 
 On the first local device it measures, each with the real compiled train step
-(layerlock_jax.train.StagePrograms.step_fn via layerlock_jax.bench):
+(layerlock_jax.trainer.Trainer.step_fn via layerlock_jax.bench):
   1. tiny: configs/tiny.py, float32 - the smallest step, mostly launch overhead on a GPU;
   2. ViT-L: configs/vit_l.py (16x224^2, 2x16x16 tubelets, 95% masking, bfloat16 compute) at
      --vit_l_batch clips; step time, clips/s and MFU against the datasheet peak of the device
@@ -71,7 +71,7 @@ def run(platform: str = "gpu", *, vit_l_batch: int = 8, warmup: int = 2, steps: 
   import jax  # pylint: disable=g-import-not-at-top
   from layerlock_jax import bench  # pylint: disable=g-import-not-at-top
   from layerlock_jax import config_defaults  # pylint: disable=g-import-not-at-top
-  from layerlock_jax import train  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.trainer import Trainer  # pylint: disable=g-import-not-at-top
   import cpu_configs  # pylint: disable=g-import-not-at-top
 
   dry_run = platform == "cpu"
@@ -88,7 +88,7 @@ def run(platform: str = "gpu", *, vit_l_batch: int = 8, warmup: int = 2, steps: 
 
   def variant(group, name, config, k=0, trainer=None, **kw):
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 1, 1, 1
-    trainer = trainer or train.StagePrograms(config, devices)
+    trainer = trainer or Trainer(config, devices)
     return bench.build_variant(group, name, config, k, trainer=trainer, peak=peak, **kw)
 
   # 1. tiny
@@ -106,7 +106,7 @@ def run(platform: str = "gpu", *, vit_l_batch: int = 8, warmup: int = 2, steps: 
     shrink(vit_l)
   vit_l.layerlock.enabled, vit_l.layerlock.target = True, "pixel"
   vit_l.mesh.data, vit_l.mesh.fsdp, vit_l.mesh.tensor = 1, 1, 1
-  trainer = train.StagePrograms(vit_l, devices)
+  trainer = Trainer(vit_l, devices)
   full = bench.init_params(trainer)
   depth = config_defaults.encoder_depth(vit_l)
   freeze = [variant("freeze_pixel", f"k={k}", vit_l, k, trainer=trainer, full_params=full)
@@ -133,7 +133,7 @@ def run(platform: str = "gpu", *, vit_l_batch: int = 8, warmup: int = 2, steps: 
     else:
       c = bench.with_overrides(vit_l, model__attention=kind, model__attention_impl=impl)
       try:
-        av = variant("attention", name, c, trainer=train.StagePrograms(c, devices),
+        av = variant("attention", name, c, trainer=Trainer(c, devices),
                      full_params=full)
       except Exception as err:  # pylint: disable=broad-except
         errors[name] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"

@@ -96,7 +96,7 @@ def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from layerlock_jax import train  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.trainer import Trainer  # pylint: disable=g-import-not-at-top
   from layerlock_jax.data import convert, pipeline  # pylint: disable=g-import-not-at-top
   from layerlock_jax import config_loading  # pylint: disable=g-import-not-at-top
 
@@ -128,7 +128,7 @@ def main(argv):
       print(f"loader {name}: {line}")
 
     # The step alone, on a fixed batch already on the device.
-    trainer = train.StagePrograms(config)
+    trainer = Trainer(config)
     spec = trainer.spec_at(0)
     state = trainer.init_state(spec)
     video_np = np.random.default_rng(0).integers(

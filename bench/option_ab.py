@@ -66,7 +66,7 @@ def parse_options(items) -> dict:
 def compiling_with(options: dict):
   """Context manager: every jax `Lowered.compile` inside it gets these compile options.
 
-  StagePrograms lowers and compiles its step internally (layerlock_jax/train.py); this hands
+  Trainer lowers and compiles its step internally (layerlock_jax/train.py); this hands
   B's options to that compile without a benchmark-only knob in the library.
   """
   import contextlib  # pylint: disable=g-import-not-at-top
@@ -138,7 +138,7 @@ def main(argv):
   except jax.errors.JaxRuntimeError as e:
     raise app.UsageError(f"--b_xla_options {options}: XLA refused them: {e}") from None
   if FLAGS.null:
-    # A fresh StagePrograms: its own jit, state and buffers (the executable may come from the
+    # A fresh Trainer: its own jit, state and buffers (the executable may come from the
     # persistent cache: the same code, which is the point).
     variants["A again"] = bench.build_variant("ab", "A again", config_a)
   for variant in variants.values():

@@ -7,7 +7,7 @@
 Prints one JSON line: per-step wall and process-CPU seconds, analytic model FLOPs of the step,
 the matmul peak measured in this same process (2048^2 float32, the MFU denominator), thread
 counts and versions; with --profile_steps, the op time per step split into matmul / attention /
-other (bench/op_split.py), taken under each framework's own profiler. `ours` is the compiled step of layerlock_jax.train.StagePrograms (the program
+other (bench/op_split.py), taken under each framework's own profiler. `ours` is the compiled step of layerlock_jax.trainer.Trainer (the program
 training runs); `hf` is transformers.VideoMAEForPreTraining's forward + backward + gradient
 clipping + AdamW on the same clip, batch, masked-token count, sizes and optimizer settings.
 
@@ -64,7 +64,7 @@ def load_config(name: str, ours_remat: str = "config", overrides=()):
 
 
 def ours_step(config):
-  """(step callable, facts) for our compiled StagePrograms step."""
+  """(step callable, facts) for our compiled Trainer step."""
   from layerlock_jax import bench  # pylint: disable=g-import-not-at-top
   from layerlock_jax import compilation  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top

@@ -12,7 +12,7 @@ timestamps every loop iteration. Per stage boundary it reports:
              program compiled ahead + the first step), minus a steady step;
   steady     median step time in the stage before the boundary, outside any ahead compile;
   overlap    median step time while the ahead compile ran (its cost to the steps it overlaps);
-  waited     StagePrograms.stats' wait_seconds: how long the main thread waited for the program.
+  waited     Trainer.stats' wait_seconds: how long the main thread waited for the program.
 A compile hidden completely needs a stage that lasts longer than the compile; with fewer spare
 cores than the step uses, the overlapped steps slow down instead (that is the trade-off
 compilation.ahead_helps decides by default).
@@ -51,6 +51,7 @@ def worker(ahead: bool) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   from layerlock_jax import compilation  # pylint: disable=g-import-not-at-top
   from layerlock_jax import train  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.trainer import Trainer  # pylint: disable=g-import-not-at-top
   from layerlock_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   import cpu_configs  # pylint: disable=g-import-not-at-top,import-outside-toplevel
   compilation.enable_persistent_cache("")  # every stage program compiles for real
@@ -71,7 +72,7 @@ def worker(ahead: bool) -> dict:
   stamps.append(time.perf_counter())
   return {"ahead": ahead, "iteration_s": [b - a for a, b in zip(stamps, stamps[1:])],
           "programs": result.programs, "devices": jax.device_count(),
-          "boundaries": sorted(s.start_step for s in train.StagePrograms(config).table[1:]
+          "boundaries": sorted(s.start_step for s in Trainer(config).table[1:]
                                if s.start_step < config.total_steps)}
 
 

@@ -3,7 +3,7 @@ r"""Where the train step's time goes: compiled-HLO op census and a profiler's pe
   python bench/step_profile.py [--config=bench/cpu_configs.py:vit_s] [--steps=3] \
       [--trace_dir=/tmp/step_trace] [--top=25]
 
-For the compiled StagePrograms step of one config (layerlock_jax.bench.build_variant: the program
+For the compiled Trainer step of one config (layerlock_jax.bench.build_variant: the program
 training runs) it prints
   1. an op census of the optimised HLO: how many instructions of each kind (dot, fusion kinds,
      transpose, copy, gather, scatter, dynamic-(update-)slice, convert, reduce, while, ...) and the

@@ -17,7 +17,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from layerlock_jax import config_defaults  # noqa: E402  pylint: disable=wrong-import-position
-from layerlock_jax import train  # noqa: E402  pylint: disable=wrong-import-position
+from layerlock_jax.trainer import Trainer  # noqa: E402  pylint: disable=wrong-import-position
 from layerlock_jax.bench import (  # noqa: E402  pylint: disable=wrong-import-position
     DEFAULT_ROUNDS, DEFAULT_STEPS, DEFAULT_WARMUP, _fmt, add_freeze_savings, build_variant,
     define_timing_flags, environment, format_freeze_table, format_table, init_params,
@@ -69,7 +69,7 @@ def run_sweeps(config, settings: Settings, *, log=print) -> dict:
     return group_variants
 
   log(f"[base] width {config.model.width} x depth {depth}, batch {config.batch_size}")
-  base_trainer = train.StagePrograms(config)
+  base_trainer = Trainer(config)
   full = init_params(base_trainer)
   base = build_variant("base", "config", config, trainer=base_trainer, full_params=full,
                        peak=peak)
@@ -80,7 +80,7 @@ def run_sweeps(config, settings: Settings, *, log=print) -> dict:
     for target in ("pixel", "latent"):
       log(f"[freeze] target={target} k={list(ks)}")
       c = with_overrides(config, layerlock__enabled=True, layerlock__target=target)
-      trainer = train.StagePrograms(c)
+      trainer = Trainer(c)
       # k=0 is the same program as the base step (no frozen block, pixel loss only): re-time
       # it here as the reference of this group's savings, for the latent rows too.
       variants = [base.clone(f"freeze_{target}", "k=0")] if 0 in ks else []

@@ -201,9 +201,9 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 def step_rate(config, steps: int) -> float:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from layerlock_jax import train  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.trainer import Trainer  # pylint: disable=g-import-not-at-top
   from layerlock_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  trainer = train.StagePrograms(config)
+  trainer = Trainer(config)
   spec = trainer.spec_at(0)
   state = trainer.init_state(spec)
   d = config.data

@@ -288,7 +288,7 @@ class Reproduction:
       else:  # e.g. an OUT whose MAE runs predate forking: the same numbers, from step 0
         logging.info("reproduce: %s not found; training %s from step 0",
                      run.fork_path(self.out), run.name)
-    result = train.run(config, self.workdir(run), evaluator=periodic.evaluate_during_training)
+    result = train.run(config, self.workdir(run), make_evaluator=periodic.make_evaluator)
     if result.preempted:
       raise Preempted(f"preempted while training {run.name} (checkpoint saved in "
                       f"{self.workdir(run)}): rerun the same command to resume")

@@ -5,7 +5,7 @@
       --accelerator=h100 --stages=all --json=/tmp/plan.json
 
 What it does: fakes `--num_devices` CPU devices on this machine, builds the run's mesh and
-shardings exactly as training does (layerlock_jax.train.StagePrograms), describes the train state
+shardings exactly as training does (layerlock_jax.trainer.Trainer), describes the train state
 with `jax.eval_shape` + `ShapeDtypeStruct(..., sharding=...)` (no parameter is ever allocated), and
 ahead-of-time compiles the real train step of each freeze stage for that mesh. XLA's
 `memory_analysis()` of the partitioned program is per device, which is the number that has to fit.
@@ -111,25 +111,25 @@ def plan_stage(trainer, spec) -> StagePlan:
   """AOT-compile the train step of one stage on abstract inputs and measure it."""
   import jax  # pylint: disable=g-import-not-at-top
   from layerlock_jax import flops  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.trainer import memory_rows  # pylint: disable=g-import-not-at-top
   state = trainer.abstract_state(spec)
   video = abstract_video(trainer)
   start = time.perf_counter()
-  # The very program training runs: same function, shardings and donation (StagePrograms.step_fn).
+  # The very program training runs: same function, shardings and donation (Trainer.step_fn).
   compiled = trainer.step_fn(spec, state, video)
   seconds = time.perf_counter() - start
-  mem = compiled.memory_analysis()
+  mem = memory_rows(compiled)
   device = trainer.mesh.devices.flat[0]
   step = flops.step_flops(trainer.config, spec.frozen_layers)
-  total = (mem.argument_size_in_bytes + mem.temp_size_in_bytes
-           + mem.output_size_in_bytes - mem.alias_size_in_bytes)
+  total = (mem["argument_bytes"] + mem["temp_bytes"] + mem["output_bytes"] - mem["alias_bytes"])
   return StagePlan(
       frozen_layers=spec.frozen_layers, target=spec.target,
       trainable_params=sum(int(x.size) for x in jax.tree.leaves(state.params)),
       param_bytes=_device_bytes((state.params, state.frozen, state.teacher), device),
       opt_state_bytes=_device_bytes(state.opt_state, device),
       batch_bytes=_device_bytes(video, device),
-      argument_bytes=int(mem.argument_size_in_bytes), output_bytes=int(mem.output_size_in_bytes),
-      alias_bytes=int(mem.alias_size_in_bytes), temp_bytes=int(mem.temp_size_in_bytes),
+      argument_bytes=mem["argument_bytes"], output_bytes=mem["output_bytes"],
+      alias_bytes=mem["alias_bytes"], temp_bytes=mem["temp_bytes"],
       total_bytes=int(total), model_flops=int(step["model_flops"]),
       hardware_flops=int(step["hardware_flops"]), compile_seconds=seconds)
 
@@ -155,13 +155,13 @@ def replicated_params(trainer, top: int = 3) -> tuple[int, list[tuple[str, int]]
 
 def plan(config, devices=None, stages: str = "ends") -> dict:
   """The whole plan as a JSON-able dict (what the CLI prints and --json writes)."""
-  from layerlock_jax import train  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.trainer import Trainer  # pylint: disable=g-import-not-at-top
   from layerlock_jax.models import video_mae  # pylint: disable=g-import-not-at-top
   if not config.model.scan_unroll:
     # "auto" would unroll here (the fake devices are CPUs); the accelerator runs it rolled.
     config = config.copy_and_resolve_references()
     config.model.scan_unroll = video_mae.resolve_scan_unroll(0, platform="accelerator")
-  trainer = train.StagePrograms(config, devices)
+  trainer = Trainer(config, devices)
   num_devices = trainer.mesh.devices.size
   replicated_bytes, largest = replicated_params(trainer)
   return {

@@ -1,7 +1,7 @@
 """The benchmarking library behind the commands of bench/ (bench/sweeps.py, freeze_bench.py, ...).
 
 For one config, in ONE process, it measures the compiled train step of
-layerlock_jax.train.StagePrograms (the program training runs, not a re-implementation):
+layerlock_jax.trainer.Trainer (the program training runs, not a re-implementation):
   step time (median of timed steps after warm-up, each ended by jax.block_until_ready), clips/s,
   analytic FLOPs (layerlock_jax/flops.py), MFU, compiled memory per device (temp / argument /
   output bytes of `compiled.memory_analysis()`), compile time;
@@ -39,7 +39,7 @@ from layerlock_jax import config_loading
 from layerlock_jax import flops
 from layerlock_jax import hardware
 from layerlock_jax import state as state_lib
-from layerlock_jax import train
+from layerlock_jax.trainer import Trainer, memory_rows
 
 MIB = 2 ** 20
 DEFAULT_WARMUP, DEFAULT_STEPS, DEFAULT_ROUNDS = 1, 2, 3  # per variant: untimed, timed per round
@@ -70,10 +70,10 @@ def random_video(config, seed: int = 0) -> np.ndarray:
       0, 256, (config.batch_size, d.num_frames, d.image_size, d.image_size, 3), dtype=np.uint8)
 
 
-def fresh_state(trainer: train.StagePrograms, full_params, spec) -> state_lib.TrainState:
+def fresh_state(trainer: Trainer, full_params, spec) -> state_lib.TrainState:
   """The train state of `spec` from one full parameter tree, in the step's input shardings.
 
-  Cheaper than StagePrograms.init_state per stage (that compiles an init per spec). Every leaf is
+  Cheaper than Trainer.init_state per stage (that compiles an init per spec). Every leaf is
   COPIED: the compiled step donates its state, and a leaf shared with `full_params` (partition
   passes whole sub-trees through) would be deleted under the next variant built from it.
   """
@@ -81,19 +81,19 @@ def fresh_state(trainer: train.StagePrograms, full_params, spec) -> state_lib.Tr
   return jax.device_put(st, trainer.state_shardings(spec))
 
 
-def init_params(trainer: train.StagePrograms):
+def init_params(trainer: Trainer):
   return nn.unbox(jax.jit(trainer.model.init)(jax.random.key(trainer.config.seed)))
 
 
 def build_variant(group: str, name: str, config, frozen_layers: int = 0, *,
-                  trainer: train.StagePrograms | None = None, full_params=None,
+                  trainer: Trainer | None = None, full_params=None,
                   peak: dict | None = None) -> Variant:
-  """Compile the StagePrograms' step for (config, frozen_layers) and collect its static facts.
+  """Compile the Trainer' step for (config, frozen_layers) and collect its static facts.
 
   `trainer` / `full_params` may be shared between variants of one config (the freeze sweep):
   one model init instead of one per k. `peak` caches the MFU denominator per dtype.
   """
-  trainer = trainer or train.StagePrograms(config)
+  trainer = trainer or Trainer(config)
   if full_params is None:
     full_params = init_params(trainer)
   ll = config.layerlock
@@ -105,7 +105,7 @@ def build_variant(group: str, name: str, config, frozen_layers: int = 0, *,
   before = trainer.compile_seconds
   compiled = trainer.step_fn(spec, st, video)
   compile_s = trainer.compile_seconds - before
-  mem = compiled.memory_analysis()
+  mem = memory_rows(compiled)
   f = flops.step_flops(config, frozen_layers)
   devices = trainer.mesh.devices.size
   row = {
@@ -113,9 +113,8 @@ def build_variant(group: str, name: str, config, frozen_layers: int = 0, *,
       "latent": spec.latent, "batch": config.batch_size, "dtype": config.model.dtype,
       "remat": config.model.remat_policy, "attention": config.model.attention,
       "devices": devices, "model_flops": f["model_flops"], "hardware_flops": f["hardware_flops"],
-      "temp_bytes": mem.temp_size_in_bytes if mem else None,
-      "argument_bytes": mem.argument_size_in_bytes if mem else None,
-      "output_bytes": mem.output_size_in_bytes if mem else None,
+      "temp_bytes": mem["temp_bytes"], "argument_bytes": mem["argument_bytes"],
+      "output_bytes": mem["output_bytes"],
       "compile_s": compile_s,
       "peak_flops_per_device": _peak(trainer.mesh.devices.flat[0], config.model.dtype, peak),
   }

@@ -15,7 +15,8 @@ Atomicity comes from Orbax: a step is written into `<step>.orbax-checkpoint-tmp-
 and is never restored (leftover temporary directories are deleted when the manager starts).
 
 The state's tree depends on the stage (state.py: blocks move between `params` and `frozen`), so the
-stage is saved in `meta` and the restore target is `StagePrograms.abstract_state(saved_spec)`,
+stage is saved in `meta` and the restore target is `abstract_state(saved_spec)` (the caller's:
+train.run passes `Trainer.abstract_state`),
 whose leaves carry the CURRENT mesh's shardings: Orbax reads every shard it needs, which is what
 makes a checkpoint written on one device count / mesh shape resume on another.
 
@@ -299,13 +300,14 @@ class Checkpoints:
   def read_meta(self, step: int) -> dict:
     return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
-  def check_compatible(self, step: int, meta: dict, trainer) -> state_lib.StageSpec:
-    """Raise IncompatibleCheckpointError unless `step` restores into `trainer`'s model."""
+  def check_compatible(self, step: int, meta: dict, abstract_state) -> state_lib.StageSpec:
+    """Raise IncompatibleCheckpointError unless `step` restores into `abstract_state(spec)` (the
+    saved stage's train state, as ShapeDtypeStructs with the current run's shardings)."""
     problems = diff_fields(meta["shape_fields"], shape_fields(self.config))
     spec = spec_from_meta(meta)
     if not problems:
       saved_tree = self.manager.item_metadata(step)["state"]
-      problems = tree_mismatch(saved_tree, trainer.abstract_state(spec).checkpointed())
+      problems = tree_mismatch(saved_tree, abstract_state(spec).checkpointed())
     if problems:
       raise IncompatibleCheckpointError(
           f"{self.directory}/{step} was written for a different model; refusing to resume (nothing "
@@ -330,8 +332,9 @@ class Checkpoints:
           "the version that wrote it, or start from its parameters with "
           "--config.init_from=<this checkpoint> and a new --workdir.")
 
-  def restore_latest(self, trainer, data_iter) -> Optional[Restored]:
+  def restore_latest(self, abstract_state, data_iter) -> Optional[Restored]:
     """Restore the newest readable checkpoint (sets `data_iter`'s position); None if there is none.
+    `abstract_state(spec)`: the restore target of a stage (see check_compatible).
 
     An incompatible checkpoint raises before any array is read; an unreadable one is moved aside
     with a warning and the previous one is tried.
@@ -341,8 +344,8 @@ class Checkpoints:
       try:
         meta = self.read_meta(step)
         self.check_resumable(step, meta)
-        spec = self.check_compatible(step, meta, trainer)
-        state = self._restore_arrays(step, trainer.abstract_state(spec), data_iter, meta)
+        spec = self.check_compatible(step, meta, abstract_state)
+        state = self._restore_arrays(step, abstract_state(spec), data_iter, meta)
       except IncompatibleCheckpointError:
         raise  # another model: older steps are no better, and the user must decide
       except Exception as err:  # pylint: disable=broad-except
@@ -420,20 +423,21 @@ def resolve(path: str) -> tuple[str, int]:
   return path, max(steps)
 
 
-def restore(path: str, trainer, data_iter=None) -> Restored:
-  """Restore the train state of a checkpoint (workdir / checkpoints dir / step dir) on
-  `trainer`'s mesh, e.g. for evaluation or tests. The stage is the saved one."""
+def restore(path: str, config, abstract_state, data_iter=None) -> Restored:
+  """Restore the train state of a checkpoint (workdir / checkpoints dir / step dir) for `config`
+  into `abstract_state(saved_spec)` (its shardings say where each array goes), e.g. for evaluation
+  or tests. The stage is the saved one."""
   directory, step = resolve(path)
-  ckpts = Checkpoints(directory, trainer.config, read_only=True)
+  ckpts = Checkpoints(directory, config, read_only=True)
   meta = ckpts.read_meta(step)
-  spec = ckpts.check_compatible(step, meta, trainer)
-  target = trainer.abstract_state(spec)
+  spec = ckpts.check_compatible(step, meta, abstract_state)
+  target = abstract_state(spec)
   args = {"state": ocp.args.StandardRestore(target.checkpointed())}
   if data_iter is not None:
     ckpts.check_resumable(step, meta)
     args["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
   state = with_seed(ckpts.manager.restore(step, args=ocp.args.Composite(**args)).state, target,
-                    trainer.config)
+                    config)
   ckpts.manager.close()
   return Restored(step, state, spec, _progress(meta), meta)
 

@@ -81,15 +81,16 @@ def check_forkable(saved_config: dict, config, step: int, source: str):
         + "; ".join(problems[:12]))
 
 
-def restore(path: str, trainer, data_iter, workdir: str) -> checkpoint.Restored:
-  """The source checkpoint's full state, for `trainer`'s config and mesh (checked first), with
+def restore(path: str, config, abstract_state, data_iter, workdir: str) -> checkpoint.Restored:
+  """The source checkpoint's full state, for `config` (checked first) into `abstract_state`, with
   `data_iter` set to its data position; copies the source's metrics rows up to its step."""
   directory, step = checkpoint.resolve(path)
-  ckpts = checkpoint.Checkpoints(directory, trainer.config, read_only=True)
+  ckpts = checkpoint.Checkpoints(directory, config, read_only=True)
   meta = ckpts.read_meta(step)
   ckpts.manager.close()
-  check_forkable(meta["config"], trainer.config, step, path)
-  restored = checkpoint.restore(os.path.join(directory, str(step)), trainer, data_iter)
+  check_forkable(meta["config"], config, step, path)
+  restored = checkpoint.restore(os.path.join(directory, str(step)), config, abstract_state,
+                                data_iter)
   source_metrics = os.path.join(os.path.dirname(directory), "metrics.jsonl")
   metrics = os.path.join(workdir, "metrics.jsonl")
   if os.path.exists(source_metrics) and not os.path.exists(metrics):

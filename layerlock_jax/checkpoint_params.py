@@ -7,9 +7,10 @@ fields or parameter paths) before any array is read. Full resume lives in checkp
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -22,25 +23,41 @@ from layerlock_jax.checkpoint import (SHAPE_FIELDS, IncompatibleCheckpointError,
                                       spec_from_meta, tree_mismatch)
 
 
-def init_from(path: str, trainer, spec: state_lib.StageSpec) -> state_lib.TrainState:
-  """A fresh TrainState (step 0, new optimizer state) whose parameters come from a checkpoint.
+@dataclasses.dataclass
+class InitSource:
+  """Parameters read for `init_from`, and how they become the run's full parameter tree.
+
+  `fill(fresh, *arrays)` (jittable) gives the full parameters; `fresh` is a freshly initialised
+  full tree when `needs_fresh` (an imported encoder leaves the decoder and heads to it), else None.
+  The caller (Trainer.init_state) builds the new train state from them in its own layout.
+  """
+  arrays: tuple
+  fill: Callable
+  needs_fresh: bool
+
+
+def init_from(path: str, config, abstract_state, abstract_params,
+              param_shardings) -> InitSource:
+  """The parameters of a checkpoint for a fresh run (step 0, new optimizer state) of `config`.
 
   Only `params` and `frozen` are read (an Orbax partial restore), so the optimizer, schedule and
-  data settings of the source run do not matter; the model shape must match.
+  data settings of the source run do not matter; the model shape must match. `abstract_state(spec)`
+  is the run's train state of a stage as ShapeDtypeStructs with shardings (the restore target);
+  `abstract_params` / `param_shardings` the run's full parameter tree (imported encoders).
   """
   directory, step = resolve(path)
   manager = open_manager(directory, read_only=True)
   meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
   if meta.get("imported"):
     manager.close()
-    return _init_from_imported(path, trainer, spec)
+    return _init_from_imported(path, config, abstract_params, param_shardings)
   # Parameter shapes only: the optimizer state is not read, and multi_target matters only
   # through the number of latent heads it makes.
   fields = set(SHAPE_FIELDS) - {"layerlock.multi_target"} | {"latent_heads"}
   problems = diff_fields({k: v for k, v in meta["shape_fields"].items() if k in fields},
-                         {k: v for k, v in shape_fields(trainer.config).items() if k in fields})
+                         {k: v for k, v in shape_fields(config).items() if k in fields})
   saved_spec = spec_from_meta(meta)
-  target = trainer.abstract_state(saved_spec)
+  target = abstract_state(saved_spec)
   target = {"params": target.params, "frozen": target.frozen}
   saved_tree = manager.item_metadata(step)["state"]
   if not problems:
@@ -58,10 +75,10 @@ def init_from(path: str, trainer, spec: state_lib.StageSpec) -> state_lib.TrainS
   logging.info("init_from %s/%d: parameters only (saved at stage k=%d)", directory, step,
                saved_spec.frozen_layers)
 
-  def build(params, frozen):
-    return trainer.new_state(state_lib.merge(params, frozen), spec)
-  return jax.jit(build, out_shardings=trainer.state_shardings(spec))(restored["params"],
-                                                                      restored["frozen"])
+  def fill(fresh, params, frozen):
+    del fresh
+    return state_lib.merge(params, frozen)
+  return InitSource((restored["params"], restored["frozen"]), fill, needs_fresh=False)
 
 
 # Config fields that decide the encoder's parameter shapes (the decoder's do not matter to tools
@@ -114,37 +131,37 @@ def restore_params(path: str, sharding: Optional[jax.sharding.Sharding] = None, 
   return step, meta, state_lib.merge(restored.get("params", {}), restored.get("frozen", {}))
 
 
-def _init_from_imported(path: str, trainer, spec: state_lib.StageSpec) -> state_lib.TrainState:
+def _init_from_imported(path: str, config, abstract_params, param_shardings) -> InitSource:
   """init_from an imported encoder (layerlock_jax.weights): embedding and blocks come from it,
   everything else (decoder, heads) is freshly initialised from config.seed.
 
   The imported stack of L blocks fills the encoder, and with the 4DS query decoder, whose blocks
   are the backbone's last ones, the encoder takes blocks 1..L-d and the decoder blocks L-d+1..L.
   """
-  model = trainer.model
-  want_embed = trainer.abstract_params["embed"]
-  want_enc = trainer.abstract_params["encoder"]
-  dec_depth = plan.query_decoder_depth(trainer.config)
+  depth_enc = plan.encoder_depth(config)
+  want_embed = abstract_params["embed"]
+  want_enc = abstract_params["encoder"]
+  dec_depth = plan.query_decoder_depth(config)
   # Read straight into the run's parameter layout (never whole on one device: a 4B encoder
   # exceeds one accelerator's memory); the fields are compared before any array is read.
-  group_shardings = {k: trainer.param_shardings[k] for k in ("embed", "encoder", "encoder_norm")
-                     if k in trainer.param_shardings}
+  group_shardings = {k: param_shardings[k] for k in ("embed", "encoder", "encoder_norm")
+                     if k in param_shardings}
   try:
-    _, meta, source = restore_params(path, config=trainer.config, group_shardings=group_shardings)
+    _, meta, source = restore_params(path, config=config, group_shardings=group_shardings)
   except IncompatibleCheckpointError as err:
     raise IncompatibleCheckpointError(f"--config.init_from={path}: {err}") from None
   problems = tree_mismatch({"embed": source["embed"], "encoder_norm": source.get("encoder_norm")},
                            {"embed": want_embed,
-                            "encoder_norm": trainer.abstract_params.get("encoder_norm")})
+                            "encoder_norm": abstract_params.get("encoder_norm")})
   depth = state_lib.stack_depth(source["encoder"])
   if problems:
     pass
-  elif depth != model.encoder_depth + dec_depth:
-    problems.append(f"encoder depth: checkpoint {depth} blocks != config {model.encoder_depth}"
+  elif depth != depth_enc + dec_depth:
+    problems.append(f"encoder depth: checkpoint {depth} blocks != config {depth_enc}"
                     + (f" + {dec_depth} query-decoder blocks" if dec_depth else ""))
   else:
     problems += tree_mismatch(
-        jax.tree.map(lambda x: x[:model.encoder_depth], source["encoder"]), want_enc)
+        jax.tree.map(lambda x: x[:depth_enc], source["encoder"]), want_enc)
   if problems:
     raise IncompatibleCheckpointError(
         f"--config.init_from={path} (imported from {meta['imported'].get('from')}): encoder of a "
@@ -152,15 +169,13 @@ def _init_from_imported(path: str, trainer, spec: state_lib.StageSpec) -> state_
   logging.info("init_from %s: imported encoder (%s), decoder and heads freshly initialised",
                path, meta["imported"].get("from"))
 
-  def build(key, embed, encoder, norm):
-    full = nn.unbox(model.init(key))
+  def fill(full, embed, encoder, norm):
     full["embed"] = embed
-    full["encoder"] = jax.tree.map(lambda x: x[:model.encoder_depth], encoder)
+    full["encoder"] = jax.tree.map(lambda x: x[:depth_enc], encoder)
     if dec_depth:
-      full["decoder"]["blocks"] = jax.tree.map(lambda x: x[model.encoder_depth:], encoder)
+      full["decoder"]["blocks"] = jax.tree.map(lambda x: x[depth_enc:], encoder)
     if norm is not None:
       full["encoder_norm"] = norm
-    return trainer.new_state(full, spec)
-  return jax.jit(build, out_shardings=trainer.state_shardings(spec))(
-      jax.random.key(trainer.config.seed), source["embed"], source["encoder"],
-      source.get("encoder_norm"))
+    return full
+  return InitSource((source["embed"], source["encoder"], source.get("encoder_norm")), fill,
+                    needs_fresh=True)

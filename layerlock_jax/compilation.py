@@ -1,6 +1,6 @@
 """What compiling costs a run, and how it is kept off the training path.
 
-Two mechanisms, both about the one-compiled-program-per-freeze-stage design (train.StagePrograms):
+Two mechanisms, both about the one-compiled-program-per-freeze-stage design (Trainer):
 
 1. A persistent XLA compilation cache that outlives the workdir (`config.compile_cache_dir`):
    "auto" (default) is $JAX_COMPILATION_CACHE_DIR when set, else $XDG_CACHE_HOME/layerlock_jax/xla

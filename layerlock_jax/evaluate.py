@@ -53,9 +53,9 @@ def random_init_params(config) -> dict:
 def load_checkpoint_state(config, workdir: str, step: int | None = None):
   """(step, TrainState) of a run's checkpoint (latest if `step` is None), on this host's devices."""
   from layerlock_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  from layerlock_jax import train  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.trainer import Trainer  # pylint: disable=g-import-not-at-top
   path = workdir if step is None else os.path.join(workdir, checkpoint.CHECKPOINTS, str(step))
-  restored = checkpoint.restore(path, train.StagePrograms(config))
+  restored = Trainer(config).restore(path)
   return restored.step, restored.state
 
 

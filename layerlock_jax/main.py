@@ -97,12 +97,12 @@ def main(argv):
   logging.info("host malloc: %s (config.host_malloc=%s)", malloc_mode, config.host_malloc)
   distributed.check_collectives(settings.init_timeout)
   # Evaluators are built here, at the top of the stack, and passed into the loop.
-  evaluator = None
+  make_evaluator = None
   if config.eval_every:
     from layerlock_jax.evaluation import periodic  # pylint: disable=g-import-not-at-top
-    evaluator = periodic.evaluate_during_training
+    make_evaluator = periodic.make_evaluator
   try:
-    train.run(config, os.path.expanduser(_WORKDIR.value), evaluator=evaluator)
+    train.run(config, os.path.expanduser(_WORKDIR.value), make_evaluator=make_evaluator)
   except (checkpoint.IncompatibleCheckpointError, checkpoint.CorruptCheckpointError) as err:
     # Raised before anything was compiled or written: one line, the workdir untouched.
     _fail(f"Checkpoint error: {err}")

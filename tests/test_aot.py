@@ -20,7 +20,7 @@ from layerlock_jax import aot
 from layerlock_jax import config_loading
 from layerlock_jax import flops
 from layerlock_jax import hardware
-from layerlock_jax import train
+from layerlock_jax.trainer import Trainer
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # configs/tiny.py on an 8-way FSDP mesh, so parameters really are split (width 128 / 8).
@@ -58,7 +58,7 @@ def test_cli_plan_agrees_with_a_real_compile(cli_plan):
   # here on CPU auto would unroll: the reference compile pins what the plan compiled.
   assert result["scan_unroll"] == 1
   config = _config("tiny.py", {**FSDP, "model.scan_unroll": 1})
-  trainer = train.StagePrograms(config, jax.devices())
+  trainer = Trainer(config, jax.devices())
   spec = trainer.spec_at(0)
   state = trainer.init_state(spec)  # real, allocated, sharded arrays
   d = config.data
@@ -98,14 +98,14 @@ def test_stage_selection_and_adam_state_per_stage():
   """LayerLock tiny: k = 0 (pixels), 1 (first latent stage) and 4 (deepest) by default; Adam's
   two moments per trainable parameter shrink as blocks freeze (replicated mesh: exact)."""
   config = _config("layerlock_tiny.py", {})
-  trainer = train.StagePrograms(config, jax.devices())
+  trainer = Trainer(config, jax.devices())
   ks = lambda which: [s.frozen_layers for s in aot.stage_specs(trainer, which)]
   assert ks("ends") == [0, 1, 4]
   assert ks("all") == [0, 1, 2, 3, 4]
   assert ks("4,0") == [0, 4]
   with pytest.raises(ValueError, match=r"k in \[7\]"):
     aot.stage_specs(trainer, "7")
-  assert [s.frozen_layers for s in aot.stage_specs(train.StagePrograms(_config("tiny.py", {}))
+  assert [s.frozen_layers for s in aot.stage_specs(Trainer(_config("tiny.py", {}))
                                                    )] == [0]
   device = trainer.mesh.devices.flat[0]
   total = sum(x.size for x in jax.tree.leaves(trainer.abstract_params))
@@ -132,13 +132,13 @@ def test_fit_verdict_uses_the_accelerator_memory_table():
 def test_replicated_parameters_are_reported():
   """Plain data parallelism replicates everything; FSDP on 8 devices replicates only what 8 does
   not divide or no rule names (biases, norms) - a small remainder."""
-  dp = train.StagePrograms(_config("tiny.py", {}), jax.devices())
+  dp = Trainer(_config("tiny.py", {}), jax.devices())
   total = sum(x.size * 4 for x in jax.tree.leaves(dp.abstract_params))
   rep_bytes, largest = aot.replicated_params(dp)
   assert rep_bytes == total
   assert largest[0][1] == max(math.prod(x.shape) * 4 for x in jax.tree.leaves(dp.abstract_params))
   fsdp_bytes, _ = aot.replicated_params(
-      train.StagePrograms(_config("tiny.py", FSDP), jax.devices()))
+      Trainer(_config("tiny.py", FSDP), jax.devices()))
   assert 0 < fsdp_bytes < 0.2 * total
 
 

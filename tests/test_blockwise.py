@@ -27,6 +27,7 @@ from layerlock_jax import plan
 from layerlock_jax import schedule
 from layerlock_jax import state as state_lib
 from layerlock_jax import train
+from layerlock_jax.trainer import Trainer
 from layerlock_jax import train_step as step_lib
 from layerlock_jax.models import video_mae
 from layerlock_jax.models import vit
@@ -370,10 +371,10 @@ def test_opt_state_moments_follow_layers_not_shapes():
 
 @pytest.mark.slow
 def test_sequential_run_freezes_finished_segments_and_leaves_idle_ones_alone():
-  """Through train.StagePrograms (the real stage loop pieces): bit-identical finished and idle
+  """Through Trainer (the real stage loop pieces): bit-identical finished and idle
   blocks."""
   config = small_config("sequential", **{"total_steps": 9})
-  trainer = train.StagePrograms(config, devices=jax.devices()[:1])
+  trainer = Trainer(config, devices=jax.devices()[:1])
   spec = trainer.spec_at(0)
   state = trainer.init_state(spec)
   host = lambda s: jax.tree.map(np.array, s.full_params())  # steps donate

@@ -27,6 +27,7 @@ from layerlock_jax import checkpoint_params
 from layerlock_jax import config_loading
 from layerlock_jax import state as state_lib
 from layerlock_jax import train
+from layerlock_jax.trainer import Trainer
 from layerlock_jax.data import pipeline
 from conftest import TEST_XLA_FLAGS
 
@@ -105,7 +106,7 @@ def reference(tmp_path_factory):
 
 def test_round_trip_is_bit_exact_with_shardings_and_data_position(tmp_path):
   config = make_config("layerlock")
-  trainer = train.StagePrograms(config, one_device())
+  trainer = Trainer(config, one_device())
   spec = trainer.spec_at(0)
   state = trainer.init_state(spec)
   # Non-trivial optimizer state and step: zeros would round-trip even if they were never read.
@@ -123,7 +124,7 @@ def test_round_trip_is_bit_exact_with_shardings_and_data_position(tmp_path):
 
   fresh = pipeline.make_train_iterator(config.data, seed=config.seed, global_batch_size=8,
                                        process_index=0, process_count=1)
-  restored = checkpoint.restore(str(tmp_path), train.StagePrograms(config, one_device()), fresh)
+  restored = Trainer(config, one_device()).restore(str(tmp_path), fresh)
   assert restored.step == 3 and restored.spec == spec and restored.progress == progress
   assert leaves_equal(restored.state.checkpointed(), state.checkpointed())
   # The seed is not saved (the state's was moved off config.seed above): it is the config's.
@@ -141,7 +142,7 @@ def test_round_trip_is_bit_exact_with_shardings_and_data_position(tmp_path):
 @pytest.mark.slow
 def test_keep_last_n_plus_every_m(tmp_path):
   config = make_config("tiny", keep_checkpoints=2, keep_every=4)
-  trainer = train.StagePrograms(config, one_device())
+  trainer = Trainer(config, one_device())
   spec = trainer.spec_at(0)
   state = trainer.init_state(spec)
   data = pipeline.make_train_iterator(config.data, seed=0, global_batch_size=8, process_index=0,
@@ -240,7 +241,7 @@ def test_checkpoint_of_an_older_format_is_refused_for_resume_but_not_for_paramet
     train.run(make_config("tiny", total_steps=STEPS + 4), work, devices=one_device())
   assert {p: p.read_bytes() for p in pathlib.Path(work).rglob("*") if p.is_file()} == before
   # Its parameters stay usable (evaluation, init_from).
-  restored = checkpoint.restore(work, train.StagePrograms(make_config("tiny"), one_device()))
+  restored = Trainer(make_config("tiny"), one_device()).restore(work)
   assert restored.step == STEPS
 
 
@@ -250,16 +251,16 @@ def test_init_from_loads_parameters_only(reference):
   state start fresh. A checkpoint of another model shape is refused, naming the fields."""
   ref_dir, ref = reference["layerlock"]
   config = make_config("layerlock", **{"layerlock.enabled": False})  # another schedule
-  trainer = train.StagePrograms(config, one_device())
+  trainer = Trainer(config, one_device())
   spec = trainer.spec_at(0)
-  state = checkpoint_params.init_from(ref_dir, trainer, spec)
+  state = trainer.init_state(spec, init_from=ref_dir)
   merged = lambda s: s.full_params()  # noqa: E731
   assert leaves_equal(merged(state), merged(ref.state))
   assert spec.frozen_layers == 0 and ref.state.frozen  # the source was split differently
   assert int(state.step) == 0
   assert all(not np.any(np.asarray(x)) for x in jax.tree.leaves(state.opt_state))
   with pytest.raises(checkpoint.IncompatibleCheckpointError, match="model.posemb"):
-    checkpoint_params.init_from(reference["tiny"][0], trainer, spec)  # learned_3d vs rope
+    trainer.init_state(spec, init_from=reference["tiny"][0])  # learned_3d vs rope
 
 
 @pytest.mark.slow
@@ -270,9 +271,9 @@ def test_run_with_init_from_starts_at_step_0_from_those_parameters(reference, tm
   result = train.run(config, str(tmp_path / "w"), devices=one_device())
   assert result.start_step == 0
   # Step 1 of that run is the compiled step applied to init_from's state and the first batch.
-  trainer = train.StagePrograms(config, one_device())
+  trainer = Trainer(config, one_device())
   spec = trainer.spec_at(0)
-  state = checkpoint_params.init_from(source, trainer, spec)
+  state = trainer.init_state(spec, init_from=source)
   data = pipeline.make_train_iterator(config.data, seed=config.seed, global_batch_size=8,
                                       process_index=0, process_count=1)
   video = pipeline.global_batch({"video": next(data)["video"]}, trainer.video_sharding)["video"]
@@ -287,10 +288,10 @@ def test_restore_on_another_device_count_and_mesh(reference, tmp_path):
   """Saved on 1 device; resumed on 8 with an FSDP mesh; that run's checkpoint resumed on 1."""
   ref_dir, ref = reference["tiny"]
   fsdp = {"mesh.data": 1, "mesh.fsdp": -1, "mesh.preset": "fsdp"}
-  trainer8 = train.StagePrograms(make_config("tiny", **fsdp))
-  on8 = checkpoint.restore(os.path.join(ref_dir, "checkpoints", "12"), trainer8)
-  on1 = checkpoint.restore(os.path.join(ref_dir, "checkpoints", "12"),
-                           train.StagePrograms(make_config("tiny"), one_device()))
+  trainer8 = Trainer(make_config("tiny", **fsdp))
+  on8 = trainer8.restore(os.path.join(ref_dir, "checkpoints", "12"))
+  on1 = Trainer(make_config("tiny"), one_device()).restore(
+      os.path.join(ref_dir, "checkpoints", "12"))
   assert leaves_equal(on8.state, on1.state)
   kernel = on8.state.params["encoder"]["layers"]["mlp1"]["kernel"]
   assert len(kernel.sharding.device_set) == 8 and "fsdp" in str(kernel.sharding.spec)
@@ -377,7 +378,7 @@ def test_sigkill_at_random_step_then_rerun_is_bit_identical(reference, tmp_path,
   rc, out = finish(launch(name, work))
   assert rc == 0, out[-3000:]
   note = f"killed at step >= {seen}"
-  restored = checkpoint.restore(work, train.StagePrograms(make_config(name), one_device()))
+  restored = Trainer(make_config(name), one_device()).restore(work)
   assert restored.step == STEPS, note
   assert leaves_equal(restored.state, ref.state), note
   steps = [r["step"] for r in records(work)]

@@ -27,6 +27,7 @@ from layerlock_jax import evaluate
 from layerlock_jax import schedule
 from layerlock_jax import state as state_lib
 from layerlock_jax import train
+from layerlock_jax.trainer import Trainer
 from layerlock_jax.evaluation import analysis
 from experiments import convergence
 from layerlock_jax.evaluation import depthwise
@@ -223,7 +224,7 @@ def test_evaluation_is_identical_across_two_runs_with_one_seed(config, params, d
 
 
 # ------------------------------------------------------------------------------------------------
-# Periodic (in-training) evaluation on a StagePrograms' sharded, split state.
+# Periodic (in-training) evaluation on a Trainer's sharded, split state.
 # ------------------------------------------------------------------------------------------------
 
 
@@ -231,7 +232,7 @@ def test_evaluation_is_identical_across_two_runs_with_one_seed(config, params, d
 def test_periodic_evaluation_reads_a_sharded_train_state(config):
   cfg = micro_config(**{"layerlock.enabled": True, "layerlock.target": "pixel",
                         "layerlock.explicit": ((2, 1),), "layerlock.max_frozen": 1})
-  trainer = train.StagePrograms(cfg)
+  trainer = Trainer(cfg)
   assert trainer.mesh.devices.size == 8  # conftest's forced CPU devices
   spec = trainer.spec_at(2)
   assert spec.frozen_layers == 1
@@ -239,8 +240,9 @@ def test_periodic_evaluation_reads_a_sharded_train_state(config):
   before = jax.tree.map(lambda a: np.array(a, copy=True), (state.params, state.frozen))
   kwargs = dict(num_train=NUM_TRAIN, num_test=NUM_TEST, probe_steps=50, batch_size=16,
                 tasks=TASKS)
-  first = periodic.evaluate_during_training(trainer, state, 2, **kwargs)
-  second = periodic.evaluate_during_training(trainer, state, 4)
+  evaluate = periodic.make_evaluator(trainer, **kwargs)
+  first = evaluate(state, 2)
+  second = evaluate(state, 4)
   jax.tree.map(np.testing.assert_array_equal, before,
                jax.tree.map(np.asarray, (state.params, state.frozen)))
   first.pop("eval/seconds"), second.pop("eval/seconds")
@@ -255,7 +257,7 @@ def test_periodic_evaluation_reads_a_sharded_train_state(config):
   assert all(isinstance(v, float) and np.isfinite(v) for v in first.values())
   # Same numbers as the offline pipeline's features on the merged tree.
   full = jax.device_get(state.full_params())
-  evaluator = periodic._EVALUATORS[trainer]  # pylint: disable=protected-access
+  evaluator = evaluate.evaluator
   test = features_lib.FeatureExtractor(cfg, batch_size=16)(full, evaluator.data.test_videos)
   stats = analysis.collapse_statistics(test.pooled[2])
   assert first["eval/collapse/effective_rank_block2"] == pytest.approx(stats["effective_rank"],

@@ -11,7 +11,7 @@ import pytest
 from layerlock_jax import config_defaults
 from layerlock_jax import flops
 from layerlock_jax import plan
-from layerlock_jax import train
+from layerlock_jax.trainer import Trainer
 
 
 def unrolled_config(decoder, target):
@@ -34,7 +34,7 @@ def unrolled_config(decoder, target):
 
 
 def xla_flops(config, frozen_layers, step=None):
-  trainer = train.StagePrograms(config, jax.devices()[:1])
+  trainer = Trainer(config, jax.devices()[:1])
   spec = trainer.spec_at((0 if frozen_layers == 0 else 10) if step is None else step)
   assert spec.frozen_layers == frozen_layers
   return xla_step_flops(trainer, spec)
@@ -85,7 +85,7 @@ def blockwise_config(regime):
                                                 ("sequential", 10, 1, 1)])
 def test_blockwise_analytic_flops_match_xla(regime, step, k, idle):
   config = blockwise_config(regime)
-  trainer = train.StagePrograms(config, jax.devices()[:1])
+  trainer = Trainer(config, jax.devices()[:1])
   spec = trainer.spec_at(step)
   assert (spec.regime, spec.frozen_layers, spec.idle_layers) == (regime, k, idle)
   analytic = trainer.flops_per_step(spec)

@@ -8,7 +8,7 @@ import pytest
 from layerlock_jax import config_defaults
 from layerlock_jax import masking
 from layerlock_jax import state as state_lib
-from layerlock_jax import train
+from layerlock_jax.trainer import Trainer
 from layerlock_jax import train_step as step_lib
 from layerlock_jax.models import vit
 
@@ -64,7 +64,7 @@ def test_stage0_of_layerlock_is_plain_mae_bit_for_bit():
   locked = small_config(enabled=True, pixel_steps=10, interval=5, max_frozen=2)
   results = []
   for config in (plain, locked):
-    trainer = train.StagePrograms(config, one_device())
+    trainer = Trainer(config, one_device())
     spec = trainer.spec_at(0)
     assert spec == state_lib.StageSpec(0, latent=False, pixel_loss=True, target="pixels")
     state = trainer.init_state(spec)
@@ -77,7 +77,7 @@ def test_stage0_of_layerlock_is_plain_mae_bit_for_bit():
 def test_frozen_parameters_bit_identical_and_without_optimizer_state():
   config = small_config(enabled=True, explicit=((2, 1), (4, 2)), max_frozen=2,
                         mini_warmup_steps=2)
-  trainer = train.StagePrograms(config, one_device())
+  trainer = Trainer(config, one_device())
   clips = videos(8)
   spec0 = trainer.spec_at(0)
   state = trainer.init_state(spec0)
@@ -114,7 +114,7 @@ def test_trainable_gradients_equal_unsplit_gradients():
   trainable parameter is the unsplit gradient (a stop-gradient below block k+1 cannot change the
   gradient of parameters above it)."""
   config = small_config(enabled=True, target="pixel", pixel_steps=10, interval=5, max_frozen=2)
-  trainer = train.StagePrograms(config, one_device())
+  trainer = Trainer(config, one_device())
   full = nn.unbox(jax.jit(trainer.model.init)(jax.random.key(0)))
   video = videos(1)[0]
   key = jax.random.key(7)
@@ -138,7 +138,7 @@ def test_trainable_gradients_equal_unsplit_gradients():
 @pytest.mark.slow
 def test_resplit_keeps_adam_state_of_still_trainable_layers():
   config = small_config(enabled=True, pixel_steps=2, interval=2, max_frozen=2)
-  trainer = train.StagePrograms(config, one_device())
+  trainer = Trainer(config, one_device())
   spec0 = trainer.spec_at(0)
   state = trainer.init_state(spec0)
   state, _ = run_steps(trainer, state, spec0, videos(2))
@@ -165,7 +165,7 @@ def test_resplit_keeps_adam_state_of_still_trainable_layers():
 def test_latent_target_is_frozen_prefix_on_full_clip(multi_target):
   config = small_config(enabled=True, multi_target=multi_target, pixel_steps=10, interval=5,
                         max_frozen=2)
-  trainer = train.StagePrograms(config, one_device())
+  trainer = Trainer(config, one_device())
   model = trainer.model
   full = nn.unbox(jax.jit(model.init)(jax.random.key(0)))
   k = 2
@@ -188,7 +188,7 @@ def test_latent_target_is_frozen_prefix_on_full_clip(multi_target):
 
 def test_masked_positions_get_targets_the_student_never_sees():
   config = small_config(enabled=True, pixel_steps=10, interval=5, max_frozen=2)
-  model = train.StagePrograms(config, one_device()).model
+  model = Trainer(config, one_device()).model
   full = nn.unbox(jax.jit(model.init)(jax.random.key(0)))
   tokens = model.embed(full["embed"], videos(1)[0])
   vis, _ = masking.sample_mask(jax.random.key(0), 4, model.grid, 0.5, "random")

@@ -30,6 +30,7 @@ from layerlock_jax import config_validation
 from layerlock_jax import guard as guard_lib
 from layerlock_jax import masking
 from layerlock_jax import train
+from layerlock_jax.trainer import Trainer
 from layerlock_jax import train_step as step_lib
 from layerlock_jax.data import mixture
 from layerlock_jax.data import pipeline
@@ -141,8 +142,8 @@ def test_huge_lr_stops_with_one_line_and_leaves_only_finite_checkpoints(tmp_path
                    f"in {os.path.join(work, 'checkpoints')}"], proc.stderr[-2000:]
   assert rows[-1]["step"] == first_bad < SMALL["total_steps"]  # stopped at once
   assert steps[-1] < first_bad
-  trainer = train.StagePrograms(make_config(**{"optimizer.grad_clip": 0}), one_device())
-  restored = checkpoint.restore(work, trainer)
+  trainer = Trainer(make_config(**{"optimizer.grad_clip": 0}), one_device())
+  restored = trainer.restore(work)
   assert restored.step == steps[-1] and all_finite(restored.state)
 
 
@@ -157,10 +158,10 @@ def test_skip_nonfinite_updates_keeps_the_state_then_stops(tmp_path):
   bad = [r["step"] for r in rows if r["nonfinite"]]
   assert len(bad) == 3 and err.value.step == bad[2] == rows[-1]["step"], (bad, str(err.value))
   assert err.value.last_good == bad[1]  # skipped steps keep a finite state, so they are saved
-  trainer = train.StagePrograms(config, one_device())
-  before = checkpoint.restore(os.path.join(work, "checkpoints", str(bad[0] - 1)), trainer)
-  skipped = checkpoint.restore(os.path.join(work, "checkpoints", str(bad[0])), trainer)
-  after = checkpoint.restore(os.path.join(work, "checkpoints", str(bad[1])), trainer)
+  trainer = Trainer(config, one_device())
+  before = trainer.restore(os.path.join(work, "checkpoints", str(bad[0] - 1)))
+  skipped = trainer.restore(os.path.join(work, "checkpoints", str(bad[0])))
+  after = trainer.restore(os.path.join(work, "checkpoints", str(bad[1])))
   assert all_finite(after.state)
   for a, b in zip(jax.tree.leaves((skipped.state.params, skipped.state.opt_state)),
                   jax.tree.leaves((before.state.params, before.state.opt_state))):
@@ -326,8 +327,8 @@ def test_sigterm_while_a_checkpoint_is_being_written(unsplit, tmp_path, monkeypa
   assert result.preempted and not in_flight
   steps = sorted(int(s) for s in os.listdir(os.path.join(work, "checkpoints")) if s.isdigit())
   assert steps == [6, 7], steps
-  trainer = train.StagePrograms(make_config(), one_device())
-  assert checkpoint.restore(os.path.join(work, "checkpoints", "6"), trainer).step == 6
+  trainer = Trainer(make_config(), one_device())
+  assert trainer.restore(os.path.join(work, "checkpoints", "6")).step == 6
   assert signal.getsignal(signal.SIGTERM) is not None
   final = train.run(make_config(checkpoint_every=6), work, devices=one_device())
   assert final.start_step == 7

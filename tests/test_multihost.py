@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from layerlock_jax import distributed
-from layerlock_jax import train
+from layerlock_jax.trainer import Trainer
 from layerlock_jax.data import pipeline
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -85,7 +85,7 @@ def test_two_processes_match_one_process_on_the_assembled_batch(two_process_run)
   """The runtime (init, sharding, collectives) is exact: same numbers as one process fed the
   global batch that 2 processes x 8 clips assemble (process 0's rows, then process 1's)."""
   config = _tiny_config()
-  trainer = train.StagePrograms(config, jax.devices()[:4])
+  trainer = Trainer(config, jax.devices()[:4])
   iters = [pipeline.make_train_iterator(config.data, seed=config.seed, global_batch_size=16,
                                         process_index=p, process_count=2) for p in range(2)]
   spec = trainer.spec_at(0)

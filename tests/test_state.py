@@ -104,7 +104,7 @@ def test_runs_that_differ_only_in_their_seed_share_the_init_program():
   """init_state takes the seed as an input too: a second seed loads the first one's compiled init
   from the persistent cache (conftest turns it on) instead of compiling again."""
   from layerlock_jax import compilation  # pylint: disable=g-import-not-at-top
-  from layerlock_jax import train  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.trainer import Trainer  # pylint: disable=g-import-not-at-top
   compilation.install_cache_listener()
   states = {}
   # A seed no earlier run can have used, so that a program with the seed baked in would miss.
@@ -112,7 +112,7 @@ def test_runs_that_differ_only_in_their_seed_share_the_init_program():
   for seed in (0, fresh):
     config = small_config()
     config.seed = seed
-    programs = train.StagePrograms(config, jax.devices()[:1])
+    programs = Trainer(config, jax.devices()[:1])
     before = compilation.cache_events()
     states[seed] = programs.init_state(programs.spec_at(0))
     outcome = compilation.cache_outcome(before, compilation.cache_events())

@@ -23,6 +23,7 @@ from layerlock_jax import flops
 from layerlock_jax import masking
 from layerlock_jax import plan
 from layerlock_jax import train
+from layerlock_jax.trainer import Trainer
 from layerlock_jax import train_step as step_lib
 from layerlock_jax import vjepa
 
@@ -168,7 +169,7 @@ def test_multiblock_masks_shapes_blocks_and_ratio_statistics():
 # --- the predictor's inputs ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trainer():
-  return train.StagePrograms(make_config(), jax.devices()[:1])
+  return Trainer(make_config(), jax.devices()[:1])
 
 
 @pytest.mark.slow
@@ -302,8 +303,8 @@ def test_sigkill_then_rerun_is_bit_identical_with_the_teacher(tmp_path):
   proc.wait()
   rc, out = ckpt_tests.finish(_launch(work, flags))
   assert rc == 0, out[-3000:]
-  trainer = train.StagePrograms(make_config(), jax.devices()[:1])
-  restored, ref = checkpoint.restore(work, trainer), checkpoint.restore(ref_dir, trainer)
+  trainer = Trainer(make_config(), jax.devices()[:1])
+  restored, ref = trainer.restore(work), trainer.restore(ref_dir)
   assert restored.step == STEPS, seen
   assert ckpt_tests.leaves_equal(restored.state.teacher, ref.state.teacher), seen
   assert ckpt_tests.leaves_equal(restored.state, ref.state), seen
@@ -339,7 +340,7 @@ def test_fsdp_on_8_devices_matches_1_device_and_restores_across_meshes(reference
     diff, scale = np.abs(np.asarray(a) - np.asarray(b)), np.abs(np.asarray(b))
     assert diff.max() <= 1e-2 * scale.max() and diff.mean() <= 2e-3 * scale.mean(), a.shape
   # The single-device checkpoint restored onto the 8-device FSDP mesh: same bits, new layout.
-  back = checkpoint.restore(ref_dir, train.StagePrograms(config, jax.devices()[:8]))
+  back = Trainer(config, jax.devices()[:8]).restore(ref_dir)
   assert ckpt_tests.leaves_equal(back.state.teacher, ref.state.teacher)
   assert len(jax.tree.leaves(back.state.teacher)[0].sharding.device_set) == 8
 

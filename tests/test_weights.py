@@ -18,6 +18,7 @@ from layerlock_jax import checkpoint_params
 from layerlock_jax import config_loading
 from layerlock_jax import extract_features as fx
 from layerlock_jax import train
+from layerlock_jax.trainer import Trainer
 from layerlock_jax.weights import WeightsError, fourds, hf_videomae
 from layerlock_jax.weights import __main__ as weights_cli
 from layerlock_jax.weights import workdir as workdir_lib
@@ -305,9 +306,9 @@ def test_init_from_imported_encoder_and_mismatch(fourds_workdir):
   config.model.decoder.type, config.model.decoder.depth = "query", 1
   config.batch_size = 8
   config.mesh.data, config.mesh.fsdp = 1, 8  # FSDP over the 8 test devices: read straight in
-  trainer = train.StagePrograms(config)
+  trainer = Trainer(config)
   spec = trainer.spec_at(0)
-  state = checkpoint_params.init_from(w, trainer, spec)
+  state = trainer.init_state(spec, init_from=w)
   kernel = state.params["encoder"]["layers"]["mlp1"]["kernel"]
   assert kernel.sharding == trainer.state_shardings(spec).params["encoder"]["layers"]["mlp1"][
       "kernel"] and "fsdp" in str(kernel.sharding.spec)
@@ -323,7 +324,7 @@ def test_init_from_imported_encoder_and_mismatch(fourds_workdir):
   assert int(state.step) == 0
   config.model.posemb = "rope"
   with pytest.raises(checkpoint.IncompatibleCheckpointError, match="model.posemb") as err:
-    checkpoint_params.init_from(w, train.StagePrograms(config), spec)
+    Trainer(config).init_state(spec, init_from=w)
   assert "\n" not in str(err.value)
 
 

@@ -19,8 +19,7 @@ Metrics (all scalars, for metrics.jsonl and TensorBoard):
 """
 import logging
 import time
-import weakref
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from layerlock_jax import config_defaults
 from layerlock_jax.evaluation import analysis
@@ -76,31 +75,27 @@ class PeriodicEvaluator:
     return metrics
 
 
-# One evaluator per StagePrograms, created at the first evaluation and dropped with it.
-_EVALUATORS: "weakref.WeakKeyDictionary[Any, PeriodicEvaluator | None]" = (
-    weakref.WeakKeyDictionary())
+def make_evaluator(trainer, **kwargs) -> Callable[[Any, int], dict[str, float]]:
+  """The train loop's in-training evaluation for `trainer`'s run: `evaluate(state, step)` gives
+  the metrics of `state` at `step` (see the module docstring). train.run calls this factory once,
+  at the first evaluation.
 
-
-def evaluate_during_training(trainer, state, step: int, **kwargs) -> dict[str, float]:
-  """The train loop's hook: metrics of `state` at `step` (see the module docstring).
-
-  The evaluator (clips + compiled forward) is built on the first call for this trainer, on its
-  mesh (outputs replicated so every process can read them). If the run's data source cannot give
-  labelled train/test clips, evaluation is switched off for the run with one error log line
-  rather than killing the training job. kwargs go to PeriodicEvaluator on the first call.
+  The evaluator (clips + compiled forward) is built here, on the trainer's mesh (outputs
+  replicated so every process can read them). If the run's data source cannot give labelled
+  train/test clips, evaluation is switched off for the run with one error log line rather than
+  killing the training job. kwargs go to PeriodicEvaluator.
   """
-  if trainer not in _EVALUATORS:
-    try:
-      _EVALUATORS[trainer] = PeriodicEvaluator(trainer.config, sharding=trainer.replicated,
-                                               **kwargs)
-    except (ValueError, KeyError, FileNotFoundError, NotImplementedError) as err:
-      logging.error("in-training evaluation disabled: cannot load labelled clips of "
-                    "config.data (%s: %s)", type(err).__name__, err)
-      _EVALUATORS[trainer] = None
-  evaluator = _EVALUATORS[trainer]
-  if evaluator is None:
-    return {}
-  metrics = evaluator(state)
-  logging.info("eval at step %d: %s", step, ", ".join(
-      f"{k.removeprefix('eval/')}={v:.3g}" for k, v in sorted(metrics.items())))
-  return metrics
+  try:
+    evaluator = PeriodicEvaluator(trainer.config, sharding=trainer.replicated, **kwargs)
+  except (ValueError, KeyError, FileNotFoundError, NotImplementedError) as err:
+    logging.error("in-training evaluation disabled: cannot load labelled clips of "
+                  "config.data (%s: %s)", type(err).__name__, err)
+    return lambda state, step: {}
+
+  def evaluate(state, step: int) -> dict[str, float]:
+    metrics = evaluator(state)
+    logging.info("eval at step %d: %s", step, ", ".join(
+        f"{k.removeprefix('eval/')}={v:.3g}" for k, v in sorted(metrics.items())))
+    return metrics
+  evaluate.evaluator = evaluator  # the clips and compiled forward, for inspection
+  return evaluate
