@@ -11,7 +11,7 @@ that trains, not a re-implementation):
   sequential[1]   the first sequential stage (block 1 alone, later blocks idle)
   sequential[n]   the last sequential stage (frozen prefix forward-only, block n trains)
 Per variant: median step time and process CPU seconds (timed round-robin, see
-layerlock_jax/bench.py for why); compiled temp memory (`memory_analysis()`: buffers live during
+bench/common.py for why); compiled temp memory (`memory_analysis()`: buffers live during
 the step, i.e. activations saved for backward plus workspace) of the program as trained and with
 remat off (every activation stored: the activation memory proper), each also with the layer scans
 unrolled; and XLA's FLOP count of the unrolled step (a rolled scan is counted once, anchors.md
@@ -30,10 +30,10 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
-from layerlock_jax import bench
-from layerlock_jax import state as state_lib
-from layerlock_jax.trainer import Trainer, memory_rows
+from layerlock_jax import plan
+import common
 from layerlock_jax.models import video_mae
+from layerlock_jax.trainer import Trainer, memory_rows
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CONFIG = config_flags.DEFINE_config_file(
@@ -45,7 +45,7 @@ _MEMORY = flags.DEFINE_bool("memory", True, "Also compile with remat off and wit
                             "scans, for activation memory and XLA's FLOP count.")
 _VARIANTS = flags.DEFINE_list("variants", ["mae", "e2e", "concurrent", "sequential[1]",
                                            "sequential[n]"], "Variants to measure.")
-bench.define_timing_flags()
+common.define_timing_flags()
 flags.FLAGS.set_default("rounds", 3)
 flags.FLAGS.set_default("steps", 1)
 
@@ -72,10 +72,10 @@ def variant_config(config, name: str, *, remat: str | None = None, unroll: bool 
 def compile_step(config, frozen_layers: int):
   """(compiled step, trainer, state, video) of the Trainer's step at a stage."""
   trainer = Trainer(config)
-  full = bench.init_params(trainer)
-  spec = state_lib.stage_spec(config, frozen_layers, "bench")
-  st = bench.fresh_state(trainer, full, spec)
-  video = jax.device_put(bench.random_video(config), trainer.video_sharding)
+  full = common.init_params(trainer)
+  spec = plan.stage_spec(config, frozen_layers, "bench")
+  st = common.fresh_state(trainer, full, spec)
+  video = jax.device_put(common.random_video(config), trainer.video_sharding)
   before = trainer.compile_seconds
   compiled = trainer.step_fn(spec, st, video)
   return compiled, trainer.compile_seconds - before, st, video
@@ -92,7 +92,7 @@ def temp_bytes(compiled) -> int | None:
   return memory_rows(compiled)["temp_bytes"]
 
 
-def build(config, name: str, log) -> bench.Variant:
+def build(config, name: str, log) -> common.Variant:
   c, frozen = variant_config(config, name)
   compiled, compile_s, st, video = compile_step(c, frozen)
   row = {"group": "blockwise", "variant": name, "batch": c.batch_size, "frozen_layers": frozen,
@@ -111,21 +111,21 @@ def build(config, name: str, log) -> bench.Variant:
       if unroll and remat == c.model.remat_policy:
         row["xla_flops"] = xla_flops(other)  # unrolled: XLA counts every layer
   log(f"  {name}: compiled in {compile_s:.0f}s, " + ", ".join(
-      f"{k} {v / bench.MIB:.1f} MiB" for k, v in row.items() if k.startswith("temp_") and v))
+      f"{k} {v / common.MIB:.1f} MiB" for k, v in row.items() if k.startswith("temp_") and v))
   box = {"state": st}
 
   def step():
     box["state"], metrics = compiled(box["state"], video)
     jax.block_until_ready((box["state"], metrics))
 
-  return bench.Variant("blockwise", name, row, step, compiled)
+  return common.Variant("blockwise", name, row, step, compiled)
 
 
 COLUMNS = (("step ms", "step_s", 1e3), ("cpu ms", "cpu_s", 1e3),
-           ("temp MiB", "temp_bytes", 1 / bench.MIB),
-           ("no-remat MiB", "temp_bytes_no_remat", 1 / bench.MIB),
-           ("unrolled MiB", "temp_bytes_unrolled", 1 / bench.MIB),
-           ("unrolled no-remat MiB", "temp_bytes_unrolled_no_remat", 1 / bench.MIB),
+           ("temp MiB", "temp_bytes", 1 / common.MIB),
+           ("no-remat MiB", "temp_bytes_no_remat", 1 / common.MIB),
+           ("unrolled MiB", "temp_bytes_unrolled", 1 / common.MIB),
+           ("unrolled no-remat MiB", "temp_bytes_unrolled_no_remat", 1 / common.MIB),
            ("GFLOP", "xla_flops", 1e-9))
 
 
@@ -159,7 +159,7 @@ def main(argv):
       if _CPU_BATCH.value and config.batch_size > _CPU_BATCH.value:
         config.batch_size = _CPU_BATCH.value
       config.model.dtype = "float32"
-  env = bench.environment()
+  env = common.environment()
   m = config.model
   print(f"config: width {m.width} depth {m.depth} heads {m.num_heads}, clip "
         f"{config.data.num_frames}x{config.data.image_size}^2 tubelet {tuple(m.patch_size)}, "
@@ -171,7 +171,7 @@ def main(argv):
   variants = [build(config, name, lambda s: print(s, flush=True)) for name in _VARIANTS.value]
   f = flags.FLAGS
   print(f"timing {len(variants)} variants ({f.rounds} rounds x {f.steps} steps) ...", flush=True)
-  bench.time_interleaved(variants, warmup=f.warmup, steps=f.steps, rounds=f.rounds)
+  common.time_interleaved(variants, warmup=f.warmup, steps=f.steps, rounds=f.rounds)
   rows = [v.row for v in variants]
   print(ratio_table(rows))
   by = {r["variant"]: r for r in rows}
@@ -182,7 +182,7 @@ def main(argv):
     print("\nconcurrent / e2e: " + ", ".join(parts))
   env["loadavg_end"] = os.getloadavg()
   print(f"load average {env['loadavg_start']} -> {env['loadavg_end']}")
-  bench.write_json({"rows": rows, "environment": env}, f.out)
+  common.write_json({"rows": rows, "environment": env}, f.out)
 
 
 if __name__ == "__main__":

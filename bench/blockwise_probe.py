@@ -26,10 +26,10 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from layerlock_jax import config_loading
-from layerlock_jax import train
+from layerlock_jax.config import loading as config_loading
 from layerlock_jax.evaluation import depthwise
 from layerlock_jax.models import video_mae
+from layerlock_jax import train
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

@@ -16,8 +16,8 @@ freezing 8 of 12 blocks then saves ~34% by the FLOP model, large enough to measu
 """
 import os
 
-from layerlock_jax import config_defaults
-from layerlock_jax import config_loading
+from layerlock_jax.config import defaults as config_defaults
+from layerlock_jax.config import loading as config_loading
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

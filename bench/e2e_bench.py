@@ -10,7 +10,7 @@ cache, the last checkpoint) is the same in both, so (T(N2) - T(N1)) / (N2 - N1) 
 step of a real run costs, with its share of data loading, metric logging and periodic checkpoint
 saves. total_steps is baked into the step program (its LR schedule), so each run compiles (or
 loads) its own: each run's compile seconds are taken out of its T.
-Bare row: the same compiled step (layerlock_jax.bench.build_variant), on one resident batch,
+Bare row: the same compiled step (bench/common.py's build_variant), on one resident batch,
 timed back to back. The ratio run/bare is the loop's overhead. Wall and process-CPU seconds are
 both reported; on a shared machine trust the CPU figures.
 """
@@ -60,7 +60,7 @@ def main(argv):
   logging.getLogger().setLevel(logging.WARNING)
   from layerlock_jax import compilation  # pylint: disable=g-import-not-at-top
   compilation.enable_persistent_cache(compilation.AUTO)  # a second invocation loads, not compiles
-  from layerlock_jax import bench  # pylint: disable=g-import-not-at-top
+  import common  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value.copy_and_resolve_references()
   config.checkpoint_every = _CKPT.value
   if _LOG.value:
@@ -70,7 +70,7 @@ def main(argv):
   (w1, c1), (w2, c2) = timed_run(config, n1), timed_run(config, n2)
   run_wall, run_cpu = (w2 - w1) / (n2 - n1), (c2 - c1) / (n2 - n1)
 
-  variant = bench.build_variant("bare", "step", config)
+  variant = common.build_variant("bare", "step", config)
   for _ in range(2):
     variant.step()
   for _ in range(_BARE.value):

@@ -9,7 +9,7 @@ ratio realized/theoretical = (1 - t_k/t_0) / (1 - F_k/F_0). It also reads the la
 of each compiled step's HLO: a frozen prefix of k blocks must appear as one forward loop of k trips
 and no backward loop of k trips (the prefix is never differentiated, only run).
 
-Variants are compiled first and then timed round-robin (layerlock_jax/bench.py explains why).
+Variants are compiled first and then timed round-robin (bench/common.py explains why).
 """
 import os
 import sys
@@ -18,9 +18,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from layerlock_jax import bench
-from layerlock_jax import config_defaults
-from layerlock_jax import schedule
+from layerlock_jax import plan
+import common
 from layerlock_jax.trainer import Trainer
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -30,36 +29,36 @@ _CONFIG = config_flags.DEFINE_config_file(
 _KS = flags.DEFINE_list("ks", [], "Frozen depths (default: 0..the config's freeze cap).")
 _TARGETS = flags.DEFINE_list("targets", ["pixel"], "LayerLock targets to sweep: pixel, latent.")
 _MIN_RATIO = flags.DEFINE_float("min_ratio", 0.9, "Realized/theoretical ratio reported as met.")
-bench.define_timing_flags()
+common.define_timing_flags()
 flags.FLAGS.set_default("rounds", 4)
 flags.FLAGS.set_default("steps", 1)
 
 
 def run(config, ks, targets, *, warmup, steps, rounds, log=print) -> dict:
-  env = bench.environment()
+  env = common.environment()
   peak: dict = {}
   rows, loops = [], {}
   for target in targets:
-    c = bench.with_overrides(config, layerlock__enabled=True, layerlock__target=target)
+    c = common.with_overrides(config, layerlock__enabled=True, layerlock__target=target)
     trainer = Trainer(c)
-    full = bench.init_params(trainer)
+    full = common.init_params(trainer)
     variants = []
     for k in ks:
       if target == "latent" and k == 0:
         # The latent target needs a frozen block: its k=0 reference is the pixel step.
-        c0 = bench.with_overrides(c, layerlock__target="pixel")
-        v = bench.build_variant(f"freeze_{target}", "k=0", c0, 0, full_params=full, peak=peak)
+        c0 = common.with_overrides(c, layerlock__target="pixel")
+        v = common.build_variant(f"freeze_{target}", "k=0", c0, 0, full_params=full, peak=peak)
       else:
-        v = bench.build_variant(f"freeze_{target}", f"k={k}", c, k, trainer=trainer,
+        v = common.build_variant(f"freeze_{target}", f"k={k}", c, k, trainer=trainer,
                                 full_params=full, peak=peak)
-      v.row["scan_loops"] = bench.scan_loops(v.compiled.as_text())
+      v.row["scan_loops"] = common.scan_loops(v.compiled.as_text())
       log(f"  {target} k={k}: compiled in {v.row['compile_s']:.1f}s, "
-          f"temp {v.row['temp_bytes'] / bench.MIB:.1f} MiB, loops {v.row['scan_loops']}")
+          f"temp {v.row['temp_bytes'] / common.MIB:.1f} MiB, loops {v.row['scan_loops']}")
       variants.append(v)
     log(f"  timing {len(variants)} variants ({rounds} rounds x {steps} steps) ...")
-    bench.time_interleaved(variants, warmup=warmup, steps=steps, rounds=rounds)
+    common.time_interleaved(variants, warmup=warmup, steps=steps, rounds=rounds)
     rows += [v.row for v in variants]
-  bench.add_freeze_savings(rows)
+  common.add_freeze_savings(rows)
   env["loadavg_end"] = os.getloadavg()
   env["cpu_peak_flops"] = peak
   return {"rows": rows, "environment": env}
@@ -76,12 +75,12 @@ def checks(rows, depth: int, min_ratio: float) -> list[str]:
     falls = all(b < a for a, b in zip(temps, temps[1:]))
     verdict = lambda x: f"{x:.2f} ({'>=' if x >= min_ratio else '<'} {min_ratio})"
     out.append(f"{group}: realized/theoretical over all k (least-squares slope): wall "
-               f"{verdict(bench.saving_fit(rows, group))}, CPU "
-               f"{verdict(bench.saving_fit(rows, group, 'cpu_saving'))}")
+               f"{verdict(common.saving_fit(rows, group))}, CPU "
+               f"{verdict(common.saving_fit(rows, group, 'cpu_saving'))}")
     out.append(f"  at k={g[-1]['frozen_layers']}: wall {ratios[-1]:.2f}, CPU {cpu_ratios[-1]:.2f}; "
                f"lowest single k: wall {min(ratios):.2f}, CPU {min(cpu_ratios):.2f}")
     out.append(f"  temp memory {'falls' if falls else 'does NOT fall'} with every k "
-               f"({temps[0] / bench.MIB:.0f} -> {temps[-1] / bench.MIB:.0f} MiB)")
+               f"({temps[0] / common.MIB:.0f} -> {temps[-1] / common.MIB:.0f} MiB)")
     for r in g:
       k, fwd, bwd = r["frozen_layers"], r["scan_loops"]["forward"], r["scan_loops"]["backward"]
       # A backward loop of k trips can only be the frozen prefix unless a trained stack (the
@@ -98,8 +97,8 @@ def main(argv):
   from layerlock_jax import host_memory  # pylint: disable=g-import-not-at-top
   host_memory.configure("auto")  # the heap a real run uses (before JAX starts its threads)
   config = _CONFIG.value
-  depth = config_defaults.encoder_depth(config)
-  ks = [int(k) for k in _KS.value] or list(range(schedule.frozen_cap(config, depth) + 1))
+  depth = plan.encoder_depth(config)
+  ks = [int(k) for k in _KS.value] or list(range(plan.frozen_cap(config, depth) + 1))
   f = flags.FLAGS
   result = run(config, ks, _TARGETS.value, warmup=f.warmup, steps=f.steps, rounds=f.rounds)
   for r in result["rows"]:
@@ -109,12 +108,12 @@ def main(argv):
         f"{config.data.num_frames}x{config.data.image_size}^2 tubelet {tuple(m.patch_size)}, "
         f"mask {config.masking.ratio}, batch {config.batch_size}, remat {m.remat_policy}, "
         f"dtype {m.dtype}, decoder {m.decoder.width}w x {m.decoder.depth}")
-  print(bench.format_table(result["rows"]))
-  print("\n" + bench.format_freeze_table(result["rows"]))
+  print(common.format_table(result["rows"]))
+  print("\n" + common.format_freeze_table(result["rows"]))
   print("\n" + "\n".join(checks(result["rows"], depth, _MIN_RATIO.value)))
   env = result["environment"]
   print(f"\nload average {env['loadavg_start']} -> {env['loadavg_end']}")
-  bench.write_json(result, f.out)
+  common.write_json(result, f.out)
 
 
 if __name__ == "__main__":

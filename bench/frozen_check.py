@@ -15,8 +15,6 @@ from absl import flags
 import jax
 import numpy as np
 from ml_collections import config_flags
-
-from layerlock_jax import checkpoint
 from layerlock_jax.trainer import Trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config file.")

@@ -4,7 +4,7 @@
   python bench/gpu_check.py --platform=cpu      # dry run: the same code on shrunk models, on CPU
 
 On the first local device it measures, each with the real compiled train step
-(layerlock_jax.trainer.Trainer.step_fn via layerlock_jax.bench):
+(layerlock_jax.trainer.Trainer.step_fn via bench/common.py):
   1. tiny: configs/tiny.py, float32 - the smallest step, mostly launch overhead on a GPU;
   2. ViT-L: configs/vit_l.py (16x224^2, 2x16x16 tubelets, 95% masking, bfloat16 compute) at
      --vit_l_batch clips; step time, clips/s and MFU against the datasheet peak of the device
@@ -15,7 +15,7 @@ On the first local device it measures, each with the real compiled train step
   4. attention paths: config.model.attention=xla (einsum softmax) against
      jax.nn.dot_product_attention with implementation "" (JAX picks), "xla" and "cudnn"; whether
      the compiled step really holds a cuDNN fused-attention call, and each path's step time.
-Timing: compiled first, then round-robin rounds (layerlock_jax.bench.time_interleaved), medians.
+Timing: compiled first, then round-robin rounds (bench/common.py's time_interleaved), medians.
 A path that fails to compile (cuDNN attention needs a recent GPU, cuDNN >= 8.9 and supported
 shapes) is reported with its error instead of stopping the check.
 """
@@ -69,8 +69,8 @@ def run(platform: str = "gpu", *, vit_l_batch: int = 8, warmup: int = 2, steps: 
         rounds: int = 2, fractions: tuple[float, ...] = FREEZE_FRACTIONS,
         attention_paths: tuple[tuple[str, str], ...] = ATTENTION_PATHS, log=print) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
-  from layerlock_jax import bench  # pylint: disable=g-import-not-at-top
-  from layerlock_jax import config_defaults  # pylint: disable=g-import-not-at-top
+  import common  # pylint: disable=g-import-not-at-top
+  from layerlock_jax import plan  # pylint: disable=g-import-not-at-top
   from layerlock_jax.trainer import Trainer  # pylint: disable=g-import-not-at-top
   import cpu_configs  # pylint: disable=g-import-not-at-top
 
@@ -89,14 +89,14 @@ def run(platform: str = "gpu", *, vit_l_batch: int = 8, warmup: int = 2, steps: 
   def variant(group, name, config, k=0, trainer=None, **kw):
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 1, 1, 1
     trainer = trainer or Trainer(config, devices)
-    return bench.build_variant(group, name, config, k, trainer=trainer, peak=peak, **kw)
+    return common.build_variant(group, name, config, k, trainer=trainer, peak=peak, **kw)
 
   # 1. tiny
   tiny = cpu_configs.get_config("tiny")
   if dry_run:
     shrink(tiny)
   v = variant("tiny", "float32", tiny)
-  bench.time_interleaved([v], **timing)
+  common.time_interleaved([v], **timing)
   sections["tiny"] = [v.row]
 
   # 2. + 3. ViT-L and its freezing sweep (pixel target: the same loss at every k)
@@ -107,15 +107,15 @@ def run(platform: str = "gpu", *, vit_l_batch: int = 8, warmup: int = 2, steps: 
   vit_l.layerlock.enabled, vit_l.layerlock.target = True, "pixel"
   vit_l.mesh.data, vit_l.mesh.fsdp, vit_l.mesh.tensor = 1, 1, 1
   trainer = Trainer(vit_l, devices)
-  full = bench.init_params(trainer)
-  depth = config_defaults.encoder_depth(vit_l)
+  full = common.init_params(trainer)
+  depth = plan.encoder_depth(vit_l)
   freeze = [variant("freeze_pixel", f"k={k}", vit_l, k, trainer=trainer, full_params=full)
             for k in freeze_ks(depth, dry_run, fractions)]
   log(f"ViT-L freeze sweep over k = {[v.row['frozen_layers'] for v in freeze]} "
       f"(encoder depth {depth}) ...")
-  bench.time_interleaved(freeze, **timing)
+  common.time_interleaved(freeze, **timing)
   rows = [v.row for v in freeze]
-  bench.add_freeze_savings(rows)
+  common.add_freeze_savings(rows)
   sections["vit_l"] = [freeze[0].row]
   sections["freeze"] = rows
 
@@ -131,7 +131,7 @@ def run(platform: str = "gpu", *, vit_l_batch: int = 8, warmup: int = 2, steps: 
     if kind == vit_l.model.attention and impl == vit_l.model.attention_impl:
       av = freeze[0].clone("attention", name)
     else:
-      c = bench.with_overrides(vit_l, model__attention=kind, model__attention_impl=impl)
+      c = common.with_overrides(vit_l, model__attention=kind, model__attention_impl=impl)
       try:
         av = variant("attention", name, c, trainer=Trainer(c, devices),
                      full_params=full)
@@ -140,7 +140,7 @@ def run(platform: str = "gpu", *, vit_l_batch: int = 8, warmup: int = 2, steps: 
         continue
     av.row["cudnn_fmha"] = has_cudnn_attention(av.compiled)
     attention.append(av)
-  bench.time_interleaved(attention, **timing)
+  common.time_interleaved(attention, **timing)
   sections["attention"] = [a.row for a in attention]
   sections["attention_errors"] = errors
   return {"environment": env, **sections}

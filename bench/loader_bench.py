@@ -96,9 +96,9 @@ def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from layerlock_jax.trainer import Trainer  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.config import loading as config_loading  # pylint: disable=g-import-not-at-top
   from layerlock_jax.data import convert, pipeline  # pylint: disable=g-import-not-at-top
-  from layerlock_jax import config_loading  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.trainer import Trainer  # pylint: disable=g-import-not-at-top
 
   config = config_loading.load_config(
       os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "tiny.py"))

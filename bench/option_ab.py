@@ -126,21 +126,21 @@ def main(argv):
   if not options and config_b.to_json() == config_a.to_json():
     raise app.UsageError("variant B is variant A: give --b_overrides or --b_xla_options")
 
-  from layerlock_jax import bench  # pylint: disable=g-import-not-at-top
+  import common  # pylint: disable=g-import-not-at-top
   from layerlock_jax import compilation  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   compilation.enable_persistent_cache(compilation.AUTO)
   jax.config.update("jax_num_cpu_devices", 1)
-  variants = {"A": bench.build_variant("ab", "A", config_a)}
+  variants = {"A": common.build_variant("ab", "A", config_a)}
   try:
     with compiling_with(options):
-      variants["B"] = bench.build_variant("ab", "B", config_b)
+      variants["B"] = common.build_variant("ab", "B", config_b)
   except jax.errors.JaxRuntimeError as e:
     raise app.UsageError(f"--b_xla_options {options}: XLA refused them: {e}") from None
   if FLAGS.null:
     # A fresh Trainer: its own jit, state and buffers (the executable may come from the
     # persistent cache: the same code, which is the point).
-    variants["A again"] = bench.build_variant("ab", "A again", config_a)
+    variants["A again"] = common.build_variant("ab", "A again", config_a)
   for variant in variants.values():
     for _ in range(FLAGS.warmup):
       variant.step()

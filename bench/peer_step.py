@@ -65,14 +65,14 @@ def load_config(name: str, ours_remat: str = "config", overrides=()):
 
 def ours_step(config):
   """(step callable, facts) for our compiled Trainer step."""
-  from layerlock_jax import bench  # pylint: disable=g-import-not-at-top
+  import common  # pylint: disable=g-import-not-at-top
   from layerlock_jax import compilation  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   # Compile time is not timed, but the cache spares the wall time of every later worker.
   compilation.enable_persistent_cache(compilation.AUTO)
   jax.config.update("jax_num_cpu_devices", 1)
   start = time.perf_counter()
-  variant = bench.build_variant("peer", "ours", config)
+  variant = common.build_variant("peer", "ours", config)
   facts = {"setup_s": time.perf_counter() - start, "jax": jax.__version__,
            "remat": config.model.remat_policy,
            "peak_flops": variant.row["peak_flops_per_device"]}

@@ -50,9 +50,9 @@ def define_flags():
 def worker(ahead: bool) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   from layerlock_jax import compilation  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from layerlock_jax import train  # pylint: disable=g-import-not-at-top
   from layerlock_jax.trainer import Trainer  # pylint: disable=g-import-not-at-top
-  from layerlock_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   import cpu_configs  # pylint: disable=g-import-not-at-top,import-outside-toplevel
   compilation.enable_persistent_cache("")  # every stage program compiles for real
   config = cpu_configs._load_config_file("layerlock_tiny").get_config()  # pylint: disable=protected-access

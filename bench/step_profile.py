@@ -3,7 +3,7 @@ r"""Where the train step's time goes: compiled-HLO op census and a profiler's pe
   python bench/step_profile.py [--config=bench/cpu_configs.py:vit_s] [--steps=3] \
       [--trace_dir=/tmp/step_trace] [--top=25]
 
-For the compiled Trainer step of one config (layerlock_jax.bench.build_variant: the program
+For the compiled Trainer step of one config (bench/common.py's build_variant: the program
 training runs) it prints
   1. an op census of the optimised HLO: how many instructions of each kind (dot, fusion kinds,
      transpose, copy, gather, scatter, dynamic-(update-)slice, convert, reduce, while, ...) and the
@@ -90,11 +90,11 @@ def main(argv):
   from layerlock_jax import host_memory  # pylint: disable=g-import-not-at-top
   host_memory.configure("auto")  # the heap a real run uses (before JAX starts its threads)
   import jax  # pylint: disable=g-import-not-at-top
-  from layerlock_jax import bench  # pylint: disable=g-import-not-at-top
+  import common  # pylint: disable=g-import-not-at-top
   from layerlock_jax import compilation  # pylint: disable=g-import-not-at-top
   compilation.enable_persistent_cache(compilation.AUTO)
   config = _CONFIG.value
-  v = bench.build_variant("profile", "step", config)
+  v = common.build_variant("profile", "step", config)
   census = hlo_census(v.compiled.as_text())
   print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; compile {v.row['compile_s']:.1f}s")
   print("\nHLO op census (optimised module, all computations):")
@@ -113,7 +113,7 @@ def main(argv):
     v.cpu_times.append(time.process_time() - cpu)
   if _TRACE.value:
     jax.profiler.stop_trace()
-  bench.finish_row(v)
+  common.finish_row(v)
   r = v.row
   print(f"\nstep {1e3 * r['step_s']:.0f} ms (cpu {1e3 * r['cpu_s']:.0f} ms), "
         f"{r['model_flops'] / 1e9:.1f} GFLOP, MFU {100 * r['mfu']:.1f}% of a "

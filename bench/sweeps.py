@@ -1,10 +1,10 @@
 """Training-step sweeps: `python bench/sweeps.py [--config=configs/tiny.py] [--out=F.json]`.
 
-For one config, in one process: the compiled train step (layerlock_jax.bench) at the config's
+For one config, in one process: the compiled train step (bench/common.py) at the config's
 own settings and swept over freeze depth k (pixel-target and latent-target LayerLock stages), remat
 policy, batch size, attention path and compute dtype, plus the data loader's clips/s beside the
 step's consumption. Prints a table (and JSON with --out). Variants are compiled first and timed
-round-robin; layerlock_jax/bench.py says why.
+round-robin; bench/common.py says why.
 """
 import dataclasses
 import os
@@ -16,9 +16,9 @@ from absl import flags
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from layerlock_jax import config_defaults  # noqa: E402  pylint: disable=wrong-import-position
+from layerlock_jax import plan
 from layerlock_jax.trainer import Trainer  # noqa: E402  pylint: disable=wrong-import-position
-from layerlock_jax.bench import (  # noqa: E402  pylint: disable=wrong-import-position
+from common import (  # noqa: E402  pylint: disable=wrong-import-position
     DEFAULT_ROUNDS, DEFAULT_STEPS, DEFAULT_WARMUP, _fmt, add_freeze_savings, build_variant,
     define_timing_flags, environment, format_freeze_table, format_table, init_params,
     loader_throughput, saving_fit, time_interleaved, with_overrides, write_json)
@@ -58,7 +58,7 @@ def run_sweeps(config, settings: Settings, *, log=print) -> dict:
   t_start = time.perf_counter()
   env = environment()
   peak: dict = {}
-  depth = config_defaults.encoder_depth(config)
+  depth = plan.encoder_depth(config)
   rows = []
 
   def timed(group_variants):

@@ -57,7 +57,7 @@ def load() -> str:
 
 
 def tiny_data_cfg(source: str, path: str, workers=0, image_size=None, num_frames=None):
-  from layerlock_jax import config_loading  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.config import loading as config_loading  # pylint: disable=g-import-not-at-top
   cfg = config_loading.load_config(os.path.join(REPO, "configs", "tiny.py")).data
   import ml_collections  # pylint: disable=g-import-not-at-top
   out = ml_collections.ConfigDict(cfg.to_dict())
@@ -201,8 +201,8 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 def step_rate(config, steps: int) -> float:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from layerlock_jax.trainer import Trainer  # pylint: disable=g-import-not-at-top
   from layerlock_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.trainer import Trainer  # pylint: disable=g-import-not-at-top
   trainer = Trainer(config)
   spec = trainer.spec_at(0)
   state = trainer.init_state(spec)
@@ -284,7 +284,7 @@ def main(argv):
   if "4" not in _PARTS.value:
     return
   print("\n4. train step vs loader")
-  from layerlock_jax import config_loading  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.config import loading as config_loading  # pylint: disable=g-import-not-at-top
   tiny_rate = step_rate(config_loading.load_config(os.path.join(REPO, "configs", "tiny.py")), 10)
   print(f"  tiny step: {tiny_rate:7.1f} clips/s  [{load()}]")
   for (name, w), rate in rates.items():

@@ -11,7 +11,7 @@ MLP 1536) and per-segment decoders at half its width (192, 3 heads, MLP 768: Vid
 """
 import pathlib
 
-from layerlock_jax import config_loading
+from layerlock_jax.config import loading as config_loading
 
 _tiny = config_loading.load_module(pathlib.Path(__file__).with_name("blockwise_deit_tiny.py"))
 

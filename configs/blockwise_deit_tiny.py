@@ -20,7 +20,7 @@ the one channel through which blocks interact). 100K steps of 256 clips is ~2700
 The data source stays the embedded Moving-MNIST set so the command runs anywhere; for UCF101 add
 --config.data.source=video_folder --config.data.path=/data/ucf101/train.
 """
-from layerlock_jax import config_defaults
+from layerlock_jax.config import defaults as config_defaults
 
 REGIMES = ("concurrent", "sequential", "e2e")
 

@@ -24,7 +24,7 @@ The text after ':' picks the regime (default concurrent): concurrent | sequentia
 Per-segment losses appear as segment_1_loss ... in metrics.jsonl and TensorBoard;
 bench/blockwise_probe.py trains concurrent and e2e and prints the per-segment probe table.
 """
-from layerlock_jax import config_defaults
+from layerlock_jax.config import defaults as config_defaults
 
 REGIMES = ("concurrent", "sequential", "e2e")
 

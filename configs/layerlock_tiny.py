@@ -11,7 +11,7 @@ override away:
 """
 import pathlib
 
-from layerlock_jax import config_loading
+from layerlock_jax.config import loading as config_loading
 
 _tiny = config_loading.load_module(pathlib.Path(__file__).with_name("tiny.py"))
 

@@ -6,7 +6,7 @@ Everything the big configs do (scanned + remat blocks, masking, sharding rules, 
 cosine), at a size where a 2-core laptop trains it in minutes and the loss visibly falls.
 Shrink further for smoke tests, e.g. --config.total_steps=20.
 """
-from layerlock_jax import config_defaults
+from layerlock_jax.config import defaults as config_defaults
 
 
 def get_config():

@@ -5,14 +5,14 @@ python -m layerlock_jax.aot --config=configs/vit4b.py --num_devices=256 --accele
 ViT-e/16 (1792 wide, 56 deep, MLP 15360, 16 heads; ~3.8B backbone parameters, the size of 4DS-e)
 with the 4DS query decoder, so the encoder is 52 of 56 blocks. Unlike the other size configs the
 default variant is layerlock (the headline run); mae is one suffix away. The recipe is the "e" row
-of layerlock_jax/size_configs.py: 550K steps of 256 clips, FSDP over every device.
+of layerlock_jax/config/sizes.py: 550K steps of 256 clips, FSDP over every device.
 
 Mesh and memory: defaults chosen for >= 64 devices; the global batch of 256 needs a device count
 dividing 256 (64, 128, 256). The AOT plan above (XLA:CPU estimate, 3.82B parameters in total with
 the decoder queries and heads) gives a peak of 1.5 GiB per device on 256 devices (stage k=1) and
 5.5 GiB on 64 (k=0): every v5e slice from 64 chips (16 GiB each) up fits with room to spare.
 """
-from layerlock_jax import size_configs
+from layerlock_jax.config import sizes as size_configs
 
 VARIANTS = ("layerlock", "mae")
 

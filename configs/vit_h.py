@@ -4,9 +4,9 @@ python -m layerlock_jax.main --config=configs/vit_h.py:layerlock --workdir=/tmp/
 ViT-H/16 (1280 wide, 32 deep, MLP 5120, 16 heads; ~630M backbone parameters) video MAE with the 4DS
 query decoder (the last 4 blocks decode), so the encoder is 28 of 32 blocks.
 Variants after ':': mae (default) | layerlock. The recipe (steps, batch, LR, mesh, freeze schedule)
-is the "H" row of layerlock_jax/size_configs.py; the run logs its freeze schedule first.
+is the "H" row of layerlock_jax/config/sizes.py; the run logs its freeze schedule first.
 """
-from layerlock_jax import size_configs
+from layerlock_jax.config import sizes as size_configs
 
 VARIANTS = size_configs.VARIANTS
 

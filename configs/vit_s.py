@@ -4,9 +4,9 @@ python -m layerlock_jax.main --config=configs/vit_s.py:layerlock --workdir=/tmp/
 ViT-S/16 (384 wide, 12 deep, MLP 1536, 6 heads; ~22M backbone parameters) video MAE with the light
 VideoMAE decoder (384 wide, 4 blocks), so all 12 blocks are encoder blocks.
 Variants after ':': mae (default) | layerlock. The recipe (steps, batch, LR, mesh, freeze schedule)
-is the "S" row of layerlock_jax/size_configs.py; the run logs its freeze schedule first.
+is the "S" row of layerlock_jax/config/sizes.py; the run logs its freeze schedule first.
 """
-from layerlock_jax import size_configs
+from layerlock_jax.config import sizes as size_configs
 
 VARIANTS = size_configs.VARIANTS
 

@@ -23,11 +23,11 @@ Variants (the text after ':'):
   layerlock  V-JEPA + LayerLock: 3-D RoPE after the first norm; the target starts at the teacher's
              block 1; from step 20K one more student block freezes every interval, the target
              moving to the newest frozen block, a 500-step LR mini-warmup at each switch; cap and
-             interval derived as for the size configs (layerlock_jax/size_configs.py
+             interval derived as for the size configs (layerlock_jax/config/sizes.py
              `layerlock_schedule`). [I: the paper gives no V-JEPA schedule.]
 """
-from layerlock_jax import config_defaults
-from layerlock_jax import size_configs
+from layerlock_jax.config import defaults as config_defaults
+from layerlock_jax.config import sizes as size_configs
 
 VARIANTS = ("", "layerlock")
 

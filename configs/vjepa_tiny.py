@@ -22,7 +22,7 @@ of a Moving-MNIST clip is black background, whose tokens are alike in a healthy 
 apart. Over photographs, 300 steps end at feature_spread 0.42 (EMA), 0.54 (`:layerlock`) and 0.019
 (ema=False, collapsed).
 """
-from layerlock_jax import config_defaults
+from layerlock_jax.config import defaults as config_defaults
 
 VARIANTS = ("", "layerlock")
 

@@ -25,12 +25,10 @@ import os
 from typing import Any, Sequence
 
 import numpy as np
-
-from layerlock_jax import config_defaults
-from layerlock_jax import flops
-from layerlock_jax import schedule
 from layerlock_jax.evaluation import depthwise
 from layerlock_jax.evaluation import plots
+from layerlock_jax import flops
+from layerlock_jax import plan
 
 # A probe "near chance": mean accuracy over tasks at most this far above the majority-class rate.
 NEAR_CHANCE = 0.05
@@ -50,8 +48,8 @@ PROBE_KEYS = ("linear", "knn_top1", "attentive", "attentive_standardize")
 
 def analytic_train_flops(config) -> float:
   """Model FLOPs of the whole run from its freeze table: sum over stages of steps x step FLOPs."""
-  depth = config_defaults.encoder_depth(config)
-  table = schedule.freeze_table(config, depth)
+  depth = plan.encoder_depth(config)
+  table = plan.freeze_table(config, depth)
   ends = [s.start_step for s in table[1:]] + [config.total_steps]
   total = 0.0
   for stage, end in zip(table, ends):
@@ -128,7 +126,7 @@ def run_record(name: str, arm: str, seed: int, command: str, config, workdir: st
   if os.path.exists(summary_path):
     with open(summary_path) as f:
       summary = json.load(f)
-  depth = config_defaults.encoder_depth(config)
+  depth = plan.encoder_depth(config)
   train_rows = [r for r in rows if isinstance(r.get("loss"), (int, float))]
   eval_rows = [r for r in rows if any(k.startswith("eval/") for k in r)]
   return {
@@ -141,7 +139,7 @@ def run_record(name: str, arm: str, seed: int, command: str, config, workdir: st
                        if isinstance(r.get("feature_spread"), (int, float))],
       "first_freeze": first_freeze_step(config),
       "freeze_stages": [[s.start_step, s.frozen_layers]
-                        for s in schedule.freeze_table(config, depth)],
+                        for s in plan.freeze_table(config, depth)],
       "eval_curve": eval_rows,
       "train_seconds": (summary.get("final") or {}).get("train_seconds"),
       "programs": summary.get("programs", []),
@@ -153,7 +151,7 @@ def first_freeze_step(config) -> int | None:
   """The step of the freeze table's first freeze (None: the run never freezes)."""
   if not config.layerlock.enabled:
     return None
-  table = schedule.freeze_table(config, config_defaults.encoder_depth(config))
+  table = plan.freeze_table(config, plan.encoder_depth(config))
   return next((s.start_step for s in table if s.frozen_layers > 0), None)
 
 

@@ -24,10 +24,9 @@ import json
 import logging
 import os
 from typing import Any, Callable, Sequence
-
-from layerlock_jax import config_defaults
-from layerlock_jax.config_variants import baseline_config, frozen_config  # noqa: F401 (re-exported)
+from layerlock_jax.config.variants import baseline_config, frozen_config
 from layerlock_jax.evaluation import plots
+from layerlock_jax import plan
 
 # A small CPU grid: for configs/tiny.py (6 blocks, 600 steps) this is 3 x 3 cells + the baseline,
 # i.e. 10 runs of ~2.5 minutes on two cores.
@@ -127,7 +126,7 @@ def run_convergence_experiment(config, workdir: str, *, layers: Sequence[int] | 
   if run_fn is None:
     from layerlock_jax import train  # pylint: disable=g-import-not-at-top
     run_fn = train.run
-  depth = config_defaults.encoder_depth(config)
+  depth = plan.encoder_depth(config)
   layers = tuple(DEFAULT_LAYERS if layers is None else layers)
   steps = tuple(default_steps(config.total_steps) if steps is None else steps)
   cells, skipped = grid_cells(layers, steps, total_steps=config.total_steps, encoder_depth=depth)

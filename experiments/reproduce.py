@@ -39,9 +39,7 @@ import platform
 import sys
 import time
 from typing import Any
-
-from layerlock_jax import config_defaults
-from layerlock_jax import config_loading
+from layerlock_jax.config import loading as config_loading
 from layerlock_jax import evaluate
 from layerlock_jax import plan as plan_lib
 from experiments import claims
@@ -74,7 +72,7 @@ class Run:
   variant: str    # e.g. "layerlock", "mae,freeze=1@60", "concurrent,quick"
   seed: int
   # Started from this run's checkpoint at `fork_step` (--config.fork_from): the two runs'
-  # first fork_step steps are the same computation (layerlock_jax/checkpoint_fork.py).
+  # first fork_step steps are the same computation (layerlock_jax/checkpoint/fork.py).
   fork_source: "Run | None" = None
   fork_step: int = 0
 
@@ -308,7 +306,7 @@ class Reproduction:
     if os.path.exists(path):
       with open(path) as f:
         return json.load(f)
-    depth = config_defaults.encoder_depth(config)
+    depth = plan_lib.encoder_depth(config)
     start = time.perf_counter()
     logging.info("reproduce: evaluating %s", os.path.basename(os.path.dirname(path)))
     result = depthwise.evaluate_params(
@@ -481,7 +479,7 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
     baseline["command"] = base_run.command(out)
     grid = convergence.summarize_grid(
         baseline, cells, tail_fraction=tail, free_tolerance=plan.free_tolerance,
-        total_steps=base_cfg.total_steps, encoder_depth=config_defaults.encoder_depth(base_cfg))
+        total_steps=base_cfg.total_steps, encoder_depth=plan_lib.encoder_depth(base_cfg))
     measured["convergence"] = claims.convergence_claim(grid)
   measured["freezing"] = claims.freezing_claim(main["mae"], main["freeze_pixel"])
   if long_freezing:

@@ -36,6 +36,7 @@ import time
 
 from layerlock_jax import hardware
 from layerlock_jax.hardware import ACCELERATORS, GIB
+from layerlock_jax import plan as plan_lib
 
 
 @dataclasses.dataclass
@@ -72,10 +73,9 @@ def _device_bytes(tree, device) -> int:
 
 def stage_specs(trainer, which: str = "ends"):
   """The distinct StageSpecs of the run's freeze table to compile (see the module docstring)."""
-  from layerlock_jax import state as state_lib  # pylint: disable=g-import-not-at-top
   distinct = []
   for stage in trainer.table:
-    spec = state_lib.stage_spec(trainer.config, stage.frozen_layers, stage.target)
+    spec = plan_lib.stage_spec(trainer.config, stage.frozen_layers, stage.target)
     if spec not in distinct:
       distinct.append(spec)
   if which == "all":
@@ -155,8 +155,8 @@ def replicated_params(trainer, top: int = 3) -> tuple[int, list[tuple[str, int]]
 
 def plan(config, devices=None, stages: str = "ends") -> dict:
   """The whole plan as a JSON-able dict (what the CLI prints and --json writes)."""
-  from layerlock_jax.trainer import Trainer  # pylint: disable=g-import-not-at-top
   from layerlock_jax.models import video_mae  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.trainer import Trainer  # pylint: disable=g-import-not-at-top
   if not config.model.scan_unroll:
     # "auto" would unroll here (the fake devices are CPUs); the accelerator runs it rolled.
     config = config.copy_and_resolve_references()
@@ -240,12 +240,12 @@ def _main(argv):
   # Must precede every backend use: the device count is fixed when the CPU client starts.
   jax.config.update("jax_platforms", "cpu")
   jax.config.update("jax_num_cpu_devices", num_devices)
-  from layerlock_jax import config_validation  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.config import validation as config_validation  # pylint: disable=g-import-not-at-top
   try:
     config_validation.validate(config, num_devices=num_devices,
                                process_count=_NUM_PROCESSES.value)
-  except config_validation.ConfigError as err:
-    _fail(config_validation.format_error(err))
+  except plan_lib.ConfigError as err:
+    _fail(plan_lib.format_error(err))
   start = time.perf_counter()
   try:
     result = plan(config, jax.devices()[:num_devices], _STAGES.value)

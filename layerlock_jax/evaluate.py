@@ -25,12 +25,10 @@ from typing import Any, Sequence
 
 import jax
 import flax.linen as nn
-
-from layerlock_jax import config_defaults
-from layerlock_jax import schedule
 from layerlock_jax.evaluation import depthwise
 from layerlock_jax.evaluation import plots
 from layerlock_jax.models import video_mae
+from layerlock_jax import plan
 
 
 def _jsonable(x: Any) -> Any:
@@ -52,7 +50,7 @@ def random_init_params(config) -> dict:
 
 def load_checkpoint_state(config, workdir: str, step: int | None = None):
   """(step, TrainState) of a run's checkpoint (latest if `step` is None), on this host's devices."""
-  from layerlock_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.checkpoint import manager as checkpoint  # pylint: disable=g-import-not-at-top
   from layerlock_jax.trainer import Trainer  # pylint: disable=g-import-not-at-top
   path = workdir if step is None else os.path.join(workdir, checkpoint.CHECKPOINTS, str(step))
   restored = Trainer(config).restore(path)
@@ -62,8 +60,8 @@ def load_checkpoint_state(config, workdir: str, step: int | None = None):
 def load_checkpoint_params(config, workdir: str, step: int | None = None):
   """(step, full parameter tree) of a checkpoint, without its optimizer state: what evaluation
   needs, and all that an imported encoder (layerlock_jax.weights) holds."""
-  from layerlock_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  from layerlock_jax import checkpoint_params  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.checkpoint import manager as checkpoint  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.checkpoint import params as checkpoint_params  # pylint: disable=g-import-not-at-top
   path = workdir if step is None else os.path.join(workdir, checkpoint.CHECKPOINTS, str(step))
   step, _, params = checkpoint_params.restore_params(path, config=config)
   return step, params
@@ -89,7 +87,7 @@ def write_evaluation(result: dict, out_dir: str, name: str, *,
     rows = plots.read_metrics(metrics_path)
     stages = None
     if config is not None:
-      table = schedule.freeze_table(config, config_defaults.encoder_depth(config))
+      table = plan.freeze_table(config, plan.encoder_depth(config))
       stages = [(s.start_step, s.frozen_layers, s.target) for s in table]
     if any(isinstance(r.get("loss"), (int, float)) for r in rows):
       paths["loss_curve"] = plots.plot_loss_curve(

@@ -76,7 +76,7 @@ def step_flops(config: Any, frozen_layers: int = 0, *,
   """FLOPs of one training step on the global batch, split by where they are spent.
 
   Args:
-    config: a config following layerlock_jax/config_defaults.py.
+    config: a config following layerlock_jax/config/defaults.py.
     frozen_layers: k, the number of frozen encoder blocks in the current LayerLock stage (the
       patch embedding freezes with them). 0 means nothing is frozen.
     batch_size: clips per step; defaults to config.batch_size (the global batch).

@@ -22,7 +22,7 @@ the same values. Different device counts may sum the squares in a different orde
 rounded to SIGNAL_DIGITS significant digits before it is compared, which makes a decision flip only
 if the signal lands within that rounding of the threshold.
 
-The decisions are the schedule: `schedule.freeze_table(config, depth, decided=events)` turns them
+The decisions are the schedule: `plan.freeze_table(config, depth, decided=events)` turns them
 into the same table an explicit schedule would give. The trigger's whole state (events, the last
 norm, the calm-check count) is plain JSON, saved with every checkpoint, so a resumed run replays the
 same decisions exactly. This module is pure Python (no JAX).

@@ -82,15 +82,16 @@ def main(argv):
     sys.stderr.flush()
     os._exit(1)  # pylint: disable=protected-access  (JAX's exit hook would wait on the service)
 
-  from layerlock_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  from layerlock_jax import config_validation  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.checkpoint import manager as checkpoint  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.config import validation as config_validation  # pylint: disable=g-import-not-at-top
   from layerlock_jax import guard  # pylint: disable=g-import-not-at-top
+  from layerlock_jax import plan  # pylint: disable=g-import-not-at-top
   from layerlock_jax import train  # pylint: disable=g-import-not-at-top
   try:
     config_validation.validate(config, num_devices=jax.device_count(),
                                process_count=jax.process_count())
-  except config_validation.ConfigError as err:
-    _fail(config_validation.format_error(err))
+  except plan.ConfigError as err:
+    _fail(plan.format_error(err))
   logging.info("process %d of %d, %d local / %d global devices", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
   logging.info("persistent compilation cache: %s", cache_dir or "off")

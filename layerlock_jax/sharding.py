@@ -14,8 +14,8 @@ import optax
 from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from layerlock_jax import config_defaults
-from layerlock_jax import config_validation
+from layerlock_jax.config import defaults as config_defaults
+from layerlock_jax.config import validation as config_validation
 from layerlock_jax import plan
 
 MESH_AXES = plan.options.MESH_AXES

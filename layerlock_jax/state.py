@@ -29,15 +29,14 @@ import numpy as np
 import optax
 
 from layerlock_jax import plan
-# What a stage must do is planned in pure Python (plan/stages.py); re-exported as the state's API.
-from layerlock_jax.plan import StageSpec, stage_spec  # pylint: disable=unused-import
+from layerlock_jax.plan import StageSpec
 
 STACKED = "encoder"  # the one sub-tree that is cut by depth
 IDLE = "encoder_idle"  # frozen-tree key of the idle encoder suffix (blockwise sequential)
 
 
 # What a checkpoint holds of a TrainState: every field but `seed`, which is config.seed and is set
-# again on restore (checkpoint.py). The saved tree is therefore the same as before the seed joined
+# again on restore (checkpoint/manager.py). The saved tree is therefore the same as before the seed joined
 # the state, and checkpoints written then restore unchanged.
 CHECKPOINTED = ("step", "params", "frozen", "opt_state", "teacher")
 

@@ -6,7 +6,7 @@ this file holds only the loop that drives it. One loop serves plain video MAE, L
 pixel-target and naive-latent baselines: they differ only in the freeze table and the StageSpec of
 each stage, never in the loop.
 
-Runs are resumable (checkpoint.py): rerunning the same command on the same workdir restores the
+Runs are resumable (checkpoint/manager.py): rerunning the same command on the same workdir restores the
 latest complete checkpoint (state, data position, stage, progress), on whatever mesh the new run
 has, and continues bit-identically; metrics.jsonl is cut back to the restored step. SIGTERM (or
 JAX's preemption notice) checkpoints the step in flight and returns normally (exit status 0).
@@ -23,19 +23,19 @@ import time
 
 import jax
 
-from layerlock_jax import checkpoint
-from layerlock_jax import checkpoint_fork
+from layerlock_jax.checkpoint import fork as checkpoint_fork
+from layerlock_jax.checkpoint import manager as checkpoint
 from layerlock_jax import compilation
-from layerlock_jax import guard as guard_lib
-from layerlock_jax import hardware
-from layerlock_jax import profiling
-from layerlock_jax import schedule
-from layerlock_jax import state as state_lib
-from layerlock_jax import train_step as step_lib
 from layerlock_jax.data import mixture
 from layerlock_jax.data import pipeline
+from layerlock_jax import guard as guard_lib
+from layerlock_jax import hardware
 from layerlock_jax.metrics_log import MetricsLog
 from layerlock_jax.models import video_mae
+from layerlock_jax import plan
+from layerlock_jax import profiling
+from layerlock_jax import state as state_lib
+from layerlock_jax import train_step as step_lib
 from layerlock_jax.trainer import Trainer, note
 
 
@@ -82,7 +82,7 @@ def run(config, workdir: str, devices=None, make_evaluator=None) -> RunResult:
   trainer = Trainer(config, devices)
   note("mesh %s over %d devices; rules preset %r", dict(trainer.mesh.shape),
        trainer.mesh.devices.size, config.mesh.preset)
-  logging.info("freeze schedule:\n%s", schedule.format_table(trainer.table, config.total_steps))
+  logging.info("freeze schedule:\n%s", plan.format_table(trainer.table, config.total_steps))
   logging.info("parameters: %s", f"{video_mae.count_params(trainer.boxed_abstract):,}")
 
   note("data")

@@ -31,12 +31,13 @@ import optax
 from layerlock_jax import blockwise
 from layerlock_jax import guard
 from layerlock_jax import masking
+from layerlock_jax.models import video_mae
 from layerlock_jax import objectives
 from layerlock_jax import plan
+from layerlock_jax.plan import StageSpec
 from layerlock_jax import state as state_lib
+from layerlock_jax.state import TrainState
 from layerlock_jax import vjepa
-from layerlock_jax.models import video_mae
-from layerlock_jax.state import StageSpec, TrainState
 
 
 def feature_spread(x):

@@ -11,19 +11,20 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from layerlock_jax import checkpoint
-from layerlock_jax import checkpoint_params
+from layerlock_jax.checkpoint import manager as checkpoint
+from layerlock_jax.checkpoint import params as checkpoint_params
 from layerlock_jax import compilation
 from layerlock_jax import distributed
 from layerlock_jax import flops
 from layerlock_jax import freeze_trigger
-from layerlock_jax import optimizer as optim
-from layerlock_jax import schedule
+from layerlock_jax.methods import layerlock
+from layerlock_jax.models import video_mae
+from layerlock_jax import optimizer
+from layerlock_jax import plan
 from layerlock_jax import sharding
 from layerlock_jax import state as state_lib
 from layerlock_jax import train_step as step_lib
 from layerlock_jax import vjepa
-from layerlock_jax.models import video_mae
 
 
 def note(msg: str, *args):
@@ -51,9 +52,9 @@ class Trainer:
     self.trigger = None
     if ll.enabled and ll.get("trigger", "schedule") == "convergence":
       self.trigger = freeze_trigger.ConvergenceTrigger(
-          config, schedule.frozen_cap(config, self.model.encoder_depth))
+          config, plan.frozen_cap(config, self.model.encoder_depth))
     self._build_schedule()
-    self.latent_weight_fn = schedule.naive_latent_weight_fn(config)
+    self.latent_weight_fn = layerlock.naive_latent_weight_fn(config)
     self.video_sharding = sharding.batch_sharding(self.mesh, self.rules, 5)
     self.replicated = sharding.replicated(self.mesh)
     # Abstract parameters: shapes, dtypes and logical axes without allocating anything.
@@ -72,9 +73,9 @@ class Trainer:
     switches, so a newly decided freeze rebuilds all three; programs already compiled belong to
     earlier stages, whose learning rates the new boundary does not change."""
     decided = self.trigger.events if self.trigger else ()
-    self.table = schedule.freeze_table(self.config, self.model.encoder_depth, decided=decided)
-    self.learning_rate_fn = schedule.learning_rate_fn(self.config, self.table)
-    self.tx = optim.make_optimizer(self.config.optimizer, self.learning_rate_fn)
+    self.table = plan.freeze_table(self.config, self.model.encoder_depth, decided=decided)
+    self.learning_rate_fn = optimizer.learning_rate_fn(self.config, self.table)
+    self.tx = optimizer.make_optimizer(self.config.optimizer, self.learning_rate_fn)
 
   def restore_trigger(self, saved: dict):
     """Continue the convergence trigger from a checkpoint's `Progress.trigger`."""
@@ -93,13 +94,13 @@ class Trainer:
       return False
     self._build_schedule()
     note("step %d: the next block's norm has plateaued; freeze table now:\n%s", done,
-         schedule.format_table(self.table, self.config.total_steps))
+         plan.format_table(self.table, self.config.total_steps))
     return True
 
   # --- stages ----------------------------------------------------------------------------------
-  def spec_at(self, step: int) -> state_lib.StageSpec:
-    stage = self.table[schedule.stage_index_at(self.table, step)]
-    return state_lib.stage_spec(self.config, stage.frozen_layers, stage.target)
+  def spec_at(self, step: int) -> plan.StageSpec:
+    stage = self.table[plan.stage_index_at(self.table, step)]
+    return plan.stage_spec(self.config, stage.frozen_layers, stage.target)
 
   def new_state(self, full, spec, seed=None) -> state_lib.TrainState:
     """The step-0 state of `spec` from full parameters (arrays, or abstract ones under
@@ -216,10 +217,10 @@ class Trainer:
              "lower_seconds": lowered_at - start, "compile_cpu_seconds": time.process_time() - cpu}
     return compiled, time.perf_counter() - start, cache
 
-  def compile_next_stage(self, step: int, spec, video) -> state_lib.StageSpec | None:
+  def compile_next_stage(self, step: int, spec, video) -> plan.StageSpec | None:
     """Start compiling, in the background, the resplit into and the step of the stage after the
     one active at `step` (if it starts before total_steps). Returns its spec, or None."""
-    index = schedule.stage_index_at(self.table, step) + 1
+    index = plan.stage_index_at(self.table, step) + 1
     if index >= len(self.table) or self.table[index].start_step >= self.config.total_steps:
       return None
     nxt = self.spec_at(self.table[index].start_step)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from layerlock_jax import aot
-from layerlock_jax import config_loading
+from layerlock_jax.config import loading as config_loading
 from layerlock_jax import flops
 from layerlock_jax import hardware
 from layerlock_jax.trainer import Trainer

@@ -18,19 +18,18 @@ import optax
 import pytest
 
 from layerlock_jax import blockwise
-from layerlock_jax import config_defaults
-from layerlock_jax import config_loading
+from layerlock_jax.config import defaults as config_defaults
+from layerlock_jax.config import loading as config_loading
 from layerlock_jax import masking
-from layerlock_jax import objectives
-from layerlock_jax import optimizer as optim
-from layerlock_jax import plan
-from layerlock_jax import schedule
-from layerlock_jax import state as state_lib
-from layerlock_jax import train
-from layerlock_jax.trainer import Trainer
-from layerlock_jax import train_step as step_lib
 from layerlock_jax.models import video_mae
 from layerlock_jax.models import vit
+from layerlock_jax import objectives
+from layerlock_jax import optimizer
+from layerlock_jax import plan
+from layerlock_jax import state as state_lib
+from layerlock_jax import train
+from layerlock_jax import train_step as step_lib
+from layerlock_jax.trainer import Trainer
 
 BOUNDS = (1, 3, 4)  # uneven on purpose: blocks of 1, 2 and 1 layers
 
@@ -138,7 +137,7 @@ def test_one_decoder_and_head_per_segment_and_standard_encoder():
 def segment_loss_grads(config):
   """Gradient of every segment's own loss w.r.t. all parameters (one jit)."""
   model, params = init(config)
-  spec = state_lib.stage_spec(config, 0, "pixels")
+  spec = plan.stage_spec(config, 0, "pixels")
 
   def segment_loss(p, j):
     _, metrics = step_lib.loss_fn(p, {}, clip(), jax.random.key(1), 0, model=model,
@@ -208,8 +207,8 @@ def test_one_segment_step_equals_plain_mae():
   results = []
   for config, model, params in ((bw_config, bw_model, bw_params),
                                 (plain_config, plain_model, plain_params)):
-    tx = optim.make_optimizer(config.optimizer, lr)
-    spec = state_lib.stage_spec(config, 0, "pixels")
+    tx = optimizer.make_optimizer(config.optimizer, lr)
+    spec = plan.stage_spec(config, 0, "pixels")
     step = jax.jit(step_lib.make_train_step(model, config, spec, tx, lr))
     results.append(step(make_state(config, params, tx, spec), clip()))
   (bw_state, bw_metrics), (plain_state, plain_metrics) = results
@@ -269,8 +268,8 @@ def test_concurrent_update_equals_each_segment_trained_alone(opt):
   config = small_config("concurrent", **{"optimizer.eps": 1e-3})
   model, params = init(config)
   lr = lambda step: 1e-2
-  tx = optax.sgd(0.5) if opt == "sgd" else optim.make_optimizer(config.optimizer, lr)
-  spec = state_lib.stage_spec(config, 0, "pixels")
+  tx = optax.sgd(0.5) if opt == "sgd" else optimizer.make_optimizer(config.optimizer, lr)
+  spec = plan.stage_spec(config, 0, "pixels")
   video = clip(3)
   new_state, _ = jax.jit(step_lib.make_train_step(model, config, spec, tx, lr))(
       make_state(config, params, tx, spec), video)
@@ -302,22 +301,22 @@ def test_concurrent_update_equals_each_segment_trained_alone(opt):
 def test_sequential_schedule_stages_and_specs():
   config = small_config("sequential", **{"total_steps": 12})
   # Even split of 12 steps over 3 blocks: block starts 0, 4, 8; frozen prefix b_{j-1} = 0, 1, 3.
-  table = schedule.freeze_table(config, 4)
+  table = plan.freeze_table(config, 4)
   assert [(s.start_step, s.frozen_layers, s.target) for s in table] == [
       (0, 0, "segment_1_pixels"), (4, 1, "segment_2_pixels"), (8, 3, "segment_3_pixels")]
-  specs = [state_lib.stage_spec(config, s.frozen_layers, s.target) for s in table]
+  specs = [plan.stage_spec(config, s.frozen_layers, s.target) for s in table]
   assert [(s.frozen_layers, s.idle_layers, s.active_segment) for s in specs] == [
       (0, 3, 1), (1, 1, 2), (3, 0, 3)]
   config.blockwise.sequential_steps = (2, 3, 4)  # sums to 9 < 12: block 3 runs to the end
-  table = schedule.freeze_table(config, 4)
+  table = plan.freeze_table(config, 4)
   assert [s.start_step for s in table] == [0, 2, 5]
   config.blockwise.sequential_steps = (2, 3)
   with pytest.raises(ValueError, match="sequential_steps"):
-    schedule.freeze_table(config, 4)
+    plan.freeze_table(config, 4)
   for regime in ("concurrent", "e2e"):
     config = small_config(regime)
-    assert [(s.start_step, s.frozen_layers) for s in schedule.freeze_table(config, 4)] == [(0, 0)]
-    spec = state_lib.stage_spec(config, 0, "pixels")
+    assert [(s.start_step, s.frozen_layers) for s in plan.freeze_table(config, 4)] == [(0, 0)]
+    spec = plan.stage_spec(config, 0, "pixels")
     assert (spec.regime, spec.boundaries, spec.active_segment, spec.idle_layers) == (
         regime, BOUNDS, 0, 0)
 
@@ -326,7 +325,7 @@ def test_sequential_learning_rate_restarts_per_segment():
   config = small_config("sequential", **{"total_steps": 100, "optimizer.warmup_steps": 10,
                                          "optimizer.lr": 1.0, "optimizer.min_lr": 0.0,
                                          "blockwise.sequential_steps": (40, 30, 30)})
-  fn = schedule.learning_rate_fn(config, schedule.freeze_table(config, 4))
+  fn = optimizer.learning_rate_fn(config, plan.freeze_table(config, 4))
   # Windows [0, 40), [40, 70), [70, 100); warmups 10% of each: 4, 3, 3 steps.
   cos = lambda done, length: 0.5 * (1 + math.cos(math.pi * done / length))
   expected = {0: 0.0, 2: 0.5, 4: 1.0, 22: cos(18, 36), 39: cos(35, 36), 40: 0.0, 41: 1 / 3,
@@ -339,7 +338,7 @@ def test_sequential_learning_rate_restarts_per_segment():
 def test_partition_with_idle_suffix_round_trips():
   config = small_config("sequential")
   _, params = init(config)
-  spec = state_lib.stage_spec(config, 1, "segment_2_pixels")  # segment 2 = layers 2..3 of 4
+  spec = plan.stage_spec(config, 1, "segment_2_pixels")  # segment 2 = layers 2..3 of 4
   trainable, frozen = state_lib.partition(params, spec)
   assert set(trainable) == {"encoder", "blockwise_decoders", "blockwise_heads"}
   assert set(trainable["blockwise_decoders"]) == {"segment_2"} == set(trainable["blockwise_heads"])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from layerlock_jax import config_defaults
+from layerlock_jax.config import defaults as config_defaults
 from layerlock_jax.data import camera_motion
 from layerlock_jax.data import synthetic
 

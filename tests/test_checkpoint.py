@@ -22,13 +22,12 @@ import jax
 import numpy as np
 import pytest
 
-from layerlock_jax import checkpoint
-from layerlock_jax import checkpoint_params
-from layerlock_jax import config_loading
+from layerlock_jax.checkpoint import manager as checkpoint
+from layerlock_jax.config import loading as config_loading
+from layerlock_jax.data import pipeline
 from layerlock_jax import state as state_lib
 from layerlock_jax import train
 from layerlock_jax.trainer import Trainer
-from layerlock_jax.data import pipeline
 from conftest import TEST_XLA_FLAGS
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -12,9 +12,10 @@ import os
 
 import pytest
 
-from layerlock_jax import checkpoint
-from layerlock_jax import checkpoint_fork
-from layerlock_jax import config_validation
+from layerlock_jax.checkpoint import fork as checkpoint_fork
+from layerlock_jax.checkpoint import manager as checkpoint
+from layerlock_jax.config import validation as config_validation
+from layerlock_jax import plan
 from layerlock_jax import train
 from test_checkpoint import make_config, leaves_equal, records, one_device, DETERMINISTIC, STEPS
 
@@ -97,5 +98,5 @@ def test_fork_checks_the_freeze_table_before_the_fork_step(runs):
 
 def test_fork_from_and_init_from_together_are_a_config_error():
   config = make_config("layerlock", fork_from="/a", init_from="/b")
-  with pytest.raises(config_validation.ConfigError, match="fork_from.*init_from"):
+  with pytest.raises(plan.ConfigError, match="fork_from.*init_from"):
     config_validation.validate(config, num_devices=1)

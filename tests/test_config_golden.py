@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from layerlock_jax import config_loading
+from layerlock_jax.config import loading as config_loading
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "configs"

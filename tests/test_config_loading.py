@@ -7,9 +7,9 @@ import sys
 import ml_collections
 import pytest
 
-from layerlock_jax import config_defaults
-from layerlock_jax import config_loading
-from layerlock_jax import size_configs
+from layerlock_jax.config import defaults as config_defaults
+from layerlock_jax.config import loading as config_loading
+from layerlock_jax.config import sizes as size_configs
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "configs"
@@ -31,7 +31,7 @@ def test_loading_every_config_imports_no_jax_matplotlib_or_evaluation():
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                        cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
   modules = json.loads(out.stdout.strip().splitlines()[-1])
-  assert "layerlock_jax.config_defaults" in modules  # the check sees the loads' imports
+  assert "layerlock_jax.config.defaults" in modules  # the check sees the loads' imports
   heavy = [m for m in modules if m.split(".")[0] in ("jax", "flax", "matplotlib", "numpy")
            or m.startswith("layerlock_jax.evaluation")]
   assert not heavy, heavy

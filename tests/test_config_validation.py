@@ -6,10 +6,10 @@ The valid cases pin the boundaries, so an over-eager check fails too.
 """
 import pytest
 
-from layerlock_jax import config_defaults
-from layerlock_jax import config_loading
-from layerlock_jax.config_validation import (ConfigError, format_error, resolve_mesh_shape,
-                                             validate)
+from layerlock_jax.config import defaults as config_defaults
+from layerlock_jax.config import loading as config_loading
+from layerlock_jax.config.validation import resolve_mesh_shape, validate
+from layerlock_jax.plan import ConfigError, format_error
 from layerlock_jax.plan import encoder_depth
 
 

@@ -13,9 +13,9 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from layerlock_jax import config_defaults
-from layerlock_jax import config_loading
-from layerlock_jax.config_validation import resolve_mesh_shape, validate
+from layerlock_jax.config import defaults as config_defaults
+from layerlock_jax.config import loading as config_loading
+from layerlock_jax.config.validation import resolve_mesh_shape, validate
 from layerlock_jax.plan import encoder_depth
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"

@@ -20,15 +20,15 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
-from layerlock_jax import config_defaults
-from layerlock_jax import config_loading
-from layerlock_jax import config_variants
+from layerlock_jax.config import defaults as config_defaults
+from layerlock_jax.config import loading as config_loading
+from layerlock_jax.config import variants as config_variants
 from layerlock_jax import evaluate
-from layerlock_jax import schedule
+from layerlock_jax.evaluation import analysis
+from layerlock_jax import plan
 from layerlock_jax import state as state_lib
 from layerlock_jax import train
 from layerlock_jax.trainer import Trainer
-from layerlock_jax.evaluation import analysis
 from experiments import convergence
 from layerlock_jax.evaluation import depthwise
 from layerlock_jax.evaluation import features as features_lib
@@ -131,7 +131,7 @@ def test_features_match_unbatched_block_outputs(config, params, data):
 def test_features_of_a_split_train_state_equal_those_of_the_full_tree(config, params, data):
   # A TrainState with block 1 frozen holds the encoder in two stacks; the extractor must chain
   # them in depth order (frozen first), exactly like the merged tree.
-  spec = state_lib.StageSpec(frozen_layers=1)
+  spec = plan.StageSpec(frozen_layers=1)
   ts = state_lib.TrainState.create(params, spec, seed=0, opt_state=())
   extractor = features_lib.FeatureExtractor(config, batch_size=16)
   a = extractor(params, data.test_videos[:16])
@@ -319,7 +319,7 @@ def test_convergence_grid_bookkeeping():
   base = config_variants.baseline_config(micro_config(**{"naive_latent.enabled": True}))
   assert not base.layerlock.enabled and not base.naive_latent.enabled
   cfg = config_variants.frozen_config(micro_config(**{"model.depth": 4}), 3, 2)
-  table = schedule.freeze_table(cfg, 4)
+  table = plan.freeze_table(cfg, 4)
   assert [(s.start_step, s.frozen_layers, s.target) for s in table] == [
       (0, 0, "pixels"), (2, 3, "pixels")]
   # Tail mean: the rows logged after 90% of 100 steps.

@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from layerlock_jax import config_defaults
-from layerlock_jax import config_loading
+from layerlock_jax.config import defaults as config_defaults
+from layerlock_jax.config import loading as config_loading
 from layerlock_jax import flops
 from layerlock_jax import plan
 
@@ -219,7 +219,7 @@ def test_query_decoder_borrows_the_last_backbone_blocks():
   config = _tiny_config(model__depth=3, model__decoder__type="query",
                         model__decoder__depth=1, model__remat_policy="nothing_saveable")
   f = flops.step_flops(config)
-  assert config_defaults.encoder_depth(config) == 2
+  assert plan.encoder_depth(config) == 2
   assert f["encoder_trainable"] == 3 * 2 * ENC_BLOCK_S2
   assert f["decoder"] == 3 * ENC_BLOCK_S8                # no input projection
   assert f["heads"] == 3 * (2 * (2 * 6) * 16 * 96)       # pixel head from width 16

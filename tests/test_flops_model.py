@@ -8,7 +8,7 @@ matmuls dominate: XLA's count must lie within [1.0, 1.12] x the analytic model F
 import jax
 import pytest
 
-from layerlock_jax import config_defaults
+from layerlock_jax.config import defaults as config_defaults
 from layerlock_jax import flops
 from layerlock_jax import plan
 from layerlock_jax.trainer import Trainer

@@ -5,11 +5,12 @@ import os
 
 import pytest
 
-from layerlock_jax import config_defaults
-from layerlock_jax import config_loading
-from layerlock_jax import config_validation
+from layerlock_jax.config import defaults as config_defaults
+from layerlock_jax.config import loading as config_loading
+from layerlock_jax.config import validation as config_validation
 from layerlock_jax import freeze_trigger
-from layerlock_jax import schedule
+from layerlock_jax import optimizer
+from layerlock_jax import plan
 
 
 def _config(**conv):
@@ -89,13 +90,13 @@ def test_state_round_trips_through_json_and_continues_identically():
 
 def test_decided_events_become_the_freeze_table_and_its_mini_warmups():
   c = _config()
-  assert schedule.freeze_table(c, 6) == (schedule.Stage(0, 0, "pixels"),)
-  table = schedule.freeze_table(c, 6, decided=[[130, 1], [220, 2]])
+  assert plan.freeze_table(c, 6) == (plan.Stage(0, 0, "pixels"),)
+  table = plan.freeze_table(c, 6, decided=[[130, 1], [220, 2]])
   assert [(s.start_step, s.frozen_layers, s.target) for s in table] == [
       (0, 0, "pixels"), (130, 1, "block_1"), (220, 2, "block_2")]
-  assert schedule.target_switch_steps(table) == (130, 220)
+  assert optimizer.target_switch_steps(table) == (130, 220)
   with pytest.raises(ValueError, match="decided freeze events"):
-    schedule.freeze_table(c, 6, decided=[[130, 2], [120, 3]])
+    plan.freeze_table(c, 6, decided=[[130, 2], [120, 3]])
 
 
 @pytest.mark.parametrize("field,value,match", [
@@ -107,5 +108,5 @@ def test_decided_events_become_the_freeze_table_and_its_mini_warmups():
 ])
 def test_bad_trigger_configs_name_the_field(field, value, match):
   c = config_loading.override(_config(), {field: value})
-  with pytest.raises(config_validation.ConfigError, match=match):
+  with pytest.raises(plan.ConfigError, match=match):
     config_validation.validate(c, num_devices=1)

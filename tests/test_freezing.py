@@ -5,12 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from layerlock_jax import config_defaults
+from layerlock_jax.config import defaults as config_defaults
 from layerlock_jax import masking
-from layerlock_jax import state as state_lib
-from layerlock_jax.trainer import Trainer
-from layerlock_jax import train_step as step_lib
 from layerlock_jax.models import vit
+from layerlock_jax import plan
+from layerlock_jax import state as state_lib
+from layerlock_jax import train_step as step_lib
+from layerlock_jax.trainer import Trainer
 
 
 def small_config(**layerlock):
@@ -66,7 +67,7 @@ def test_stage0_of_layerlock_is_plain_mae_bit_for_bit():
   for config in (plain, locked):
     trainer = Trainer(config, one_device())
     spec = trainer.spec_at(0)
-    assert spec == state_lib.StageSpec(0, latent=False, pixel_loss=True, target="pixels")
+    assert spec == plan.StageSpec(0, latent=False, pixel_loss=True, target="pixels")
     state = trainer.init_state(spec)
     results.append(run_steps(trainer, state, spec, videos(2)))
   (s1, m1), (s2, m2) = results
@@ -124,8 +125,8 @@ def test_trainable_gradients_equal_unsplit_gradients():
     return jax.jit(lambda p, f: fn(p, f, video, key, 0, model=trainer.model, config=config,
                                    spec=spec))(params, frozen)
 
-  spec0 = state_lib.StageSpec(0, latent=False, pixel_loss=True)
-  spec2 = state_lib.StageSpec(2, latent=False, pixel_loss=True)
+  spec0 = plan.StageSpec(0, latent=False, pixel_loss=True)
+  spec2 = plan.StageSpec(2, latent=False, pixel_loss=True)
   (loss0, _), g0 = grads(spec0, *state_lib.partition(full, spec0))
   (loss2, _), g2 = grads(spec2, *state_lib.partition(full, spec2))
   np.testing.assert_allclose(float(loss2), float(loss0), rtol=1e-6)
@@ -143,7 +144,7 @@ def test_resplit_keeps_adam_state_of_still_trainable_layers():
   state = trainer.init_state(spec0)
   state, _ = run_steps(trainer, state, spec0, videos(2))
   old_adam = state.opt_state[1][0]
-  spec1 = state_lib.StageSpec(1, latent=True, pixel_loss=True, target="block_1")
+  spec1 = plan.StageSpec(1, latent=True, pixel_loss=True, target="block_1")
   new = state_lib.resplit(state, spec1, trainer.tx)
   new_adam = new.opt_state[1][0]
   assert int(new_adam.count) == int(old_adam.count) == 2

@@ -2,7 +2,7 @@
 
 Read from the source with `ast` (no module is imported), so the test is milliseconds and sees
 imports inside functions too. The layers, bottom up: plan (pure Python) < models, data, masking <
-schedule, state, blockwise, flops, checkpoint < train < evaluation / reproduce tools.
+optimizer, state, methods, flops, checkpoint < trainer < train < evaluation / commands / tools.
 """
 import ast
 import pathlib
@@ -54,21 +54,20 @@ TOOLS = ("layerlock_jax.train", "layerlock_jax.evaluation", "experiments",
 
 RULES = [
     # The run's building blocks know nothing of the loop or the tools that use them.
-    pytest.param(("layerlock_jax.models", "layerlock_jax.data", "layerlock_jax.schedule",
-      "layerlock_jax.plan", "layerlock_jax.checkpoint", "layerlock_jax.checkpoint_params",
-      "layerlock_jax.checkpoint_fork"), TOOLS,
+    pytest.param(("layerlock_jax.models", "layerlock_jax.data", "layerlock_jax.optimizer",
+                  "layerlock_jax.plan", "layerlock_jax.checkpoint", "layerlock_jax.config"), TOOLS,
                  id="building_blocks-x->tools"),
     # Models take their plan from plan, not from the loss or schedule modules that use them.
-    pytest.param(("layerlock_jax.models",), ("layerlock_jax.schedule", "layerlock_jax.blockwise",
+    pytest.param(("layerlock_jax.models",), ("layerlock_jax.optimizer", "layerlock_jax.blockwise",
                                              "layerlock_jax.state", "layerlock_jax.checkpoint"),
-                 id="models-x->schedule,blockwise,state,checkpoint"),
+                 id="models-x->optimizer,blockwise,state,checkpoint"),
     # Blockwise SSL is a loss; what it plans (groups, budgets, names) lives in plan.
-    pytest.param(("layerlock_jax.state", "layerlock_jax.schedule", "layerlock_jax.flops"),
-                 ("layerlock_jax.blockwise",), id="state,schedule,flops-x->blockwise"),
+    pytest.param(("layerlock_jax.state", "layerlock_jax.optimizer", "layerlock_jax.flops"),
+                 ("layerlock_jax.blockwise",), id="state,optimizer,flops-x->blockwise"),
     # A checkpoint reads shapes from the plan, not by building a model.
-    pytest.param(("layerlock_jax.checkpoint", "layerlock_jax.checkpoint_params",
-                  "layerlock_jax.checkpoint_fork"),
-                 ("layerlock_jax.models",), id="checkpoint-x->models"),
+    # It restores into the abstract state it is handed and knows nothing of the trainer.
+    pytest.param(("layerlock_jax.checkpoint",), ("layerlock_jax.models", "layerlock_jax.trainer"),
+                 id="checkpoint-x->models,trainer"),
     # The plan is the bottom of the stack: pure Python, nothing of the package above it.
     # The paper-claims harness, the benchmarks and the config files sit outside the library and
     # use it; nothing in the library imports them.
@@ -82,7 +81,7 @@ RULES = [
                  id="plan-x->jax,numpy"),
     # Hardware facts (peaks, memory sizes, MFU) sit below everything that reports on a run.
     pytest.param(("layerlock_jax.hardware",), ("layerlock_jax",), id="hardware-x->package"),
-    pytest.param(("layerlock_jax.config_validation", "layerlock_jax.config_defaults"),
+    pytest.param(("layerlock_jax.config.validation", "layerlock_jax.config.defaults"),
                  ("jax", "flax", "optax", "orbax", "grain"), id="config-x->jax"),
 ]
 
@@ -100,8 +99,8 @@ def test_plan_imports_only_itself_from_the_package():
 
 def test_the_scan_sees_known_edges():
   # Guards the parser itself: if it missed imports, every rule above would pass vacuously.
-  assert "layerlock_jax.plan" in EDGES["layerlock_jax.schedule"]
-  assert "layerlock_jax.checkpoint" in EDGES["layerlock_jax.train"]
+  assert "layerlock_jax.plan" in EDGES["layerlock_jax.optimizer"]
+  assert "layerlock_jax.checkpoint.manager" in EDGES["layerlock_jax.train"]
   assert "jax" in EDGES["layerlock_jax.masking"]
   assert "layerlock_jax.models.vit" in EDGES["layerlock_jax.models.video_mae"]
   assert "layerlock_jax.hardware" in EDGES["layerlock_jax.aot"]
@@ -109,7 +108,7 @@ def test_the_scan_sees_known_edges():
 
 def test_plan_and_validation_load_without_jax():
   """What the static scan cannot see: the import of a whole chain (package __init__s included)."""
-  code = ("import sys; import layerlock_jax.config_validation, layerlock_jax.plan; "
+  code = ("import sys; import layerlock_jax.config.validation, layerlock_jax.plan; "
           "print(sorted(m for m in ('jax', 'flax', 'optax', 'numpy') if m in sys.modules))")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                        cwd=PACKAGE.parent)

@@ -24,16 +24,17 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from layerlock_jax import checkpoint
-from layerlock_jax import config_loading
-from layerlock_jax import config_validation
-from layerlock_jax import guard as guard_lib
-from layerlock_jax import masking
-from layerlock_jax import train
-from layerlock_jax.trainer import Trainer
-from layerlock_jax import train_step as step_lib
+from layerlock_jax.checkpoint import manager as checkpoint
+from layerlock_jax.config import loading as config_loading
+from layerlock_jax.config import validation as config_validation
 from layerlock_jax.data import mixture
 from layerlock_jax.data import pipeline
+from layerlock_jax import guard as guard_lib
+from layerlock_jax import masking
+from layerlock_jax import plan
+from layerlock_jax import train
+from layerlock_jax import train_step as step_lib
+from layerlock_jax.trainer import Trainer
 from conftest import TEST_XLA_FLAGS
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -417,6 +418,6 @@ def test_killed_grain_worker_is_a_clear_error_not_a_hang():
 ])
 def test_long_run_fields_are_validated(overrides, field, words):
   config = make_config(**overrides)
-  with pytest.raises(config_validation.ConfigError) as err:
+  with pytest.raises(plan.ConfigError) as err:
     config_validation.validate(config, num_devices=2)
   assert err.value.field == field and words in err.value.message, err.value.message

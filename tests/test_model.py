@@ -7,13 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from layerlock_jax import config_defaults
-from layerlock_jax import config_loading
+from layerlock_jax.config import defaults as config_defaults
+from layerlock_jax.config import loading as config_loading
 from layerlock_jax import masking
-from layerlock_jax import objectives
-from layerlock_jax import plan
 from layerlock_jax.models import video_mae
 from layerlock_jax.models import vit
+from layerlock_jax import objectives
+from layerlock_jax import plan
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

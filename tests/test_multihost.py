@@ -22,9 +22,9 @@ import jax
 import numpy as np
 import pytest
 
+from layerlock_jax.data import pipeline
 from layerlock_jax import distributed
 from layerlock_jax.trainer import Trainer
-from layerlock_jax.data import pipeline
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 LOCAL_SH = ROOT / "launch" / "local.sh"
@@ -122,7 +122,7 @@ def test_resume_on_a_different_process_count(two_process_run, one_process_losses
 
 
 def _tiny_config():
-  from layerlock_jax import config_loading  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.config import loading as config_loading  # pylint: disable=g-import-not-at-top
   c = config_loading.load_config(ROOT / "configs" / "tiny.py")
   c.total_steps, c.log_every, c.checkpoint_every = STEPS, 1, 0
   c.model.depth, c.batch_size = 2, 16

@@ -13,8 +13,8 @@ from sklearn.metrics import average_precision_score
 from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import StandardScaler
 
-from layerlock_jax.evaluation import probes
 from layerlock_jax.evaluation.analysis import mean_pool
+from layerlock_jax.evaluation import probes
 
 
 def _gaussian_classes(rng, n, means, noise=1.0):

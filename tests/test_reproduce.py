@@ -11,12 +11,11 @@ import types
 import numpy as np
 import pytest
 
-from layerlock_jax import checkpoint_fork
-from layerlock_jax import config_defaults
+from layerlock_jax.checkpoint import fork as checkpoint_fork
 from layerlock_jax import flops
+from layerlock_jax import plan as plan_lib
 from experiments import reproduce
-from layerlock_jax import schedule
-from layerlock_jax.config_validation import validate
+from layerlock_jax.config.validation import validate
 from experiments import claims
 from experiments import convergence
 
@@ -127,7 +126,7 @@ def test_freezing_arms_and_grid_cells_fork_from_mae_of_their_seed_and_data_at_th
       assert src.arm == "mae" and src.seed == r.seed and names.index(src.name) < names.index(r.name)
       assert ("camera_motion" in src.variant) == ("camera_motion" in r.variant)
       assert src.config().total_steps == r.config().total_steps
-      table = schedule.freeze_table(r.config(), config_defaults.encoder_depth(r.config()))
+      table = plan_lib.freeze_table(r.config(), plan_lib.encoder_depth(r.config()))
       assert r.fork_step == min(s.start_step for s in table if s.frozen_layers > 0) > 0
       source_config = src.config()  # saves that step, and keeps it
       assert r.fork_step % source_config.checkpoint_every == 0
@@ -223,7 +222,7 @@ def test_gpu_scale_plan_trains_complete_pairs_first_and_validates():
   t, h, w = (config.data.num_frames // m.patch_size[0], config.data.image_size // m.patch_size[1],
              config.data.image_size // m.patch_size[2])
   assert t * h * w == 512
-  table = schedule.freeze_table(config, config_defaults.encoder_depth(config))
+  table = plan_lib.freeze_table(config, plan_lib.encoder_depth(config))
   # Pixel phase for 1000 of 2400 steps, then 2 more blocks every 250 steps up to 8 of 12.
   assert [(s.start_step, s.frozen_layers) for s in table] == [
       (0, 0), (1000, 2), (1250, 4), (1500, 6), (1750, 8)]

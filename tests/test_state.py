@@ -11,10 +11,11 @@ import numpy as np
 import flax.linen as nn
 import optax
 
-from layerlock_jax import config_defaults
+from layerlock_jax.config import defaults as config_defaults
+from layerlock_jax.models import video_mae
+from layerlock_jax import plan
 from layerlock_jax import state as state_lib
 from layerlock_jax import train_step as step_lib
-from layerlock_jax.models import video_mae
 
 DEPTH = 6
 
@@ -37,7 +38,7 @@ def layer_ids(stack):
 
 def test_create_splits_at_the_freeze_boundary_and_full_params_inverts_it():
   full = full_tree()
-  spec = state_lib.StageSpec(frozen_layers=2, latent=True, pixel_loss=False, target="block_2")
+  spec = plan.StageSpec(frozen_layers=2, latent=True, pixel_loss=False, target="block_2")
   st = state_lib.TrainState.create(full, spec, seed=7, tx=optax.adam(1e-3))
   assert layer_ids(st.frozen["encoder"]) == [0, 1]
   assert layer_ids(st.params["encoder"]) == [2, 3, 4, 5]
@@ -57,7 +58,7 @@ def test_create_splits_at_the_freeze_boundary_and_full_params_inverts_it():
 
 
 def test_idle_suffix_keeps_depth_order():
-  spec = state_lib.StageSpec(frozen_layers=1, idle_layers=2, regime="sequential")
+  spec = plan.StageSpec(frozen_layers=1, idle_layers=2, regime="sequential")
   st = state_lib.TrainState.create(full_tree(), spec, seed=0, tx=optax.sgd(0.1))
   stacks = state_lib.encoder_stacks(st.params, st.frozen)
   assert [layer_ids(s) for s in stacks] == [[0], [1, 2, 3], [4, 5]]
@@ -66,7 +67,7 @@ def test_idle_suffix_keeps_depth_order():
 
 def test_checkpoint_holds_every_field_but_the_seed():
   fields = {f.name for f in dataclasses.fields(state_lib.TrainState)}
-  st = state_lib.TrainState.create(full_tree(), state_lib.StageSpec(), seed=3, tx=optax.sgd(0.1))
+  st = state_lib.TrainState.create(full_tree(), plan.StageSpec(), seed=3, tx=optax.sgd(0.1))
   assert set(st.checkpointed()) == fields - {"seed"}
   assert all(st.checkpointed()[k] is getattr(st, k) for k in state_lib.CHECKPOINTED)
 
@@ -89,7 +90,7 @@ def test_one_compiled_step_serves_every_seed_and_draws_from_the_state_seed():
   config = small_config()
   model = video_mae.VideoMAE(config)
   full = nn.unbox(jax.jit(model.init)(jax.random.key(0)))
-  spec = state_lib.StageSpec()
+  spec = plan.StageSpec()
   tx = optax.sgd(0.0)  # no update: the loss is a function of the masks alone
   step = step_lib.make_train_step(model, config, spec, tx, lambda s: 0.0)
   video = jax.random.randint(jax.random.key(1), (2, 2, 16, 16, 3), 0, 256).astype(jnp.uint8)

@@ -6,9 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from layerlock_jax import config_loading
-from layerlock_jax import config_validation
-from layerlock_jax import schedule
+from layerlock_jax.config import loading as config_loading
+from layerlock_jax.config import validation as config_validation
+from layerlock_jax import plan
 from layerlock_jax import train
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -81,7 +81,7 @@ def test_layerlock_run_passes_stages_with_one_compile_each(tmp_path):
   config = shrink(load_config("layerlock_tiny"), steps=24)
   config.layerlock.pixel_steps, config.layerlock.interval = 8, 5
   config.layerlock.max_frozen, config.layerlock.mini_warmup_steps = 2, 2
-  table = schedule.freeze_table(config, 3)
+  table = plan.freeze_table(config, 3)
   assert [(s.start_step, s.frozen_layers) for s in table] == [(0, 0), (8, 1), (13, 2)]
   result = train.run(config, str(tmp_path), devices=jax.devices()[:1])
   assert result.compiles == len(table) == 3

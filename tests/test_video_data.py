@@ -505,7 +505,7 @@ def test_tfds_data_source_without_tensorflow(folders, tmp_path):
 @pytest.mark.slow
 def test_pretraining_runs_on_a_mixed_folder(folders, tmp_path, caplog):
   """The entry point's training loop on real files, broken ones included (a shrunken tiny.py)."""
-  from layerlock_jax import config_loading  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.config import loading as config_loading  # pylint: disable=g-import-not-at-top
   from layerlock_jax import train  # pylint: disable=g-import-not-at-top
   config = config_loading.load_config(os.path.join(REPO, "configs", "tiny.py"))
   config.total_steps, config.log_every, config.checkpoint_every = 3, 1, 0

@@ -15,16 +15,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from layerlock_jax import checkpoint
-from layerlock_jax import config_loading
-from layerlock_jax import config_validation
+from layerlock_jax.config import loading as config_loading
+from layerlock_jax.config import validation as config_validation
 from layerlock_jax import flops
 from layerlock_jax import masking
 from layerlock_jax import plan
 from layerlock_jax import train
-from layerlock_jax.trainer import Trainer
 from layerlock_jax import train_step as step_lib
+from layerlock_jax.trainer import Trainer
 from layerlock_jax import vjepa
 
 import test_checkpoint as ckpt_tests
@@ -348,12 +346,12 @@ def test_fsdp_on_8_devices_matches_1_device_and_restores_across_meshes(reference
 # --- config errors and cost model -----------------------------------------------------------------------
 def test_config_errors_name_the_field():
   bad = make_config(**{"masking.context_ratio": 0.6})
-  with pytest.raises(config_validation.ConfigError, match="masking.context_ratio"):
+  with pytest.raises(plan.ConfigError, match="masking.context_ratio"):
     config_validation.validate(bad, num_devices=1)
   mae = make_config(**{"vjepa.enabled": False, "layerlock.enabled": False})
-  with pytest.raises(config_validation.ConfigError, match="masking.type"):
+  with pytest.raises(plan.ConfigError, match="masking.type"):
     config_validation.validate(mae, num_devices=1)
-  with pytest.raises(config_validation.ConfigError, match="vjepa.predictor.num_heads"):
+  with pytest.raises(plan.ConfigError, match="vjepa.predictor.num_heads"):
     config_validation.validate(make_config(**{"vjepa.predictor.num_heads": 3}), num_devices=1)
 
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from layerlock_jax import checkpoint
-from layerlock_jax import checkpoint_params
-from layerlock_jax import config_loading
+from layerlock_jax.checkpoint import manager as checkpoint
+from layerlock_jax.config import loading as config_loading
 from layerlock_jax import extract_features as fx
+from layerlock_jax import plan
 from layerlock_jax import train
 from layerlock_jax.trainer import Trainer
 from layerlock_jax.weights import WeightsError, fourds, hf_videomae
@@ -331,8 +331,8 @@ def test_init_from_imported_encoder_and_mismatch(fourds_workdir):
 def test_vit4b_init_from_4ds_e_shapes_check_abstractly():
   """configs/vit4b.py:mae takes a 4DS-e encoder: its 52 + 4 query-decoder blocks are the 56 4DS-e
   blocks, with the same width / MLP / heads / tubelet / table (no arrays are built)."""
-  from layerlock_jax.weights import layout  # pylint: disable=g-import-not-at-top
   from layerlock_jax.models import video_mae  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.weights import layout  # pylint: disable=g-import-not-at-top
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   config = config_loading.load_config(os.path.join(CONFIGS, "vit4b.py:mae"))
   m = config.model
@@ -490,9 +490,9 @@ def test_extract_features_from_a_video_folder(fourds_workdir, tmp_path):
 def test_final_norm_trains_between_encoder_and_decoder():
   """model.final_norm adds encoder_norm parameters, in the trainable tree, that the pixel loss
   depends on; without the knob the tree has no such group."""
+  from layerlock_jax.models import video_mae  # pylint: disable=g-import-not-at-top
   from layerlock_jax import state as state_lib  # pylint: disable=g-import-not-at-top
   from layerlock_jax import train_step  # pylint: disable=g-import-not-at-top
-  from layerlock_jax.models import video_mae  # pylint: disable=g-import-not-at-top
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   config = config_loading.load_config(os.path.join(CONFIGS, "tiny.py"))
   config.model.depth, config.model.decoder.depth = 1, 1
@@ -502,7 +502,7 @@ def test_final_norm_trains_between_encoder_and_decoder():
   config.model.final_norm = True
   model = video_mae.VideoMAE(config)
   full = nn.unbox(jax.jit(model.init)(jax.random.key(0)))  # eager init compiles op by op
-  spec = state_lib.stage_spec(config, 0, "pixels")
+  spec = plan.stage_spec(config, 0, "pixels")
   params, frozen = state_lib.partition(full, spec)
   assert "encoder_norm" in params
   video = np.random.default_rng(0).integers(0, 256, (2, 4, 16, 16, 3), dtype=np.uint8)
@@ -518,10 +518,10 @@ def test_final_norm_trains_between_encoder_and_decoder():
     ("model.input_std", (0.2, 0.0, 0.2), False), ("model.input_mean", (0.5, 0.5), False),
     ("model.final_norm", True, True)])
 def test_new_model_knobs_are_validated(field, value, blockwise_on):
-  from layerlock_jax import config_validation  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.config import validation as config_validation  # pylint: disable=g-import-not-at-top
   config = config_loading.load_config(os.path.join(CONFIGS, "tiny.py"))
   config.blockwise.enabled = blockwise_on
   config_loading.override(config, {field: value})
-  with pytest.raises(config_validation.ConfigError) as err:
+  with pytest.raises(plan.ConfigError) as err:
     config_validation.validate(config, num_devices=1)
-  assert field in config_validation.format_error(err.value)
+  assert field in plan.format_error(err.value)

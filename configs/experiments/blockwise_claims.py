@@ -12,8 +12,8 @@ sequential | e2e), optionally followed by `,quick` (CI-sized smoke run: 24 steps
 """
 import pathlib
 
-from layerlock_jax import config_defaults
-from layerlock_jax import config_loading
+from layerlock_jax.config import defaults as config_defaults
+from layerlock_jax.config import loading as config_loading
 
 _blockwise_tiny = config_loading.load_module(
     pathlib.Path(__file__).parent.parent / "blockwise_tiny.py")

@@ -49,9 +49,9 @@ e.g. `layerlock_claims.py:mae,freeze=2@150` or `layerlock_claims.py:layerlock,qu
 """
 import pathlib
 
-from layerlock_jax import config_defaults
-from layerlock_jax import config_loading
-from layerlock_jax import config_variants
+from layerlock_jax.config import defaults as config_defaults
+from layerlock_jax.config import loading as config_loading
+from layerlock_jax.config import variants as config_variants
 
 _layerlock_tiny = config_loading.load_module(
     pathlib.Path(__file__).parent.parent / "layerlock_tiny.py")
@@ -97,7 +97,7 @@ def get_config(variant: str = "layerlock"):
   arm, mods = parse_variant(variant)
   c = _layerlock_tiny.get_config()   # model, data, optimiser and freeze schedule
   # Every 100 steps, all kept: the reproduction forks each freezing arm (and grid cell) from the
-  # MAE run of its seed at its first freeze step (--config.fork_from, layerlock_jax/checkpoint_fork.py)
+  # MAE run of its seed at its first freeze step (--config.fork_from, layerlock_jax/checkpoint/fork.py)
   # instead of training the same pixel phase again.
   c.checkpoint_every = c.keep_every = 100
   # In-training evaluation (effective rank and probes over training) where claim 3's figure reads

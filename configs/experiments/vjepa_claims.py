@@ -15,8 +15,8 @@ the final checkpoint kept. The text after ':' is the arm, optionally followed by
 """
 import pathlib
 
-from layerlock_jax import config_defaults
-from layerlock_jax import config_loading
+from layerlock_jax.config import defaults as config_defaults
+from layerlock_jax.config import loading as config_loading
 
 _vjepa_tiny = config_loading.load_module(pathlib.Path(__file__).parent.parent / "vjepa_tiny.py")
 

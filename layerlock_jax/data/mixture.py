@@ -31,9 +31,9 @@ from typing import Callable
 import grain
 import numpy as np
 
-from layerlock_jax import config_defaults
-from layerlock_jax import plan
+from layerlock_jax.config import defaults as config_defaults
 from layerlock_jax.data import synthetic
+from layerlock_jax import plan
 
 _FILE_SOURCES = plan.options.FILE_SOURCES + ("tfds",)  # sources that decode files
 _RESOLUTION = 1000  # weights are rounded to multiples of 1/_RESOLUTION of the total

@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from layerlock_jax import state as state_lib
 from layerlock_jax.models import video_mae
+from layerlock_jax import state as state_lib
 
 
 def encoder_parts(params: Any) -> tuple[dict, list]:

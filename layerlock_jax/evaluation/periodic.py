@@ -20,12 +20,11 @@ Metrics (all scalars, for metrics.jsonl and TensorBoard):
 import logging
 import time
 from typing import Any, Callable, Sequence
-
-from layerlock_jax import config_defaults
 from layerlock_jax.evaluation import analysis
 from layerlock_jax.evaluation import depthwise
 from layerlock_jax.evaluation import features as features_lib
 from layerlock_jax.evaluation import probes
+from layerlock_jax import plan
 
 
 def default_blocks(encoder_depth: int) -> tuple[int, ...]:
@@ -40,7 +39,7 @@ class PeriodicEvaluator:
                blocks: Sequence[int] | None = None, seed: int = 0, probe_steps: int = 200,
                batch_size: int = 32, sharding=None, task_source: str | None = None,
                tasks: Sequence[str] | None = None):
-    depth = config_defaults.encoder_depth(config)
+    depth = plan.encoder_depth(config)
     self.blocks = tuple(default_blocks(depth) if blocks is None else blocks)
     if any(not 0 <= b <= depth for b in self.blocks):
       raise ValueError(f"blocks must lie in [0, {depth}], got {self.blocks}")

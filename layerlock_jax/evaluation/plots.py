@@ -54,7 +54,7 @@ def stages_from_metrics(rows: Sequence[dict]) -> list[tuple[int, int, str]]:
   """(start step, frozen blocks, target) per stage, inferred from logged rows.
 
   Rows are only logged every log_every steps, so a switch is placed at the first logged step of
-  the new stage (up to log_every late). Pass the exact table (schedule.freeze_table) when the
+  the new stage (up to log_every late). Pass the exact table (plan.freeze_table) when the
   config is at hand.
   """
   stages = []

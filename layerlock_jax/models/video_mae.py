@@ -30,10 +30,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from layerlock_jax import plan
 from layerlock_jax.models import decoders
 from layerlock_jax.models import predictor
 from layerlock_jax.models import vit
+from layerlock_jax import plan
 
 
 def stack_depth(stack_params) -> int:

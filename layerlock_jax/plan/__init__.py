@@ -2,7 +2,7 @@
 
 Encoder depth, the freeze table (LayerLock) or the segment stages (blockwise SSL), the stage specs
 the train step is compiled for, token and mask counts, the option lists and the names of targets,
-parameter groups and metrics are each derived here, once. The validator (config_validation.py)
+parameter groups and metrics are each derived here, once. The validator (config/validation.py)
 runs the same derivations before JAX starts and reports their first `ConfigError`; the schedule,
 state, models, FLOP model, blockwise loss and checkpoints read the results. Nothing here imports
 JAX, so launch scripts and config tools can use it too.
@@ -18,15 +18,16 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from layerlock_jax.plan.fields import ConfigError, fail, format_error, get, integer
 from layerlock_jax.plan import layerlock
+from layerlock_jax.plan.layerlock import check_layerlock, freeze_events, frozen_cap
 from layerlock_jax.plan import options
 from layerlock_jax.plan import segments
 from layerlock_jax.plan import stages
-from layerlock_jax.plan.fields import ConfigError, fail, format_error, get, integer
-from layerlock_jax.plan.layerlock import check_layerlock, freeze_events, frozen_cap
 from layerlock_jax.plan.stages import (DECODERS, HEADS, PER_SEGMENT_GROUPS, PIXELS, Stage,
-                                       StageSpec, block_target, encoder_depth,
-                                       method_enabled, query_decoder_depth, segment_name)
+                                       StageSpec, block_target, encoder_depth, format_table,
+                                       method_enabled, query_decoder_depth, segment_name,
+                                       stage_index_at)
 from layerlock_jax.plan.tokens import (check_masking, latent_queries, multiblock_counts,
                                        num_masked, rope_sections, share, token_geometry,
                                        token_grid)

@@ -38,8 +38,8 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from layerlock_jax.plan import options
 from layerlock_jax.plan.fields import EPS, choice, fail, get, integer, is_int, is_seq, number
+from layerlock_jax.plan import options
 from layerlock_jax.plan.stages import PIXELS, Stage, block_target, encoder_depth, method_enabled
 
 

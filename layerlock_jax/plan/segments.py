@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from layerlock_jax.plan import options
 from layerlock_jax.plan.fields import choice, fail, get, integer, is_int, is_seq
+from layerlock_jax.plan import options
 from layerlock_jax.plan.stages import PIXELS, Stage, segment_name, encoder_depth, method_enabled
 
 

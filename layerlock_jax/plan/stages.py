@@ -7,6 +7,7 @@ contiguous *segments* of blocks, each with its own decoder and loss; segment j i
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from typing import Any
 
@@ -70,3 +71,33 @@ class StageSpec:
   regime: str = ""           # "" (not blockwise) | concurrent | sequential | e2e
   boundaries: tuple[int, ...] = ()  # cumulative segment ends b_1 < ... < b_n = encoder depth
   active_segment: int = 0    # sequential: the one segment in training (1-based); 0: every one
+
+
+def stage_index_at(table, step: int) -> int:
+  """Index of the stage of `table` (Stage rows ordered by start step) active at `step`; steps
+  before 0 map to stage 0."""
+  starts = [s.start_step for s in table]
+  return max(bisect.bisect_right(starts, int(step)) - 1, 0)
+
+
+def format_table(table, total_steps: int) -> str:
+  """Human-readable freeze table, printed at the start of training.
+
+  "to step" is exclusive: a stage runs for steps [from, to). The last stage ends at total_steps.
+  """
+  if not table:
+    raise ValueError("empty freeze table")
+  header = ("stage", "from step", "to step", "frozen blocks", "target", "steps")
+  rows = []
+  for i, stage in enumerate(table):
+    stop = table[i + 1].start_step if i + 1 < len(table) else total_steps
+    rows.append((str(i), str(stage.start_step), str(stop), str(stage.frozen_layers),
+                 stage.target, str(stop - stage.start_step)))
+  widths = [max(len(r[c]) for r in rows + [header]) for c in range(len(header))]
+
+  def fmt(row):
+    # Numbers right-aligned, the target name left-aligned, as usual for tables of numbers.
+    cells = [cell.ljust(w) if c == 4 else cell.rjust(w)
+             for c, (cell, w) in enumerate(zip(row, widths))]
+    return "  ".join(cells).rstrip()
+  return "\n".join([fmt(header)] + [fmt(r) for r in rows])

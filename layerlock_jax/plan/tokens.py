@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from layerlock_jax.plan import options
 from layerlock_jax.plan.fields import choice, fail, get, integer, is_int, is_num, is_seq, number
+from layerlock_jax.plan import options
 
 
 def token_grid(config: Any) -> tuple[int, int, int]:

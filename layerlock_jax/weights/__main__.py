@@ -4,6 +4,7 @@ import logging
 import os
 import sys
 
+from layerlock_jax import plan
 from layerlock_jax.weights import WeightsError
 
 READERS = ("hf_videomae", "4ds_npz")
@@ -24,7 +25,6 @@ def export_weights(workdir: str, target: str, path: str, step: int | None = None
   """Write the encoder of `workdir`'s checkpoint as a `target` (WRITERS) checkpoint at `path`."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from layerlock_jax import config_defaults  # pylint: disable=g-import-not-at-top
   from layerlock_jax.weights import hf_videomae  # pylint: disable=g-import-not-at-top
   from layerlock_jax.weights import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   del target  # one writer so far
@@ -32,7 +32,7 @@ def export_weights(workdir: str, target: str, path: str, step: int | None = None
   m, d = config.model, config.data
   model = {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in m.items()
            if k != "decoder"}
-  model["depth"] = config_defaults.encoder_depth(config)  # a query decoder's blocks stay behind
+  model["depth"] = plan.encoder_depth(config)  # a query decoder's blocks stay behind
   data = {"num_frames": d.num_frames, "image_size": d.image_size}
   if m.posemb != "sincos_1d":
     hf_videomae.write(model, data, {}, path)  # raises the explanation before any array is read

@@ -15,10 +15,11 @@ import os
 import jax
 import ml_collections
 
-from layerlock_jax import checkpoint
-from layerlock_jax import checkpoint_params
-from layerlock_jax import config_defaults
-from layerlock_jax import config_validation
+from layerlock_jax.checkpoint import manager as checkpoint
+from layerlock_jax.checkpoint import params as checkpoint_params
+from layerlock_jax.config import defaults as config_defaults
+from layerlock_jax.config import validation as config_validation
+from layerlock_jax import plan
 from layerlock_jax import state as state_lib
 from layerlock_jax.weights import Imported, WeightsError
 
@@ -74,8 +75,8 @@ def load_params(workdir: str, step: int | None = None,
 
 def save_imported(imported: Imported, workdir: str, seed: int = 0) -> str:
   """Write `imported` into a new workdir as a step-0 checkpoint; returns the checkpoint dir."""
-  from layerlock_jax import train  # pylint: disable=g-import-not-at-top
   from layerlock_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from layerlock_jax import train  # pylint: disable=g-import-not-at-top
   workdir = os.path.abspath(os.path.expanduser(workdir))
   if os.path.exists(os.path.join(workdir, "config.json")) or os.path.exists(
       os.path.join(workdir, checkpoint.CHECKPOINTS)):
@@ -84,10 +85,10 @@ def save_imported(imported: Imported, workdir: str, seed: int = 0) -> str:
   config = config_for(imported, seed)
   try:
     config_validation.validate(config, num_devices=jax.device_count())
-  except config_validation.ConfigError as err:
+  except plan.ConfigError as err:
     raise WeightsError(f"{imported.path}: the imported model gives an invalid config: "
-                       f"{config_validation.format_error(err)}") from err
-  spec = state_lib.stage_spec(config, 0, "pixels")
+                       f"{plan.format_error(err)}") from err
+  spec = plan.stage_spec(config, 0, "pixels")
   # Encoder only, no optimizer state: nothing else was released, and inventing a decoder here
   # would only be discarded by init_from (which initialises one for the run's own config).
   # Host numpy arrays go to Orbax as they are (no device copy of a possibly 15 GB encoder).

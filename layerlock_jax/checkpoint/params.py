@@ -3,7 +3,7 @@ hands them to tools (evaluation, feature extraction, weight export).
 
 Neither reads the optimizer state or the data position, so the source run's optimizer, schedule and
 data settings do not matter, only the model's shape; both check that (naming the mismatched config
-fields or parameter paths) before any array is read. Full resume lives in checkpoint.py.
+fields or parameter paths) before any array is read. Full resume lives in checkpoint/manager.py.
 """
 from __future__ import annotations
 
@@ -11,14 +11,12 @@ import dataclasses
 import logging
 import os
 from typing import Callable, Optional
-
-import flax.linen as nn
 import jax
 import orbax.checkpoint as ocp
 
 from layerlock_jax import plan
 from layerlock_jax import state as state_lib
-from layerlock_jax.checkpoint import (SHAPE_FIELDS, IncompatibleCheckpointError, diff_fields,
+from layerlock_jax.checkpoint.manager import (SHAPE_FIELDS, IncompatibleCheckpointError, diff_fields,
                                       get_field, open_manager, plain, resolve, shape_fields,
                                       spec_from_meta, tree_mismatch)
 

@@ -3,14 +3,14 @@
 A wrong config on a pod otherwise surfaces as a shape error deep inside a jitted function, an XLA
 sharding complaint, or - worst - a run that trains the wrong thing for hours (a LayerLock schedule
 that never freezes, a mesh that leaves devices idle). `validate()` checks every field against the
-schema in `config_defaults.py` and every cross-field constraint we know of, and raises the FIRST
-problem as a `ConfigError` whose `.field` is the dotted path (`config.model.num_heads`) and whose
+schema in `config/defaults.py` and every cross-field constraint we know of, and raises the FIRST
+problem as a `plan.ConfigError` whose `.field` is the dotted path (`config.model.num_heads`) and whose
 message is one line naming the bad value and the flag that fixes it. The entry point prints
-`format_error(err)` and exits with status 2 (the usual "bad usage" code), so scripts can tell a
+`plan.format_error(err)` and exits with status 2 (the usual "bad usage" code), so scripts can tell a
 config mistake from a crash.
 
 The rules that derive a run from its config (mask counts, the freeze table, blockwise groups and
-budgets) live in layerlock_jax/plan, which raises the same `ConfigError` when a run derives them;
+budgets) live in layerlock_jax/plan, which raises the same `plan.ConfigError` when a run derives them;
 this module runs those derivations early and checks the remaining fields itself.
 
 This module is pure Python on purpose: it must run before `jax.distributed.initialize()` and in
@@ -24,13 +24,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from layerlock_jax import config_defaults
+from layerlock_jax.config import defaults as config_defaults
 from layerlock_jax import host_memory
 from layerlock_jax import plan
-from layerlock_jax.plan import options
-# The checked readers and the error type live with the plan, which raises the same errors while
-# deriving a run; they are re-exported here because this is where users meet them.
-from layerlock_jax.plan.fields import ConfigError, format_error  # pylint: disable=unused-import
 from layerlock_jax.plan.fields import EPS as _EPS
 from layerlock_jax.plan.fields import choice as _choice
 from layerlock_jax.plan.fields import divisors_near as _divisors_near
@@ -41,6 +37,7 @@ from layerlock_jax.plan.fields import is_int as _is_int
 from layerlock_jax.plan.fields import is_num as _is_num
 from layerlock_jax.plan.fields import is_seq as _is_seq
 from layerlock_jax.plan.fields import number as _num
+from layerlock_jax.plan import options
 
 MESH_AXES = options.MESH_AXES
 
@@ -217,23 +214,23 @@ def resolve_mesh_shape(mesh_cfg: Any, num_devices: int) -> tuple[int, int, int]:
   for axis in MESH_AXES:
     v = mesh_cfg[axis]
     if not _is_int(v) or (v != -1 and v < 1):
-      raise ConfigError(f"config.mesh.{axis}", f"{axis}={v!r} is not a positive integer or -1; "
+      raise plan.ConfigError(f"config.mesh.{axis}", f"{axis}={v!r} is not a positive integer or -1; "
                         f"pass e.g. --config.mesh.{axis}=1")
     sizes[axis] = int(v)
   free = [a for a in MESH_AXES if sizes[a] == -1]
   shape = " x ".join(f"{a}={sizes[a]}" for a in MESH_AXES)
   if len(free) > 1:
-    raise ConfigError(f"config.mesh.{free[1]}", f"{free[1]}=-1 but {free[0]} is -1 too ({shape}); "
+    raise plan.ConfigError(f"config.mesh.{free[1]}", f"{free[1]}=-1 but {free[0]} is -1 too ({shape}); "
                       "at most one mesh axis may be -1, give the others explicit sizes")
   known = math.prod(sizes[a] for a in MESH_AXES if sizes[a] != -1)
   if free:
     if num_devices % known:
-      raise ConfigError(f"config.mesh.{free[0]}", f"{free[0]}=-1 cannot be resolved: {num_devices} "
+      raise plan.ConfigError(f"config.mesh.{free[0]}", f"{free[0]}=-1 cannot be resolved: {num_devices} "
                         f"devices are not divisible by the other axes' product {known} ({shape}); "
                         f"make the explicit sizes divide {num_devices}")
     sizes[free[0]] = num_devices // known
   elif known != num_devices:
-    raise ConfigError("config.mesh", f"{shape} has {known} devices but {num_devices} are "
+    raise plan.ConfigError("config.mesh", f"{shape} has {known} devices but {num_devices} are "
                       "available; set one axis to -1 (e.g. --config.mesh.data=-1) or fix the sizes")
   return sizes["data"], sizes["fsdp"], sizes["tensor"]
 
@@ -382,7 +379,7 @@ def _check_data_path(c: Any) -> None:
 
 
 def validate(config: Any, *, num_devices: int, process_count: int = 1) -> None:
-  """Raises ConfigError for the first problem found; returns None for a valid config.
+  """Raises plan.ConfigError for the first problem found; returns None for a valid config.
 
   `num_devices` is the global device count (jax.device_count()) the mesh will be built from and
   `process_count` the number of host processes, each loading batch_size / process_count clips.

@@ -33,11 +33,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from layerlock_jax import config_defaults
-from layerlock_jax import config_loading
+from layerlock_jax.config import loading as config_loading
 from layerlock_jax import flops
 from layerlock_jax import hardware
+from layerlock_jax import plan
 from layerlock_jax import state as state_lib
 from layerlock_jax.trainer import Trainer, memory_rows
 
@@ -99,7 +98,7 @@ def build_variant(group: str, name: str, config, frozen_layers: int = 0, *,
   ll = config.layerlock
   latent = frozen_layers and ll.enabled and ll.target == "latent"
   target = f"block_{frozen_layers}" if latent else "pixels"
-  spec = state_lib.stage_spec(config, frozen_layers, target)
+  spec = plan.stage_spec(config, frozen_layers, target)
   st = fresh_state(trainer, full_params, spec)
   video = jax.device_put(random_video(config), trainer.video_sharding)
   before = trainer.compile_seconds

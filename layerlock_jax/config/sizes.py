@@ -27,7 +27,8 @@ import dataclasses
 
 import ml_collections
 
-from layerlock_jax import config_defaults
+from layerlock_jax.config import defaults as config_defaults
+from layerlock_jax import plan
 
 VARIANTS = ("mae", "layerlock")
 
@@ -83,7 +84,7 @@ def layerlock_schedule(encoder_depth: int, total_steps: int, pixel_steps: int) -
 def enable_layerlock(c: ml_collections.ConfigDict, *, pixel_steps: int,
                      mini_warmup_steps: int) -> ml_collections.ConfigDict:
   """LayerLock on `c` with the freeze schedule derived from its encoder depth and total_steps."""
-  schedule = layerlock_schedule(config_defaults.encoder_depth(c), c.total_steps, pixel_steps)
+  schedule = layerlock_schedule(plan.encoder_depth(c), c.total_steps, pixel_steps)
   return config_defaults.enable_layerlock(c, pixel_steps=pixel_steps,
                                           mini_warmup_steps=mini_warmup_steps, **schedule)
 

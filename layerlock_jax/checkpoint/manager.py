@@ -43,8 +43,6 @@ import signal
 import threading
 import time
 from typing import Optional
-
-import flax.linen as nn
 import grain
 import jax
 import jax.numpy as jnp
@@ -101,7 +99,7 @@ class Progress:
 class Restored:
   step: int
   state: state_lib.TrainState
-  spec: state_lib.StageSpec     # the stage `state` is split for (maybe not the schedule's at `step`)
+  spec: plan.StageSpec     # the stage `state` is split for (maybe not the schedule's at `step`)
   progress: Progress
   meta: dict
 
@@ -174,17 +172,17 @@ def _progress(meta: dict) -> Progress:
   return Progress(**{k: v for k, v in meta["progress"].items() if k in known})
 
 
-def spec_from_meta(meta: dict) -> state_lib.StageSpec:
+def spec_from_meta(meta: dict) -> plan.StageSpec:
   """The saved StageSpec. JSON turned its tuples into lists; they must be tuples again, or the spec
   would be unhashable (it keys the compiled-step cache) and unequal to the schedule's."""
-  known = {f.name for f in dataclasses.fields(state_lib.StageSpec)}
+  known = {f.name for f in dataclasses.fields(plan.StageSpec)}
   saved = meta["stage"]
   unknown = sorted(set(saved) - known)
   if unknown:
     raise IncompatibleCheckpointError(
         f"the checkpoint's stage has fields this code does not know: {unknown} (written by a "
         "different version of this code?)")
-  return state_lib.StageSpec(**{k: tuple(v) if isinstance(v, list) else v
+  return plan.StageSpec(**{k: tuple(v) if isinstance(v, list) else v
                                 for k, v in saved.items()})
 
 
@@ -239,7 +237,7 @@ class Checkpoints:
     return sorted(self.manager.all_steps())
 
   # --- save --------------------------------------------------------------------------------------
-  def save(self, step: int, state, spec: state_lib.StageSpec, data_iter, progress: Progress, *,
+  def save(self, step: int, state, spec: plan.StageSpec, data_iter, progress: Progress, *,
            wait: bool = False, extra_meta: Optional[dict] = None) -> bool:
     """Start saving `state` (split for `spec`) after `step` steps; returns False if it exists.
 
@@ -300,7 +298,7 @@ class Checkpoints:
   def read_meta(self, step: int) -> dict:
     return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
-  def check_compatible(self, step: int, meta: dict, abstract_state) -> state_lib.StageSpec:
+  def check_compatible(self, step: int, meta: dict, abstract_state) -> plan.StageSpec:
     """Raise IncompatibleCheckpointError unless `step` restores into `abstract_state(spec)` (the
     saved stage's train state, as ShapeDtypeStructs with the current run's shardings)."""
     problems = diff_fields(meta["shape_fields"], shape_fields(self.config))
@@ -490,7 +488,3 @@ def main(argv):
           f"{meta['process_count']} process(es); {epath.Path(directory) / str(step)}")
   manager.close()
 
-
-if __name__ == "__main__":
-  import sys  # pylint: disable=g-import-not-at-top
-  sys.exit(main(sys.argv))

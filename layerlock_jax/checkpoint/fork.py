@@ -28,7 +28,7 @@ import shutil
 
 import ml_collections
 
-from layerlock_jax import checkpoint
+from layerlock_jax.checkpoint import manager as checkpoint
 from layerlock_jax import plan
 
 # Fields that never reach the computation of a step: where and how often to save, log and

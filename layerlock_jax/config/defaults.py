@@ -7,8 +7,6 @@ summary of it, [I] our inference where neither says. Every [S]/[I] choice is a k
 """
 import ml_collections
 
-# Derived, not a field: planned in plan/stages.py, re-exported for config files and tools.
-from layerlock_jax.plan import encoder_depth  # pylint: disable=unused-import
 
 # ViT sizes: name -> (width, depth, mlp_dim, num_heads). Kauldron's table, used by 4DS [P-code].
 VIT_SIZES = {
@@ -60,7 +58,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.init_from = ""                 # load parameters only from this checkpoint dir/step
   c.fork_from = ""                 # start from another run's whole state at its checkpoint step
                                    # N, when its first N steps are this run's
-                                   # (layerlock_jax/checkpoint_fork.py)
+                                   # (layerlock_jax/checkpoint/fork.py)
   c.compile_cache_dir = "auto"     # persistent XLA compile cache of real runs: auto = env
                                    # JAX_COMPILATION_CACHE_DIR or ~/.cache/layerlock_jax/xla; a
                                    # path; "" = off (layerlock_jax/compilation.py)
