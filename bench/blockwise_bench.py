@@ -23,12 +23,13 @@ emulated there); the shape of the model is the paper's.
 """
 import copy
 import os
-import sys
 
 from absl import app
 from absl import flags
 import jax
 from ml_collections import config_flags
+
+from layerlock_jax import cli
 
 from layerlock_jax import plan
 import common
@@ -186,4 +187,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  sys.exit(app.run(main))
+  cli.run(main)

@@ -105,7 +105,7 @@ def build_variant(group: str, name: str, config, frozen_layers: int = 0, *,
   compiled = trainer.step_fn(spec, st, video)
   compile_s = trainer.compile_seconds - before
   mem = memory_rows(compiled)
-  f = flops.step_flops(config, frozen_layers)
+  f = flops.step_flops(config, spec)
   devices = trainer.mesh.devices.size
   row = {
       "group": group, "variant": name, "frozen_layers": frozen_layers, "target": spec.target,

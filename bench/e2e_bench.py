@@ -27,6 +27,8 @@ from ml_collections import config_flags
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 
+from layerlock_jax import cli  # noqa: E402  pylint: disable=wrong-import-position
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(_ROOT, "configs", "tiny.py"), "Config (plain MAE keeps one stage).",
     lock_config=True)
@@ -104,4 +106,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  sys.exit(app.run(main))
+  cli.run(main)

@@ -12,11 +12,12 @@ and no backward loop of k trips (the prefix is never differentiated, only run).
 Variants are compiled first and then timed round-robin (bench/common.py explains why).
 """
 import os
-import sys
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
+
+from layerlock_jax import cli
 
 from layerlock_jax import plan
 import common
@@ -117,4 +118,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  sys.exit(app.run(main))
+  cli.run(main)

@@ -10,11 +10,11 @@ the patch embedding are compared element by element with the last checkpoint.
 """
 import os
 
-from absl import app
 from absl import flags
 import jax
 import numpy as np
 from ml_collections import config_flags
+from layerlock_jax import cli
 from layerlock_jax.trainer import Trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config file.")
@@ -52,4 +52,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

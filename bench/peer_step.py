@@ -200,7 +200,7 @@ def measure(framework: str, config_name: str, *, threads: int, warmup: int, step
     cpu.append(time.process_time() - start_cpu)
   profile = facts.pop("_profile")
   op_ms = profile(_PROFILE.value) if _PROFILE.value > 0 else None
-  model_flops = flops.step_flops(config, 0)["model_flops"]
+  model_flops = flops.step_flops(config)["model_flops"]
   median = statistics.median(wall)
   peak = facts.get("peak_flops")
   return {

@@ -54,7 +54,8 @@ def analytic_train_flops(config) -> float:
   total = 0.0
   for stage, end in zip(table, ends):
     steps = max(0, min(end, config.total_steps) - stage.start_step)
-    total += steps * flops.step_flops(config, stage.frozen_layers)["model_flops"]
+    total += steps * flops.step_flops(
+        config, plan.stage_spec(config, stage.frozen_layers, stage.target))["model_flops"]
   return total
 
 

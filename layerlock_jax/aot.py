@@ -120,7 +120,7 @@ def plan_stage(trainer, spec) -> StagePlan:
   seconds = time.perf_counter() - start
   mem = memory_rows(compiled)
   device = trainer.mesh.devices.flat[0]
-  step = flops.step_flops(trainer.config, spec.frozen_layers)
+  step = flops.step_flops(trainer.config, spec)
   total = (mem["argument_bytes"] + mem["temp_bytes"] + mem["output_bytes"] - mem["alias_bytes"])
   return StagePlan(
       frozen_layers=spec.frozen_layers, target=spec.target,

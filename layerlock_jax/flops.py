@@ -28,7 +28,7 @@ What is counted (see `step_flops` for the per-term rules):
   include it.
 - Per global step: gradient accumulation (config.grad_accum_steps) runs the same matmuls on
   micro-batches that add up to batch_size clips, so it changes neither count (nor clips/s).
-- Blockwise SSL (config.blockwise.enabled, layerlock_jax/blockwise.py) has its own rules: every
+- Blockwise SSL (config.blockwise.enabled, layerlock_jax/methods/blockwise.py) has its own rules: every
   segment that runs has its own light decoder and pixel head, and the sequential regime's idle
   suffix is not run at all (`_blockwise_step_flops`).
 """
@@ -71,14 +71,16 @@ def block_flops(seq_len: int, width: int, mlp_dim: int, *, batch: int) -> int:
           + 2 * _matmul(tokens, width, mlp_dim))
 
 
-def step_flops(config: Any, frozen_layers: int = 0, *,
+def step_flops(config: Any, spec: plan.StageSpec | None = None, *,
                batch_size: int | None = None) -> dict[str, int]:
   """FLOPs of one training step on the global batch, split by where they are spent.
 
   Args:
     config: a config following layerlock_jax/config/defaults.py.
-    frozen_layers: k, the number of frozen encoder blocks in the current LayerLock stage (the
-      patch embedding freezes with them). 0 means nothing is frozen.
+    spec: the stage (plan.stage_spec; default: the first stage, nothing frozen). What it says is
+      used as is: spec.frozen_layers = k, the number of frozen encoder blocks (the patch embedding
+      freezes with them); spec.method; spec.latent (a latent target: LayerLock's from the frozen
+      prefix when k >= 1, the naive baseline's when k = 0) and spec.pixel_loss.
     batch_size: clips per step; defaults to config.batch_size (the global batch).
 
   Returns a dict of Python ints:
@@ -105,8 +107,8 @@ def step_flops(config: Any, frozen_layers: int = 0, *,
                        The frozen prefix runs forward only and is never rematerialised.
     model_flops        everything except remat_recompute: the MFU numerator.
     hardware_flops     model_flops + remat_recompute.
-  With config.blockwise.enabled the same keys are filled by `_blockwise_step_flops`, where
-  `frozen_layers` identifies the stage (0 for concurrent and e2e; b_{j-1} for sequential segment j,
+  For blockwise stages the same keys are filled by `_blockwise_step_flops`, where
+  `spec.frozen_layers` identifies the stage (0 for concurrent and e2e; b_{j-1} for sequential segment j,
   as in the freeze table and StageSpec.frozen_layers).
   """
   m, dec = config.model, config.model.decoder
@@ -116,20 +118,23 @@ def step_flops(config: Any, frozen_layers: int = 0, *,
   n_vis, q = geo["num_visible"], geo["num_queries"]
   d, f = m.width, m.mlp_dim
   enc_depth = plan.encoder_depth(config)
-  k = frozen_layers
+  if spec is None:
+    spec = plan.stage_spec(config, 0, plan.PIXELS)
+  k = spec.frozen_layers
   if not 0 <= k <= enc_depth:
     raise ValueError(f"frozen_layers={k} outside [0, encoder depth {enc_depth}]")
-  if plan.blockwise_enabled(config):
+  if spec.method == "blockwise":
     return _blockwise_step_flops(config, k, batch)
-  if plan.vjepa_enabled(config):
+  if spec.method == "vjepa":
     return _vjepa_step_flops(config, k, batch)
   n_train = enc_depth - k
 
   # --- student encoder -------------------------------------------------------------------------
   ll = config.layerlock
-  latent_stage = bool(ll.enabled) and ll.target == "latent" and k >= 1
+  latent_stage = spec.latent and k >= 1      # LayerLock: targets from the frozen prefix
+  naive_latent = spec.latent and k == 0      # the naive baseline: targets from its own blocks
   # A latent target is computed on every token of the clip, so only then is the whole clip embedded.
-  embedded = n if (latent_stage or config.naive_latent.enabled) else n_vis
+  embedded = n if spec.latent else n_vis
   embed_fwd = _matmul(batch * embedded, p, d)
   patch_embed = embed_fwd if k else 2 * embed_fwd
   enc_block = block_flops(n_vis, d, f, batch=batch)
@@ -158,14 +163,14 @@ def step_flops(config: Any, frozen_layers: int = 0, *,
   # --- heads and targets -----------------------------------------------------------------------
   head_fwd = 0
   target_forward = 0
-  if not latent_stage or ll.keep_pixel_loss:
+  if spec.pixel_loss:
     head_fwd += _matmul(batch * q, dec_width, p)
   if latent_stage:
     q_lat = plan.latent_queries(geo["num_masked"], ll.latent_patch_fraction)
     num_latent_heads = k if ll.multi_target else 1
     head_fwd += num_latent_heads * _matmul(batch * q_lat, dec_width, d)
     target_forward += k * block_flops(n, d, f, batch=batch)
-  if config.naive_latent.enabled:
+  if naive_latent:
     layer = plan.naive_latent_layer(config)
     head_fwd += _matmul(batch * q, dec_width, d)
     target_forward += layer * block_flops(n, d, f, batch=batch)
@@ -210,7 +215,7 @@ def _totals(patch_embed: int, encoder_trainable: int, encoder_frozen: int, decod
 
 
 def _vjepa_step_flops(config: Any, k: int, batch: int) -> dict[str, int]:
-  """`step_flops` of V-JEPA (layerlock_jax/vjepa.py), stage k.
+  """`step_flops` of V-JEPA (layerlock_jax/methods/vjepa.py), stage k.
 
   The student encoder is counted as for MAE, on the N_ctx context tokens. The predictor (reported
   under "decoder"; "heads" is 0) projects the context tokens D->Dp, runs its blocks on
@@ -257,7 +262,7 @@ def _vjepa_step_flops(config: Any, k: int, batch: int) -> dict[str, int]:
 
 
 def _blockwise_step_flops(config: Any, k: int, batch: int) -> dict[str, int]:
-  """`step_flops` of blockwise SSL (layerlock_jax/blockwise.py `local_losses`), stage given by k.
+  """`step_flops` of blockwise SSL (layerlock_jax/methods/blockwise.py `local_losses`), stage given by k.
 
   The encoder's L layers are cut into segments at b_1 < ... < b_n = L; every segment that runs
   has its own light decoder (D->Dd projection on N_vis tokens, decoder blocks on N_vis + Q

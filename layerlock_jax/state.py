@@ -12,7 +12,7 @@ table) freezes with the first block; a head whose loss is inactive (the latent h
 switch, the pixel head when the pixel loss is dropped) is held frozen so that weight decay cannot
 shrink it while it is unused.
 
-Blockwise SSL (layerlock_jax/blockwise.py) adds two things. An *idle* suffix: in the sequential
+Blockwise SSL (layerlock_jax/methods/blockwise.py) adds two things. An *idle* suffix: in the sequential
 regime the segments after the one in training are neither run nor updated, so the encoder is cut
 in three, `frozen["encoder"]` (finished segments), `params["encoder"]` (the active segment) and
 `frozen["encoder_idle"]` (segments still to come; held frozen so weight decay cannot move them).

@@ -16,15 +16,14 @@ from layerlock_jax.checkpoint import params as checkpoint_params
 from layerlock_jax import compilation
 from layerlock_jax import distributed
 from layerlock_jax import flops
-from layerlock_jax import freeze_trigger
 from layerlock_jax.methods import layerlock
+from layerlock_jax.methods import vjepa
 from layerlock_jax.models import video_mae
 from layerlock_jax import optimizer
 from layerlock_jax import plan
 from layerlock_jax import sharding
 from layerlock_jax import state as state_lib
 from layerlock_jax import train_step as step_lib
-from layerlock_jax import vjepa
 
 
 def note(msg: str, *args):
@@ -51,7 +50,7 @@ class Trainer:
     ll = config.layerlock
     self.trigger = None
     if ll.enabled and ll.get("trigger", "schedule") == "convergence":
-      self.trigger = freeze_trigger.ConvergenceTrigger(
+      self.trigger = layerlock.ConvergenceTrigger(
           config, plan.frozen_cap(config, self.model.encoder_depth))
     self._build_schedule()
     self.latent_weight_fn = layerlock.naive_latent_weight_fn(config)
@@ -80,13 +79,13 @@ class Trainer:
   def restore_trigger(self, saved: dict):
     """Continue the convergence trigger from a checkpoint's `Progress.trigger`."""
     if self.trigger is not None and saved:
-      self.trigger.state = freeze_trigger.TriggerState.from_json(saved)
+      self.trigger.state = layerlock.TriggerState.from_json(saved)
       self._build_schedule()
 
   def check_convergence(self, done: int, metrics: dict) -> bool:
     """After step `done`: let the trigger look at the trainable blocks' norms (a host sync, but
     only every `check_every` steps). True when it decided a freeze starting at step `done`."""
-    norms = metrics.pop(step_lib.LAYER_NORMS, None)
+    norms = metrics.pop(layerlock.LAYER_NORMS, None)
     if self.trigger is None or norms is None or not self.trigger.due(done):
       return False
     event = self.trigger.observe(done, [float(x) for x in jax.device_get(norms)])
@@ -238,7 +237,7 @@ class Trainer:
 
   def flops_per_step(self, spec) -> float:
     """Analytic model FLOPs of one step at this stage (the MFU numerator; no remat recompute)."""
-    return flops.step_flops(self.config, spec.frozen_layers)["model_flops"]
+    return flops.step_flops(self.config, spec)["model_flops"]
 
   def is_compiled(self, spec) -> bool:
     """Whether the step of stage `spec` has been compiled (or taken from an ahead compile)."""

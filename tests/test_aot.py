@@ -87,7 +87,7 @@ def test_cli_plan_agrees_with_a_real_compile(cli_plan):
                                   + mem.output_size_in_bytes - mem.alias_size_in_bytes)
   assert stage["argument_bytes"] == (stage["param_bytes"] + stage["opt_state_bytes"]
                                      + stage["batch_bytes"] + 4 + 4)  # + int32 step, uint32 seed
-  fl = flops.step_flops(config, 0)
+  fl = flops.step_flops(config)
   assert (stage["model_flops"], stage["hardware_flops"]) == (fl["model_flops"],
                                                              fl["hardware_flops"])
   assert f"{result['parameters']:,} parameters" in stdout

@@ -17,13 +17,13 @@ import numpy as np
 import optax
 import pytest
 
-from layerlock_jax import blockwise
 from layerlock_jax.config import defaults as config_defaults
 from layerlock_jax.config import loading as config_loading
 from layerlock_jax import masking
+from layerlock_jax.methods import blockwise
+from layerlock_jax.methods import objectives
 from layerlock_jax.models import video_mae
 from layerlock_jax.models import vit
-from layerlock_jax import objectives
 from layerlock_jax import optimizer
 from layerlock_jax import plan
 from layerlock_jax import state as state_lib
@@ -140,8 +140,8 @@ def segment_loss_grads(config):
   spec = plan.stage_spec(config, 0, "pixels")
 
   def segment_loss(p, j):
-    _, metrics = step_lib.loss_fn(p, {}, clip(), jax.random.key(1), 0, model=model,
-                                  config=config, spec=spec)
+    _, metrics = blockwise.loss_fn(p, {}, None, clip(), jax.random.key(1), 0, model=model,
+                                   config=config, spec=spec)
     return metrics[f"segment_{j}_loss"]
 
   grads = jax.jit(lambda p: [jax.grad(segment_loss)(p, j) for j in (1, 2, 3)])(params)

@@ -42,3 +42,20 @@ def test_missing_data_directory_is_named(tmp_path):
                   "--config.data.source=video_folder", f"--config.data.path={tmp_path}/nope")
   assert proc.returncode == 2
   assert "config.data.path" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("module", ["main", "evaluate", "aot"])
+def test_misspelt_override_is_one_line_with_the_closest_fields(tmp_path, module):
+  """Every command that takes --config: an override of a field the config lacks is one line
+  naming it and the closest existing fields, exit status 2 (not ml_collections' traceback)."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=TEST_XLA_FLAGS)
+  proc = subprocess.run(
+      [sys.executable, "-m", f"layerlock_jax.{module}", "--config=configs/tiny.py",
+       f"--workdir={tmp_path}", "--config.data.num_frmaes=8"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  lines = [l for l in proc.stderr.splitlines() if l.strip() and not l.startswith(("W", "I"))]
+  assert len(lines) == 1, proc.stderr
+  assert lines[0].startswith("Config error: config.data.num_frmaes: no such field; closest: "
+                             "config.data.num_frames"), proc.stderr
+  assert "Traceback" not in proc.stderr

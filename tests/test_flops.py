@@ -14,6 +14,13 @@ from layerlock_jax import flops
 from layerlock_jax import plan
 
 
+def step_flops(config, k: int = 0, **kwargs):
+  """flops.step_flops at the stage with k frozen blocks (its spec as the freeze table makes it)."""
+  target = plan.block_target(k) if k else plan.PIXELS
+  return flops.step_flops(config, plan.stage_spec(config, k, target), **kwargs)
+
+
+
 def _tiny_config(**overrides):
   """A clip of 4x8x8 with (2,4,4) tubelets: N = 2*2*2 = 8 tokens of P = 2*4*4*3 = 96 values.
 
@@ -103,7 +110,7 @@ def test_token_geometry_of_the_default_clip():
 
 
 def test_step_flops_tiny_config_unfrozen():
-  f = flops.step_flops(_tiny_config())
+  f = step_flops(_tiny_config())
   assert f["patch_embed"] == 2 * EMBED_FWD             # forward + weight gradient only
   assert f["encoder_frozen"] == 0
   assert f["encoder_trainable"] == 3 * 2 * ENC_BLOCK_S2
@@ -114,13 +121,13 @@ def test_step_flops_tiny_config_unfrozen():
       24_576 + 101_376 + 64_512 + 55_296)
   assert all(isinstance(v, int) for v in f.values())
   # Everything scales with the batch; the default batch is config.batch_size.
-  assert flops.step_flops(_tiny_config(), batch_size=8)["model_flops"] == 4 * 245_760
+  assert step_flops(_tiny_config(), batch_size=8)["model_flops"] == 4 * 245_760
 
 
 def test_freezing_saves_the_backward_of_the_frozen_prefix():
   config = _tiny_config(layerlock__enabled=True, layerlock__target="pixel")
-  f0 = flops.step_flops(config, 0)
-  f1 = flops.step_flops(config, 1)
+  f0 = step_flops(config, 0)
+  f1 = step_flops(config, 1)
   # Block 1 goes from 3x to 1x (saves 2/3 of its training cost), the patch embedding loses its
   # weight gradient, and block 2's QKV no longer forms an input gradient.
   assert f0["model_flops"] - f1["model_flops"] == 2 * ENC_BLOCK_S2 + EMBED_FWD + ENC_QKV_S2
@@ -131,7 +138,7 @@ def test_freezing_saves_the_backward_of_the_frozen_prefix():
     assert f1[key] == f0[key]
   # All encoder blocks frozen: nothing in the encoder is trained, and the decoder's input
   # projection reads a stop-gradient so it loses its input gradient (3x -> 2x).
-  f2 = flops.step_flops(config, 2)
+  f2 = step_flops(config, 2)
   assert f2["encoder_trainable"] == 0 and f2["encoder_frozen"] == 2 * ENC_BLOCK_S2
   assert f2["decoder"] == 3 * DEC_BLOCK + 2 * DEC_PROJ
 
@@ -142,14 +149,14 @@ def test_freezing_saving_at_vit_b_scale():
   config.layerlock.enabled, config.layerlock.target = True, "pixel"
   config.batch_size = 1
   block = flops.block_flops(78, 768, 3072, batch=1)
-  totals = [flops.step_flops(config, k)["model_flops"] for k in range(1, 6)]
+  totals = [step_flops(config, k)["model_flops"] for k in range(1, 6)]
   assert all(a - b == 2 * block for a, b in zip(totals, totals[1:]))
 
 
 def test_latent_target_adds_the_full_clip_frozen_forward_and_latent_heads():
   common = dict(layerlock__enabled=True, layerlock__latent_patch_fraction=0.5)
-  pixel = flops.step_flops(_tiny_config(layerlock__target="pixel", **common), 1)
-  latent = flops.step_flops(_tiny_config(layerlock__target="latent", **common), 1)
+  pixel = step_flops(_tiny_config(layerlock__target="pixel", **common), 1)
+  latent = step_flops(_tiny_config(layerlock__target="latent", **common), 1)
   # Frozen prefix on all 8 tokens: block 1 (the embedding of all tokens is shared, so the
   # frozen embedding runs on all 16 tokens instead of the 4 visible ones).
   assert latent["target_forward"] == ENC_BLOCK_S8
@@ -160,54 +167,54 @@ def test_latent_target_adds_the_full_clip_frozen_forward_and_latent_heads():
   assert latent["model_flops"] - pixel["model_flops"] == (ENC_BLOCK_S8 + latent_head
                                                           + EMBED_FWD_FULL - EMBED_FWD)
   # Stage 0 of a latent run is a pixel stage: no target forward.
-  assert flops.step_flops(_tiny_config(layerlock__target="latent", **common), 0)[
+  assert step_flops(_tiny_config(layerlock__target="latent", **common), 0)[
       "target_forward"] == 0
   # Dropping the pixel loss drops the pixel head; multi_target at k=2 has two latent heads
   # and a two-block full-clip prefix.
-  no_pixel = flops.step_flops(_tiny_config(layerlock__target="latent",
+  no_pixel = step_flops(_tiny_config(layerlock__target="latent",
                                            layerlock__keep_pixel_loss=False, **common), 1)
   assert no_pixel["heads"] == latent_head
   # A tiny fraction still keeps one latent patch per clip: round(0.01 * 6) = 0 -> 1.
-  few = flops.step_flops(_tiny_config(layerlock__enabled=True, layerlock__target="latent",
+  few = step_flops(_tiny_config(layerlock__enabled=True, layerlock__target="latent",
                                       layerlock__latent_patch_fraction=0.01), 1)
   assert few["heads"] == 3 * PIXEL_HEAD + 3 * (2 * (2 * 1) * 8 * 16)
-  multi = flops.step_flops(_tiny_config(layerlock__target="latent",
+  multi = step_flops(_tiny_config(layerlock__target="latent",
                                         layerlock__multi_target=True, **common), 2)
   assert multi["heads"] == 3 * PIXEL_HEAD + 2 * latent_head
   assert multi["target_forward"] == 2 * ENC_BLOCK_S8
 
 
 def test_naive_latent_adds_stop_gradient_forward_and_head():
-  base = flops.step_flops(_tiny_config())
-  naive = flops.step_flops(_tiny_config(naive_latent__enabled=True))  # layer -1: middle = 1
+  base = step_flops(_tiny_config())
+  naive = step_flops(_tiny_config(naive_latent__enabled=True))  # layer -1: middle = 1
   assert naive["target_forward"] == ENC_BLOCK_S8
   assert naive["patch_embed"] == 2 * EMBED_FWD_FULL and base["patch_embed"] == 2 * EMBED_FWD
   assert naive["heads"] - base["heads"] == 3 * (2 * (2 * 6) * 8 * 16)
-  deeper = flops.step_flops(_tiny_config(naive_latent__enabled=True, naive_latent__layer=2))
+  deeper = step_flops(_tiny_config(naive_latent__enabled=True, naive_latent__layer=2))
   assert deeper["target_forward"] == 2 * ENC_BLOCK_S8
 
 
 @pytest.mark.parametrize("policy", ["none", "dots_saveable", "everything_saveable"])
 def test_remat_free_policies(policy):
-  f = flops.step_flops(_tiny_config(model__remat_policy=policy), 1)
+  f = step_flops(_tiny_config(model__remat_policy=policy), 1)
   assert f["remat_recompute"] == 0 and f["hardware_flops"] == f["model_flops"]
 
 
 def test_remat_nothing_saveable_recomputes_trained_block_forwards():
   config = _tiny_config(model__remat_policy="nothing_saveable")
   for k in (0, 1, 2):
-    f = flops.step_flops(config, k)
+    f = step_flops(config, k)
     # Trainable encoder blocks and the decoder block, whole forward; never the frozen prefix,
     # nor the dense layers outside block stacks (embedding, decoder projection, heads).
     assert f["remat_recompute"] == (2 - k) * ENC_BLOCK_S2 + DEC_BLOCK
     assert f["hardware_flops"] == f["model_flops"] + f["remat_recompute"]
   # MFU's numerator does not move with the policy.
-  assert f["model_flops"] == flops.step_flops(_tiny_config(), 2)["model_flops"]
+  assert f["model_flops"] == step_flops(_tiny_config(), 2)["model_flops"]
 
 
 def test_remat_no_batch_dims_policy_recomputes_attention_einsums():
   # Dense outputs are saved; the two attention einsums (batch dims b, h) are recomputed.
-  f = flops.step_flops(_tiny_config(model__remat_policy="dots_with_no_batch_dims_saveable"))
+  f = step_flops(_tiny_config(model__remat_policy="dots_with_no_batch_dims_saveable"))
   # 2 encoder blocks x 512 and 1 decoder block x 4_096: the attention terms of ENC_BLOCK_S2 and
   # DEC_BLOCK above.
   assert f["remat_recompute"] == 2 * 512 + 4_096
@@ -218,7 +225,7 @@ def test_query_decoder_borrows_the_last_backbone_blocks():
   # backbone block (width 16, MLP 32) on 2 visible + 6 query tokens = 8 tokens, like ENC_BLOCK_S8.
   config = _tiny_config(model__depth=3, model__decoder__type="query",
                         model__decoder__depth=1, model__remat_policy="nothing_saveable")
-  f = flops.step_flops(config)
+  f = step_flops(config)
   assert plan.encoder_depth(config) == 2
   assert f["encoder_trainable"] == 3 * 2 * ENC_BLOCK_S2
   assert f["decoder"] == 3 * ENC_BLOCK_S8                # no input projection
@@ -226,18 +233,18 @@ def test_query_decoder_borrows_the_last_backbone_blocks():
   # Remat covers the decoder blocks too.
   assert f["remat_recompute"] == 2 * ENC_BLOCK_S2 + ENC_BLOCK_S8
   # Only encoder blocks can be frozen.
-  assert flops.step_flops(config, 2)["encoder_trainable"] == 0
+  assert step_flops(config, 2)["encoder_trainable"] == 0
   with pytest.raises(ValueError):
-    flops.step_flops(config, 3)
+    step_flops(config, 3)
 
 
 def test_bad_inputs_raise():
   with pytest.raises(ValueError):
-    flops.step_flops(_tiny_config(model__remat_policy="some_policy"))
+    step_flops(_tiny_config(model__remat_policy="some_policy"))
   with pytest.raises(ValueError):
-    flops.step_flops(_tiny_config(data__image_size=10))   # 10 is not a multiple of 4
+    step_flops(_tiny_config(data__image_size=10))   # 10 is not a multiple of 4
   with pytest.raises(ValueError):
-    flops.step_flops(_tiny_config(), -1)
+    step_flops(_tiny_config(), -1)
 
 
 # --- cross-check against XLA's own count ---------------------------------------------------------

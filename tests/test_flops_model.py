@@ -5,6 +5,8 @@ stack unrolled (config.model.scan_unroll). XLA also counts element-wise work (no
 GELU, AdamW) that the analytic model leaves out, so the check is a band, chosen from shapes where
 matmuls dominate: XLA's count must lie within [1.0, 1.12] x the analytic model FLOPs.
 """
+import dataclasses
+
 import jax
 import pytest
 
@@ -12,6 +14,12 @@ from layerlock_jax.config import defaults as config_defaults
 from layerlock_jax import flops
 from layerlock_jax import plan
 from layerlock_jax.trainer import Trainer
+
+def step_flops(config, k: int = 0, **kwargs):
+  """flops.step_flops at the stage with k frozen blocks (its spec as the freeze table makes it)."""
+  target = plan.block_target(k) if k else plan.PIXELS
+  return flops.step_flops(config, plan.stage_spec(config, k, target), **kwargs)
+
 
 
 def unrolled_config(decoder, target):
@@ -54,7 +62,7 @@ def xla_step_flops(trainer, spec):
     pytest.param("light", "latent", 1, marks=pytest.mark.slow)])
 def test_analytic_flops_match_xla_on_the_unrolled_model(decoder, target, k):
   config = unrolled_config(decoder, target)
-  analytic = flops.step_flops(config, k)["model_flops"]
+  analytic = step_flops(config, k)["model_flops"]
   measured = xla_flops(config, k)
   assert 1.0 <= measured / analytic <= 1.12, (measured, analytic, measured / analytic)
 
@@ -89,7 +97,7 @@ def test_blockwise_analytic_flops_match_xla(regime, step, k, idle):
   spec = trainer.spec_at(step)
   assert (spec.regime, spec.frozen_layers, spec.idle_layers) == (regime, k, idle)
   analytic = trainer.flops_per_step(spec)
-  assert analytic == flops.step_flops(config, k)["model_flops"]
+  assert analytic == step_flops(config, k)["model_flops"]
   measured = xla_step_flops(trainer, spec)
   assert 1.0 <= measured / analytic <= 1.12, (measured, analytic, measured / analytic)
 
@@ -109,7 +117,7 @@ def test_blockwise_regimes_by_hand():
   by_regime = {}
   for regime in ("concurrent", "e2e", "sequential"):
     config.blockwise.regime = regime
-    by_regime[regime] = {kk: flops.step_flops(config, kk) for kk in ((0, 1, 3) if regime ==
+    by_regime[regime] = {kk: step_flops(config, kk) for kk in ((0, 1, 3) if regime ==
                                                                       "sequential" else (0,))}
   con, e2e = by_regime["concurrent"][0], by_regime["e2e"][0]
   # Three decoders and heads either way; concurrent drops the QKV input gradient at the 2 inner
@@ -130,12 +138,13 @@ def test_blockwise_regimes_by_hand():
   assert all(s["target_forward"] == 0 for s in seq.values())
   # Stages that do not exist in the regime are refused.
   with pytest.raises(ValueError):
-    flops.step_flops(config, 2)       # layer 2 is inside block 2, not a block start
+    step_flops(config, 2)       # layer 2 is inside block 2, not a block start
   config.blockwise.regime = "e2e"
+  e2e_spec = plan.stage_spec(config, 0, plan.PIXELS)
   with pytest.raises(ValueError):
-    flops.step_flops(config, 1)
+    flops.step_flops(config, dataclasses.replace(e2e_spec, frozen_layers=1))
   # Remat recomputes the trained layers and every decoder that runs, never the frozen prefix.
   config.model.remat_policy = "nothing_saveable"
-  assert flops.step_flops(config, 0)["remat_recompute"] == 4 * block + 3 * dec_block
+  assert step_flops(config, 0)["remat_recompute"] == 4 * block + 3 * dec_block
   config.blockwise.regime = "sequential"
-  assert flops.step_flops(config, 1)["remat_recompute"] == 2 * block + dec_block
+  assert step_flops(config, 1)["remat_recompute"] == 2 * block + dec_block

@@ -8,7 +8,7 @@ import pytest
 from layerlock_jax.config import defaults as config_defaults
 from layerlock_jax.config import loading as config_loading
 from layerlock_jax.config import validation as config_validation
-from layerlock_jax import freeze_trigger
+from layerlock_jax.methods import layerlock
 from layerlock_jax import optimizer
 from layerlock_jax import plan
 
@@ -38,7 +38,7 @@ def _feed(trigger, norms_at):
 
 
 def test_freezes_after_patience_calm_checks_not_before_pixel_steps_and_respects_min_interval():
-  trigger = freeze_trigger.ConvergenceTrigger(_config(), frozen_cap=3)
+  trigger = layerlock.ConvergenceTrigger(_config(), frozen_cap=3)
   # Each block's norm grows (63% per check) until step `settle`, then stays flat: calm from the
   # first check after settle; 2 calm checks needed.
   settle = {0: 40, 1: 200, 2: 210}
@@ -60,8 +60,8 @@ def test_freezes_after_patience_calm_checks_not_before_pixel_steps_and_respects_
 def test_max_interval_forces_a_freeze_and_a_restless_block_never_freezes_without_it():
   # 3% per check of 10 steps: 0.003 per step, forever above the threshold of 0.001.
   restless = lambda step, k: 1.0 * 1.03 ** (step / 10)
-  assert _feed(freeze_trigger.ConvergenceTrigger(_config(), frozen_cap=3), restless) == []
-  forced = freeze_trigger.ConvergenceTrigger(_config(max_interval=150), frozen_cap=3)
+  assert _feed(layerlock.ConvergenceTrigger(_config(), frozen_cap=3), restless) == []
+  forced = layerlock.ConvergenceTrigger(_config(max_interval=150), frozen_cap=3)
   # First freeze forced at 150 (0 + max_interval, later than pixel_steps), then every 150 steps.
   assert _feed(forced, restless) == [(150, 1), (300, 2), (450, 3)]
 
@@ -69,19 +69,19 @@ def test_max_interval_forces_a_freeze_and_a_restless_block_never_freezes_without
 def test_state_round_trips_through_json_and_continues_identically():
   settle = {0: 150, 1: 300, 2: 500}
   norms = lambda step, k: 1.0 * 1.04 ** min(step, settle[k]) / 10
-  whole = freeze_trigger.ConvergenceTrigger(_config(), frozen_cap=3)
+  whole = layerlock.ConvergenceTrigger(_config(), frozen_cap=3)
   expected = _feed(whole, norms)
   assert expected == [(170, 1), (320, 2), (520, 3)]
   # Stop after the check at 310 (block 2 has one calm check, its norm history is live), save,
   # restore into a new trigger, continue.
-  first = freeze_trigger.ConvergenceTrigger(_config(), frozen_cap=3)
+  first = layerlock.ConvergenceTrigger(_config(), frozen_cap=3)
   decided = []
   for done in range(10, 320, 10):
     if first.due(done) and (e := first.observe(done, [norms(done, first.frozen_layers())])):
       decided.append(e)
   saved = json.loads(json.dumps(first.state.to_json()))
-  second = freeze_trigger.ConvergenceTrigger(
-      _config(), frozen_cap=3, state=freeze_trigger.TriggerState.from_json(saved))
+  second = layerlock.ConvergenceTrigger(
+      _config(), frozen_cap=3, state=layerlock.TriggerState.from_json(saved))
   for done in range(320, 1000, 10):
     if second.due(done) and (e := second.observe(done, [norms(done, second.frozen_layers())])):
       decided.append(e)

@@ -7,10 +7,10 @@ import pytest
 
 from layerlock_jax.config import defaults as config_defaults
 from layerlock_jax import masking
+from layerlock_jax.methods import layerlock
 from layerlock_jax.models import vit
 from layerlock_jax import plan
 from layerlock_jax import state as state_lib
-from layerlock_jax import train_step as step_lib
 from layerlock_jax.trainer import Trainer
 
 
@@ -121,8 +121,8 @@ def test_trainable_gradients_equal_unsplit_gradients():
   key = jax.random.key(7)
 
   def grads(spec, params, frozen):
-    fn = jax.value_and_grad(step_lib.loss_fn, has_aux=True)
-    return jax.jit(lambda p, f: fn(p, f, video, key, 0, model=trainer.model, config=config,
+    fn = jax.value_and_grad(layerlock.loss_fn, has_aux=True)
+    return jax.jit(lambda p, f: fn(p, f, None, video, key, 0, model=trainer.model, config=config,
                                    spec=spec))(params, frozen)
 
   spec0 = plan.StageSpec(0, latent=False, pixel_loss=True)
@@ -172,7 +172,7 @@ def test_latent_target_is_frozen_prefix_on_full_clip(multi_target):
   k = 2
   frozen_encoder = jax.tree.map(lambda a: a[:k], full["encoder"])
   tokens = model.embed(full["embed"], videos(1)[0])
-  got = np.asarray(step_lib.layerlock_targets(model, frozen_encoder, tokens,
+  got = np.asarray(layerlock.layerlock_targets(model, frozen_encoder, tokens,
                                               multi_target=multi_target))
   # Independent reference: apply the blocks one by one, unscanned, to ALL tokens.
   positions = jnp.broadcast_to(jnp.asarray(model.coords), tokens.shape[:2] + (3,))
@@ -195,7 +195,7 @@ def test_masked_positions_get_targets_the_student_never_sees():
   vis, _ = masking.sample_mask(jax.random.key(0), 4, model.grid, 0.5, "random")
   prefix = jax.tree.map(lambda a: a[:1], full["encoder"])
   on_visible = model.run_stack(prefix, masking.gather_tokens(tokens, vis), vis, remat=False)
-  on_full = step_lib.layerlock_targets(model, prefix, tokens, multi_target=False)[:, :, 0]
+  on_full = layerlock.layerlock_targets(model, prefix, tokens, multi_target=False)[:, :, 0]
   # Attention over the full clip differs from attention over visible tokens only.
   assert not np.allclose(np.asarray(on_visible),
                          np.asarray(masking.gather_tokens(on_full, vis)), atol=1e-4)

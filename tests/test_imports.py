@@ -52,18 +52,29 @@ def _violations(sources, forbidden):
 TOOLS = ("layerlock_jax.train", "layerlock_jax.evaluation", "experiments",
          "layerlock_jax.evaluate", "layerlock_jax.main")
 
+# The user commands (python -m layerlock_jax.X) sit on top: nothing in the package imports them.
+COMMANDS = ("layerlock_jax.main", "layerlock_jax.evaluate", "layerlock_jax.extract_features",
+            "layerlock_jax.aot", "layerlock_jax.weights.__main__", "layerlock_jax.checkpoint.__main__")
+LIBRARY = tuple(sorted({m for m in EDGES if m.startswith("layerlock_jax.")}
+                       - {m for m in EDGES if _under(m, COMMANDS)}))
+
 RULES = [
+    pytest.param(LIBRARY, COMMANDS, id="library-x->commands"),
+    # The methods' losses know nothing of the trainer or the loop that calls them.
+    pytest.param(("layerlock_jax.methods",), ("layerlock_jax.trainer", "layerlock_jax.train",
+                                              "layerlock_jax.train_step", "layerlock_jax.checkpoint"),
+                 id="methods-x->trainer,train,checkpoint"),
     # The run's building blocks know nothing of the loop or the tools that use them.
     pytest.param(("layerlock_jax.models", "layerlock_jax.data", "layerlock_jax.optimizer",
                   "layerlock_jax.plan", "layerlock_jax.checkpoint", "layerlock_jax.config"), TOOLS,
                  id="building_blocks-x->tools"),
     # Models take their plan from plan, not from the loss or schedule modules that use them.
-    pytest.param(("layerlock_jax.models",), ("layerlock_jax.optimizer", "layerlock_jax.blockwise",
+    pytest.param(("layerlock_jax.models",), ("layerlock_jax.optimizer", "layerlock_jax.methods",
                                              "layerlock_jax.state", "layerlock_jax.checkpoint"),
-                 id="models-x->optimizer,blockwise,state,checkpoint"),
+                 id="models-x->optimizer,methods,state,checkpoint"),
     # Blockwise SSL is a loss; what it plans (groups, budgets, names) lives in plan.
     pytest.param(("layerlock_jax.state", "layerlock_jax.optimizer", "layerlock_jax.flops"),
-                 ("layerlock_jax.blockwise",), id="state,optimizer,flops-x->blockwise"),
+                 ("layerlock_jax.methods",), id="state,optimizer,flops-x->methods"),
     # A checkpoint reads shapes from the plan, not by building a model.
     # It restores into the abstract state it is handed and knows nothing of the trainer.
     pytest.param(("layerlock_jax.checkpoint",), ("layerlock_jax.models", "layerlock_jax.trainer"),

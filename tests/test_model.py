@@ -10,9 +10,9 @@ import pytest
 from layerlock_jax.config import defaults as config_defaults
 from layerlock_jax.config import loading as config_loading
 from layerlock_jax import masking
+from layerlock_jax.methods import objectives
 from layerlock_jax.models import video_mae
 from layerlock_jax.models import vit
-from layerlock_jax import objectives
 from layerlock_jax import plan
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -24,6 +24,12 @@ from experiments import convergence
 # Experiment configs.
 # ------------------------------------------------------------------------------------------------
 
+def step_flops(config, k: int = 0, **kwargs):
+  """flops.step_flops at the stage with k frozen blocks (its spec as the freeze table makes it)."""
+  target = plan_lib.block_target(k) if k else plan_lib.PIXELS
+  return flops.step_flops(config, plan_lib.stage_spec(config, k, target), **kwargs)
+
+
 
 @pytest.mark.parametrize("variant", ["mae", "freeze_pixel", "layerlock", "naive_latent",
                                      "layerlock_no_miniwarmup", "mae_learned_posemb",
@@ -339,7 +345,7 @@ def test_collapse_claim_rules():
 def test_analytic_train_flops_is_the_stage_weighted_sum():
   config = reproduce.Run("layerlock_claims", "freeze_pixel", 0).config()
   # Two blocks at 400, two more at 450, 600 steps: steps per k = 400 (k=0), 50 (k=2), 150 (k=4).
-  per_k = {k: flops.step_flops(config, k)["model_flops"] for k in range(5)}
+  per_k = {k: step_flops(config, k)["model_flops"] for k in range(5)}
   expected = 400 * per_k[0] + 50 * per_k[2] + 150 * per_k[4]
   assert claims.analytic_train_flops(config) == pytest.approx(expected, rel=1e-12)
   mae = reproduce.Run("layerlock_claims", "mae", 0).config()

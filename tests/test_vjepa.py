@@ -19,11 +19,10 @@ from layerlock_jax.config import loading as config_loading
 from layerlock_jax.config import validation as config_validation
 from layerlock_jax import flops
 from layerlock_jax import masking
+from layerlock_jax.methods import vjepa
 from layerlock_jax import plan
 from layerlock_jax import train
-from layerlock_jax import train_step as step_lib
 from layerlock_jax.trainer import Trainer
-from layerlock_jax import vjepa
 
 import test_checkpoint as ckpt_tests
 from conftest import TEST_XLA_FLAGS
@@ -44,6 +43,12 @@ SMALL = {
     # The mechanics tested here do not depend on the clips; Moving MNIST renders fastest.
     "data.source": "moving_mnist",
 }
+
+def step_flops(config, k: int = 0, **kwargs):
+  """flops.step_flops at the stage with k frozen blocks (its spec as the freeze table makes it)."""
+  target = plan.block_target(k) if k else plan.PIXELS
+  return flops.step_flops(config, plan.stage_spec(config, k, target), **kwargs)
+
 
 
 def make_config(variant="layerlock", **extra):
@@ -222,8 +227,8 @@ def test_step_keeps_frozen_blocks_and_teacher_out_of_the_optimizer(trainer):
   video = jax.device_put(jax.random.randint(jax.random.key(0), (8, *trainer.model.video_shape),
                                             0, 255).astype(jnp.uint8), trainer.video_sharding)
   # Gradient w.r.t. the teacher is exactly zero (the targets are under stop-gradient).
-  grad_t = jax.jit(jax.grad(lambda t: step_lib.vjepa_loss_fn(
-      state.params, state.frozen, t, video, jax.random.key(1), model=trainer.model,
+  grad_t = jax.jit(jax.grad(lambda t: vjepa.loss_fn(
+      state.params, state.frozen, t, video, jax.random.key(1), 0, model=trainer.model,
       config=trainer.config, spec=spec)[0]))(state.teacher)
   assert all(not np.asarray(g).any() for g in jax.tree.leaves(grad_t))
   # No optimizer state for the frozen blocks or the teacher: every stacked moment has 1 layer.
@@ -363,7 +368,7 @@ def test_flops_count_teacher_forward_and_predictor():
   block = lambda s, width, mlp: b * (8 * s * width ** 2 + 4 * s * s * width + 4 * s * width * mlp)
   p = 2 * 8 * 8 * 3
   for k, layer in ((0, 1), (2, 2)):
-    got = flops.step_flops(config, k)
+    got = step_flops(config, k)
     embed = (1 if k else 2) * 2 * b * n * p * d
     enc = k * block(c_tok, d, f) + 3 * (3 - k) * block(c_tok, d, f)
     if k:

@@ -492,7 +492,7 @@ def test_final_norm_trains_between_encoder_and_decoder():
   depends on; without the knob the tree has no such group."""
   from layerlock_jax.models import video_mae  # pylint: disable=g-import-not-at-top
   from layerlock_jax import state as state_lib  # pylint: disable=g-import-not-at-top
-  from layerlock_jax import train_step  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.methods import layerlock  # pylint: disable=g-import-not-at-top
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   config = config_loading.load_config(os.path.join(CONFIGS, "tiny.py"))
   config.model.depth, config.model.decoder.depth = 1, 1
@@ -506,8 +506,8 @@ def test_final_norm_trains_between_encoder_and_decoder():
   params, frozen = state_lib.partition(full, spec)
   assert "encoder_norm" in params
   video = np.random.default_rng(0).integers(0, 256, (2, 4, 16, 16, 3), dtype=np.uint8)
-  loss = jax.jit(lambda p: train_step.loss_fn(p, frozen, video, jax.random.key(1), 0, model=model,
-                                              config=config, spec=spec)[0])
+  loss = jax.jit(lambda p: layerlock.loss_fn(p, frozen, None, video, jax.random.key(1), 0, model=model,
+                                             config=config, spec=spec)[0])
   moved = jax.tree.map(lambda x: x, params)
   moved["encoder_norm"] = {"scale": 3 * params["encoder_norm"]["scale"],
                            "bias": params["encoder_norm"]["bias"] + 1}

@@ -51,9 +51,9 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
+from layerlock_jax.methods import vjepa
 from layerlock_jax import plan
 from layerlock_jax import state as state_lib
-from layerlock_jax import vjepa
 
 CHECKPOINTS = "checkpoints"
 CORRUPT = "checkpoints.corrupt"
@@ -172,11 +172,13 @@ def _progress(meta: dict) -> Progress:
   return Progress(**{k: v for k, v in meta["progress"].items() if k in known})
 
 
-def spec_from_meta(meta: dict) -> plan.StageSpec:
+def spec_from_meta(meta: dict, config) -> plan.StageSpec:
   """The saved StageSpec. JSON turned its tuples into lists; they must be tuples again, or the spec
-  would be unhashable (it keys the compiled-step cache) and unequal to the schedule's."""
+  would be unhashable (it keys the compiled-step cache) and unequal to the schedule's. Checkpoints
+  written before StageSpec had `method` get the method of `config` (the same run's)."""
   known = {f.name for f in dataclasses.fields(plan.StageSpec)}
-  saved = meta["stage"]
+  saved = dict(meta["stage"])
+  saved.setdefault("method", plan.method_name(config))
   unknown = sorted(set(saved) - known)
   if unknown:
     raise IncompatibleCheckpointError(
@@ -302,7 +304,7 @@ class Checkpoints:
     """Raise IncompatibleCheckpointError unless `step` restores into `abstract_state(spec)` (the
     saved stage's train state, as ShapeDtypeStructs with the current run's shardings)."""
     problems = diff_fields(meta["shape_fields"], shape_fields(self.config))
-    spec = spec_from_meta(meta)
+    spec = spec_from_meta(meta, self.config)
     if not problems:
       saved_tree = self.manager.item_metadata(step)["state"]
       problems = tree_mismatch(saved_tree, abstract_state(spec).checkpointed())

@@ -54,7 +54,7 @@ def init_from(path: str, config, abstract_state, abstract_params,
   fields = set(SHAPE_FIELDS) - {"layerlock.multi_target"} | {"latent_heads"}
   problems = diff_fields({k: v for k, v in meta["shape_fields"].items() if k in fields},
                          {k: v for k, v in shape_fields(config).items() if k in fields})
-  saved_spec = spec_from_meta(meta)
+  saved_spec = spec_from_meta(meta, config)
   target = abstract_state(saved_spec)
   target = {"params": target.params, "frozen": target.frozen}
   saved_tree = manager.item_metadata(step)["state"]

@@ -180,7 +180,7 @@ def base_config() -> ml_collections.ConfigDict:
   bw.sequential_steps = ()         # sequential: steps per segment; () = total_steps split evenly
                                    # (each segment's decoder/head use config.model.decoder, light)
 
-  # --- V-JEPA latent prediction with an EMA teacher (layerlock_jax/vjepa.py) --------------------
+  # --- V-JEPA latent prediction with an EMA teacher (layerlock_jax/methods/vjepa.py) --------------------
   vj = c.vjepa = ml_collections.ConfigDict()
   vj.enabled = False               # replaces the MAE decoder and heads by a predictor
   vj.ema = True                    # False: targets from the student itself, gradient through them

@@ -13,7 +13,7 @@ over parameter dicts. The parameter tree is:
    "pixel_head":  PatchHead         (decoder features -> tubelet pixels),
    "latent_head": PatchHead         (decoder features -> encoder width; LayerLock targets)}
 
-With blockwise SSL (config.blockwise.enabled, layerlock_jax/blockwise.py) every encoder segment (a
+With blockwise SSL (config.blockwise.enabled, layerlock_jax/methods/blockwise.py) every encoder segment (a
 run of blocks) has its own light decoder and pixel head instead of the single decoder and heads:
 
   {"embed", "encoder" (unchanged: the same stacked tree, so evaluation tools read it as is),
@@ -22,7 +22,7 @@ run of blocks) has its own light decoder and pixel head instead of the single de
 
 The per-segment sub-trees are applied with the same `decode` / `predict_pixels` as the plain ones.
 
-With V-JEPA (config.vjepa.enabled, layerlock_jax/vjepa.py) a predictor replaces decoder and heads:
+With V-JEPA (config.vjepa.enabled, layerlock_jax/methods/vjepa.py) a predictor replaces decoder and heads:
 
   {"embed", "encoder" (unchanged), "predictor": Predictor (context + mask tokens -> features)}
 """

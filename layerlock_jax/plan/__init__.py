@@ -44,7 +44,7 @@ def freeze_table(config: Any, encoder_depth: int | None = None,
   """All stages of the run, ordered by start step; the first starts at step 0.
 
   `encoder_depth` defaults to the config's. With the convergence trigger, `decided` holds the
-  (step, k) events decided so far (freeze_trigger.py).
+  (step, k) events decided so far (methods/layerlock.py).
   """
   depth = stages.encoder_depth(config) if encoder_depth is None else encoder_depth
   if segments.enabled(config):
@@ -66,6 +66,19 @@ def vjepa_target_layer(config: Any, frozen_layers: int) -> int:
   return encoder_depth(config)
 
 
+def method_name(config: Any) -> str:
+  """The method a run's train step computes (StageSpec.method): blockwise, vjepa or mae."""
+  if segments.enabled(config):
+    return "blockwise"
+  return "vjepa" if vjepa_enabled(config) else "mae"
+
+
+def convergence_trigger(config: Any) -> bool:
+  """Whether LayerLock's freezes are decided while training by the convergence trigger."""
+  ll = config["layerlock"]
+  return bool(ll["enabled"]) and ll.get("trigger", "schedule") == "convergence"
+
+
 def stage_spec(config: Any, frozen_layers: int, target: str) -> StageSpec:
   """The StageSpec of a freeze-table stage (or of plain MAE / the naive-latent baseline)."""
   if segments.enabled(config):
@@ -73,18 +86,18 @@ def stage_spec(config: Any, frozen_layers: int, target: str) -> StageSpec:
     bounds = segments.boundaries(config, depth)
     regime = get(config, "blockwise.regime")
     if regime != "sequential":
-      return StageSpec(0, target=target, regime=regime, boundaries=bounds)
+      return StageSpec(0, target=target, regime=regime, boundaries=bounds, method="blockwise")
     # A sequential stage starts where a segment starts: frozen_layers = b_{j-1}.
     starts = (0,) + bounds[:-1]
     if frozen_layers not in starts:
       raise ValueError(f"frozen_layers={frozen_layers} is not a segment start {starts}")
     j = starts.index(frozen_layers) + 1
     return StageSpec(frozen_layers, target=target, idle_layers=depth - bounds[j - 1],
-                     regime=regime, boundaries=bounds, active_segment=j)
+                     regime=regime, boundaries=bounds, active_segment=j, method="blockwise")
   if vjepa_enabled(config):
     layer = vjepa_target_layer(config, frozen_layers)
     return StageSpec(frozen_layers, latent=True, pixel_loss=False,
-                     target=f"teacher_block_{layer}")
+                     target=f"teacher_block_{layer}", method="vjepa")
   if get(config, "naive_latent.enabled"):
     return StageSpec(0, latent=True, pixel_loss=True,
                      target=f"pixels+naive_block_{get(config, 'naive_latent.layer')}")

@@ -37,7 +37,7 @@ def get(config: Any, path: str) -> Any:
       node = node[part]
     except (KeyError, TypeError, AttributeError):
       raise ConfigError(f"config.{path}", f"field {path!r} is missing; build configs from "
-                        "layerlock_jax.config_defaults.base_config() so every field "
+                        "layerlock_jax.config.defaults.base_config() so every field "
                         "exists") from None
   return node
 

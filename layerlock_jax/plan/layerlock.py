@@ -26,7 +26,7 @@ given, without applying any rule: steps strictly increasing and >= 1 (step 0 bel
 stage), k strictly increasing with 1 <= k <= K_max.
 
 Convergence trigger (``config.layerlock.trigger == "convergence"``). The events are decided while
-training (freeze_trigger.py); the table is the one an explicit schedule with the decided events
+training (methods/layerlock.py); the table is the one an explicit schedule with the decided events
 would give.
 
 In every case, stages starting at or after ``config.total_steps`` are dropped: they would never

@@ -71,6 +71,9 @@ class StageSpec:
   regime: str = ""           # "" (not blockwise) | concurrent | sequential | e2e
   boundaries: tuple[int, ...] = ()  # cumulative segment ends b_1 < ... < b_n = encoder depth
   active_segment: int = 0    # sequential: the one segment in training (1-based); 0: every one
+  # The method whose loss the step computes: "mae" (pixel reconstruction, with LayerLock's or the
+  # naive baseline's latent targets: methods/layerlock.py) | "blockwise" | "vjepa".
+  method: str = "mae"
 
 
 def stage_index_at(table, step: int) -> int:

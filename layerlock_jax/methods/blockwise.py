@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from layerlock_jax import masking
-from layerlock_jax import objectives
+from layerlock_jax.methods import objectives
 from layerlock_jax import plan
 from layerlock_jax import state as state_lib
 
@@ -97,3 +97,14 @@ def local_losses(params, frozen, video, key, *, model, config, spec):
     loss = loss + segment_loss
   return loss, metrics, x
 
+
+def loss_fn(params, frozen, teacher, video, key, step, *, model, config, spec,
+            latent_weight_fn=None):
+  """The train step's loss of a blockwise stage (spec.method == "blockwise"): the sum of the
+  segments' local losses (`local_losses`), with the feature spread of the last segment's output.
+  `key`: per-clip keys (B,)."""
+  del teacher, step, latent_weight_fn
+  loss, metrics, x = local_losses(params, frozen, video, key, model=model, config=config,
+                                  spec=spec)
+  metrics["feature_spread"] = objectives.feature_spread(x)
+  return loss, metrics

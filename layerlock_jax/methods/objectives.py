@@ -73,3 +73,11 @@ def center_over_tokens(targets):
 def mse(prediction, target):
   """Mean squared error over every element (positions and values), float32."""
   return jnp.mean(jnp.square(prediction.astype(jnp.float32) - target.astype(jnp.float32)))
+
+
+def feature_spread(x):
+  """Scale-free collapse indicator of tokens x (B, S, D): mean per-dim std over all tokens divided
+  by the RMS of the features. ~1 for isotropic features, 0 when every token is the same vector."""
+  flat = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
+  std = jnp.mean(jnp.std(flat, axis=0))
+  return std / (jnp.sqrt(jnp.mean(jnp.square(flat))) + 1e-6)

@@ -28,14 +28,15 @@ Without EMA (`vjepa.ema=False`, the collapse ablation) no teacher is kept: the t
 student's own output on the full clip, and the gradient flows through it as well. With LayerLock
 that target comes from the frozen prefix (from the first freeze on), which receives no gradient.
 
-This module imports neither state.py nor train_step.py (they import it); the model comes in as an
-argument.
+The train step calls `loss_fn` (spec.method == "vjepa") on the whole batch with one key (the
+multi-block masks are drawn per batch), and `ema_update` after the optimizer update. The model comes
+in as an argument.
 """
 import jax
 import jax.numpy as jnp
 
 from layerlock_jax import masking
-from layerlock_jax import objectives
+from layerlock_jax.methods import objectives
 from layerlock_jax import plan
 from layerlock_jax import state as state_lib
 
@@ -134,3 +135,16 @@ def loss(params, frozen, teacher, video, key, *, model, config, spec):
   diff = prediction - target
   value = jnp.mean(jnp.abs(diff)) if config.vjepa.loss == "l1" else jnp.mean(jnp.square(diff))
   return value, {"latent_loss": value}, (x, target)
+
+
+def loss_fn(params, frozen, teacher, video, key, step, *, model, config, spec,
+            latent_weight_fn=None):
+  """The V-JEPA loss (`loss`) with collapse statistics of the context encoder's output and of
+  the (LayerNormed) targets: target_spread is 0 exactly when every token's target is the same.
+  `key`: one key for the batch."""
+  del step, latent_weight_fn
+  value, metrics, (x, target) = loss(params, frozen, teacher, video, key, model=model,
+                                     config=config, spec=spec)
+  metrics["feature_spread"] = objectives.feature_spread(x)
+  metrics["target_spread"] = objectives.feature_spread(target)
+  return value, metrics
