@@ -22,7 +22,7 @@ from layerlock_jax.config import loading as config_loading
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _load_config_file(name: str):
+def load_config_file(name: str):
   """configs/ is a folder of config files, not a package: load one by path."""
   return config_loading.load_module(os.path.join(_ROOT, "configs", f"{name}.py"))
 
@@ -44,7 +44,7 @@ def freeze_config():
 
 
 def vit_s_config():
-  c = _load_config_file("vit_s").get_config()  # the real ViT-S config, remat policy included
+  c = load_config_file("vit_s").get_config()  # the real ViT-S config, remat policy included
   c.batch_size = 4
   c.data.num_frames, c.data.image_size = 16, 112  # 8 x 7 x 7 = 392 tokens; 224^2 is ~40 s/step
   return c
@@ -54,7 +54,7 @@ def get_config(name: str = "freeze", remat: str = "config", overrides=()):
   """A bench config; remat "config" keeps its own policy; overrides: ["a.b=value", ...], each
   value converted to the field's type (an unknown field is a KeyError naming it)."""
   configs = {"freeze": freeze_config, "vit_s": vit_s_config,
-             "tiny": lambda: _load_config_file("tiny").get_config()}
+             "tiny": lambda: load_config_file("tiny").get_config()}
   if name not in configs:
     raise ValueError(f"unknown bench config {name!r}; choose from {sorted(configs)}")
   config = configs[name]()

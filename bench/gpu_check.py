@@ -100,7 +100,7 @@ def run(platform: str = "gpu", *, vit_l_batch: int = 8, warmup: int = 2, steps: 
   sections["tiny"] = [v.row]
 
   # 2. + 3. ViT-L and its freezing sweep (pixel target: the same loss at every k)
-  vit_l = cpu_configs._load_config_file("vit_l").get_config()  # pylint: disable=protected-access
+  vit_l = cpu_configs.load_config_file("vit_l").get_config() 
   vit_l.batch_size = vit_l_batch
   if dry_run:
     shrink(vit_l)

@@ -125,7 +125,7 @@ def hf_step(config, *, threads: int, attention: str):
   torch.set_num_threads(threads)
   torch.manual_seed(config.seed)
   start = time.perf_counter()
-  model = transformers.VideoMAEForPreTraining._from_config(  # pylint: disable=protected-access
+  model = transformers.VideoMAEForPreTraining._from_config(
       hf_videomae_config(config), attn_implementation=attention)
   model.train()
   o = config.optimizer

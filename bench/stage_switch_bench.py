@@ -55,7 +55,7 @@ def worker(ahead: bool) -> dict:
   from layerlock_jax.trainer import Trainer  # pylint: disable=g-import-not-at-top
   import cpu_configs  # pylint: disable=g-import-not-at-top,import-outside-toplevel
   compilation.enable_persistent_cache("")  # every stage program compiles for real
-  config = cpu_configs._load_config_file("layerlock_tiny").get_config()  # pylint: disable=protected-access
+  config = cpu_configs.load_config_file("layerlock_tiny").get_config() 
   config.total_steps, config.log_every, config.checkpoint_every = FLAGS.total_steps, 1, 0
   config.layerlock.pixel_steps, config.layerlock.interval = FLAGS.pixel_steps, FLAGS.interval
   config.precompile_next_stage = ahead

@@ -82,10 +82,10 @@ def floor_and_cost(source, clips: int, seed: int = 0, rounds: int = 5) -> dict:
     if len(pairs) == clips:
       break
     r = (p * 7919) % len(source)
-    rec = source._read(r)  # pylint: disable=protected-access
+    rec = source.read_record(r)
     try:
-      c = decode._open(rec.src)  # pylint: disable=protected-access
-      index = rec.index or decode.index_stream(c, decode._video_stream(c))  # pylint: disable=protected-access
+      c = decode.open_container(rec.src)
+      index = rec.index or decode.index_stream(c, decode.video_stream(c))
       c.close()
       rng = augment.clip_rng(seed, p)
       temporal = augment.plan_temporal(min(rec.known_frames or index.num_frames,
@@ -108,8 +108,8 @@ def floor_and_cost(source, clips: int, seed: int = 0, rounds: int = 5) -> dict:
         k = index.keyframes[np.searchsorted(index.keyframes, needed[0], side="right") - 1]
         decoded += packets.decode_span(src, index.packets, int(k), needed, lambda i, f: None)
         continue
-      c = decode._open(src)  # pylint: disable=protected-access
-      s = decode._video_stream(c)  # pylint: disable=protected-access
+      c = decode.open_container(src)
+      s = decode.video_stream(c)
       s.codec_context.thread_count = 1
       first, last = needed[0], needed[-1]
       if index.pts is not None and len(index.keyframes) and first > 0:

@@ -65,13 +65,13 @@ def figure_freezing(claim: dict, path: str) -> str:
   for key, label, style in (("flops_ratio", "analytic FLOPs", "o-"),
                             ("step_time_ratio", "measured step time", "s--"),
                             ("temp_ratio", "compiled temp memory", "^:")):
-    ax.plot(ks, plots._finite([r[key] for r in claim["per_stage"]]), style, label=label)  # pylint: disable=protected-access
+    ax.plot(ks, plots.finite([r[key] for r in claim["per_stage"]]), style, label=label)
   ax.axhline(1.0, color="gray", lw=0.8)
   ax.set_xlabel("frozen blocks k")
   ax.set_ylabel("ratio to unfrozen MAE step")
   ax.set_title("cost per step vs frozen blocks", fontsize=10)
   ax.legend(fontsize=8)
-  return plots._save(fig, path)  # pylint: disable=protected-access
+  return plots.save(fig, path)
 
 
 def figure_collapse(claim: dict, path: str) -> str:
@@ -83,14 +83,14 @@ def figure_collapse(claim: dict, path: str) -> str:
     ax = fig.add_subplot(1, 3, i + 1)
     for arm, curves in claim["curves"].items():
       for s, curve in enumerate(curves):
-        ax.plot(curve["step"], plots._finite(curve[key]), "-" if s == 0 else "--",  # pylint: disable=protected-access
+        ax.plot(curve["step"], plots.finite(curve[key]), "-" if s == 0 else "--",
                 color=_COLORS.get(arm, "gray"), label=arm if s == 0 else None)
     ax.set_xlabel("step")
     ax.set_title(title, fontsize=10)
     if key == "normalized_std":
       ax.set_yscale("log")
     ax.legend(fontsize=8)
-  return plots._save(fig, path)  # pylint: disable=protected-access
+  return plots.save(fig, path)
 
 
 def figure_layerlock_vs_mae(claim: dict, path: str) -> str:
@@ -118,7 +118,7 @@ def figure_layerlock_vs_mae(claim: dict, path: str) -> str:
   ax.set_xticklabels(tasks)
   ax.set_title("attentive probe per task (seed mean)", fontsize=10)
   ax.legend(fontsize=8)
-  return plots._save(fig, path)  # pylint: disable=protected-access
+  return plots.save(fig, path)
 
 
 def figure_blockwise(claim: dict, path: str) -> str:
@@ -129,13 +129,13 @@ def figure_blockwise(claim: dict, path: str) -> str:
   for i, (key, title) in enumerate(panels):
     ax = fig.add_subplot(1, 4, i + 1)
     for name, curves in claim["curves"].items():
-      ys = plots._finite(curves[key])  # pylint: disable=protected-access
+      ys = plots.finite(curves[key])
       ax.plot(range(len(ys)), ys, "o-" if name != "random_init" else "o:",
               color=_COLORS.get(name, "gray"), label=name)
     ax.set_xlabel("depth (0 = embedding)")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7)
-  return plots._save(fig, path)  # pylint: disable=protected-access
+  return plots.save(fig, path)
 
 
 # ------------------------------------------------------------------------------------------------

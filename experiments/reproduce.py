@@ -320,7 +320,7 @@ class Reproduction:
                           "batch_size": self.plan.attentive_batch})
     result.pop("timing", None)  # wall clock: not part of the (reproducible) result
     logging.info("reproduce: evaluated in %.0f s", time.perf_counter() - start)
-    result = evaluate._jsonable(result)  # pylint: disable=protected-access
+    result = evaluate.jsonable(result)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + ".tmp", "w") as f:
       json.dump(result, f)
@@ -524,7 +524,7 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                         "python": sys.version.split()[0], "accelerator": _accelerator()}}
   with open(os.path.join(out, "results.json"), "w") as f:
-    json.dump(evaluate._jsonable(results), f, indent=1)  # pylint: disable=protected-access
+    json.dump(evaluate.jsonable(results), f, indent=1)
   with open(os.path.join(out, "timing.json"), "w") as f:
     json.dump(timing, f, indent=1)
   report.write_report(results, timing, out, command=_command(out, quick, ablations, scale))

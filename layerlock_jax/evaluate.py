@@ -31,12 +31,12 @@ from layerlock_jax.models import video_mae
 from layerlock_jax import plan
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
   """NaN / inf become None: strict JSON has no NaN, and readers other than Python choke on it."""
   if isinstance(x, dict):
-    return {str(k): _jsonable(v) for k, v in x.items()}
+    return {str(k): jsonable(v) for k, v in x.items()}
   if isinstance(x, (list, tuple)):
-    return [_jsonable(v) for v in x]
+    return [jsonable(v) for v in x]
   if isinstance(x, float) and not math.isfinite(x):
     return None
   return x
@@ -74,7 +74,7 @@ def write_evaluation(result: dict, out_dir: str, name: str, *,
   os.makedirs(out_dir, exist_ok=True)
   paths = {"json": os.path.join(out_dir, f"{name}.json")}
   with open(paths["json"], "w") as f:
-    json.dump(_jsonable(result), f, indent=1)
+    json.dump(jsonable(result), f, indent=1)
   reference = result.get("random_init")
   paths["probe"] = plots.plot_probe_accuracy(
       result, os.path.join(out_dir, f"{name}_probe.png"), reference=reference,

@@ -91,7 +91,7 @@ class ClipReader:
       # training); here that row would be mislabelled, so it is detected and marked instead.
       before = self.source.bad_input.summary()["replaced"]
       clip = self.source[i]["video"]
-      name = self.source._read(i).name  # pylint: disable=protected-access
+      name = self.source.read_record(i).name
       self.names.append(name)
       if self.source.bad_input.summary()["replaced"] != before:
         self.failed.append(i)

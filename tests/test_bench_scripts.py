@@ -187,7 +187,7 @@ def test_op_split_reads_a_compiled_xla_module():
   kinds = op_split.matmul_kinds(hlo)
   assert set(kinds.values()) == {"matmul", "attention"}
   instr = {m.group(1): line for line in hlo.splitlines()
-           if (m := op_split._INSTR.match(line))}  # pylint: disable=protected-access
+           if (m := op_split._INSTR.match(line))}
   for name in kinds:  # only instructions that are or call a computation: a dot or a fusion
     assert " fusion(" in instr[name] or " dot(" in instr[name], instr[name]
   # Every batched dot of the module sits in an instruction classified as attention.

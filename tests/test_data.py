@@ -371,7 +371,7 @@ def test_file_source_epoch_order_is_a_seeded_permutation_per_epoch():
   """File sources draw record order from an explicit permutation per epoch: each epoch visits
   every record once, epochs differ, the order depends only on (seed, position) (also after
   pickling into a worker process), and it matches numpy's seeded permutation."""
-  order = pipeline._EpochOrder(27, seed=5)  # pylint: disable=protected-access
+  order = pipeline._EpochOrder(27, seed=5)
   stream = [order(p, None) for p in range(27 * 3)]
   epochs = [stream[27 * e:27 * (e + 1)] for e in range(3)]
   assert all(sorted(e) == list(range(27)) for e in epochs)
@@ -380,7 +380,7 @@ def test_file_source_epoch_order_is_a_seeded_permutation_per_epoch():
     np.testing.assert_array_equal(epochs[e], np.random.default_rng((5, e)).permutation(27))
   copy = pickle.loads(pickle.dumps(order))
   assert [copy(p, None) for p in (80, 3, 54, 26)] == [stream[p] for p in (80, 3, 54, 26)]
-  assert [pipeline._EpochOrder(27, seed=6)(p, None) for p in range(27)] != epochs[0]  # pylint: disable=protected-access
+  assert [pipeline._EpochOrder(27, seed=6)(p, None) for p in range(27)] != epochs[0]
 
 
 def test_rendered_clips_are_kept_per_process_and_read_only():

@@ -273,7 +273,7 @@ def test_disk_full_during_async_checkpoint_stops_and_keeps_the_previous_one(unsp
                                                                              monkeypatch):
   """Leaves: checkpoints/6 complete; the failed step 12 only as a temporary directory, which the
   next start deletes. A rerun resumes from 6 and ends with the uninterrupted run's bits."""
-  real = ocp.JsonCheckpointHandler._save_fn  # pylint: disable=protected-access
+  real = ocp.JsonCheckpointHandler._save_fn
   calls = []
 
   async def full_disk(self, x, directory):
@@ -310,7 +310,7 @@ def test_sigterm_while_a_checkpoint_is_being_written(unsplit, tmp_path, monkeypa
   """The write of step 6 is slowed down and SIGTERM arrives while it is in flight. Leaves:
   checkpoints/6 and checkpoints/7 (the preemption save), both complete; exit is clean and a rerun
   continues to the uninterrupted run's bits."""
-  real = ocp.JsonCheckpointHandler._save_fn  # pylint: disable=protected-access
+  real = ocp.JsonCheckpointHandler._save_fn
   in_flight = []
 
   async def slow(self, x, directory):

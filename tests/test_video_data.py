@@ -255,7 +255,7 @@ def test_mixed_folder_skips_and_reports_bad_files(folders, caplog):
   assert set(summary) == scan_skipped
   assert summary["c0/short.mp4"][1].startswith("too short")
   # Every record yields a real clip; the bad one is replaced by its successor, deterministically.
-  names = [src._read(i).name for i in range(len(src))]  # pylint: disable=protected-access
+  names = [src.read_record(i).name for i in range(len(src))]
   cut = names.index("c0/cut.avi")
   a, b = src[cut], src[cut + 1]
   np.testing.assert_array_equal(a["video"], b["video"])
@@ -386,7 +386,7 @@ def test_worker_processes_decode_and_report_skips(folders, tmp_path):
   assert seen == set(range(len(CODECS)))
   it.close()
   bad = {}
-  for log in video_files._LOGS:  # pylint: disable=protected-access
+  for log in video_files._LOGS:
     if str(mixed) in log.source_name:
       bad.update(log.summary()["bad"])
   assert bad["c0/cut.avi"][0] == "decode"

@@ -88,12 +88,12 @@ def _check_length(result: dict[str, Any], min_frames: int) -> dict[str, Any]:
 
 def _count_frames(path: str, min_frames: int) -> dict[str, Any]:
   try:
-    container = decode._open(path)  # pylint: disable=protected-access
+    container = decode.open_container(path)
   except decode.BadVideoError as e:
     return {"ok": False, "reason": e.reason}
   count, size = 0, None
   try:
-    stream = decode._video_stream(container)  # pylint: disable=protected-access
+    stream = decode.video_stream(container)
     codec = stream.codec_context.name
     for frame in container.decode(stream):  # frames are dropped as we go: constant memory
       if size is None:

@@ -110,7 +110,7 @@ def _frames_array(value: np.ndarray) -> np.ndarray:
   return np.repeat(value, 3, axis=-1) if value.shape[-1] == 1 else value
 
 
-def _open(src: str | bytes) -> Any:
+def open_container(src: str | bytes) -> Any:
   if isinstance(src, (bytes, bytearray, memoryview)):
     if len(src) == 0:
       raise BadVideoError("empty (0 bytes)")
@@ -126,7 +126,7 @@ def _open(src: str | bytes) -> Any:
     raise BadVideoError(f"unreadable ({type(e).__name__}: {e})") from None
 
 
-def _video_stream(container) -> Any:
+def video_stream(container) -> Any:
   """The first real video stream (cover art in mp4/mkv is a one-frame 'video' stream: ignored)."""
   attached = int(av.stream.Disposition.attached_pic)
   streams = [s for s in container.streams.video if not int(s.disposition) & attached]
@@ -162,10 +162,10 @@ def decode_video(src: str | bytes | np.ndarray, limit: int) -> DecodedVideo:
     return DecodedVideo(_frames_array(src)[:limit])
   if isinstance(src, np.ndarray):
     src = src.item()  # a TFDS bytes scalar
-  container = _open(src)
+  container = open_container(src)
   frames = []
   try:
-    stream = _video_stream(container)
+    stream = video_stream(container)
     declared = int(stream.frames or 0)
     for frame in container.decode(stream):
       frames.append(frame)
@@ -195,14 +195,14 @@ class ProbeResult(NamedTuple):
 def probe_file(path: str, min_frames: int) -> ProbeResult:
   """Cheap checks (open + stream info, no decoding) of one file."""
   try:
-    container = _open(path)
+    container = open_container(path)
   except OSError as e:  # e.g. a dangling symlink
     return ProbeResult(f"unreadable ({e})", None)
   except BadVideoError as e:
     return ProbeResult(e.reason, None)
   with container:
     try:
-      frames = int(_video_stream(container).frames or 0)
+      frames = int(video_stream(container).frames or 0)
     except BadVideoError as e:
       return ProbeResult(e.reason, None)
   if 0 < frames < min_frames:
@@ -433,9 +433,9 @@ def load_clips(src: str | bytes | np.ndarray, spec: augment.ClipSpec, rng: np.ra
   opened = []  # every container this call opens, closed at the end
 
   def reopen():
-    container = _open(src)
+    container = open_container(src)
     opened.append(container)
-    stream = _video_stream(container)
+    stream = video_stream(container)
     stream.codec_context.thread_count = int(decode_threads)
     return container, stream
 

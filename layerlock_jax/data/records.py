@@ -205,7 +205,7 @@ class ArrayRecordSource(video_files.ClipSource):
   def _fallback_name(self, record: int) -> str:
     return self._record_name(int(self._records[record]))
 
-  def _read(self, record: int) -> video_files.Record:
+  def read_record(self, record: int) -> video_files.Record:
     underlying = int(self._records[record])
     header, video = decode_record(self._data[underlying])
     name = f"{header.get('name', '?')} ({self._record_name(underlying)})"
@@ -277,7 +277,7 @@ class TfdsSource(video_files.ClipSource):
                  self._num_records,
                  f" in {self.num_classes} class(es)" if self.num_classes else " (unlabelled)")
 
-  def _read(self, record: int) -> video_files.Record:
+  def read_record(self, record: int) -> video_files.Record:
     example = self._data[record]
     name = f"{self._split}#{record}"
     label = int(example[self.label_key]) if self.num_classes is not None else None

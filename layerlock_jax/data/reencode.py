@@ -39,11 +39,11 @@ def scaled_size(height: int, width: int, short_side: int) -> tuple[int, int]:
 def index_file(path: str, packet_table: bool = False) -> dict[str, Any]:
   """The VideoIndex of a file in its JSON form (packets only, no decoding). `packet_table`: also
   where each frame's packet lies (packets.py), for a stream this module wrote."""
-  with decode._open(path) as container:  # pylint: disable=protected-access
-    index = decode.index_stream(container, decode._video_stream(container))  # pylint: disable=protected-access
+  with decode.open_container(path) as container:
+    index = decode.index_stream(container, decode.video_stream(container))
   if packet_table:
-    with decode._open(path) as container:  # pylint: disable=protected-access
-      table = packets.table_of(container, decode._video_stream(container))  # pylint: disable=protected-access
+    with decode.open_container(path) as container:
+      table = packets.table_of(container, decode.video_stream(container))
     if table is not None and len(table.sizes) == index.num_frames:
       index = index._replace(packets=table)
   return index.to_json()
@@ -54,10 +54,10 @@ def reencode(src: str, dst: str, short_side: int,
              crf: float = DEFAULT_CRF) -> dict[str, Any]:
   """Writes `src` to `dst` (mp4, H.264 at x264 quality `crf`) at short side `short_side`; returns
   the converter's record fields {"ok", "num_frames", "width", "height", "codec", "index", "path"}."""
-  container = decode._open(src)  # pylint: disable=protected-access
+  container = decode.open_container(src)
   count = 0
   try:
-    stream = decode._video_stream(container)  # pylint: disable=protected-access
+    stream = decode.video_stream(container)
     rate = stream.average_rate or stream.guessed_rate or fractions.Fraction(25)
     declared = int(stream.frames or 0)
     with av.open(dst, "w") as out:

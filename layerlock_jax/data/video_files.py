@@ -193,7 +193,7 @@ class ClipSource:
   """Random-access clip source over records that may turn out to be bad.
 
   Subclasses set `spec`, `max_decode_frames`, `_num_records`, `num_classes` (None: unlabelled),
-  `bad_input` (a BadInputLog) and implement `_read(record) -> Record` (BadVideoError if unreadable).
+  `bad_input` (a BadInputLog) and implement `read_record(record) -> Record` (BadVideoError if unreadable).
 
   * `source[i]` is the evaluation clip of record i (centred window and crop): what
     pipeline.load_split_arrays and the probes read.
@@ -215,7 +215,7 @@ class ClipSource:
   def clips_per_video(self) -> int:
     return self.spec.clips_per_video
 
-  def _read(self, record: int) -> Record:
+  def read_record(self, record: int) -> Record:
     raise NotImplementedError
 
   def _fallback_name(self, record: int) -> str:
@@ -235,7 +235,7 @@ class ClipSource:
         continue
       name = self._fallback_name(r)
       try:
-        item = self._read(r)
+        item = self.read_record(r)
         name = item.name
         clips = decode.load_clips(item.src, spec, augment.clip_rng(seed, position),
                                   max_frames=self.max_decode_frames, known_frames=item.known_frames,
@@ -425,7 +425,7 @@ class VideoFolderSource(ClipSource):
                                f"{len(listing.ignored)} ignored): {details}")
     log_scan_summary(name, self._num_records, skipped, extra)
 
-  def _read(self, record: int) -> Record:
+  def read_record(self, record: int) -> Record:
     rel = self._files[record]
     return Record(os.path.join(self.root, rel), self._labels[record], rel)
 

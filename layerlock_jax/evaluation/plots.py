@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 _DPI = 110
 
 
-def _save(fig: Figure, path: str) -> str:
+def save(fig: Figure, path: str) -> str:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   FigureCanvasAgg(fig)
   fig.tight_layout()
@@ -25,7 +25,7 @@ def _save(fig: Figure, path: str) -> str:
   return path
 
 
-def _finite(values) -> np.ndarray:
+def finite(values) -> np.ndarray:
   """Floats with None / non-numbers (how JSON writes NaN here) as NaN, so lines just break."""
   return np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
                    for v in values], dtype=np.float64)
@@ -81,8 +81,8 @@ def plot_loss_curve(rows: Sequence[dict], path: str, *,
   fig = Figure(figsize=(8, 4.5))
   ax = fig.add_subplot(1, 1, 1)
   for key, style in (("loss", "-"), ("pixel_loss", "--"), ("latent_loss", ":")):
-    values = _finite([r.get(key) for r in rows])
-    if key != "loss" and (np.all(np.isnan(values)) or np.allclose(values, _finite(
+    values = finite([r.get(key) for r in rows])
+    if key != "loss" and (np.all(np.isnan(values)) or np.allclose(values, finite(
         [r["loss"] for r in rows]), equal_nan=True)):
       continue  # absent, or identical to the total (pure pixel stages): no second line
     ax.plot(steps, values, style, label=key)
@@ -93,14 +93,14 @@ def plot_loss_curve(rows: Sequence[dict], path: str, *,
     ax.axvline(start, color="grey", lw=0.8, ls="--")
     ax.text(start, ymax, f" k={frozen}\n {target}", fontsize=7, va="top", color="dimgrey")
   # Loss spans an order of magnitude early on; log scale keeps the late (interesting) part legible.
-  if np.nanmin(_finite([r["loss"] for r in rows])) > 0:
+  if np.nanmin(finite([r["loss"] for r in rows])) > 0:
     ax.set_yscale("log")
   ax.set_xlabel("step")
   ax.set_ylabel("loss")
   ax.set_title(title + (f" ({len(stages)} freeze stages)" if len(stages) > 1 else ""))
   ax.legend(loc="upper right", fontsize=8)
   ax.grid(alpha=0.3)
-  return _save(fig, path)
+  return save(fig, path)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -127,10 +127,10 @@ def plot_probe_accuracy(result: dict, path: str, *, reference: dict | None = Non
     ax = fig.add_subplot(1, 2, p + 1)
     for i, (task, t) in enumerate(result["tasks"].items()):
       colour = f"C{i}"
-      ax.plot(result["blocks"], _finite(t[key]), "o-", color=colour, label=task)
+      ax.plot(result["blocks"], finite(t[key]), "o-", color=colour, label=task)
       ax.axhline(t["chance"], color=colour, ls=":", lw=1)
       if reference is not None and task in reference.get("tasks", {}):
-        ax.plot(reference["blocks"], _finite(reference["tasks"][task][key]), "--", color=colour,
+        ax.plot(reference["blocks"], finite(reference["tasks"][task][key]), "--", color=colour,
                 lw=1, alpha=0.7, label=f"{task} ({reference_label})")
       if key == "linear":
         for block, acc in t.get("attentive", {}).items():
@@ -143,7 +143,7 @@ def plot_probe_accuracy(result: dict, path: str, *, reference: dict | None = Non
     if p == 0:
       ax.legend(fontsize=7, ncol=2)
   fig.suptitle(title + " (dotted: chance)")
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def plot_cka(result: dict, path: str, *, title: str = "CKA between depths") -> str:
@@ -155,7 +155,7 @@ def plot_cka(result: dict, path: str, *, title: str = "CKA between depths") -> s
   fig = Figure(figsize=(5.5 * len(keys), 4.8))
   for p, key in enumerate(keys):
     ax = fig.add_subplot(1, len(keys), p + 1)
-    mat = np.array([_finite(r) for r in result[key]])
+    mat = np.array([finite(r) for r in result[key]])
     im = ax.imshow(mat, vmin=0, vmax=1, cmap="viridis")
     ax.set_xticks(range(len(names)))
     ax.set_yticks(range(len(names)))
@@ -170,7 +170,7 @@ def plot_cka(result: dict, path: str, *, title: str = "CKA between depths") -> s
     ax.set_title(key.replace("_", " "))
     fig.colorbar(im, ax=ax, fraction=0.046)
   fig.suptitle(title)
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def plot_collapse(result: dict, path: str, *, reference: dict | None = None,
@@ -186,10 +186,10 @@ def plot_collapse(result: dict, path: str, *, reference: dict | None = None,
   collapsed = [j for j, s in zip(result["blocks"], result["collapse"]) if s.get("collapsed")]
   for p, (key, name, threshold) in enumerate(panels):
     ax = fig.add_subplot(1, 3, p + 1)
-    values = _finite([s.get(key) for s in result["collapse"]])
+    values = finite([s.get(key) for s in result["collapse"]])
     ax.plot(result["blocks"], values, "o-", color="C0", label="model")
     if reference is not None:
-      ref = _finite([s.get(key) for s in reference["collapse"]])
+      ref = finite([s.get(key) for s in reference["collapse"]])
       ax.plot(reference["blocks"], ref, "--", color="C7", label=reference_label)
     if threshold is not None:
       ax.axhline(threshold, color="red", ls="--", lw=0.8, label="collapse threshold")
@@ -204,7 +204,7 @@ def plot_collapse(result: dict, path: str, *, reference: dict | None = None,
              else "no depth flagged as collapsed")
   fig.suptitle(f"{title} - {verdict}\n(flag: normalised std < 0.05 or effective rank < 2)",
                fontsize=11)
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def plot_convergence(result: dict, path: str,
@@ -234,4 +234,4 @@ def plot_convergence(result: dict, path: str,
   ax.set_ylabel("frozen blocks L")
   ax.set_title(f"{title}\n(baseline final loss {base:.4g}; green: freezing was free)", fontsize=10)
   fig.colorbar(im, ax=ax, label="relative final-loss increase")
-  return _save(fig, path)
+  return save(fig, path)

@@ -33,9 +33,9 @@ class LightDecoder(nn.Module):
     coords = jnp.asarray(vit.token_grid(self.grid))
     table = jnp.asarray(vit.sincos_3d(self.grid, self.width))
     x = nn.Dense(self.width, dtype=self.block["dtype"], name="proj",
-                 kernel_init=vit._param_init(vit._lecun, ("embed", "decoder_embed")),
-                 bias_init=vit._param_init(vit._zeros, ("decoder_embed",)))(enc_tokens)
-    mask_token = self.param("mask_token", vit._param_init(nn.initializers.normal(0.02),
+                 kernel_init=vit.param_init(vit.lecun, ("embed", "decoder_embed")),
+                 bias_init=vit.param_init(vit.zeros, ("decoder_embed",)))(enc_tokens)
+    mask_token = self.param("mask_token", vit.param_init(nn.initializers.normal(0.02),
                                                           ("decoder_embed",)),
                             (self.width,), jnp.float32)
     queries = jnp.broadcast_to(mask_token.astype(x.dtype), (*query_ids.shape, self.width))
@@ -67,7 +67,7 @@ class QueryDecoder(nn.Module):
     coords = jnp.asarray(vit.token_grid(self.grid))
     width = self.block["width"]
     n = coords.shape[0]
-    table = self.param("queries", vit._param_init(nn.initializers.normal(0.02),
+    table = self.param("queries", vit.param_init(nn.initializers.normal(0.02),
                                                   (None, "embed")), (n, width), jnp.float32)
     x = jnp.concatenate([table[query_ids].astype(enc_tokens.dtype), enc_tokens], axis=1)
     positions = coords[jnp.concatenate([query_ids, enc_ids], axis=1)]

@@ -114,7 +114,7 @@ class VideoMAE:
     self.embed_module = vit.TubeletEmbed(m.width, self.patch_size, m.posemb, self.dtype)
     # Optional LayerNorm on the full encoder's output ("encoder_norm" parameters).
     self.final_norm = bool(m.final_norm)
-    boxed = vit._param_init  # pylint: disable=protected-access
+    boxed = vit.param_init
     self.norm_module = nn.LayerNorm(epsilon=m.layer_norm_eps, dtype=self.dtype,
                                     scale_init=boxed(nn.initializers.ones, ("embed",)),
                                     bias_init=boxed(nn.initializers.zeros, ("embed",)))

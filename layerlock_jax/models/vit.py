@@ -29,11 +29,11 @@ REMAT_POLICIES = {
 }
 
 _xavier = nn.initializers.xavier_uniform()
-_lecun = nn.initializers.lecun_normal()
-_zeros = nn.initializers.zeros
+lecun = nn.initializers.lecun_normal()
+zeros = nn.initializers.zeros
 
 
-def _param_init(init, axes):
+def param_init(init, axes):
   return nn.with_logical_partitioning(init, axes)
 
 
@@ -148,10 +148,10 @@ class TubeletEmbed(nn.Module):
     if ids is not None:
       patches = jnp.take_along_axis(patches, ids[..., None], axis=1, mode="clip")
     x = dense_over_tokens(nn.Dense(self.width, dtype=self.dtype, name="patch",
-                                   kernel_init=_param_init(_lecun, ("patch", "embed")),
-                                   bias_init=_param_init(_zeros, ("embed",))), patches)
+                                   kernel_init=param_init(lecun, ("patch", "embed")),
+                                   bias_init=param_init(zeros, ("embed",))), patches)
     if self.posemb == "learned_3d":
-      table = self.param("pos", _param_init(nn.initializers.normal(0.02),
+      table = self.param("pos", param_init(nn.initializers.normal(0.02),
                                             (None, None, None, "embed")),
                          (*grid, self.width), jnp.float32).reshape(-1, self.width)
     elif self.posemb == "sincos":
@@ -187,9 +187,9 @@ class Projection(nn.Module):
                                             out_axis=tuple(range(len(self.in_shape),
                                                                  len(self.in_shape) +
                                                                  len(self.out_shape))))
-    kernel = self.param("kernel", _param_init(init, self.in_axes + self.out_axes),
+    kernel = self.param("kernel", param_init(init, self.in_axes + self.out_axes),
                         self.in_shape + self.out_shape, jnp.float32)
-    bias = self.param("bias", _param_init(_zeros, self.out_axes), self.out_shape, jnp.float32)
+    bias = self.param("bias", param_init(zeros, self.out_axes), self.out_shape, jnp.float32)
     n_in = len(self.in_shape)
     lead = x.shape[:x.ndim - n_in]
     tokens = x.reshape((-1, *self.in_shape))  # see `dense_over_tokens`
@@ -237,8 +237,8 @@ class Block(nn.Module):
     head_dim = self.width // self.num_heads
     rope = self.posemb == "rope"
     ln = lambda name: nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name=name,
-                                   scale_init=_param_init(nn.initializers.ones, ("embed",)),
-                                   bias_init=_param_init(_zeros, ("embed",)))
+                                   scale_init=param_init(nn.initializers.ones, ("embed",)),
+                                   bias_init=param_init(zeros, ("embed",)))
     y = ln("norm1")(x)
     if rope and self.rope_placement == "after_norm":
       y = apply_rope(y, positions, self.rope_fractions, self.rope_base)
@@ -257,12 +257,12 @@ class Block(nn.Module):
     x = constrain(x + y, ("batch", "length", "act_embed"))
     y = ln("norm2")(x)
     y = dense_over_tokens(nn.Dense(self.mlp_dim, dtype=self.dtype, name="mlp1",
-                                   kernel_init=_param_init(_xavier, ("embed", "mlp")),
-                                   bias_init=_param_init(_zeros, ("mlp",))), y)
+                                   kernel_init=param_init(_xavier, ("embed", "mlp")),
+                                   bias_init=param_init(zeros, ("mlp",))), y)
     y = constrain(nn.gelu(y, approximate=self.gelu_approximate), ("batch", "length", "act_mlp"))
     y = dense_over_tokens(nn.Dense(self.width, dtype=self.dtype, name="mlp2",
-                                   kernel_init=_param_init(_xavier, ("mlp", "embed")),
-                                   bias_init=_param_init(_zeros, ("embed",))), y)
+                                   kernel_init=param_init(_xavier, ("mlp", "embed")),
+                                   bias_init=param_init(zeros, ("embed",))), y)
     x = constrain(x + y, ("batch", "length", "act_embed"))
     return x, (x if self.return_output else None)
 
