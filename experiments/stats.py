@@ -177,6 +177,14 @@ def headline(per_task: Mapping[str, Sequence[float]], tasks: Sequence[str]) -> l
           for i in range(len(per_task[tasks[0]]))]
 
 
+def _common_seeds(a: Mapping[str, Any], b: Mapping[str, Any]):
+  """The two arms restricted to the seeds both have, in seed order: the pairs of the test."""
+  common = sorted(set(a["seeds"]) & set(b["seeds"]))
+  pick = lambda arm: {"seeds": common, "tasks": {
+      t: [v[list(arm["seeds"]).index(s)] for s in common] for t, v in arm["tasks"].items()}}
+  return pick(a), pick(b)
+
+
 def judge(test: str, evidence: Mapping[str, Any], base: str, new: str, *,
           margin: float = EQUIVALENCE_MARGIN, floor_margin: float = FLOOR_MARGIN,
           min_seeds: int = MIN_SEEDS, min_init_seeds: int = MIN_INIT_SEEDS) -> dict[str, Any]:
@@ -187,14 +195,12 @@ def judge(test: str, evidence: Mapping[str, Any], base: str, new: str, *,
                 "chance": {task: majority-class rate}, "num_test": clips per task,
                 "test_sets": "per_seed" | "shared"}
 
-  Order: tasks at chance for every encoder are dropped; the headline is the mean over the tasks
+  Only seeds that both arms have are paired. Order: tasks at chance for every encoder are dropped; the headline is the mean over the tasks
   left; an arm not above the floor on one of them makes the claim uninformative; short designs
   are inconclusive; otherwise the test decides.
   """
   arms, init = evidence["arms"], evidence["random_init"]
-  a, b = arms[base], arms[new]
-  if list(a["seeds"]) != list(b["seeds"]):
-    raise ValueError(f"{base} and {new} are paired per seed: seeds {a['seeds']} vs {b['seeds']}")
+  a, b = _common_seeds(arms[base], arms[new])
   means = {name: {t: float(np.mean(v)) for t, v in arm["tasks"].items()}
            for name, arm in arms.items()}
   means["random_init"] = {t: float(np.mean(v)) for t, v in init["tasks"].items()}
