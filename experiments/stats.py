@@ -237,8 +237,10 @@ def judge(test: str, evidence: Mapping[str, Any], base: str, new: str, *,
     out.update(verdict="uninformative",
                why=f"not above random init by {floor_margin:.2f}: " + ", ".join(below))
   elif init_seeds < min_init_seeds:
+    short = _short(len(base_seeds), len(new_seeds), min_seeds)
     out.update(verdict="inconclusive",
-               why=f"random init at {init_seeds} seeds, the floor needs {min_init_seeds}")
+               why=(f"{short}; " if short else "") +
+               f"random init at {init_seeds} seeds, the floor needs {min_init_seeds}")
   else:
     out.update(verdict=result["verdict"], why=result["why"])
   return out
