@@ -492,19 +492,19 @@ def collapse_claim(mae: Sequence[dict], naive: Sequence[dict], layerlock: Sequen
     verdict = "partly reproduced"
   else:
     verdict = "not reproduced"
-  if verdict != "not reproduced" and seeds < stats.MIN_SEEDS:
-    verdict = f"inconclusive ({seeds} seeds per arm, the rule needs {stats.MIN_SEEDS}; the " \
-        f"numbers alone would say {verdict})"
-  else:
-    verdict += f" ({seeds} seeds per arm"
-    verdict += ")"
   flags = sum(bool(c) for c in n["collapsed"])
-  verdict = verdict[:-1] + (
-      f"; naive latent: collapsed flag at {flags} of {len(n['collapsed'])} seeds, attentive "
-      f"probe {_fmt(n['attentive_over_chance'], signed=True)} over chance, normalised std "
-      f"{_fmt(n['normalized_std'])}; LayerLock: {_fmt(l['attentive_over_chance'], signed=True)} "
-      f"over chance, {_fmt(None if floor is None or l['attentive'] is None else l['attentive'] - floor, signed=True)}"
-      f" over random init, normalised std {_fmt(l['normalized_std'])})")
+  over_floor = None if floor is None or l["attentive"] is None else l["attentive"] - floor
+  numbers = (f"naive latent: collapsed flag at {flags} of {len(n['collapsed'])} seeds, attentive "
+             f"probe {_fmt(n['attentive_over_chance'], signed=True)} over chance, normalised std "
+             f"{_fmt(n['normalized_std'])}; LayerLock: "
+             f"{_fmt(l['attentive_over_chance'], signed=True)} over chance, "
+             f"{_fmt(over_floor, signed=True)} over random init, normalised std "
+             f"{_fmt(l['normalized_std'])}")
+  if verdict != "not reproduced" and seeds < stats.MIN_SEEDS:
+    verdict = (f"inconclusive ({seeds} seeds per arm, the rule needs {stats.MIN_SEEDS}; the "
+               f"numbers alone would say {verdict}; {numbers})")
+  else:
+    verdict = f"{verdict} ({seeds} seeds per arm; {numbers})"
   return {"claim": "Predicting the model's own unfrozen features (naive latent loss) collapses "
                    "the representation: 4DS-H SSv2 50.1 -> 3.7 (constant weight). LayerLock's "
                    "frozen targets do not collapse.",

@@ -184,15 +184,16 @@ def test_later_seeds_start_after_every_earlier_seed_of_their_group():
     if twins:  # a later seed: behind every first-seed run of its group
       assert all(names.index(t.name) < names.index(r.name) for t in earlier)
   v = names.index
-  assert v("vjepa_layerlock_s1") - v("vjepa_layerlock_s0") > 2  # not side by side on 2 lanes
+  assert v("vjepa_layerlock_s3") - v("vjepa_layerlock_s2") > 2  # not side by side on 2 lanes
 
 
 def test_gpu_scale_plan_trains_complete_pairs_first_and_validates():
   plan = reproduce.Plan.make(False, scale="gpu")
   order = [r.name for r in plan.main_order()]
-  # MAE / LayerLock pairs seed by seed, then the single-seed arms of claims 2 and 3.
-  assert order == ["mae_s0", "layerlock_s0", "mae_s1", "layerlock_s1", "freeze_pixel_s0",
-                   "naive_latent_s0"]
+  # MAE / LayerLock pairs seed by seed at the verdict seeds, then the single-seed arms of claims
+  # 2 and 3.
+  assert order == ["mae_s2", "layerlock_s2", "mae_s3", "layerlock_s3", "mae_s4", "layerlock_s4",
+                   "freeze_pixel_s2", "naive_latent_s2"]
   assert not plan.grid_runs() and not any(plan.blockwise_runs().values())
   assert not any(plan.camera_runs().values())
   for run in plan.main_order():
