@@ -200,11 +200,12 @@ def _judgement(j: dict | None, labels: dict | None = None) -> str:
       f"**{t['verdict']}** ({t['why']})."]
   floor = j.get("floor") or {}
   if floor:
-    tasks = list(next(iter(floor.values())))
-    rows = [[task] + [_f(floor[a][task]["arm"]) + ("" if floor[a][task]["informative"] else
-                                                   " (uninformative)") for a in floor] +
-            [_f(floor[base][task]["random_init"]), str(floor[base][task]["init_seeds"])]
-            for task in tasks]
+    tasks = list(dict.fromkeys(t for f in floor.values() for t in f))
+    cell = lambda a, t: ("n/a" if t not in floor[a] else _f(floor[a][t]["arm"]) + (
+        "" if floor[a][t]["informative"] else " (uninformative)"))
+    ref = lambda t: next(floor[a][t] for a in floor if t in floor[a])
+    rows = [[task] + [cell(a, task) for a in floor] +
+            [_f(ref(task)["random_init"]), str(ref(task)["init_seeds"])] for task in tasks]
     parts.append(f"Random-init floor (an arm must beat it by {_f(j['floor_margin'], 2)} on every "
                  "headline task):\n\n" + _table(
                      ["task"] + [name(a) for a in floor] + ["random init", "init seeds"], rows))

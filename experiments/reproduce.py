@@ -352,8 +352,9 @@ class Reproduction:
         seed=PROBE_SEED, probe_steps=self.plan.probe_steps, attentive_blocks=attentive_blocks,
         attentive_kwargs=kwargs, token_stat_clips=256, attentive_norms=self.plan.attentive_norms)
     result.update(task_source=data.source, seed=PROBE_SEED, data_seed=data_seed)
-    result["headline"] = headline_readout(
-        train_feats.tokens[block], test_feats.tokens[block], data, block, self.plan, kwargs)
+    if self.plan.probe_seeds:  # none: the table alone, as older versions of the harness
+      result["headline"] = headline_readout(
+          train_feats.tokens[block], test_feats.tokens[block], data, block, self.plan, kwargs)
     logging.info("reproduce: evaluated in %.0f s", time.perf_counter() - start)
     result = evaluate._jsonable(result)  # pylint: disable=protected-access
     os.makedirs(os.path.dirname(path), exist_ok=True)
