@@ -1,12 +1,15 @@
 r"""The wall time of a reproduction plan on CPU lanes, estimated from a finished reproduction.
 
   python -m experiments.budget                # the default plan, from docs/reproduction_cpu/
+  taskset -c 0 python -m experiments.budget --measure=/tmp/eval_cost  # writes eval_cost.json
 
 Inputs (docs/reproduction_cpu/):
   timing.json     a finished reproduction: each run's training seconds, the invocation's wall time
                   and its lane count;
-  eval_cost.json  one evaluation under that reproduction's evaluation settings and under today's,
-                  timed back to back in one process (`python -m experiments.budget --measure`).
+  eval_cost.json  one random-init evaluation under that reproduction's evaluation settings and one
+                  under today's, back to back in one process pinned to one core, in CPU seconds
+                  (`--measure`: CPU time, so that other processes on a shared machine do not
+                  count).
 Method:
   - training: each run of the plan costs what its variant (its name without the seed) cost in
     timing.json, the first seed of a variant its most expensive seed (it compiles), every later
@@ -95,6 +98,35 @@ def default_estimate() -> dict[str, Any]:
   return estimate(reproduce.Plan.make(False), timing, eval_cost, old_plan_evaluations())
 
 
+def old_evaluation_plan(plan):
+  """`plan` with the evaluation settings of the reproduction that wrote timing.json: one shared
+  eval set of 512 clips, the full readout table, no headline readout at several probe seeds."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  return dataclasses.replace(plan, eval_clips=512, attentive_norms=("layernorm", "standardize"),
+                             attentive_last_block=True, probe_seeds=())
+
+
+def measure(out: str) -> dict[str, Any]:
+  """CPU seconds of one random-init evaluation (the claims' MAE model) under the old and today's
+  evaluation settings, in this process."""
+  import time  # pylint: disable=g-import-not-at-top
+  from experiments import reproduce  # pylint: disable=g-import-not-at-top
+  new = reproduce.Plan.make(False)
+  run = new.main_runs()["mae"][0]
+  result = {}
+  for label, plan, seed in (("old", old_evaluation_plan(new), 0), ("new", new, 1)):
+    start = time.process_time()
+    reproduce.Reproduction(os.path.join(out, label), plan).random_init(run, seed)
+    result[f"{label}_seconds"] = time.process_time() - start
+  result["method"] = ("CPU seconds of one random-init evaluation of the claims' MAE model, old "
+                      "evaluation settings then today's, one process pinned to one core")
+  return result
+
+
 if __name__ == "__main__":
-  print(json.dumps(default_estimate(), indent=1))
-  del os
+  import sys  # pylint: disable=g-import-not-at-top
+  args = [a for a in sys.argv[1:] if a.startswith("--measure=")]
+  if args:
+    print(json.dumps(measure(args[0].split("=", 1)[1]), indent=1))
+  else:
+    print(json.dumps(default_estimate(), indent=1))

@@ -95,8 +95,11 @@ def probe_summary(evaluation: dict[str, Any], block: int | None = None) -> dict[
 
 
 def headline_block(evaluation: dict[str, Any], depth: int) -> int:
-  """The 0.95-depth block when the evaluation has an attentive probe there, else the last block
-  (evaluations cached by older versions of the harness probed the last block only)."""
+  """The headline readout's block; without one, the 0.95-depth block when the evaluation has an
+  attentive probe there, else the last block (evaluations cached by older versions of the
+  harness probed the last block only)."""
+  if "headline" in evaluation:
+    return int(evaluation["headline"]["block"])
   block = depthwise.readout_block(depth)
   tasks = evaluation["tasks"].values()
   return block if any(str(block) in t.get("attentive", {}) for t in tasks) else depth

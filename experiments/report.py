@@ -305,10 +305,9 @@ def _section_layerlock(c: dict, fig: str) -> str:
   if labels:
     ablations = ""
   elif ab["mini_warmup"] is None and ab["rope"] is None:
-    ablations = ("Ablations not run (not in the default plan; add `--ablations`, about 4 more "
-                 "minutes on 2 CPU cores).")
+    ablations = ("Ablations not run (not in the default plan; add `--ablations`).")
   else:
-    ablations = (f"Ablations (seed 0, attentive): mini-warmup on - off = "
+    ablations = (f"Ablations (one seed, the first; attentive): mini-warmup on - off = "
                  f"{_f(ab['mini_warmup'], signed=True)}; RoPE - learned 3-D position embedding "
                  f"(MAE) = {_f(ab['rope'], signed=True)}.")
   return "\n\n".join([

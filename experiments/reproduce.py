@@ -1,7 +1,8 @@
 r"""Reproduce the papers' claims at small scale: one command, one report.
 
-  python -m experiments.reproduce --out=/tmp/reproduce            # full: 27 min on 2 CPU cores
+  python -m experiments.reproduce --out=/tmp/reproduce            # full: see experiments/budget.py
   python -m experiments.reproduce --out=/tmp/reproduce --ablations  # + RoPE, mini-warmup arms
+  python -m experiments.reproduce --out=/tmp/reproduce --long_freezing  # + claim 2b
   python -m experiments.reproduce --out=/tmp/reproduce_q --quick  # CI smoke run: a few minutes
   python -m experiments.reproduce --out=/tmp/reproduce_gpu --scale=gpu  # one GPU: ~10 min
 
@@ -11,13 +12,17 @@ encoder with the frozen-encoder probes of layerlock_jax.evaluation on one fixed 
 writes OUT/report.md with tables and PNG figures, each claim of the LayerLock
 (arXiv 2509.10156) and blockwise SSL (arXiv 2601.09040) papers next to what was measured here:
   1. convergence order (LayerLock Fig. 1): freeze blocks <= L at step T, final loss over a grid;
-  2. progressive freezing with the pixel target is nearly free (probe within seed noise; FLOPs,
-     step time and memory saved);
+  2. progressive freezing with the pixel target is nearly free (the probe equivalent to MAE's;
+     FLOPs, step time and memory saved);
   3. a naive latent loss collapses, LayerLock does not (probe, effective rank over training);
   4. LayerLock >= pixel MAE on the probe (+ mini-warmup and RoPE ablations);
   5. blockwise (concurrent, sequential) ~ end-to-end: per-block decodability, CKA, retrieval.
-Every number in the report is computed from the runs' artifacts (OUT/results.json holds them);
-the verdicts come from rules stated in the report, applied to those numbers.
+Every number in the report is computed from the runs' artifacts (OUT/results.json holds them,
+with each claim's per-seed evidence and the commit of the code); the verdicts come from the rules of
+experiments/stats.py, fixed before the runs: 5 seeds per arm, paired per seed, a random-init floor
+at 3 init seeds, each model's headline readout averaged over 3 probe seeds, a fresh test sample
+per seed. The default run's wall time on 2 CPU cores is estimated by `python -m experiments.budget`
+from a finished reproduction's per-run costs.
 
 Resumable: each run trains in OUT/runs/NAME and is skipped (its final checkpoint restored) when
 already finished; each evaluation is cached as OUT/runs/NAME/eval.json. Delete OUT to regenerate
@@ -67,6 +72,7 @@ SCALES = ("cpu", "gpu")
 FORKED_ARMS = ("freeze_pixel", "layerlock", "layerlock_no_miniwarmup")
 # Claim 2b's bar: the fraction of the training FLOPs that progressive freezing must save.
 LONG_FREEZING_SAVING = 0.15
+LONG_FREEZING_STEPS = 900
 PROBE_SEED = 0  # the probe seed of the full depth-wise table (the headline has Plan.probe_seeds)
 INIT_DATA_SEED_OFFSET = 100
 
@@ -134,8 +140,9 @@ class Plan:
   # `long_freezing_steps` steps each, with the first freeze still at 400. Its table was the best of
   # three tried at seeds 0 / 1 at 900 steps (attentive probe against MAE, noise 0.022): 400/50/2
   # (18.7% fewer FLOPs) -0.065, 400/75/1 (15.5%) -0.048, 400/200/2 (16.0%) -0.045. None: no
-  # claim 2b (quick and gpu plans).
-  long_freezing_steps: int | None = 900
+  # claim 2b; `--long_freezing` adds it to a CPU plan (LONG_FREEZING_STEPS): its ten 900-step
+  # runs at 5 seeds do not fit the default run's hour on 2 cores (experiments/budget.py).
+  long_freezing_steps: int | None = None
   long_freezing_schedule: str = "400/200/2"
   # LayerLock vs MAE again on the camera-motion set (photographic content everywhere, unlike
   # Moving MNIST's black background), every seed.
@@ -156,13 +163,15 @@ class Plan:
   probe_seeds: tuple[int, ...] = (0, 1, 2)
   probe_grid: tuple[tuple[float, int], ...] = ((1e-3, 128), (3e-3, 128), (1e-3, 256))
   probe_val_fraction: float = 0.2
-  # The readout table beside the headline: each attentive probe once per token normalisation, at
-  # the 0.95-depth block and (attentive_last_block) the last block; --ablations adds them.
-  attentive_norms: tuple[str, ...] = ("layernorm",)
+  # The readout table beside the headline: each attentive probe once per token normalisation
+  # ("layernorm", "standardize"), at the 0.95-depth block and (attentive_last_block) the last
+  # block, at probe seed PROBE_SEED and fixed width. None by default (the table then shows the
+  # headline and the linear probe); --ablations adds them.
+  attentive_norms: tuple[str, ...] = ()
   attentive_last_block: bool = False
-  # Probe-fitting and test clips per task (per seed: each seed has its own): with 5 seeds a
-  # per-arm mean over 3 tasks has a test-sampling error of at most sqrt(0.25 / (3 * 1024 * 5)).
-  eval_clips: int = 1024
+  # Probe-fitting and test clips per task and seed. Each seed has test clips of its own, so an
+  # arm at 5 seeds is scored on 5 x eval_clips distinct test clips per task.
+  eval_clips: int = 512
   # The attentive readouts are the slowest part of an evaluation (12 per model: 3 tasks x 2
   # token normalisations x 2 blocks): 300 AdamW steps of 32 clips at width 128, the 3 tasks of a
   # block and normalisation trained side by side, take ~8 s per model on one core once compiled
@@ -177,7 +186,17 @@ class Plan:
   free_tolerance: float = 0.01
 
   @classmethod
-  def make(cls, quick: bool, ablations: bool = False, scale: str = "cpu") -> "Plan":
+  def make(cls, quick: bool, ablations: bool = False, scale: str = "cpu",
+           long_freezing: bool = False) -> "Plan":
+    plan = cls._make(quick, ablations, scale)
+    if long_freezing:
+      if quick or scale != "cpu":
+        raise ValueError("--long_freezing (claim 2b) is part of a full CPU plan only")
+      plan = dataclasses.replace(plan, long_freezing_steps=LONG_FREEZING_STEPS)
+    return plan
+
+  @classmethod
+  def _make(cls, quick: bool, ablations: bool, scale: str) -> "Plan":
     if scale not in SCALES:
       raise ValueError(f"unknown scale {scale!r}; use one of {SCALES}")
     if scale == "gpu":
@@ -476,12 +495,12 @@ def _finished(workdir: str) -> bool:
 
 
 def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
-              scale: str = "cpu") -> dict[str, Any]:
+              scale: str = "cpu", long_freezing: bool = False) -> dict[str, Any]:
   """The whole reproduction into `out`; returns the results (also OUT/results.json).
   `ablations` adds LayerLock without mini-warmup and MAE with learned position embeddings (one
   seed each, ~4 more minutes); `scale="gpu"` the accelerator-sized runs (Plan.make)."""
   start = time.perf_counter()
-  plan = Plan.make(quick, ablations, scale)
+  plan = Plan.make(quick, ablations, scale, long_freezing)
   os.makedirs(out, exist_ok=True)
   _enable_compile_cache(os.path.join(out, "xla_cache"))
   main_runs, center_runs, camera_runs = plan.main_runs(), plan.center_runs(), plan.camera_runs()
@@ -616,7 +635,8 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
     json.dump(evaluate._jsonable(results), f, indent=1)  # pylint: disable=protected-access
   with open(os.path.join(out, "timing.json"), "w") as f:
     json.dump(timing, f, indent=1)
-  report.write_report(results, timing, out, command=_command(out, quick, ablations, scale))
+  report.write_report(results, timing, out,
+                      command=_command(out, quick, ablations, scale, long_freezing))
   return results
 
 
@@ -679,10 +699,12 @@ def _enable_compile_cache(path: str):
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
-def _command(out: str, quick: bool, ablations: bool, scale: str = "cpu") -> str:
+def _command(out: str, quick: bool, ablations: bool, scale: str = "cpu",
+             long_freezing: bool = False) -> str:
   return (f"python -m experiments.reproduce --out={out}" + (" --quick" if quick else "") +
           (" --ablations" if ablations and not quick else "") +
-          (f" --scale={scale}" if scale != "cpu" else ""))
+          (f" --scale={scale}" if scale != "cpu" else "") +
+          (" --long_freezing" if long_freezing else ""))
 
 
 def main(argv):
@@ -698,7 +720,8 @@ def main(argv):
   host_memory.configure("auto", total_steps=0 if f.quick else None)
   out = os.path.abspath(os.path.expanduser(f.out))
   try:
-    results = reproduce(out, quick=f.quick, ablations=f.ablations, scale=f.scale)
+    results = reproduce(out, quick=f.quick, ablations=f.ablations, scale=f.scale,
+                        long_freezing=f.long_freezing)
   except Preempted as e:
     print(e)
     return 0
@@ -713,9 +736,13 @@ if __name__ == "__main__":
   flags.DEFINE_string("out", None, "Output directory (runs, results.json, report.md, figures).")
   flags.DEFINE_bool("quick", False, "CI-sized smoke run: a few steps per run, tiny probes.")
   flags.DEFINE_bool("ablations", False, "Also train the RoPE and mini-warmup ablation arms "
-                    "(one seed each; ~4 more minutes).")
-  flags.DEFINE_enum("scale", "cpu", list(SCALES), "cpu: the 2-core runs (27 min); gpu: the "
-                    "claims 2-4 arms with a ViT-S encoder, 3000 steps each (~10 min on one GPU).")
+                    "(one seed each), clip-centred LayerLock at every seed, and the full readout "
+                    "table.")
+  flags.DEFINE_bool("long_freezing", False, "Also claim 2b: its own MAE / freeze_pixel pair at "
+                    "every seed, 900 steps each (beyond the default run's hour on 2 cores).")
+  flags.DEFINE_enum("scale", "cpu", list(SCALES), "cpu: the 2-core runs (python -m "
+                    "experiments.budget estimates their time); gpu: the claims 2-4 arms with a "
+                    "ViT-S encoder, 2400 steps each.")
   flags.mark_flags_as_required(["out"])
   from layerlock_jax import cli  # pylint: disable=g-import-not-at-top
   cli.run(main)

@@ -143,7 +143,8 @@ def test_claim_2b_trains_its_own_longer_pair_and_can_reach_its_flops_bar():
   """Claim 2b: MAE and freeze_pixel at every seed, `long_freezing_steps` steps each, the first
   freeze at the same step as claim 2's, and a table that saves at least the bar by the FLOP
   model's stage-weighted sum, which claim 2's own table at 600 steps does not."""
-  plan = reproduce.Plan.make(False)
+  assert not reproduce.Plan.make(False).long_freezing_runs()  # beyond the default's hour
+  plan = reproduce.Plan.make(False, long_freezing=True)
   runs = plan.long_freezing_runs()
   assert plan.long_freezing_steps and "freeze_pixel" in plan.main_runs()
   short = {arm: plan.main_runs()[arm][0].config() for arm in ("mae", "freeze_pixel")}
@@ -164,7 +165,7 @@ def test_claim_2b_trains_its_own_longer_pair_and_can_reach_its_flops_bar():
 def test_later_seeds_start_after_every_earlier_seed_of_their_group():
   """Two seeds of one variant compile the same programs: the later seed is queued behind the
   earlier seeds' runs of its group so that it reads them from the cache."""
-  plan = reproduce.Plan.make(False)
+  plan = reproduce.Plan.make(False, long_freezing=True)
   runs = [r for rs in plan.main_runs().values() for r in rs]
   runs += [r for rs in plan.long_freezing_runs().values() for r in rs]
   runs += [r for rs in plan.vjepa_runs().values() for r in rs]
@@ -243,16 +244,24 @@ def test_a_preempted_run_stops_the_reproduction_and_is_never_evaluated(tmp_path,
   assert calls == [repro.workdir(run)] and not evaluated and not stale.exists()
 
 
-def test_eval_data_is_one_set_per_source_and_clip_shape(tmp_path, monkeypatch):
+def test_eval_data_is_one_set_per_source_clip_shape_and_data_seed(tmp_path, monkeypatch):
+  """Each seed's test sample is its own (data seed EVAL_DATA_SEED + seed), the same for every arm
+  of that seed; a source rendered at two clip shapes is two sets."""
   loaded = []
   monkeypatch.setattr(reproduce.depthwise, "load_eval_data",
-                      lambda config, **k: loaded.append(config.data.num_frames) or object())
+                      lambda config, **k: loaded.append((config.data.num_frames,
+                                                         k["data_seed"])) or object())
   repro = reproduce.Reproduction(str(tmp_path), reproduce.Plan.make(False))
-  camera = reproduce.Run("layerlock_claims", "mae,data=camera_motion", 0).config()
-  vjepa = reproduce.Run("vjepa_claims", "vjepa", 0).config()
+  camera = reproduce.Run("layerlock_claims", "mae,data=camera_motion", 2).config()
+  vjepa = reproduce.Run("vjepa_claims", "vjepa", 2).config()
   assert camera.data.source == vjepa.data.source
-  a, b = repro.eval_data(camera), repro.eval_data(vjepa)
-  assert a is not b and a is repro.eval_data(camera) and loaded == [16, 4]
+  seed2 = reproduce.EVAL_DATA_SEED + 2
+  a = repro.eval_data(camera, seed2)
+  assert a is repro.eval_data(camera, seed2)
+  b = repro.eval_data(vjepa, seed2)
+  c = repro.eval_data(camera, seed2 + 1)
+  assert a is not b and c is not a
+  assert loaded == [(16, seed2), (4, seed2), (16, seed2 + 1)]
 
 
 # ------------------------------------------------------------------------------------------------
