@@ -363,6 +363,9 @@ _SECTIONS = (
 )
 
 
+_NOT_RUN = {"freezing_long": "not run (its own 900-step pairs: `--long_freezing`)"}
+
+
 def _accelerator(timing: dict[str, Any]) -> str:
   kind = timing["machine"].get("accelerator")
   return f" and one {kind}" if kind else ""
@@ -477,9 +480,9 @@ def write_report(results: dict[str, Any], timing: dict[str, Any], out: str, *,
       "",
       "## Summary",
       "",
-      _table(["claim", "verdict"], [[title, results["claims"][key]["verdict"]]
-                                    for key, title, _, _ in _SECTIONS
-                                    if key in results["claims"]]),
+      _table(["claim", "verdict"], [[title, results["claims"][key]["verdict"]
+                                     if key in results["claims"] else _NOT_RUN.get(key, "not run")]
+                                    for key, title, _, _ in _SECTIONS]),
       "",
       _rules_text(results),
       "",
