@@ -462,6 +462,15 @@ def _curve(record: dict[str, Any]) -> dict[str, list]:
   return out
 
 
+COLLAPSE_RULE = (
+    f"with >= {stats.MIN_SEEDS} seeds per arm: reproduced if the naive-latent encoder is flagged "
+    f"collapsed at every one of its seeds and its headline readout is within {NEAR_CHANCE:.2f} "
+    "of chance (mean over tasks), while LayerLock is flagged at none of its seeds, is further "
+    f"above chance and beats the random-init floor by {stats.FLOOR_MARGIN:.2f}; partly if the "
+    "flags and the floor hold but the naive probe is not near chance; inconclusive with fewer "
+    "seeds.")
+
+
 def collapse_claim(mae: Sequence[dict], naive: Sequence[dict], layerlock: Sequence[dict],
                    reference=None) -> dict[str, Any]:
   """Claim 3. Not a two-arm comparison: the naive-latent encoder must be flagged collapsed and sit
@@ -511,13 +520,7 @@ def collapse_claim(mae: Sequence[dict], naive: Sequence[dict], layerlock: Sequen
   return {"claim": "Predicting the model's own unfrozen features (naive latent loss) collapses "
                    "the representation: 4DS-H SSv2 50.1 -> 3.7 (constant weight). LayerLock's "
                    "frozen targets do not collapse.",
-          "rule": f"with >= {stats.MIN_SEEDS} seeds per arm: reproduced if the naive-latent "
-                  "encoder is flagged collapsed at every one of its seeds and its headline "
-                  f"readout is within {NEAR_CHANCE:.2f} of chance (mean over tasks), while "
-                  "LayerLock is flagged at none of its seeds, is further above chance and beats "
-                  f"the random-init floor by {stats.FLOOR_MARGIN:.2f}; partly if the flags and "
-                  "the floor hold but the naive probe is not near chance; inconclusive with "
-                  "fewer seeds.",
+          "rule": COLLAPSE_RULE,
           "random_init_attentive": floor,
           "table": table, "curves": curves, "verdict": verdict}
 

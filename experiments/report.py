@@ -187,11 +187,13 @@ def _judgement(j: dict | None, labels: dict | None = None) -> str:
   base, new = j["base"], j["new"]
   t = j["test"]
   iv = t["interval"]
+  heads = j["headline_tasks"]
+  tasks = (heads[0] if len(heads) == 1 and heads[0].startswith("the ") else
+           "mean over " + ", ".join(heads))
   kind = (f"one-sided {100 * iv['level']:.0f}% bounds" if iv["sided"] == "one" else
           f"{100 * iv['level']:.0f}% interval")
   parts = [
-      f"Paired per seed ({len(j['per_seed'][base])} seeds; headline = mean over "
-      f"{', '.join(j['headline_tasks'])}): {name(base)} {' / '.join(_f(v) for v in j['per_seed'][base])}; "
+      f"Paired per seed ({len(j['per_seed'][base])} seeds; headline = {tasks}): {name(base)} {' / '.join(_f(v) for v in j['per_seed'][base])}; "
       f"{name(new)} {' / '.join(_f(v) for v in j['per_seed'][new])}. {name(new)} - {name(base)} = "
       f"{_f(iv['mean'], signed=True)}, {kind} [{_f(iv['lower'], signed=True)}, "
       f"{_f(iv['upper'], signed=True)}] (t with {iv['df']} df"
