@@ -36,7 +36,7 @@ def test_superiority_without_a_true_difference_is_reproduced_at_most_5_percent(
   base, new = _draw(rng, TRIALS, seeds, 0.0, shared_sd, own_sd)
   rate = _rate(stats.superiority, base, new, "reproduced")
   assert rate <= _FIVE_PERCENT, rate
-  # The same rule on unpaired data (no shared seed effect removed) can only be as strict.
+  # A shared test set's sampling error, added to the interval, can only make the rule stricter.
   assert _rate(stats.superiority, base, new, "reproduced", extra_se=0.01) <= rate
 
 
