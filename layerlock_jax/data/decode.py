@@ -229,6 +229,9 @@ class VideoIndex(NamedTuple):
   # Where each frame's packet lies (only for streams the converter encoded; packets.py): the
   # loader then decodes from the bytes without opening the container.
   packets: packets_lib.PacketTable | None = None
+  # The frame count the container lists where the stream holds fewer (a "short" file: the index
+  # covers only the frames that are there); None when the counts agree or none is listed.
+  listed: int | None = None
 
   def to_json(self) -> dict[str, Any]:
     """A compact form for a shard record's header (a constant frame step is stored as 2 ints)."""
@@ -280,7 +283,17 @@ def index_stream(container, stream) -> VideoIndex:
   except Exception as e:  # pylint: disable=broad-except
     raise BadVideoError(f"demux error (after {packets} packet(s); {type(e).__name__}: "
                         f"{e})") from None
-  check_complete(packets, int(stream.frames or 0))
+  declared = int(stream.frames or 0)
+  listed = None
+  try:
+    check_complete(packets, declared)
+  except BadVideoError:
+    # Fewer packets than the container lists: an off-by-a-few header (common in real corpora) or
+    # a file cut off mid-way. The frames that are there are used; the last packet is dropped, as
+    # a cut can leave it partial. Clips that do not fit in what is left fail as "too short".
+    listed = declared
+    if len(pts) > 1:
+      pts, key = pts[:-1], key[:-1]
   if not pts:
     raise BadVideoError("no decodable frames")
   height, width = stream.codec_context.height, stream.codec_context.width
@@ -294,9 +307,32 @@ def index_stream(container, stream) -> VideoIndex:
     if len(times) > 1 and not (np.diff(times) > 0).all():
       times = None  # repeated timestamps: frames cannot be told apart by pts
   if times is None:
-    return VideoIndex(len(pts), height, width, None, np.zeros((0,), np.int64))
+    return VideoIndex(len(pts), height, width, None, np.zeros((0,), np.int64), listed=listed)
   keyframes = np.flatnonzero(np.asarray(key, bool)[order]).astype(np.int64)
-  return VideoIndex(len(pts), height, width, times, keyframes)
+  return VideoIndex(len(pts), height, width, times, keyframes, listed=listed)
+
+
+def segment_window(index: VideoIndex, stream, segment: tuple[float, float]) -> tuple[int, int]:
+  """Frame indices [first, stop) whose presentation times lie in the segment [start, end) s.
+
+  Times count from the first frame (pts relative to the first pts, or frame / rate for streams
+  without usable timestamps).
+  """
+  start, end = float(segment[0]), float(segment[1])
+  if index.pts is not None and stream.time_base:
+    t = (index.pts - index.pts[0]).astype(np.float64) * float(stream.time_base)
+  else:
+    rate = float(stream.average_rate or stream.guessed_rate or 0)
+    if rate <= 0:
+      raise BadVideoError("no timestamps and no frame rate: cannot locate the segment")
+    t = np.arange(index.num_frames, dtype=np.float64) / rate
+  eps = 1e-6
+  first = int(np.searchsorted(t, start - eps, side="left"))
+  stop = int(np.searchsorted(t, end - eps, side="left"))
+  if first >= index.num_frames:
+    raise BadVideoError(f"segment [{start:g}, {end:g}) s starts after the video's last frame "
+                        f"({t[-1]:.3g} s)")
+  return first, stop
 
 
 def _decode_span(container, stream, index: VideoIndex, needed: Sequence[int], on_frame,
@@ -403,7 +439,9 @@ def _to_rgb(frame, height: int, width: int) -> np.ndarray:
 
 def load_clips(src: str | bytes | np.ndarray, spec: augment.ClipSpec, rng: np.random.Generator,
                *, max_frames: int = DEFAULT_MAX_DECODE_FRAMES, known_frames: int | None = None,
-               index: VideoIndex | None = None, decode_threads: int = 1) -> np.ndarray:
+               index: VideoIndex | None = None, decode_threads: int = 1,
+               segment: tuple[float, float] | None = None,
+               notes: dict[str, Any] | None = None) -> np.ndarray:
   """`spec.clips_per_video` clips uint8 (k, T, S, S, 3) of one video; BadVideoError if unusable.
 
   Plans the clips before decoding anything: the frame count and size come from `index` (stored
@@ -413,6 +451,10 @@ def load_clips(src: str | bytes | np.ndarray, spec: augment.ClipSpec, rng: np.ra
   scaled by libswscale so that its crop box comes out at exactly S x S, so memory per video is
   about T small RGB frames whatever the video's length and resolution. The draw order (every
   temporal window, then every crop and flip; augment.py) does not depend on how frames are read.
+
+  `segment` (seconds, [start, end)) restricts the clips to the frames shown in that span of a
+  file (a Kinetics annotation on a full video). A file holding fewer frames than its container
+  lists is read from the frames that are there; `notes["short"] = (frames, listed)` says so.
   """
   if isinstance(src, np.ndarray) and src.dtype != np.object_:
     return _clips_from_array(_frames_array(src)[:max_frames], spec, rng)
@@ -447,7 +489,10 @@ def load_clips(src: str | bytes | np.ndarray, spec: augment.ClipSpec, rng: np.ra
         index = index_stream(container, stream)
       finally:
         fresh = False
-    plan = _ClipPlan(index, spec, rng, known_frames, max_frames)
+    window = None if segment is None else segment_window(index, stream, segment)
+    if index.listed is not None and notes is not None:
+      notes["short"] = (index.num_frames, index.listed)
+    plan = _ClipPlan(index, spec, rng, known_frames, max_frames, window)
     try:
       _decode_span(container, stream, index, sorted(plan.users), plan.keep,
                    reopen=None if fresh and (index.pts is None or min(plan.users) == 0)
@@ -470,12 +515,19 @@ class _ClipPlan:
   """
 
   def __init__(self, index: VideoIndex, spec: augment.ClipSpec, rng: np.random.Generator,
-               known_frames: int | None, max_frames: int):
-    available = min(int(known_frames or index.num_frames), max_frames)
+               known_frames: int | None, max_frames: int,
+               window: tuple[int, int] | None = None):
+    total = min(int(known_frames or index.num_frames), index.num_frames if window else max_frames)
+    first, stop = window or (0, total)
+    stop = min(stop, total)
+    # Clips are drawn from the window's first max_frames frames (the whole file without one).
+    available = max(0, min(stop - first, max_frames))
     try:
       temporal = augment.plan_temporal(available, spec, rng)
     except augment.TooShortError as e:
-      raise BadVideoError(str(e)) from None
+      where = f" in segment frames [{first}, {stop})" if window else ""
+      raise BadVideoError(f"{e}{where}") from None
+    temporal = [t + first for t in temporal]
     self.plans = augment.plan_spatial(temporal, index.height, index.width, spec, rng)
     self.targets = [_scaled_target(index.height, index.width, p.box, spec.image_size)
                     for p in self.plans]
