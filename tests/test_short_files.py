@@ -120,3 +120,25 @@ def test_load_clips_reports_short_streams(folder):
   notes = {}
   decode.load_clips(str(folder / "a" / "ok.mp4"), spec, np.random.default_rng(0), notes=notes)
   assert notes == {}
+
+
+@pytest.mark.slow
+def test_folder_run_leaks_no_shared_memory(folder, tmp_path):
+  """A folder job with a grain worker process ends without resource_tracker's warning about
+  leaked shared_memory objects (the last batch's block used to outlive the program)."""
+  import os  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=repo)
+  cmd = [sys.executable, "-m", "layerlock_jax.main", "--config=configs/tiny.py",
+         f"--workdir={tmp_path / 'wd'}", "--config.data.source=video_folder",
+         f"--config.data.path={folder}", "--config.data.num_workers=1",
+         "--config.data.num_frames=8", "--config.total_steps=2", "--config.batch_size=2",
+         "--config.log_every=1", "--config.checkpoint_every=0",
+         "--config.model.depth=1", "--config.model.decoder.depth=1"]
+  proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "step 2/2" in proc.stderr
+  assert "leaked shared_memory" not in proc.stderr, proc.stderr[-2000:]
+  assert "hold fewer frames than their container lists" in proc.stderr
