@@ -81,7 +81,11 @@ def labels_by_video(src):
 
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory):
-  base = str(tmp_path_factory.mktemp("layouts"))
+  return build_trees(str(tmp_path_factory.mktemp("layouts")))
+
+
+def build_trees(base):
+  """{layout: (video folder, annotations, {split: {video id: label}})} under `base`."""
   out = {}
 
   # Kinetics-400/700: annotations/{train,val}.csv; pre-trimmed clips in class folders, as the

@@ -384,3 +384,41 @@ def match(annotations: Annotations, files: Sequence[str]) -> Listing:
     out.labels.append(entry.label)
     out.segments.append(None if found == entry.trimmed else entry.segment)
   return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """python -m layerlock_jax.data.layouts --layout=L --path=VIDEOS --annotations=A [--split_id=N]
+
+  Reads the annotations of both splits and finds their videos (no video is opened): one line per
+  split with the listed, found and missing counts, or one error line and exit status 2.
+  """
+  import argparse  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(prog="python -m layerlock_jax.data.layouts",
+                                   description=main.__doc__.split("\n\n")[1])
+  parser.add_argument("--layout", required=True, choices=LAYOUTS[1:])
+  parser.add_argument("--path", required=True, help="the folder of videos (data.path)")
+  parser.add_argument("--annotations", required=True, help="data.annotations")
+  parser.add_argument("--split_id", type=int, default=1, help="ucf101 / hmdb51: 1, 2 or 3")
+  args = parser.parse_args(argv)
+  if not os.path.isdir(args.path):
+    print(f"error: --path={args.path} is not a folder of videos", file=sys.stderr)
+    return 2
+  files = [os.path.relpath(os.path.join(d, f), args.path)
+           for d, _, names in os.walk(args.path, followlinks=True) for f in names]
+  for split in ("train", "test"):
+    try:
+      table = match(read(args.layout, args.annotations, split, args.split_id), files)
+    except AnnotationError as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
+    segments = sum(s is not None for s in table.segments)
+    missing = f" (e.g. {', '.join(table.missing[:3])})" if table.missing else ""
+    print(f"{split}: {len(table.files) + len(table.missing)} listed in {table.source}, "
+          f"{len(table.files)} found ({segments} as segments of full videos), "
+          f"{len(table.missing)} missing{missing}; {len(table.class_names)} classes")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
