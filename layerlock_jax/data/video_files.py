@@ -215,6 +215,17 @@ class Record(NamedTuple):
   segment: tuple[float, float] | None = None  # seconds: clips come from [start, end) only
 
 
+class _Labels:
+  """`LABELS`: label name -> number of classes, as the synthetic sources publish it (a class
+  attribute there). Read on an instance it is the source's own table; read on the class, where
+  the count is not known before the files are listed, it is empty."""
+
+  def __get__(self, source, owner=None) -> dict[str, int]:
+    if source is None or source.num_classes is None:
+      return {}
+    return {"label": source.num_classes}
+
+
 class ClipSource:
   """Random-access clip source over records that may turn out to be bad.
 
@@ -232,10 +243,7 @@ class ClipSource:
   def __len__(self) -> int:
     return self._num_records
 
-  @property
-  def LABELS(self) -> dict[str, int]:  # pylint: disable=invalid-name
-    """Label name -> number of classes, as the synthetic sources publish it."""
-    return {} if self.num_classes is None else {"label": self.num_classes}
+  LABELS = _Labels()  # pylint: disable=invalid-name
 
   @property
   def clips_per_video(self) -> int:
