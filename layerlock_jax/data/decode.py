@@ -21,9 +21,12 @@ source serves it, and the sources only decide what to do with a bad one.
   stream that raises part way, or ends well before the frame count its container lists
   (`check_complete`), is rejected rather than partly used.
 * Anything wrong with an input raises `BadVideoError` with a short reason; the sources catch it
-  and serve another record instead (video_files.ClipSource). A file whose packets end early
-  (truncated) is rejected whatever frames a clip needs (`whole_file`); a decode that fails inside
-  one clip's span (e.g. a seek past the cut of a converted record) only fails that clip.
+  and serve another record instead (video_files.ClipSource). A file whose packets end before the
+  frame count its container lists (an off-by-a-few header, or a file cut off) is "short", not
+  broken: `load_clips` plans its clips on the frames that are there (`VideoIndex.listed` keeps
+  the listed count, `notes` reports it) and fails only if no clip fits (`whole_file`); a decode
+  that fails inside one clip's span (e.g. a seek past the cut of a converted record) only fails
+  that clip.
 """
 from __future__ import annotations
 
@@ -265,8 +268,8 @@ class VideoIndex(NamedTuple):
 def index_stream(container, stream) -> VideoIndex:
   """Reads every packet of `stream` (no decoding: ~8 ms for 10 s of 720p h264) into an index.
 
-  Also the truncation check of a seek-based decode: a cut-off file yields fewer packets than its
-  container lists (check_complete), so it is rejected whichever frames a clip would need.
+  A stream with fewer packets than its container lists (check_complete) is indexed on the frames
+  that are there, less its last packet (a cut can leave it partial), with `listed` set.
   """
   pts, key, packets = [], [], 0
   try:

@@ -12,15 +12,20 @@ Splits and labels
   integers; videos without a row are skipped and counted), else from the first-level sub-folder
   (sorted, the union over all splits so train and test agree). If not ALL videos lie in class
   sub-folders the source is unlabelled: items hold only "video".
+* data.layout=kinetics|ssv2|ucf101|hmdb51 instead takes splits, labels and (Kinetics) time
+  segments from the dataset's published annotation files (layouts.py); a video they list that is
+  not on disk is skipped and counted like a broken file.
 
 Bad input never crashes training and never becomes a black clip:
 * At construction every file is probed once (open + stream info, ~1 ms): empty, unreadable (not
   media, or a cut-off container), no video stream (audio only) and, where the container states an
   exact frame count, too short, are skipped; counts by reason and the names are logged.
   data.probe_files=False skips probing (huge folders); failures then surface at decode time.
-* At decode time (grain reader threads / worker processes) a failing video - truncated (the
-  stream raises, or ends well before the frame count its container lists), fewer frames than a
-  clip - is replaced by the next record (wrapping around) that decodes, with the same random
+* A file whose stream ends before the frame count its container lists is "short", not broken:
+  its clips come from the frames that are there; `bad_input_metrics()` counts such files
+  ("data_short_files") and logs their names once.
+* At decode time (grain reader threads / worker processes) a failing video - the stream raises,
+  fewer frames than a clip - is replaced by the next record (wrapping around) that decodes, with the same random
   draws: the replacement is deterministic. A failure of the whole file (its packets end early,
   too short) is remembered in that process; one that concerns only the frames a clip needed is
   not, so what other stream positions read never depends on which draws a process saw first.
