@@ -126,13 +126,16 @@ def build_trees(base):
            {"id": "42326", "label": "pushing a cup from left to right",
             "template": "Pushing [something] from left to right", "placeholders": ["a cup"]}]
   val = [{"id": "74225", "label": "pushing pen from left to right",
-          "template": "Pushing [something] from left to right", "placeholders": ["pen"]}]
+          "template": "Pushing [something] from left to right", "placeholders": ["pen"]},
+         {"id": "3", "label": "holding a cup next to a phone",
+          "template": "Holding [something] next to [something]",
+          "placeholders": ["a cup", "a phone"]}]
   for name, items in (("train", train), ("validation", val)):
     with open(os.path.join(ann, f"something-something-v2-{name}.json"), "w") as f:
       json.dump(items, f)
-  for vid, i in ((0, "78687"), (1, "42326"), (2, "74225")):
+  for vid, i in ((0, "78687"), (1, "42326"), (2, "74225"), (3, "3")):
     write_video(os.path.join(s, "20bn-something-something-v2", f"{i}.webm"), vid, 8)
-  out["ssv2"] = (s, ann, {"train": {0: 1, 1: 0}, "test": {2: 0}})
+  out["ssv2"] = (s, ann, {"train": {0: 1, 1: 0}, "test": {2: 0, 3: 1}})
 
   # UCF101: ucfTrainTestlist/ (CRLF line ends, as published; the list spells a class
   # "HandStandPushups" where classInd.txt and the folder say "HandstandPushups") and UCF-101/.
@@ -373,8 +376,8 @@ def test_pipeline_batches_carry_annotation_labels(trees, layout):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", LAYOUT_NAMES)
-def test_each_layout_trains_a_few_steps(trees, layout, tmp_path):
-  from layerlock_jax import config_loading  # pylint: disable=g-import-not-at-top
+def test_each_layout_trains_a_few_steps_and_evaluates(trees, layout, tmp_path):
+  from layerlock_jax import evaluate  # pylint: disable=g-import-not-at-top
   from layerlock_jax import train  # pylint: disable=g-import-not-at-top
   path, ann, _ = trees[layout]
   config = config_loading.load_config(os.path.join(REPO, "configs", "tiny.py"))
@@ -392,3 +395,9 @@ def test_each_layout_trains_a_few_steps(trees, layout, tmp_path):
   rows = [json.loads(l) for l in (tmp_path / "wd" / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in rows] == [1, 2]
   assert all(np.isfinite(r["loss"]) for r in rows)
+  # The probes read both splits through the same layout: every test clip, labels as annotated.
+  out = evaluate.run_evaluation(config, str(tmp_path / "wd"), num_clips=2, attentive_steps=0,
+                                random_baseline=False)
+  task = out["result"]["tasks"]["label"]
+  assert task["chance"] == 0.5  # one test clip of each of the two classes
+  assert all(0 <= row["linear/label"] <= 1 for row in out["result"]["rows"])
