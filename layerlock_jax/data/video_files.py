@@ -26,9 +26,10 @@ Bad input never crashes training and never becomes a black clip:
   ("data_short_files") and logs their names once.
 * At decode time (grain reader threads / worker processes) a failing video - the stream raises,
   fewer frames than a clip - is replaced by the next record (wrapping around) that decodes, with
-  the same random draws: the replacement is deterministic. A failure of the whole file (its packets end early,
-  too short) is remembered in that process; one that concerns only the frames a clip needed is
-  not, so what other stream positions read never depends on which draws a process saw first.
+  the same random draws: the replacement is deterministic. A failure of the whole file (too
+  short, unreadable) is remembered in that process; one that concerns only the frames a clip
+  needed is not, so what other stream positions read never depends on which draws a process saw
+  first.
 * Every skip goes to a `BadInputLog`: one small JSON file per process in a directory shared with
   the grain workers, so skips inside workers reach the main process. `bad_input_metrics()` merges
   them into counts for the metrics and logs each newly seen bad file once.
