@@ -235,6 +235,9 @@ class VideoIndex(NamedTuple):
   # The frame count the container lists where the stream holds fewer (a "short" file: the index
   # covers only the frames that are there); None when the counts agree or none is listed.
   listed: int | None = None
+  # pts of the last packet of a short stream: never fed to the decoder (a cut can leave it
+  # partial, and a decoder holding frames back for reordering would fail on it).
+  tail_pts: int | None = None
 
   def to_json(self) -> dict[str, Any]:
     """A compact form for a shard record's header (a constant frame step is stored as 2 ints)."""
@@ -287,16 +290,21 @@ def index_stream(container, stream) -> VideoIndex:
     raise BadVideoError(f"demux error (after {packets} packet(s); {type(e).__name__}: "
                         f"{e})") from None
   declared = int(stream.frames or 0)
-  listed = None
+  listed = tail_pts = None
   try:
     check_complete(packets, declared)
   except BadVideoError:
     # Fewer packets than the container lists: an off-by-a-few header (common in real corpora) or
-    # a file cut off mid-way. The frames that are there are used; the last packet is dropped, as
-    # a cut can leave it partial. Clips that do not fit in what is left fail as "too short".
+    # a file cut off mid-way. The frames that are there are used, less the last packet (a cut can
+    # leave it partial) and every frame shown after it (with B-frames, frames decoded before it
+    # and shown after it; the index stays a gapless run of presentation order). Clips that do
+    # not fit in what is left fail as "too short".
     listed = declared
     if len(pts) > 1:
-      pts, key = pts[:-1], key[:-1]
+      tail_pts = pts[-1]
+      keep = [i for i in range(len(pts) - 1)
+              if tail_pts is None or pts[i] is None or pts[i] < tail_pts]
+      pts, key = [pts[i] for i in keep], [key[i] for i in keep]
   if not pts:
     raise BadVideoError("no decodable frames")
   height, width = stream.codec_context.height, stream.codec_context.width
@@ -310,9 +318,21 @@ def index_stream(container, stream) -> VideoIndex:
     if len(times) > 1 and not (np.diff(times) > 0).all():
       times = None  # repeated timestamps: frames cannot be told apart by pts
   if times is None:
-    return VideoIndex(len(pts), height, width, None, np.zeros((0,), np.int64), listed=listed)
+    return VideoIndex(len(pts), height, width, None, np.zeros((0,), np.int64), listed=listed,
+                      tail_pts=tail_pts)
   keyframes = np.flatnonzero(np.asarray(key, bool)[order]).astype(np.int64)
-  return VideoIndex(len(pts), height, width, times, keyframes, listed=listed)
+  return VideoIndex(len(pts), height, width, times, keyframes, listed=listed, tail_pts=tail_pts)
+
+
+def _decoded(container, stream, index: VideoIndex):
+  """container.decode(stream), less the tail packet of a short stream (VideoIndex.tail_pts)."""
+  if index.tail_pts is None:
+    yield from container.decode(stream)
+    return
+  for packet in container.demux(stream):
+    if packet.size and packet.pts == index.tail_pts:
+      continue
+    yield from packet.decode()  # the demuxer's last, empty packet flushes the decoder
 
 
 def segment_window(index: VideoIndex, stream, segment: tuple[float, float]) -> tuple[int, int]:
@@ -396,13 +416,13 @@ def _decode_span(container, stream, index: VideoIndex, needed: Sequence[int], on
       container.seek(int(times[index.keyframes[a]]), stream=stream, backward=True,
                      any_frame=False)
       cursor = int(index.keyframes[a])
-      run(container.decode(stream), by_pts=True)
+      run(_decoded(container, stream, index), by_pts=True)
       if got == needed_set:
         return decoded
   if reopen is not None:
     container, stream = reopen()
   cursor = 0
-  run(container.decode(stream), by_pts=by_time)
+  run(_decoded(container, stream, index), by_pts=by_time)
   if got != needed_set:
     missing = sorted(needed_set - got)
     raise BadVideoError(f"truncated: frame {missing[0]} of the {index.num_frames} the container "
