@@ -353,6 +353,27 @@ def test_layout_needs_video_folder_source_and_annotations(trees):
   assert "data.layout" in line, line
 
 
+def test_training_command_stops_on_bad_annotations_with_one_line(trees, tmp_path):
+  """The entry point: exit status 2 and one line, before the model or the data is built."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  path, ann, _ = trees["ucf101"]
+  proc = subprocess.run(
+      [sys.executable, "-m", "layerlock_jax.main", "--config=configs/tiny.py",
+       f"--workdir={tmp_path / 'w'}", "--config.data.source=video_folder",
+       "--config.data.layout=ucf101", f"--config.data.path={path}",
+       f"--config.data.annotations={ann}", "--config.data.split_id=3",
+       "--config.data.num_frames=4", "--config.data.image_size=16"],
+      cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True,
+      timeout=300)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last == (f"Config error: config.data.annotations: data.annotations={ann!r} has no "
+                  "trainlist03.txt (ucf101 split 3)"), last
+  assert "=== data" not in proc.stderr and "=== mesh" not in proc.stderr
+  assert not (tmp_path / "w" / "checkpoints").exists()
+
+
 def test_reader_reports_bad_input_directly():
   with pytest.raises(layouts.AnnotationError, match="needs data.annotations"):
     layouts.read("ssv2", "", "train")
