@@ -100,7 +100,7 @@ def build_trees(base):
     w.writerow(["playing guitar", "a_b-Cd3", 10, 20, "train", 0])
     w.writerow(["abseiling", "fullVid_1", 1.5, 3, "train", 0])       # a full video's segment
     w.writerow(["playing guitar", "gone00000", 0, 10, "train", 0])   # listed, never downloaded
-  with open(os.path.join(ann, "val.csv"), "w", newline="") as f:
+  with open(os.path.join(ann, "val.csv"), "w", newline="", encoding="utf-8-sig") as f:  # a BOM
     w = csv.writer(f)
     w.writerow(["label", "youtube_id", "time_start", "time_end", "split"])
     w.writerow(["playing guitar", "val_0001", 0, 10, "val"])

@@ -107,7 +107,7 @@ def _kinetics_rows(path: str) -> list[_KineticsRow]:
   rows = []
   if path.endswith(".json"):
     try:
-      with open(path) as f:
+      with open(path, encoding="utf-8-sig") as f:
         table = json.load(f)
     except ValueError as e:
       raise AnnotationError(f"{path}: not valid JSON ({e})") from None
@@ -124,7 +124,7 @@ def _kinetics_rows(path: str) -> list[_KineticsRow]:
       rows.append(_KineticsRow(ann.get("label"), yid, start, end, str(item.get("subset", "")),
                                yid))
     return rows
-  with open(path, newline="") as f:
+  with open(path, newline="", encoding="utf-8-sig") as f:
     reader = csv.reader(f)
     header = [h.strip() for h in next(reader, [])]
     missing = [c for c in ("youtube_id", "time_start", "time_end") if c not in header]
@@ -197,7 +197,7 @@ def _read_kinetics(annotations: str, split: str) -> Annotations:
 
 def _load_json(path: str):
   try:
-    with open(path) as f:
+    with open(path, encoding="utf-8-sig") as f:
       return json.load(f)
   except ValueError as e:
     raise AnnotationError(f"{path}: not valid JSON ({e})") from None
@@ -243,7 +243,7 @@ def _read_ssv2(annotations: str, split: str) -> Annotations:
 
 
 def _lines(path: str) -> list[tuple[int, str]]:
-  with open(path) as f:
+  with open(path, encoding="utf-8-sig") as f:
     return [(i, line.strip()) for i, line in enumerate(f, start=1) if line.strip()]
 
 
