@@ -33,6 +33,7 @@ does not know. `check()` raises them from config validation, before any video is
 from __future__ import annotations
 
 import csv
+import functools
 import glob
 import json
 import math
@@ -103,7 +104,20 @@ class _KineticsRow(NamedTuple):
   where: str
 
 
-def _kinetics_rows(path: str) -> list[_KineticsRow]:
+def _kinetics_rows(path: str) -> tuple[_KineticsRow, ...]:
+  """The rows of one Kinetics annotation file, parsed once per version of the file (a
+  Kinetics-700 train.csv is read by validation, then by both splits' sources)."""
+  stat = os.stat(path)
+  return _parse_kinetics(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_kinetics(path: str, mtime_ns: int, size: int) -> tuple[_KineticsRow, ...]:
+  del mtime_ns, size  # the cache key: a changed file is parsed again
+  return tuple(_read_kinetics_rows(path))
+
+
+def _read_kinetics_rows(path: str) -> list[_KineticsRow]:
   rows = []
   if path.endswith(".json"):
     try:
