@@ -11,6 +11,7 @@ import pytest
 
 from layerlock_jax import config_loading
 from layerlock_jax.data import layouts
+from layerlock_jax.plan import options
 
 import test_layouts  # pylint: disable=g-bad-import-order  (tests/ is on sys.path under pytest)
 
@@ -54,7 +55,7 @@ def test_doc_commands_name_real_modules_configs_and_fields():
             assert part in node, f"{key} is not a config field"
             node = node[part]
     if argv[2] == "layerlock_jax.data.layouts":
-      assert flags["layout"] in layouts.LAYOUTS
+      assert flags["layout"] in options.DATA_LAYOUTS
 
 
 def test_doc_annotation_checks_run_on_fixture_trees(trees, tmp_path, capsys):

@@ -43,8 +43,6 @@ from typing import NamedTuple, Sequence
 
 from layerlock_jax.plan import options
 
-LAYOUTS = options.DATA_LAYOUTS
-SPLIT_IDS = {"ucf101": (1, 2, 3), "hmdb51": (1, 2, 3)}  # layouts with several official splits
 _KINETICS_SPLITS = {"train": ("train",), "test": ("val", "validate", "validation")}
 _SSV2_NAMES = {"train": ("something-something-v2-train.json", "train.json"),
                "test": ("something-something-v2-validation.json", "validation.json"),
@@ -338,8 +336,8 @@ def _read_hmdb51(annotations: str, split: str, split_id: int) -> Annotations:
 
 def read(layout: str, annotations: str, split: str, split_id: int = 1) -> Annotations:
   """The class list and the entries of `split` ("train" or "test"); AnnotationError if bad."""
-  if layout not in LAYOUTS or layout == "folder":
-    raise ValueError(f"layout={layout!r}: use one of {LAYOUTS[1:]}")
+  if layout not in options.DATA_LAYOUTS or layout == "folder":
+    raise ValueError(f"layout={layout!r}: use one of {options.DATA_LAYOUTS[1:]}")
   if split not in ("train", "test"):
     raise ValueError(f"split={split!r}: the benchmark layouts have 'train' and 'test'")
   if not annotations:
@@ -410,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   import sys  # pylint: disable=g-import-not-at-top
   parser = argparse.ArgumentParser(prog="python -m layerlock_jax.data.layouts",
                                    description=main.__doc__.split("\n\n")[1])
-  parser.add_argument("--layout", required=True, choices=LAYOUTS[1:])
+  parser.add_argument("--layout", required=True, choices=options.DATA_LAYOUTS[1:])
   parser.add_argument("--path", required=True, help="the folder of videos (data.path)")
   parser.add_argument("--annotations", required=True, help="data.annotations")
   parser.add_argument("--split_id", type=int, default=1, help="ucf101 / hmdb51: 1, 2 or 3")
