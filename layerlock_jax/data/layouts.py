@@ -366,7 +366,7 @@ def check(data_cfg) -> None:
     read(layout, str(data_cfg.get("annotations", "")), split, int(data_cfg.get("split_id", 1)))
 
 
-class Listing(NamedTuple):
+class Matched(NamedTuple):
   files: list[str]                             # relative to the video folder
   labels: list[int]
   segments: list[tuple[float, float] | None]   # None: use the whole file
@@ -383,10 +383,10 @@ def index_videos(files: Sequence[str]) -> dict[str, str]:
   return out
 
 
-def match(annotations: Annotations, files: Sequence[str]) -> Listing:
+def match(annotations: Annotations, files: Sequence[str]) -> Matched:
   """The annotated videos of a split that exist among `files` (paths under the video folder)."""
   by_name = index_videos(files)
-  out = Listing([], [], [], annotations.class_names, [], annotations.source)
+  out = Matched([], [], [], annotations.class_names, [], annotations.source)
   for entry in annotations.entries:
     found = next((n for n in entry.names if n in by_name), None)
     if found is None:
