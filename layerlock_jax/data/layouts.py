@@ -416,8 +416,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   if not os.path.isdir(args.path):
     print(f"error: --path={args.path} is not a folder of videos", file=sys.stderr)
     return 2
+  from layerlock_jax.data import video_files  # pylint: disable=g-import-not-at-top
   files = [os.path.relpath(os.path.join(d, f), args.path)
-           for d, _, names in os.walk(args.path, followlinks=True) for f in names]
+           for d, _, names in os.walk(args.path, followlinks=True) for f in names
+           if os.path.splitext(f)[1].lower() in video_files.VIDEO_EXTENSIONS]
   for split in ("train", "test"):
     try:
       table = match(read(args.layout, args.annotations, split, args.split_id), files)
