@@ -527,9 +527,10 @@ def test_extract_features_from_a_video_folder(fourds_workdir, tmp_path):
 
 
 @pytest.mark.slow
-def test_final_norm_trains_between_encoder_and_decoder():
+def test_final_norm_is_trainable_and_gets_a_gradient_from_the_pixel_loss():
   """model.final_norm adds encoder_norm parameters, in the trainable tree, that the pixel loss
-  depends on; without the knob the tree has no such group."""
+  depends on and differentiates (non-zero scale and bias gradients); without the knob the tree has
+  no such group."""
   from layerlock_jax import state as state_lib  # pylint: disable=g-import-not-at-top
   from layerlock_jax import train_step  # pylint: disable=g-import-not-at-top
   from layerlock_jax.models import video_mae  # pylint: disable=g-import-not-at-top
@@ -552,6 +553,9 @@ def test_final_norm_trains_between_encoder_and_decoder():
   moved["encoder_norm"] = {"scale": 3 * params["encoder_norm"]["scale"],
                            "bias": params["encoder_norm"]["bias"] + 1}
   assert float(loss(moved)) != float(loss(params))  # the decoder sees the normed encoder output
+  grads = jax.jit(jax.grad(loss))(params)["encoder_norm"]
+  assert set(grads) == {"scale", "bias"}
+  assert all(np.abs(np.asarray(g)).max() > 0 for g in grads.values())
 
 
 @pytest.mark.parametrize("field,value,blockwise_on", [
