@@ -396,6 +396,20 @@ def test_sigkill_at_random_step_then_rerun_is_bit_identical(reference, tmp_path,
   assert deterministic(records(work)) == deterministic(records(ref_dir)), note
 
 
+def test_kill_step_is_replayed_from_the_printed_seed(monkeypatch, capsys):
+  monkeypatch.setenv("KILL_SEED", "1234")
+  first, note = kill_step(5, 40)
+  assert "KILL_SEED=1234" in note and note in capsys.readouterr().out
+  assert [kill_step(5, 40)[0] for _ in range(3)] == [first] * 3 and 5 <= first <= 40
+  assert {kill_step(5, 40)[0] for _ in range(1)} == {random.Random(1234).randint(5, 40)}
+  monkeypatch.delenv("KILL_SEED")
+  drawn = [kill_step(5, 40) for _ in range(20)]
+  assert len({note for _, note in drawn}) > 1  # without KILL_SEED, a fresh seed per draw
+  for step, note in drawn:  # and the named seed gives back the step that was drawn
+    seed = int(note.rsplit("=", 1)[1])
+    assert random.Random(seed).randint(5, 40) == step
+
+
 # `python -m layerlock_jax.main` (through runpy, so main's own error handling and exit status),
 # with every checkpoint write after the first failing as on a full disk.
 FAILING_WRITES = r"""
