@@ -123,10 +123,17 @@ def measure(out: str) -> dict[str, Any]:
   return result
 
 
+def main(argv):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  del argv
+  out = flags.FLAGS.measure
+  print(json.dumps(measure(out) if out else default_estimate(), indent=1))
+
+
 if __name__ == "__main__":
-  import sys  # pylint: disable=g-import-not-at-top
-  args = [a for a in sys.argv[1:] if a.startswith("--measure=")]
-  if args:
-    print(json.dumps(measure(args[0].split("=", 1)[1]), indent=1))
-  else:
-    print(json.dumps(default_estimate(), indent=1))
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string("measure", None, "Instead of the estimate: time one evaluation under the "
+                      "old and today's settings (CPU seconds), working in this directory; "
+                      "pin the process to one core.")
+  from layerlock_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.run(main)

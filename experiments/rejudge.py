@@ -221,10 +221,10 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string("results", None, "results.json of an older reproduction.")
   flags.DEFINE_string("timing", None, "its timing.json.")
   flags.DEFINE_string("out", None, "where the new results.json, report.md and figures go.")
   flags.mark_flags_as_required(["results", "timing", "out"])
-  app.run(main)
+  from layerlock_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.run(main)
