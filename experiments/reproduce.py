@@ -36,6 +36,7 @@ seed-major so that a run cut short still holds complete MAE / LayerLock pairs; t
 grid and the blockwise claim are measured at CPU scale only.
 """
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -348,10 +349,20 @@ class Reproduction:
                                                       data_seed=data_seed)
     return self._eval_data[key]
 
+  def cached(self, path: str) -> dict[str, Any] | None:
+    """The evaluation cached at `path` if the evaluation code and settings that wrote it are
+    today's (eval_fingerprint), else None: a changed probe re-evaluates every model, baselines
+    included, before anything is compared."""
+    if not os.path.exists(path):
+      return None
+    with open(path) as f:
+      result = json.load(f)
+    return result if result.get("eval_fingerprint") == eval_fingerprint(self.plan) else None
+
   def _evaluate(self, config, params, path: str, data_seed: int) -> dict[str, Any]:
-    if os.path.exists(path):
-      with open(path) as f:
-        return json.load(f)
+    cached = self.cached(path)
+    if cached is not None:
+      return cached
     depth = config_defaults.encoder_depth(config)
     block = depthwise.readout_block(depth)
     start = time.perf_counter()
@@ -370,7 +381,8 @@ class Reproduction:
         train_feats, data.train_labels, test_feats, data.test_labels, data.num_classes,
         seed=PROBE_SEED, probe_steps=self.plan.probe_steps, attentive_blocks=attentive_blocks,
         attentive_kwargs=kwargs, token_stat_clips=256, attentive_norms=self.plan.attentive_norms)
-    result.update(task_source=data.source, seed=PROBE_SEED, data_seed=data_seed)
+    result.update(task_source=data.source, seed=PROBE_SEED, data_seed=data_seed,
+                  eval_fingerprint=eval_fingerprint(self.plan))
     if self.plan.probe_seeds:  # none: the table alone, as older versions of the harness
       result["headline"] = headline_readout(
           train_feats.tokens[block], test_feats.tokens[block], data, block, self.plan, kwargs)
@@ -388,7 +400,7 @@ class Reproduction:
     ("train_seconds_here": None when nothing was trained)."""
     path = os.path.join(self.workdir(run), "eval.json")
     params, seconds = None, None
-    if not (os.path.exists(path) and _finished(self.workdir(run))):
+    if not (self.cached(path) is not None and _finished(self.workdir(run))):
       params, seconds = self.train(run)
     config = run.config()
     evaluation = self._evaluate(config, params, path, EVAL_DATA_SEED + run.seed)
@@ -411,11 +423,29 @@ class Reproduction:
     config.seed = init_seed
     suffix = "" if init_seed == 0 else f"_init{init_seed}"
     path = os.path.join(self.out, "runs", f"random_init_{run.name}{suffix}", "eval.json")
-    params = None if os.path.exists(path) else evaluate.random_init_params(config)
+    params = None if self.cached(path) is not None else evaluate.random_init_params(config)
     result = self._evaluate(config, params, path,
                             EVAL_DATA_SEED + INIT_DATA_SEED_OFFSET + init_seed)
     result["init_seed"] = init_seed
     return result
+
+
+# The plan's fields that change what an evaluation computes.
+EVAL_FIELDS = ("eval_clips", "attentive_steps", "attentive_width", "attentive_heads",
+               "attentive_batch", "attentive_norms", "attentive_last_block", "probe_steps",
+               "probe_seeds", "probe_grid", "probe_val_fraction")
+
+
+def eval_fingerprint(plan: Plan) -> str:
+  """A digest of the evaluation code (layerlock_jax/evaluation/, this file) and the plan's
+  evaluation settings: a cached evaluation is reused only under the same digest."""
+  root = pathlib.Path(__file__).resolve().parent.parent
+  digest = hashlib.sha256()
+  for path in sorted((root / "layerlock_jax" / "evaluation").glob("*.py")) + [
+      pathlib.Path(__file__).resolve()]:
+    digest.update(path.name.encode() + path.read_bytes())
+  digest.update(json.dumps({k: getattr(plan, k) for k in EVAL_FIELDS}, sort_keys=True).encode())
+  return digest.hexdigest()[:16]
 
 
 def headline_readout(train_tokens, test_tokens, data: depthwise.EvalData, block: int, plan: Plan,
@@ -609,6 +639,7 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
       "code": code_version(),
       "eval": {"data_seed": EVAL_DATA_SEED, "data_seeds": "EVAL_DATA_SEED + run seed",
                "probe_seed": PROBE_SEED, "probe_seeds": list(plan.probe_seeds),
+               "fingerprint": eval_fingerprint(plan),
                "probe_grid": [list(g) for g in plan.probe_grid],
                "probe_val_fraction": plan.probe_val_fraction,
                "clips_per_split": plan.eval_clips, "attentive_steps": plan.attentive_steps,

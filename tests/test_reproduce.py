@@ -1,5 +1,6 @@
 """`python -m experiments.reproduce`: the claim rules on hand-made numbers, the experiment configs,
 and the quick mode end to end (it is what CI runs), including regeneration from scratch."""
+import dataclasses
 import json
 import os
 import re
@@ -232,8 +233,8 @@ def test_a_preempted_run_stops_the_reproduction_and_is_never_evaluated(tmp_path,
 
   monkeypatch.setattr(train, "run", fake_run)
   evaluated = []
-  monkeypatch.setattr(reproduce.depthwise, "evaluate_params",
-                      lambda *a, **k: evaluated.append(a) or {})
+  monkeypatch.setattr(reproduce.Reproduction, "_evaluate",
+                      lambda self, *a, **k: evaluated.append(a) or {})
   repro = reproduce.Reproduction(str(tmp_path), reproduce.Plan.make(True))
   run = repro.plan.main_order()[0]
   stale = tmp_path / "runs" / run.name / "eval.json"
@@ -242,6 +243,22 @@ def test_a_preempted_run_stops_the_reproduction_and_is_never_evaluated(tmp_path,
   with pytest.raises(reproduce.Preempted, match="rerun the same command"):
     repro.train_and_evaluate(run)
   assert calls == [repro.workdir(run)] and not evaluated and not stale.exists()
+
+
+def test_a_cached_evaluation_is_reused_only_under_todays_evaluation_code_and_settings(tmp_path):
+  plan = reproduce.Plan.make(True)
+  repro = reproduce.Reproduction(str(tmp_path), plan)
+  fp = reproduce.eval_fingerprint(plan)
+  path = tmp_path / "eval.json"
+  path.write_text(json.dumps({"eval_fingerprint": fp, "tasks": {}}))
+  assert repro.cached(str(path)) == {"eval_fingerprint": fp, "tasks": {}}
+  path.write_text(json.dumps({"eval_fingerprint": "older", "tasks": {}}))
+  assert repro.cached(str(path)) is None
+  path.write_text(json.dumps({"tasks": {}}))  # written before fingerprints existed
+  assert repro.cached(str(path)) is None
+  # The probe's settings are part of it; the pretraining seeds are not.
+  assert reproduce.eval_fingerprint(dataclasses.replace(plan, probe_seeds=(0, 1, 2))) != fp
+  assert reproduce.eval_fingerprint(dataclasses.replace(plan, seeds=(5, 6))) == fp
 
 
 def test_eval_data_is_one_set_per_source_clip_shape_and_data_seed(tmp_path, monkeypatch):
