@@ -195,7 +195,8 @@ def rejudge(results: dict[str, Any]) -> dict[str, Any]:
                "seed, one shared test set; claims 5 and 6 at seeds 0 and 1, the seeds their configs "
                "were developed at): under the present rules no claim can be reproduced from them. The full run the rules need (`python -m experiments.reproduce`: 5 "
                "seeds per arm, 3 probe seeds, 3 random-init seeds, a fresh test sample per seed) "
-               "is pending. The verdicts the older rules gave these same numbers: " + "; ".join(
+               "is pending. The wall time and the run commands in this report are the original run's. "
+               "The verdicts the older rules gave these same numbers: " + "; ".join(
                    f"{k}: {v.split(' (')[0]}" for k, v in verdicts_before.items()) + "."),
   }
   return out
