@@ -24,7 +24,7 @@ def test_loading_every_config_imports_no_jax_matplotlib_or_evaluation():
   assert {s.split(":")[0] for s in specs} == {str(p) for p in CONFIG_DIR.rglob("*.py")}
   code = (
       "import json, sys\n"
-      "from layerlock_jax import config_loading\n"
+      "from layerlock_jax.config import loading as config_loading\n"
       f"for spec in {specs!r}:\n"
       "  config_loading.load_config(spec)\n"
       "print(json.dumps(sorted(sys.modules)))\n")
