@@ -251,12 +251,6 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def source_names(data) -> list[str]:
-  """Names of the mixture's sources (data.sources), as used in metrics: "name" or "<i>_<source>"."""
-  return [str(e.get("name", f"{i}_{e.get('source', data['source'])}"))
-          for i, e in enumerate(data["sources"])]
-
-
 def vit_config(size: str) -> ml_collections.ConfigDict:
   """base_config() with the encoder dims of a named size from VIT_SIZES."""
   c = base_config()

@@ -349,7 +349,7 @@ def _check_data_sources(c: Any) -> None:
     if not isinstance(entry, Mapping):
       raise _fail("data.sources", sources, f"has entry {i} {entry!r} that is not a dict", fix)
   data, names = _get(c, "data"), set()
-  for i, (entry, name) in enumerate(zip(sources, config_defaults.source_names(data))):
+  for i, (entry, name) in enumerate(zip(sources, plan.source_names(data))):
     weight = entry.get("weight")
     if not _is_num(weight) or not math.isfinite(weight) or weight <= 0:
       raise _fail("data.sources", sources, f"has entry {i} without a positive 'weight'", fix)

@@ -43,6 +43,11 @@ from typing import NamedTuple, Sequence
 
 from layerlock_jax.plan import options
 
+# The file extensions read as videos (video_files.py walks folders for them; so does `main`).
+VIDEO_EXTENSIONS = frozenset({
+    ".mp4", ".m4v", ".mov", ".avi", ".webm", ".mkv", ".mpg", ".mpeg", ".ts", ".m2ts", ".flv",
+    ".wmv", ".ogv", ".3gp", ".vob"})
+
 _KINETICS_SPLITS = {"train": ("train",), "test": ("val", "validate", "validation")}
 _SSV2_NAMES = {"train": ("something-something-v2-train.json", "train.json"),
                "test": ("something-something-v2-validation.json", "validation.json"),
@@ -416,10 +421,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   if not os.path.isdir(args.path):
     print(f"error: --path={args.path} is not a folder of videos", file=sys.stderr)
     return 2
-  from layerlock_jax.data import video_files  # pylint: disable=g-import-not-at-top
   files = [os.path.relpath(os.path.join(d, f), args.path)
            for d, _, names in os.walk(args.path, followlinks=True) for f in names
-           if os.path.splitext(f)[1].lower() in video_files.VIDEO_EXTENSIONS]
+           if os.path.splitext(f)[1].lower() in VIDEO_EXTENSIONS]
   for split in ("train", "test"):
     try:
       table = match(read(args.layout, args.annotations, split, args.split_id), files)

@@ -31,7 +31,6 @@ from typing import Callable
 import grain
 import numpy as np
 
-from layerlock_jax.config import defaults as config_defaults
 from layerlock_jax.data import synthetic
 from layerlock_jax import plan
 
@@ -140,4 +139,4 @@ def clip_counts(data_cfg, clips_seen: int) -> dict[str, int]:
   per_record = int(data_cfg.get("clips_per_video", 1)) if kinds == {True} else 1
   counts = WeightedSelection([e["weight"] for e in sources]).counts(clips_seen // per_record)
   return {f"clips_seen_{name}": int(n) * per_record
-          for name, n in zip(config_defaults.source_names(data_cfg), counts)}
+          for name, n in zip(plan.source_names(data_cfg), counts)}

@@ -59,9 +59,6 @@ from layerlock_jax.data import augment
 from layerlock_jax.data import decode
 from layerlock_jax.data import layouts
 
-VIDEO_EXTENSIONS = frozenset({
-    ".mp4", ".m4v", ".mov", ".avi", ".webm", ".mkv", ".mpg", ".mpeg", ".ts", ".m2ts", ".flv",
-    ".wmv", ".ogv", ".3gp", ".vob"})
 SPLIT_FOLDERS = {"train": ("train",), "test": ("test", "val", "validation")}
 _LOG_NAMES_SHOWN = 50  # names listed in one log message; the counts always cover everything
 
@@ -364,7 +361,7 @@ def _walk(root: str) -> tuple[list[str], list[str]]:
     dirnames.sort()
     for f in sorted(filenames):
       rel = os.path.relpath(os.path.join(dirpath, f), root)
-      (videos if os.path.splitext(f)[1].lower() in VIDEO_EXTENSIONS else ignored).append(rel)
+      (videos if os.path.splitext(f)[1].lower() in layouts.VIDEO_EXTENSIONS else ignored).append(rel)
   return videos, ignored
 
 
@@ -477,7 +474,7 @@ class VideoFolderSource(ClipSource):
                 f"{listing.ignored[:3]}")
     if not self._files:
       details = "; ".join(f"{n}: {r}" for n, r in skipped[:20]) or (
-          f"no file with a video extension ({', '.join(sorted(VIDEO_EXTENSIONS))})")
+          f"no file with a video extension ({', '.join(sorted(layouts.VIDEO_EXTENSIONS))})")
       raise NoUsableVideoError(f"{name}: no usable video ({len(skipped)} skipped, "
                                f"{len(listing.ignored)} ignored): {details}")
     log_scan_summary(name, self._num_records, skipped, extra)

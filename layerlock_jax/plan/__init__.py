@@ -66,6 +66,12 @@ def vjepa_target_layer(config: Any, frozen_layers: int) -> int:
   return encoder_depth(config)
 
 
+def source_names(data) -> list[str]:
+  """Names of the mixture's sources (data.sources), as used in metrics: "name" or "<i>_<source>"."""
+  return [str(e.get("name", f"{i}_{e.get('source', data['source'])}"))
+          for i, e in enumerate(data["sources"])]
+
+
 def method_name(config: Any) -> str:
   """The method a run's train step computes (StageSpec.method): blockwise, vjepa or mae."""
   if segments.enabled(config):
