@@ -239,7 +239,7 @@ def _write_shards(output_dir, names, assignment, kept, paths, listing, results, 
     final = os.path.join(output_dir, name)
     # group_size:1 makes every record its own chunk: random access without reading neighbours,
     # which is what a shuffled loader does. Uncompressed: encoded video does not compress, and
-    # decompressing it on every read cost ~20% of the read.
+    # decompressing it on every read only costs time (docs/data.md).
     writer = array_record_module.ArrayRecordWriter(final + ".tmp", "group_size:1,uncompressed")
     frames = []
     for k in by_shard[shard]:

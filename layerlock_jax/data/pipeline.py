@@ -126,8 +126,8 @@ def _source_stream(source, seed: int) -> grain.MapDataset:
     # Indices, not items, are shuffled; the record is decoded and augmented with draws derived
     # from (seed, stream position), so every epoch sees new crops/offsets of a video, identical
     # on any process count and after a resume. The order is an explicit permutation per epoch,
-    # not grain's index shuffle: that one costs ~1 ms of C++ per index on a few dozen records
-    # (25 us on 2,048, 13 us on 10^6), a fifth of what a small converted clip costs to decode.
+    # not grain's index shuffle, whose cost per index grows as the dataset shrinks (on a few dozen
+    # records it rivals decoding a small converted clip; docs/data.md).
     ds = grain.MapDataset.range(len(source)).repeat(None)
     return ds.map_with_index(_EpochOrder(len(source), seed)).map_with_index(
         _TrainingClips(source, seed))
