@@ -23,8 +23,7 @@ from layerlock_jax.data import packets
 # on average instead of ~15 with 32, for more bytes (measured: docs/data.md).
 DEFAULT_KEYFRAME_INTERVAL = 16
 # x264's own default quality (what `ffmpeg -vf scale=...` pre-resizing gives). Decoding cost
-# follows the bitrate (CAVLC reads every coefficient): on the benchmark corpus at short side 64,
-# CRF 18 / 23 / 28 decode at 97 / 69 / 51 us per frame for 259 / 130 / 73 kB per 300 frames.
+# follows the bitrate (CAVLC reads every coefficient; measured per CRF: docs/data.md).
 DEFAULT_CRF = 23
 
 
