@@ -14,12 +14,12 @@ folder without them becomes split "train"):
    input) or, with --short_side=N, the video re-encoded (H.264 in mp4, in the worker processes)
    at short side N with a keyframe every --keyframe_interval frames and x264 quality --crf (23,
    x264's default: decoding cost follows the bitrate) - the usual pre-resizing of a
-   large corpus: a 64-pixel, 16-frame-GOP record decodes a clip far faster than a 720p
-   source with 250-frame GOPs (docs/data.md). Each record carries its label, verified frame
-   count and the index the loader plans and seeks with (frame timestamps, keyframe positions; for re-encoded records also
-   where each frame's packet lies, so the loader decodes without opening the container), so
-   nothing is scanned at training time. Records go into `<split>.array_record-NNNNN-of-MMMMM`, balanced by size
-   (--shard_mb per shard, or exactly --num_shards).
+   large corpus: a 64-pixel, 16-frame-GOP record decodes a clip far faster than a 720p source with
+   250-frame GOPs (docs/data.md). Each record carries its label, verified frame count and the index
+   the loader plans and seeks with (frame timestamps, keyframe positions; for re-encoded records
+   also where each frame's packet lies, so the loader decodes without opening the container), so
+   nothing is scanned at training time. Records go into `<split>.array_record-NNNNN-of-MMMMM`,
+   balanced by size (--shard_mb per shard, or exactly --num_shards).
 4. Writes metadata.json (class names, per-shard frame counts: the loader uses them to skip short
    records without reading them and to stop decoding early) and conversion_report.json (every
    skipped file and why), prints progress while working and a summary at the end.

@@ -14,9 +14,9 @@ Splits and labels
   sub-folders the source is unlabelled: items hold only "video".
 
 Bad input never crashes training and never becomes a black clip:
-* At construction every file is probed once (open + stream info, no decoding): empty,
-  unreadable (not media, or a cut-off container), no video stream (audio only) and, where the
-  container states an exact frame count, too short, are skipped; counts by reason and the names are logged.
+* At construction every file is probed once (open + stream info, no decoding): empty, unreadable
+  (not media, or a cut-off container), no video stream (audio only) and, where the container states
+  an exact frame count, too short, are skipped; counts by reason and the names are logged.
   data.probe_files=False skips probing (huge folders); failures then surface at decode time.
 * At decode time (grain reader threads / worker processes) a failing video - truncated (the
   stream raises, or ends well before the frame count its container lists), fewer frames than a
