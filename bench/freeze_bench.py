@@ -66,7 +66,7 @@ def run(config, ks, targets, *, warmup, steps, rounds, log=print) -> dict:
 
 
 def checks(rows, depth: int, min_ratio: float) -> list[str]:
-  """Plain-language verdicts on the freezing criteria (saving vs the FLOP model, memory), per target group."""
+  """Plain-language verdicts on the freezing criteria, per target group."""
   out = []
   for group in sorted({r["group"] for r in rows}):
     g = sorted((r for r in rows if r["group"] == group), key=lambda r: r["frozen_layers"])
