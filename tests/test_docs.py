@@ -24,7 +24,8 @@ Each command (lines joined at a trailing backslash, `#` comments dropped, split 
   under tests/ exist.
 Other programs (tensorboard, export, sbatch's own options, ...) are not checked. A second test reads
 `python -m layerlock_jax.main --helpfull` in a subprocess, so the static flag reader cannot drift
-from what absl really defines; a third checks that relative links in the docs point at files.
+from what absl really defines; a third checks that relative links in the docs point at files and
+headings that exist.
 """
 from __future__ import annotations
 
@@ -298,12 +299,21 @@ def test_static_flag_reader_matches_absl():
   assert not missing, (missing, text[-2000:])
 
 
-def test_relative_links_point_at_files():
+def _anchors(md: pathlib.Path) -> set[str]:
+  """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+  heads = re.findall(r"^#+\s+(.*)$", md.read_text(), re.M)
+  return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in heads}
+
+
+def test_relative_links_point_at_files_and_headings():
   bad = []
   for doc in DOCS:
-    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text()):
+    for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", doc.read_text()):
       if "://" in target or target.startswith("mailto:"):
         continue
-      if not (doc.parent / target).exists():
+      path = (doc.parent / target) if target else doc
+      if not path.exists():
         bad.append(f"{doc.relative_to(ROOT)} -> {target}")
+      elif anchor and path.suffix == ".md" and anchor not in _anchors(path):
+        bad.append(f"{doc.relative_to(ROOT)} -> {target}#{anchor}: no such heading")
   assert not bad, bad
