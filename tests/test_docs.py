@@ -12,12 +12,13 @@ Each command (lines joined at a trailing backslash, `#` comments dropped, split 
 `|`) is checked cheaply, without running it:
 - `python -m M` with M under layerlock_jax/, experiments/ or bench/: the module's file exists.
 - `python FILE.py`, `bash FILE.sh`, `launch/X.sh`, `sbatch FILE`: the file exists.
-- `--config=FILE[:ARG]` (of a program with an absl config-file flag): FILE exists and loads with the project's config loader (`get_config(ARG)`).
+- `--config=FILE[:ARG]` (of a program with an absl config-file flag): FILE exists and loads with
+  the project's config loader (`get_config(ARG)`).
 - `--config.a.b=V`: `a.b` is a field of the command's `--config` (a command with overrides and no
   `--config` fails the test).
 - every other `--flag`: a flag the command defines. Flags are read from the source of the command's
-  module and of the repository modules it imports (absl `DEFINE_*` and `DEFINE_config_file`, argparse
-  `add_argument`; `--noNAME` for absl booleans) plus absl's own (`--help`, `--flagfile`, ...).
+  module and of the repository modules it imports (absl `DEFINE_*` and `DEFINE_config_file`,
+  argparse `add_argument`; `--noNAME` for absl booleans) plus absl's own (`--help`, `--flagfile`, ...).
   `bash bench/X.sh` forwards its arguments to bench/X.py; the launch scripts (launch/*.sh,
   launch/*.sbatch) forward theirs to `python -m layerlock_jax.main`.
 - `pip install`: `-c`/`-r` files exist and `.[extra]` names an extra of setup.py; `pytest`: paths
@@ -96,7 +97,8 @@ def _module_file(name: str, near: pathlib.Path | None = None) -> pathlib.Path | 
   rel = pathlib.Path(*name.split("."))
   bases = [ROOT] + ([near] if near is not None else [])
   for base in bases:
-    for cand in (base / rel.with_suffix(".py"), base / rel / "__main__.py", base / rel / "__init__.py"):
+    for cand in (base / rel.with_suffix(".py"), base / rel / "__main__.py",
+                 base / rel / "__init__.py"):
       if cand.is_file():
         return cand
   return None
@@ -173,7 +175,7 @@ def _check_override(config, dotted: str) -> str | None:
 
 
 def check_args(program: str | None, args: list[str]) -> list[str]:
-  """Problems with the `--` arguments `args` of the program at ROOT/program (None: no flag check)."""
+  """Problems with the `--` arguments of the program at ROOT/program (None: no flag check)."""
   problems, config, overrides = [], None, []
   for arg in args:
     if not arg.startswith("--") or arg == "--":
@@ -298,7 +300,8 @@ def test_static_flag_reader_matches_absl(module, expect):
                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
   text = out.stdout + out.stderr
   listed = set(re.findall(r"^\s+--(?:\[no\])?([\w.]+)", text, re.M))
-  static = command_flags(str(_module_file(module).relative_to(ROOT))) - ABSL_FLAGS - {"config=FILE"}
+  program = str(_module_file(module).relative_to(ROOT))
+  static = command_flags(program) - ABSL_FLAGS - {"config=FILE"}
   assert expect <= static and expect <= listed, (expect, static, listed)
   missing = {f for f in static if not (f.startswith("no") and f[2:] in static) and f not in listed}
   assert not missing, (missing, text[-2000:])
