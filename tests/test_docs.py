@@ -18,7 +18,8 @@ Each command (lines joined at a trailing backslash, `#` comments dropped, split 
   `--config` fails the test).
 - every other `--flag`: a flag the command defines. Flags are read from the source of the command's
   module and of the repository modules it imports (absl `DEFINE_*` and `DEFINE_config_file`,
-  argparse `add_argument`; `--noNAME` for absl booleans) plus absl's own (`--help`, `--flagfile`, ...).
+  argparse `add_argument`; `--noNAME` for absl booleans) plus absl's own (`--help`, `--flagfile`,
+  ...).
   `bash bench/X.sh` forwards its arguments to bench/X.py; the launch scripts (launch/*.sh,
   launch/*.sbatch) forward theirs to `python -m layerlock_jax.main`.
 - `pip install`: `-c`/`-r` files exist and `.[extra]` names an extra of setup.py; `pytest`: paths
