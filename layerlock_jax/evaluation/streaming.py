@@ -289,6 +289,28 @@ def _subset(source, num: int, seed: int, tasks):
   return indices, {k: labels[k][indices] for k in names}
 
 
+def check_settings(config, s: StreamSettings, mesh=None):
+  """(block, mesh) after checking `s` against the model and the mesh: one ValueError naming the
+  setting, before any clip is read or any parameter loaded."""
+  t_frames, size = int(config.data.num_frames), int(config.data.image_size)
+  s.views.check(t_frames, size)
+  depth = config_defaults.encoder_depth(config)
+  block = s.block or depthwise.readout_block(depth)
+  if not 1 <= block <= depth:
+    raise ValueError(f"block={block} must lie in [1, {depth}]")
+  if s.batch_size < 1 or s.epochs < 1:
+    raise ValueError(f"batch_size and epochs must be >= 1, got {s.batch_size}, {s.epochs}")
+  if s.num_train < 0 or s.num_test < 0:
+    raise ValueError(f"num_train and num_test must be >= 0, got {s.num_train}, {s.num_test}")
+  mesh = sharding_lib.make_mesh(config.mesh) if mesh is None else mesh
+  split = _batch_axes_size(sharding_lib.batch_sharding(mesh, sharding_lib.axis_rules(config.mesh),
+                                                       5))
+  if s.batch_size % split:
+    raise ValueError(f"batch_size={s.batch_size} must be a multiple of the mesh's batch split "
+                     f"({split} ways)")
+  return block, mesh
+
+
 def evaluate(config, params: Any, settings: StreamSettings = StreamSettings(), *,
              data_cfg=None, mesh=None, log: Callable[[str], None] = logging.info
              ) -> dict[str, Any]:
@@ -308,22 +330,13 @@ def evaluate(config, params: Any, settings: StreamSettings = StreamSettings(), *
   if (int(data_cfg.num_frames), int(data_cfg.image_size)) != (t_frames, size):
     raise ValueError("the evaluation data must have the model's clip shape "
                      f"({t_frames} frames at {size} px)")
-  s.views.check(t_frames, size)
+  block, mesh = check_settings(config, s, mesh)
   depth = config_defaults.encoder_depth(config)
-  block = s.block or depthwise.readout_block(depth)
-  if not 1 <= block <= depth:
-    raise ValueError(f"block={block} must lie in [1, {depth}]")
-  if s.batch_size < 1 or s.epochs < 1:
-    raise ValueError(f"batch_size and epochs must be >= 1, got {s.batch_size}, {s.epochs}")
-  mesh = sharding_lib.make_mesh(config.mesh) if mesh is None else mesh
   rules = sharding_lib.axis_rules(config.mesh)
   video_shard = sharding_lib.batch_sharding(mesh, rules, 5)
   view_shard = sharding_lib.batch_sharding(mesh, rules, 6)
   row_shard = sharding_lib.batch_sharding(mesh, rules, 1)
   rep = sharding_lib.replicated(mesh)
-  if s.batch_size % _batch_axes_size(video_shard):
-    raise ValueError(f"batch_size={s.batch_size} must be a multiple of the mesh's batch split "
-                     f"({_batch_axes_size(video_shard)} ways)")
 
   # Sources and subsets: labels only, no clip is read yet.
   train_source = synthetic.make_source(data_cfg, "train", config.seed)
@@ -555,6 +568,7 @@ def run(config, workdir: str, settings: StreamSettings, *, step: int | None = No
   """The CLI's streaming mode: load the checkpoint's parameters (unless given, with `step`),
   evaluate, write DIR/eval/step_N[_SOURCE]_stream.json (process 0). Returns {"step", "result",
   "path"}."""
+  check_settings(config, settings)
   if params is None:
     from layerlock_jax import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
     step, params = evaluate_lib.load_checkpoint_params(config, workdir, step)
