@@ -35,7 +35,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import grain
 import jax
