@@ -4,6 +4,7 @@ import filecmp
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -98,7 +99,7 @@ KILL_AFTER_TWO_SHARDS = """
 real_write = convert_stages.write_shard
 def write_shard(job):
   done = [f for f in os.listdir(job[0]) if ".array_record" in f and not f.endswith(".tmp")]
-  if len(done) == 2:
+  if len(done) >= 2:  # Beam may run two writes at once: the kill can come at 2 or 3
     open(os.path.join(job[0], job[1] + ".tmp"), "wb").write(b"half a shard")
     os.kill(os.getpid(), signal.SIGKILL)
   return real_write(job)
@@ -198,7 +199,7 @@ def test_beam_run_killed_half_way_resumes_byte_identical(folder, uninterrupted, 
       cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert run.returncode == 0, run.stderr[-3000:]
   assert "runner: DirectRunner --direct_num_workers=2" in run.stdout
-  assert "[train] 2 of 4 shard(s) already written" in run.stdout
+  assert re.search(r"\[train\] [23] of 4 shard\(s\) already written", run.stdout)
   _assert_same_output(out, uninterrupted)
   report = json.loads((out / "conversion_report.json").read_text())
   assert report["splits"]["train"]["converted"] == 12
