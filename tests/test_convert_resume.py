@@ -62,15 +62,28 @@ def _assert_same_output(got: pathlib.Path, want: pathlib.Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(folder, tmp_path_factory):
-  out = tmp_path_factory.mktemp("uninterrupted")
-  convert.convert_folder(str(folder), str(out), num_shards=4, workers=2, log=lambda _: None)
-  return out
+def reference(folder, tmp_path_factory):
+  """short_side -> the output folder of an uninterrupted process-pool run."""
+  made = {}
+
+  def get(short_side: int = 0) -> pathlib.Path:
+    if short_side not in made:
+      out = tmp_path_factory.mktemp(f"uninterrupted_{short_side}")
+      convert.convert_folder(str(folder), str(out), num_shards=4, workers=2,
+                             short_side=short_side, log=lambda _: None)
+      made[short_side] = out
+    return made[short_side]
+  return get
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(reference):
+  return reference(0)
 
 
 def _killed_run(folder: pathlib.Path, out: pathlib.Path, patch: str,
                 runner: tuple[str, ...] = ("--runner=processes",),
-                chunk_files: int = 64) -> subprocess.CompletedProcess:
+                chunk_files: int = 64, short_side: int = 0) -> subprocess.CompletedProcess:
   """The converter in a fresh process whose `patch` SIGKILLs it at a chosen point."""
   script = "\n".join([
       "import os, signal, sys",
@@ -79,7 +92,7 @@ def _killed_run(folder: pathlib.Path, out: pathlib.Path, patch: str,
       patch,
       'if __name__ == "__main__":',
       f"  sys.exit(convert.main(['convert', '--input={folder}', '--output={out}', "
-      f"'--num_shards=4', '--workers=2', *{list(runner)!r}]))"])
+      f"'--num_shards=4', '--workers=2', '--short_side={short_side}', *{list(runner)!r}]))"])
   log = out.parent / f"{out.name}.log"
   with open(log, "w") as f:
     # Its own session: the pool processes it leaves behind when killed are ended with it.
@@ -117,18 +130,21 @@ convert_stages.save_chunk = save_chunk
 """
 
 
-def test_killed_while_writing_shards_resumes_byte_identical(folder, uninterrupted, tmp_path):
+@pytest.mark.parametrize("short_side", [0, 8])  # original bytes; re-encoded (scratch files kept)
+def test_killed_while_writing_shards_resumes_byte_identical(folder, reference, tmp_path,
+                                                            short_side):
   out = tmp_path / "out"
-  killed = _killed_run(folder, out, KILL_AFTER_TWO_SHARDS)
+  killed = _killed_run(folder, out, KILL_AFTER_TWO_SHARDS, short_side=short_side)
   assert killed.returncode == -9, killed.stderr[-2000:]
   assert not (out / "metadata.json").exists()
   assert len([f for f in os.listdir(out) if ".array_record" in f and "tmp" not in f]) == 2
   logs = []
-  convert.convert_folder(str(folder), str(out), num_shards=4, workers=2, log=logs.append)
+  convert.convert_folder(str(folder), str(out), num_shards=4, workers=2, short_side=short_side,
+                         log=logs.append)
   assert any("resuming the interrupted conversion" in line for line in logs)
   assert "[train] 2 of 4 shard(s) already written" in logs
   assert "[train] 1 of 1 inspection chunk(s) already done" in logs
-  _assert_same_output(out, uninterrupted)
+  _assert_same_output(out, reference(short_side))
 
 
 def test_killed_while_inspecting_resumes_byte_identical(folder, uninterrupted, tmp_path,
@@ -175,14 +191,16 @@ beam_only = pytest.mark.skipif(not convert_beam.available(),
 
 
 @beam_only
-def test_direct_runner_writes_what_the_process_pool_writes(folder, uninterrupted, tmp_path):
+@pytest.mark.parametrize("short_side", [0, 8])
+def test_direct_runner_writes_what_the_process_pool_writes(folder, reference, tmp_path,
+                                                           short_side):
   out = tmp_path / "beam"
   runner = convert_beam.BeamRunner("DirectRunner", ["--direct_num_workers=2"])
-  report = convert.convert_folder(str(folder), str(out), num_shards=4, log=lambda _: None,
-                                  runner=runner)
+  report = convert.convert_folder(str(folder), str(out), num_shards=4, short_side=short_side,
+                                  log=lambda _: None, runner=runner)
   assert report["splits"]["train"]["converted"] == 12
   assert report["splits"]["train"]["skipped"] == 1
-  _assert_same_output(out, uninterrupted)
+  _assert_same_output(out, reference(short_side))
 
 
 @beam_only
