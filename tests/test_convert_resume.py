@@ -83,12 +83,11 @@ def uninterrupted(reference):
 
 def _killed_run(folder: pathlib.Path, out: pathlib.Path, patch: str,
                 runner: tuple[str, ...] = ("--runner=processes",),
-                chunk_files: int = 64, short_side: int = 0) -> subprocess.CompletedProcess:
+                short_side: int = 0) -> subprocess.CompletedProcess:
   """The converter in a fresh process whose `patch` SIGKILLs it at a chosen point."""
   script = "\n".join([
       "import os, signal, sys",
       "from layerlock_jax.data import convert, convert_stages",
-      f"convert_stages.CHUNK_FILES = {chunk_files}",
       patch,
       'if __name__ == "__main__":',
       f"  sys.exit(convert.main(['convert', '--input={folder}', '--output={out}', "
@@ -143,20 +142,18 @@ def test_killed_while_writing_shards_resumes_byte_identical(folder, reference, t
                          log=logs.append)
   assert any("resuming the interrupted conversion" in line for line in logs)
   assert "[train] 2 of 4 shard(s) already written" in logs
-  assert "[train] 1 of 1 inspection chunk(s) already done" in logs
+  assert "[train] 13 of 13 inspection chunk(s) already done" in logs   # a file per chunk
   _assert_same_output(out, reference(short_side))
 
 
-def test_killed_while_inspecting_resumes_byte_identical(folder, uninterrupted, tmp_path,
-                                                        monkeypatch):
+def test_killed_while_inspecting_resumes_byte_identical(folder, uninterrupted, tmp_path):
   out = tmp_path / "out"
-  killed = _killed_run(folder, out, KILL_AFTER_TWO_CHUNKS, chunk_files=3)
+  killed = _killed_run(folder, out, KILL_AFTER_TWO_CHUNKS)
   assert killed.returncode == -9, killed.stderr[-2000:]
   assert not any(".array_record" in f for f in os.listdir(out))
-  monkeypatch.setattr(convert_stages, "CHUNK_FILES", 3)
   logs = []
   convert.convert_folder(str(folder), str(out), num_shards=4, workers=2, log=logs.append)
-  assert "[train] 2 of 5 inspection chunk(s) already done" in logs   # 13 files in chunks of 3
+  assert "[train] 2 of 13 inspection chunk(s) already done" in logs   # 13 files, 1 per chunk
   _assert_same_output(out, uninterrupted)
 
 
@@ -166,6 +163,13 @@ def test_rerun_with_other_settings_is_refused(folder, tmp_path):
   assert killed.returncode == -9
   with pytest.raises(FileExistsError, match=r"other settings \(num_shards\)"):
     convert.convert_folder(str(folder), str(out), num_shards=3, workers=2, log=lambda _: None)
+  # Nor may the input change under an interrupted conversion.
+  (folder / "train" / "class_0" / "v0.mp4").rename(folder / "train" / "class_0" / "v0_.mp4")
+  try:
+    with pytest.raises(FileExistsError, match="files or labels changed"):
+      convert.convert_folder(str(folder), str(out), num_shards=4, workers=2, log=lambda _: None)
+  finally:
+    (folder / "train" / "class_0" / "v0_.mp4").rename(folder / "train" / "class_0" / "v0.mp4")
   # A finished conversion still needs --overwrite, as before.
   convert.convert_folder(str(folder), str(out), num_shards=4, workers=2, log=lambda _: None)
   with pytest.raises(FileExistsError, match="pass --overwrite"):

@@ -159,7 +159,7 @@ def convert_folder(input_dir: str, output_dir: str, *, labels_csv: str = "", sha
                                 keyframe_interval=int(keyframe_interval), crf=float(crf))
   settings = {"input": os.path.abspath(input_dir), "labels_csv": labels_csv,
               "shard_mb": float(shard_mb), "num_shards": int(num_shards),
-              "chunk_files": convert_stages.CHUNK_FILES, **dataclasses.asdict(opts)}
+              "chunk_files": [convert_stages.CHUNK_FILES, convert_stages.CHUNKS_PER_SPLIT], **dataclasses.asdict(opts)}
   convert_stages.prepare_output(output_dir, settings, overwrite, log)
   workers = workers or os.cpu_count() or 1
   meta: dict[str, Any] = {"format": records.METADATA_FORMAT, "class_names": None, "splits": {},

@@ -3,9 +3,11 @@
 data.convert runs them on a local process pool; data.convert_beam runs the same functions as an
 Apache Beam pipeline (DirectRunner on all cores, or a cluster runner). Per split:
 
-1. Inspection, in chunks of CHUNK_FILES listed files: `inspect_chunk` verifies (or re-encodes)
-   each file of a chunk and writes the chunk's results to OUTPUT/.convert-state/<split>/ as JSON,
-   atomically. A finished chunk is never inspected again.
+1. Inspection, in chunks of listed files (`chunk_size`: at least CHUNKS_PER_SPLIT chunks where
+   the split has that many files, so every worker of a runner gets work, and at most CHUNK_FILES
+   files each): `inspect_chunk` verifies (or re-encodes) each file of a chunk and writes the
+   chunk's results to OUTPUT/.convert-state/<split>/ as JSON, atomically. A finished chunk is
+   never inspected again; a rerun whose listing differs from the interrupted run's is refused.
 2. Planning, in one place: `plan_shards` reads every chunk's results and assigns the good files
    to shards exactly as the converter always has (contiguous runs of about equal size, from the
    verified sizes): a pure function of the results, so the plan is the same on every run.
@@ -33,6 +35,13 @@ from layerlock_jax.data import video_files
 
 STATE_DIR = ".convert-state"
 CHUNK_FILES = 64
+CHUNKS_PER_SPLIT = 256
+
+
+def chunk_size(num_files: int) -> int:
+  """Files per inspection chunk of a split of `num_files` files (a function of the count only,
+  so a rerun cuts the same chunks)."""
+  return max(1, min(CHUNK_FILES, -(-num_files // CHUNKS_PER_SPLIT)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +66,8 @@ class SplitListing:
   def chunks(self) -> list[tuple[int, int, int]]:
     """(chunk id, first file, end) over the listed files."""
     n = len(self.paths)
-    return [(c, s, min(s + CHUNK_FILES, n)) for c, s in enumerate(range(0, n, CHUNK_FILES))]
+    size = chunk_size(n)
+    return [(c, s, min(s + size, n)) for c, s in enumerate(range(0, n, size))]
 
 
 def state_dir(output_dir: str, split: str | None = None) -> str:
@@ -124,6 +134,16 @@ def chunk_jobs(output_dir: str, plan: SplitListing, opts: Options) -> list[tuple
   """The inspection jobs of `plan` still to do: (output_dir, split, chunk, [(i, path, out)],
   opts) for every chunk without results on disk."""
   os.makedirs(state_dir(output_dir, plan.split), exist_ok=True)
+  listing_file = os.path.join(state_dir(output_dir, plan.split), "listing.json")
+  listing = {"files": list(plan.listing.files), "labels": list(plan.listing.labels)}
+  if os.path.exists(listing_file):
+    with open(listing_file) as f:
+      before = json.load(f)
+    if before != json.loads(json.dumps(listing)):
+      raise FileExistsError(f"[{plan.split}] the input's files or labels changed since the "
+                            "interrupted conversion; pass --overwrite to start again")
+  else:
+    _atomic_json(listing_file, listing)
   if opts.short_side:
     os.makedirs(plan.scratch, exist_ok=True)
   jobs = []
