@@ -34,7 +34,8 @@ setuptools.setup(
         "safetensors>=0.4",  # Hugging Face weights, read and written with its numpy API
     ],
     extras_require={
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "portpicker>=1.6"],
+        # transformers without torch: its config and file utilities read our HF export in the tests.
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "portpicker>=1.6", "transformers>=4.40"],
         "torch": ["torch>=2.9", "transformers>=4.40"],
         # data.convert on Apache Beam (DirectRunner locally; Flink, Spark, Dataflow). Beam 2.78
         # needs protobuf < 7, python-dateutil < 3 and pyarrow < 26: older than the test pins in
