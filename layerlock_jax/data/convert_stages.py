@@ -13,7 +13,10 @@ Apache Beam pipeline (DirectRunner on all cores, or a cluster runner). Per split
    verified sizes): a pure function of the results, so the plan is the same on every run.
 3. Writing: `write_shard` writes one shard under a temporary name and renames it when complete;
    a shard whose final file exists is skipped. Records are the same bytes in the same order
-   whichever executor wrote them and however often the run was interrupted.
+   whichever executor wrote them and however often the run was interrupted. (With --short_side
+   the re-encoded streams of finished chunks are kept in OUTPUT/.reencoded-<split>/ and reused;
+   x264 itself does not always encode a file to the same bytes twice, so two separate
+   re-encoding runs may differ in a few records' bytes.)
 
 OUTPUT/.convert-state/args.json holds the settings that shape the output; a rerun with other
 settings is refused (one line) unless --overwrite starts afresh. The state folder and re-encoded
