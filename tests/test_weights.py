@@ -526,6 +526,26 @@ def test_extract_features_from_a_video_folder(fourds_workdir, tmp_path):
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
+def test_extract_features_uses_short_files(fourds_workdir, tmp_path):
+  """AVIs whose containers list more frames than their streams hold (as real corpora do) give
+  finite rows of their own, not NaN rows: a short file is not a broken one."""
+  import test_short_files  # pylint: disable=g-import-not-at-top  (tests/ is on sys.path)
+  w, _ = fourds_workdir
+  folder = tmp_path / "videos"
+  folder.mkdir()
+  for i, (name, n, listed) in enumerate((("a.avi", 20, 28), ("b.avi", 18, 26), ("c.avi", 24, 0))):
+    test_short_files.encode(folder / name, test_short_files.frames_for(i, n), "mpeg4")
+    if listed:
+      test_short_files.list_more_frames(folder / name, listed)
+  out = str(tmp_path / "v.npy")
+  assert fx.main([f"--workdir={w}", f"--videos={folder}", f"--output={out}", "--pool=mean",
+                  "--batch_size=1"]) == 0
+  got = np.load(out)
+  assert (tmp_path / "v.videos.txt").read_text().split() == ["a.avi", "b.avi", "c.avi"]
+  assert got.shape == (3, D) and np.isfinite(got).all()
+  assert not np.allclose(got[0], got[1]) and not np.allclose(got[0], got[2])  # rows of their own
+
+
 @pytest.mark.slow
 def test_final_norm_is_trainable_and_gets_a_gradient_from_the_pixel_loss():
   """model.final_norm adds encoder_norm parameters, in the trainable tree, that the pixel loss
