@@ -70,7 +70,11 @@ def reencode(src: str, dst: str, short_side: int,
           # Keyframes exactly every `keyframe_interval` frames (no scene-cut keyframes), no
           # B-frames: a clip's decode then starts at most keyframe_interval - 1 frames early.
           # tune=fastdecode (no CABAC, no deblocking): faster decoding for a few more bytes.
+          # One encoder thread: x264's output depends on its thread count, which "auto" takes
+          # from the machine, so a file re-encoded on another worker (a cluster runner, a
+          # resumed run) would come out different. The converter runs files in parallel instead.
           enc.options = {"crf": f"{crf:g}", "preset": "veryfast", "bf": "0", "tune": "fastdecode",
+                         "threads": "1",
                          "x264-params": f"keyint={keyframe_interval}:min-keyint="
                                         f"{keyframe_interval}:scenecut=0"}
         small = frame.reformat(width=width, height=height, format="yuv420p",

@@ -258,6 +258,12 @@ class ClipSource:
   def _read(self, record: int) -> Record:
     raise NotImplementedError
 
+  def labels(self, index: int) -> dict[str, np.int32]:
+    """The labels of record `index` without decoding its video ({} when unlabelled)."""
+    if self.num_classes is None:
+      return {}
+    return {"label": np.int32(self._read(int(index)).label)}
+
   def _fallback_name(self, record: int) -> str:
     """How a record is named when even reading it failed."""
     return f"record {record}"
