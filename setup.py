@@ -37,6 +37,10 @@ setuptools.setup(
         # transformers without torch: its config and file utilities read our HF export in the tests.
         "test": ["pytest>=8.0", "pytest-xdist>=3.5", "portpicker>=1.6", "transformers>=4.40"],
         "torch": ["torch>=2.9", "transformers>=4.40"],
+        # data.convert on Apache Beam (DirectRunner locally; Flink, Spark, Dataflow). Beam 2.78
+        # needs protobuf < 7, python-dateutil < 3 and pyarrow < 26: older than the test pins in
+        # constraints.txt, so install it into its own environment (see data/convert_beam.py).
+        "beam": ["apache-beam>=2.78"],
         # A CUDA JAX next to the same code (bench/gpu_check.sh); no upper bounds anywhere.
         "cuda12": ["jax[cuda12]>=0.10.2"],
         "cuda13": ["jax[cuda13]>=0.10.2"],

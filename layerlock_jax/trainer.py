@@ -47,9 +47,8 @@ class Trainer:
     self.model = video_mae.VideoMAE(config)
     # Convergence-triggered freezing decides the freeze table while training; otherwise it is
     # known in full now.
-    ll = config.layerlock
     self.trigger = None
-    if ll.enabled and ll.get("trigger", "schedule") == "convergence":
+    if plan.convergence_trigger(config):
       self.trigger = layerlock.ConvergenceTrigger(
           config, plan.frozen_cap(config, self.model.encoder_depth))
     self._build_schedule()

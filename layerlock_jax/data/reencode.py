@@ -20,12 +20,10 @@ from layerlock_jax.data import decode
 from layerlock_jax.data import packets
 
 # A 16-frame clip at stride 2 spans 31 frames; a keyframe every 16 frames adds ~7 lead-in frames
-# on average instead of ~15 with 32. From 64-px shards that cut the loader's CPU per tiny clip by
-# ~9% (3.08 vs 3.37 ms, packet path) for ~10% more bytes.
+# on average instead of ~15 with 32, for more bytes (measured: docs/data.md).
 DEFAULT_KEYFRAME_INTERVAL = 16
 # x264's own default quality (what `ffmpeg -vf scale=...` pre-resizing gives). Decoding cost
-# follows the bitrate (CAVLC reads every coefficient): on the benchmark corpus at short side 64,
-# CRF 18 / 23 / 28 decode at 97 / 69 / 51 us per frame for 259 / 130 / 73 kB per 300 frames.
+# follows the bitrate (CAVLC reads every coefficient; measured per CRF: docs/data.md).
 DEFAULT_CRF = 23
 
 
@@ -71,8 +69,12 @@ def reencode(src: str, dst: str, short_side: int,
           enc.height, enc.width, enc.pix_fmt = height, width, "yuv420p"
           # Keyframes exactly every `keyframe_interval` frames (no scene-cut keyframes), no
           # B-frames: a clip's decode then starts at most keyframe_interval - 1 frames early.
-          # tune=fastdecode (no CABAC, no deblocking) halves the decode time for ~10% more bytes.
+          # tune=fastdecode (no CABAC, no deblocking): faster decoding for a few more bytes.
+          # One encoder thread: x264's output depends on its thread count, which "auto" takes
+          # from the machine, so a file re-encoded on another worker (a cluster runner, a
+          # resumed run) would come out different. The converter runs files in parallel instead.
           enc.options = {"crf": f"{crf:g}", "preset": "veryfast", "bf": "0", "tune": "fastdecode",
+                         "threads": "1",
                          "x264-params": f"keyint={keyframe_interval}:min-keyint="
                                         f"{keyframe_interval}:scenecut=0"}
         small = frame.reformat(width=width, height=height, format="yuv420p",
@@ -103,3 +105,67 @@ def reencode(src: str, dst: str, short_side: int,
     raise decode.BadVideoError(f"re-encoded stream holds {index['num_frames']} of {count} frames")
   return {"ok": True, "num_frames": count, "width": width, "height": height, "codec": "h264",
           "index": index, "path": dst}
+
+
+def inspect_video(path: str, min_frames: int, verify: bool, short_side: int = 0,
+                  keyframe_interval: int = DEFAULT_KEYFRAME_INTERVAL,
+                  out_path: str = "", crf: float = DEFAULT_CRF) -> dict[str, Any]:
+  """{"ok": True, num_frames, width, height, codec, index[, path]} or {"ok": False, "reason"}.
+
+  Runs in a worker process. `verify` decodes every frame (the only way to catch a file that is cut
+  off part way); otherwise only the container is probed. With `short_side` the file is decoded,
+  scaled and re-encoded into `out_path` (which the result then names).
+  """
+  try:
+    if short_side:
+      result = reencode(path, out_path, short_side, keyframe_interval, crf)
+      return check_length(result, min_frames)
+    if verify:
+      result = count_frames(path, min_frames)
+    else:
+      probe = decode.probe_file(path, min_frames)
+      if probe.reason:
+        return {"ok": False, "reason": probe.reason}
+      result = {"ok": True, "num_frames": probe.exact_frames}
+    if result["ok"]:
+      result["index"] = index_file(path)
+    return result
+  except decode.BadVideoError as e:
+    return {"ok": False, "reason": e.reason}
+  except Exception as e:  # pylint: disable=broad-except
+    # One odd file must not abort a conversion of thousands; it is reported instead.
+    return {"ok": False, "reason": f"inspection failed ({type(e).__name__}: {e})"}
+
+
+def check_length(result: dict[str, Any], min_frames: int) -> dict[str, Any]:
+  if result["ok"] and result["num_frames"] < min_frames:
+    return {"ok": False, "reason": f"too short: {result['num_frames']} frame(s) < {min_frames}"}
+  return result
+
+
+def count_frames(path: str, min_frames: int) -> dict[str, Any]:
+  try:
+    container = decode.open_container(path)
+  except decode.BadVideoError as e:
+    return {"ok": False, "reason": e.reason}
+  count, size = 0, None
+  try:
+    stream = decode.video_stream(container)
+    codec = stream.codec_context.name
+    for frame in container.decode(stream):  # frames are dropped as we go: constant memory
+      if size is None:
+        size = (frame.width, frame.height)
+      count += 1
+    decode.check_complete(count, int(stream.frames or 0))
+  except decode.BadVideoError as e:
+    return {"ok": False, "reason": e.reason}
+  except Exception as e:  # pylint: disable=broad-except
+    return {"ok": False,
+            "reason": f"decode error (after {count} frame(s); {type(e).__name__}: {e})"}
+  finally:
+    container.close()
+  if count == 0:
+    return {"ok": False, "reason": "no decodable frames"}
+  if count < min_frames:
+    return {"ok": False, "reason": f"too short: {count} frame(s) < {min_frames}"}
+  return {"ok": True, "num_frames": count, "width": size[0], "height": size[1], "codec": codec}
