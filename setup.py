@@ -34,7 +34,12 @@ setuptools.setup(
         "safetensors>=0.4",  # Hugging Face weights, read and written with its numpy API
     ],
     extras_require={
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "portpicker>=1.6"],
+        # The TPU compiler (libtpu) comes with the tests: the CI compiles a TPU program
+        # (tests/test_tpu_compile.py). On a CPU-only run JAX_PLATFORMS=cpu keeps it idle.
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "portpicker>=1.6", "jax[tpu]>=0.10.2"],
+        # The TPU runtime and compiler matching jax (jax's own `tpu` extra picks the libtpu
+        # build); also what `python -m layerlock_jax.aot --topology=...` compiles with.
+        "tpu": ["jax[tpu]>=0.10.2"],
         "torch": ["torch>=2.9", "transformers>=4.40"],
         # A CUDA JAX next to the same code (bench/gpu_check.sh); no upper bounds anywhere.
         "cuda12": ["jax[cuda12]>=0.10.2"],
