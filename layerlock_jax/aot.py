@@ -1,10 +1,21 @@
 """Compile-only memory and FLOP plan: will a config fit a target mesh, before renting the pod?
 
+  python -m layerlock_jax.aot --config=configs/vit4b.py --topology=v5p:4x4x8 [--num_slices=2]
+  python -m layerlock_jax.aot --config=configs/vit_l.py --topology=v5p:2x2x1 --fit
   python -m layerlock_jax.aot --config=configs/vit4b.py --num_devices=256 --accelerator=v5e
   python -m layerlock_jax.aot --config=configs/vit4b.py --num_devices=64 --config.mesh.fsdp=-1 \
       --accelerator=h100 --stages=all --json=/tmp/plan.json
 
-What it does: fakes `--num_devices` CPU devices on this machine, builds the run's mesh and
+With --topology (needs libtpu: `pip install -e .[tpu]`): the same program is compiled by the real
+TPU compiler for compile-only devices of that slice (layerlock_jax/tpu_compile.py); --num_slices
+adds slices joined over DCN, which the mesh's data axis spans. It reports, per chip, the compiler's
+memory analysis (arguments, temporaries, outputs, total against HBM), its FLOPs and bytes accessed,
+and a roofline lower bound on step time with the MFU that bound allows (a bound, not a
+measurement). A program the compiler refuses for HBM is one line: stage, bytes asked, HBM.
+--fit searches the batch (and --fit_remat / --fit_meshes) for the largest run that fits
+(layerlock_jax/fit_search.py).
+
+Without --topology, an XLA:CPU estimate: it fakes `--num_devices` CPU devices on this machine, builds the run's mesh and
 shardings exactly as training does (layerlock_jax.train.StagePrograms), describes the train state
 with `jax.eval_shape` + `ShapeDtypeStruct(..., sharding=...)` (no parameter is ever allocated), and
 ahead-of-time compiles the real train step of each freeze stage for that mesh. XLA's
@@ -175,15 +186,17 @@ def replicated_params(trainer, top: int = 3) -> tuple[int, list[tuple[str, int]]
   return sum(b for _, b in found), found[:top]
 
 
-def plan(config, devices=None, stages: str = "ends") -> dict:
-  """The whole plan as a JSON-able dict (what the CLI prints and --json writes)."""
+def plan(config, devices=None, stages: str = "ends", trainer=None) -> dict:
+  """The whole plan as a JSON-able dict (what the CLI prints and --json writes). A `trainer`
+  (train.StagePrograms of this config, scan_unroll already set) is used instead of a new one, and
+  keeps the compiled programs."""
   from layerlock_jax import train  # pylint: disable=g-import-not-at-top
   from layerlock_jax.models import video_mae  # pylint: disable=g-import-not-at-top
   if not config.model.scan_unroll:
     # "auto" would unroll here (the fake devices are CPUs); the accelerator runs it rolled.
     config = config.copy_and_resolve_references()
     config.model.scan_unroll = video_mae.resolve_scan_unroll(0, platform="accelerator")
-  trainer = train.StagePrograms(config, devices)
+  trainer = trainer or train.StagePrograms(config, devices)
   num_devices = trainer.mesh.devices.size
   replicated_bytes, largest = replicated_params(trainer)
   return {
