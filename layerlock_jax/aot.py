@@ -15,9 +15,9 @@ measurement). A program the compiler refuses for HBM is one line: stage, bytes a
 --fit searches the batch (and --fit_remat / --fit_meshes) for the largest run that fits
 (layerlock_jax/fit_search.py).
 
-Without --topology, an XLA:CPU estimate: it fakes `--num_devices` CPU devices on this machine, builds the run's mesh and
-shardings exactly as training does (layerlock_jax.train.StagePrograms), describes the train state
-with `jax.eval_shape` + `ShapeDtypeStruct(..., sharding=...)` (no parameter is ever allocated), and
+Without --topology, an XLA:CPU estimate: it fakes `--num_devices` CPU devices on this machine,
+builds the run's mesh and shardings exactly as training does (layerlock_jax.train.StagePrograms),
+describes the train state with `jax.eval_shape` + `ShapeDtypeStruct(..., sharding=...)` (no parameter is ever allocated), and
 ahead-of-time compiles the real train step of each freeze stage for that mesh. XLA's
 `memory_analysis()` of the partitioned program is per device, which is the number that has to fit.
 
@@ -349,7 +349,8 @@ def fit(config, devices, target: dict, kind: str, headroom: float, stages: str, 
            else [p.strip() for p in policies.split(",")])
   for name in names:
     if name not in fit_search.RECOMPUTE_ORDER:
-      raise ValueError(f"--fit_remat: {name!r} is not one of {', '.join(fit_search.RECOMPUTE_ORDER)}")
+      raise ValueError(f"--fit_remat: {name!r} is not one of "
+                       f"{', '.join(fit_search.RECOMPUTE_ORDER)}")
   points = []
   for mesh in fit_search.parse_meshes(meshes, config):
     data, fsdp, _ = config_validation.resolve_mesh_shape(

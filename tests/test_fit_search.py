@@ -64,6 +64,7 @@ def test_cache_key_separates_programs_and_survives_a_reload(tmp_path):
   assert fit_search.Cache(tmp_path / "fit.json").get(ka) == [{"total_bytes": 5}]
 
 
+@pytest.mark.slow
 def test_fit_cli_rerun_compiles_nothing(tmp_path):
   """The XLA:CPU path of --fit, twice: the second search takes every point from the cache."""
   args = [sys.executable, "-m", "layerlock_jax.aot", "--config=configs/tiny.py",

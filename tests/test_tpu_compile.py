@@ -21,6 +21,7 @@ from layerlock_jax import tpu_compile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TOPOLOGY = "v5e:2x2"
+OVERRIDES = {"model.scan_unroll": 1, "data.image_size": 128}
 
 
 def test_topology_names_are_checked_before_anything_is_compiled():
@@ -63,23 +64,26 @@ def test_roofline_is_the_larger_of_compute_and_memory_time():
 @pytest.fixture(scope="module")
 def tiny_on_v5e():
   """configs/tiny.py planned for v5e:2x2 by aot.plan, and the trainer that compiled it."""
-  config = config_loading.load_config(ROOT / "configs" / "tiny.py", {"model.scan_unroll": 1})
+  # 128-pixel frames: 2048 tokens (512 visible), where the (S, S) attention weights XLA keeps
+  # outweigh the flash kernel's per-row statistics (at 32 pixels the kernel needs more).
+  config = config_loading.load_config(ROOT / "configs" / "tiny.py", OVERRIDES)
   devices = tpu_compile.compile_only_devices(TOPOLOGY)
   assert len(devices) == 4 and devices[0].platform == "tpu"
   assert hardware.device_peak_flops(devices[0], "bfloat16") == hardware.PEAK_FLOPS["tpu v5e"][
       "bfloat16"]
-  result = aot.plan(config, devices, "all")
-  aot.tpu_verdicts(result, "tpu v5e", headroom=0.05)
   trainer = train.StagePrograms(config, devices)
+  result = aot.plan(config, devices, "all", trainer=trainer)
+  aot.tpu_verdicts(result, "tpu v5e", headroom=0.05)
   return config, result, trainer
 
 
+@pytest.mark.slow  # TPU compiles of minutes on 2 cores; in the full suite (CI)
 def test_tpu_memory_report_matches_the_compiled_program(tiny_on_v5e):
   config, result, trainer = tiny_on_v5e
   [stage] = result["stages"]
   assert "refused" not in stage
   spec = trainer.spec_at(0)
-  # The very program the plan measured, compiled again here by training's own path.
+  # The very program the plan measured: training's own cached step of this stage.
   compiled = trainer.step_fn(spec, trainer.abstract_state(spec), aot.abstract_video(trainer))
   mem = compiled.memory_analysis()
   assert stage["argument_bytes"] == mem.argument_size_in_bytes
@@ -103,6 +107,7 @@ def test_tpu_memory_report_matches_the_compiled_program(tiny_on_v5e):
   assert stage["fits"] and result["fits"]
 
 
+@pytest.mark.slow  # TPU compiles of minutes on 2 cores; in the full suite (CI)
 def test_tpu_flops_and_the_roofline_bound(tiny_on_v5e):
   config, result, _ = tiny_on_v5e
   [stage] = result["stages"]
@@ -124,6 +129,7 @@ def test_tpu_flops_and_the_roofline_bound(tiny_on_v5e):
   assert text.strip().endswith("v5e:2x2: fits")
 
 
+@pytest.mark.slow  # TPU compiles of minutes on 2 cores; in the full suite (CI)
 def test_hbm_refusal_is_one_line_and_a_nonzero_exit():
   """A batch no v5e chip holds: the compiler refuses, the CLI says so in one line."""
   run = subprocess.run(
@@ -137,3 +143,24 @@ def test_hbm_refusal_is_one_line_and_a_nonzero_exit():
   assert "available HBM" in lines[0] and "Traceback" not in run.stderr
   asked = int(lines[0].split("(")[2].split(" bytes")[0].replace(",", ""))
   assert asked > hardware.HBM_GIB["tpu v5e"] * hardware.GIB
+
+
+@pytest.mark.slow  # TPU compiles of minutes on 2 cores; in the full suite (CI)
+def test_tpu_program_holds_the_flash_kernel_and_needs_less_memory_than_xla(tiny_on_v5e):
+  """attention=auto (the default) on TPU: the Pallas kernel, a Mosaic custom call in the
+  compiled program, and fewer temporaries than the XLA softmax that keeps (S, S) weights."""
+  config, result, trainer = tiny_on_v5e
+  assert config.model.attention == "auto"
+  spec = trainer.spec_at(0)
+  kernel = trainer.step_fn(spec, trainer.abstract_state(spec), aot.abstract_video(trainer))
+  assert "tpu_custom_call" in kernel.as_text()
+  xla_config = config_loading.load_config(ROOT / "configs" / "tiny.py",
+                                          {**OVERRIDES, "model.attention": "xla"})
+  xla_trainer = train.StagePrograms(xla_config, tpu_compile.compile_only_devices(TOPOLOGY))
+  xla = xla_trainer.step_fn(spec, xla_trainer.abstract_state(spec),
+                            aot.abstract_video(xla_trainer))
+  assert "tpu_custom_call" not in xla.as_text()
+  kernel_temps = kernel.memory_analysis().temp_size_in_bytes
+  xla_temps = xla.memory_analysis().temp_size_in_bytes
+  assert kernel_temps < xla_temps, (kernel_temps, xla_temps)
+  assert result["stages"][0]["temp_bytes"] == kernel_temps

@@ -95,7 +95,8 @@ def cudnn_attention(q, k, v):
 
 def flash_attention_tpu(q, k, v):
   """softmax(q k^T / sqrt(Dh)) v on (B, S, H, Dh) by the Pallas TPU flash kernel, per shard."""
-  from jax.experimental.pallas.ops.tpu import flash_attention as flash  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from jax.experimental.pallas.ops.tpu import flash_attention as flash
   scale = q.shape[-1] ** -0.5
 
   def local(q, k, v):
