@@ -72,3 +72,16 @@ def test_auto_is_xla_on_cpu_and_the_kernel_on_tpu_meshes(caplog):
 def test_cudnn_refuses_float32_with_a_reason():
   assert "float32" in attention.cudnn_unsupported(jnp.zeros((1, 8, 2, 64), jnp.float32))
   assert attention.cudnn_unsupported(jnp.zeros((1, 8, 2, 64), jnp.bfloat16)) is None
+
+
+def test_auto_on_cpu_is_the_xla_program_exactly():
+  """CPU training numbers cannot move: under a CPU mesh `auto` lowers to the very program of
+  attention=xla, forward and backward."""
+  q, k, v, w = _qkv((2, 40, 2, 64), seed=3)
+
+  def text(kind):
+    loss = lambda q, k, v: jnp.sum(vit.attend(q, k, v, kind, "") * w)
+    fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
+    with jax.set_mesh(Mesh(np.array(jax.devices()[:2]), ("data",))):
+      return fn.lower(q, k, v).as_text()
+  assert text("auto") == text("xla")

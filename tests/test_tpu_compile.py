@@ -10,6 +10,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from layerlock_jax import aot
@@ -164,3 +165,20 @@ def test_tpu_program_holds_the_flash_kernel_and_needs_less_memory_than_xla(tiny_
   xla_temps = xla.memory_analysis().temp_size_in_bytes
   assert kernel_temps < xla_temps, (kernel_temps, xla_temps)
   assert result["stages"][0]["temp_bytes"] == kernel_temps
+
+
+def test_multi_slice_mesh_puts_the_data_axis_across_slices():
+  """--num_slices: training's make_mesh lays the data axis over the slices (DCN), fsdp and tensor
+  inside one slice (ICI); a mesh whose data axis cannot span the slices is one clear error."""
+  from layerlock_jax import config_validation  # pylint: disable=g-import-not-at-top
+  from layerlock_jax import sharding  # pylint: disable=g-import-not-at-top
+  devices = tpu_compile.compile_only_devices(TOPOLOGY, num_slices=2)
+  assert len(devices) == 8 and {d.slice_index for d in devices} == {0, 1}
+  mesh = sharding.make_mesh({"data": -1, "fsdp": 2, "tensor": 1}, devices)
+  assert dict(mesh.shape) == {"data": 4, "fsdp": 2, "tensor": 1}
+  slices = np.vectorize(lambda d: d.slice_index)(mesh.devices)
+  for i in range(4):  # every fsdp group (a row of the data axis) lives in one slice
+    assert len(set(slices[i].ravel())) == 1
+  assert set(slices[:, 0, 0]) == {0, 1}
+  with pytest.raises(config_validation.ConfigError, match="slices"):
+    sharding.make_mesh({"data": 1, "fsdp": -1, "tensor": 1}, devices)
