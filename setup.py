@@ -36,7 +36,9 @@ setuptools.setup(
     extras_require={
         # The TPU compiler (libtpu) comes with the tests: the CI compiles a TPU program
         # (tests/test_tpu_compile.py). On a CPU-only run JAX_PLATFORMS=cpu keeps it idle.
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "portpicker>=1.6", "jax[tpu]>=0.10.2"],
+        # transformers without torch: its config and file utilities read our HF export in the tests.
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "portpicker>=1.6", "transformers>=4.40",
+                 "jax[tpu]>=0.10.2"],
         # The TPU runtime and compiler matching jax (jax's own `tpu` extra picks the libtpu
         # build); also what `python -m layerlock_jax.aot --topology=...` compiles with.
         "tpu": ["jax[tpu]>=0.10.2"],

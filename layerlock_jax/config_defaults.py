@@ -243,6 +243,10 @@ def base_config() -> ml_collections.ConfigDict:
   data.flip = True                 # random horizontal flip
   data.clips_per_video = 1         # clips sampled per decoded video (amortises decoding)
   data.labels_csv = ""             # video_folder: optional "path,label" CSV (else sub-folder names)
+  data.layout = "folder"           # video_folder: folder | kinetics | ssv2 | ucf101 | hmdb51 (labels
+                                   # and splits from the dataset's published annotation files)
+  data.annotations = ""            # layout != folder: the annotation folder (or Kinetics CSV/JSON)
+  data.split_id = 1                # ucf101 / hmdb51: official split 1, 2 or 3
   data.probe_files = True          # video_folder: open every file once at start, skip bad ones
   data.max_decode_frames = 1024    # clips are drawn from the first this-many frames of a file
   data.tfds_data_dir = ""          # tfds: data_dir of the prepared dataset

@@ -307,6 +307,7 @@ def _check_data_fields(c: Any) -> None:
   _int(c, "data.prefetch", lo=0)
   if _get(c, "data.read_threads") != "auto":
     _int(c, "data.read_threads", lo=1)
+  _check_layout(c, source)
   if source in options.SYNTHETIC_SOURCES:
     batch = _get(c, "batch_size")
     clips = _get(c, "data.num_clips")
@@ -314,6 +315,23 @@ def _check_data_fields(c: Any) -> None:
       raise _fail("data.num_clips", clips, f"is smaller than batch_size={batch}, so one batch "
                   f"would repeat clips of the embedded {source!r} set",
                   f"pass --config.data.num_clips={batch} or more")
+
+
+def _check_layout(c: Any, source: str) -> None:
+  layout = _choice(c, "data.layout", options.DATA_LAYOUTS)
+  if layout == "folder":
+    return
+  if source != "video_folder":
+    raise _fail("data.layout", layout, f"needs data.source='video_folder', not {source!r}",
+                "pass --config.data.source=video_folder")
+  if _get(c, "data.labels_csv"):
+    raise _fail("data.labels_csv", _get(c, "data.labels_csv"), f"is set with data.layout="
+                f"{layout!r}, which takes its labels from the annotation files",
+                "leave data.labels_csv empty")
+  if not _get(c, "data.annotations"):
+    raise _fail("data.annotations", "", f"is empty but data.layout={layout!r} reads the "
+                "dataset's annotation files", "pass --config.data.annotations=PATH")
+  _int(c, "data.split_id", lo=1, hi=3)
 
 
 # Fields a mixture entry may not override: every source must give clips of the same shape, and
@@ -379,6 +397,12 @@ def _check_data_path(c: Any) -> None:
                 "pass an existing " + ("folder of videos" if source == "video_folder"
                                        else "ArrayRecord file or glob pattern") +
                 " with --config.data.path=..., or use --config.data.source=moving_mnist")
+  if source == "video_folder" and _get(c, "data.layout") != "folder":
+    from layerlock_jax.data import layouts  # pylint: disable=g-import-not-at-top
+    try:  # reads the annotation files (both splits); no video is opened
+      layouts.check(_get(c, "data"))
+    except layouts.AnnotationError as e:
+      raise ConfigError("config.data.annotations", str(e)) from None
 
 
 def validate(config: Any, *, num_devices: int, process_count: int = 1) -> None:

@@ -422,6 +422,9 @@ def run(config, workdir: str, devices=None, evaluator=None) -> RunResult:
     # its previous handler.
     note("waiting for checkpoint writes")
     profiler.stop()
+    # The last batch lives in grain's shared memory: drop it before the workers stop, or its
+    # block outlives the program (resource_tracker's "leaked shared_memory objects").
+    batch = video = None
     data_iter.close()  # stops grain worker processes and frees their shared memory
     preemption.close()
     log.close()

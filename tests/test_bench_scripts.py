@@ -240,7 +240,7 @@ def test_option_ab_parses_options_injects_them_and_summarises_per_round():
   assert "1.000 [0.800, 2.000]" in table and table.count("\n") == 3
 
 
-def test_dot_paths_kernels_libraries_and_pair_ratios():
+def test_dot_paths_kernels_libraries_and_pair_ratios(monkeypatch):
   """bench/dot_paths.py: the step's decoder kernels with hand-counted FLOPs, every XLA:CPU dot
   library computing the default's numbers, an unknown library refused, per-pair ratios by hand."""
   import cpu_configs  # pylint: disable=g-import-not-at-top
@@ -255,12 +255,23 @@ def test_dot_paths_kernels_libraries_and_pair_ratios():
 
   config = cpu_configs.get_config("tiny")
   config.batch_size = 2
+  # Every call still runs; the per-round seconds it reports are set by hand, so the per-round
+  # ratios (default's time / library's) are known: [1/2, 3/2, 4/1].
+  real_alternate = dot_paths.alternate
+
+  def hand_times(calls, rounds):
+    assert set(real_alternate(calls, rounds)) == {"ynn", "eigen"}
+    return {"ynn": [1.0, 3.0, 4.0], "eigen": [2.0, 2.0, 1.0]}
+
+  monkeypatch.setattr(dot_paths, "alternate", hand_times)
   rows = dot_paths.compare_paths(config, ["eigen", "ynn"], rounds=2)
   assert [r["kernel"].split()[0] for r in rows] == ["dense"] * 3 + ["attention"]
   for row in rows:
     assert list(row["paths"]) == ["ynn", "eigen"] and not row["refused"]
-    assert row["paths"]["ynn"]["ratio_median"] == 1.0  # the default against itself
-    assert row["paths"]["eigen"]["gflops"] > 0
+    eigen = row["paths"]["eigen"]
+    assert (eigen["ratio_min"], eigen["ratio_median"], eigen["ratio_max"]) == (0.5, 1.5, 4.0)
+    assert eigen["gflops"] == pytest.approx(row["flops"] / 2.0 / 1e9)  # the median call
+    assert row["paths"]["ynn"]["gflops"] == pytest.approx(row["flops"] / 3.0 / 1e9)
     assert row["paths"]["eigen"]["max_rel_diff"] < 1e-4  # the same numbers, another library
   assert "eigen GFLOP/s (default / eigen)" in dot_paths.format_paths(rows)
   with pytest.raises(ValueError, match="unknown dot libraries.*mkl"):

@@ -338,6 +338,16 @@ def wait_for_step(proc, workdir, step, timeout=240):
   raise AssertionError(f"no step {step} within {timeout}s")
 
 
+def kill_step(lo: int, hi: int) -> tuple[int, str]:
+  """A step in [lo, hi] to kill a run at, drawn from a seed that is printed and named in the
+  returned note (for assertion messages); KILL_SEED=<seed> in the environment replays a failure."""
+  seed = int(os.environ.get("KILL_SEED", random.SystemRandom().randrange(2**32)))
+  step = random.Random(seed).randint(lo, hi)
+  note = f"kill step {step} drawn in [{lo}, {hi}] with KILL_SEED={seed}"
+  print(note)
+  return step, note
+
+
 def finish(proc, timeout=240):
   out, _ = proc.communicate(timeout=timeout)
   return proc.returncode, out
@@ -369,20 +379,76 @@ def test_convergence_trigger_freezes_at_least_three_times_and_records_its_decisi
 def test_sigkill_at_random_step_then_rerun_is_bit_identical(reference, tmp_path, name):
   ref_dir, ref = reference[name]
   work = str(tmp_path / "w")
-  kill_at = random.randint(5, STEPS // 2)  # past the first checkpoint; layerlock: either stage
+  # Past the first checkpoint; layerlock: either stage.
+  kill_at, drawn = kill_step(5, STEPS // 2)
   proc = launch(name, work)
   seen = wait_for_step(proc, work, kill_at)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   rc, out = finish(launch(name, work))
-  assert rc == 0, out[-3000:]
-  note = f"killed at step >= {seen}"
+  note = f"{drawn}; killed at step >= {seen}"
+  assert rc == 0, (note, out[-3000:])
   restored = checkpoint.restore(work, train.StagePrograms(make_config(name), one_device()))
   assert restored.step == STEPS, note
   assert leaves_equal(restored.state, ref.state), note
   steps = [r["step"] for r in records(work)]
   assert steps == list(range(1, STEPS + 1)), (note, steps)
   assert deterministic(records(work)) == deterministic(records(ref_dir)), note
+
+
+def test_kill_step_is_replayed_from_the_printed_seed(monkeypatch, capsys):
+  monkeypatch.setenv("KILL_SEED", "1234")
+  first, note = kill_step(5, 40)
+  assert "KILL_SEED=1234" in note and note in capsys.readouterr().out
+  assert [kill_step(5, 40)[0] for _ in range(3)] == [first] * 3 and 5 <= first <= 40
+  assert {kill_step(5, 40)[0] for _ in range(1)} == {random.Random(1234).randint(5, 40)}
+  monkeypatch.delenv("KILL_SEED")
+  drawn = [kill_step(5, 40) for _ in range(20)]
+  assert len({note for _, note in drawn}) > 1  # without KILL_SEED, a fresh seed per draw
+  for step, note in drawn:  # and the named seed gives back the step that was drawn
+    seed = int(note.rsplit("=", 1)[1])
+    assert random.Random(seed).randint(5, 40) == step
+
+
+# `python -m layerlock_jax.main` (through runpy, so main's own error handling and exit status),
+# with every checkpoint write after the first failing as on a full disk.
+FAILING_WRITES = r"""
+import errno, runpy, sys
+import orbax.checkpoint as ocp
+real = ocp.JsonCheckpointHandler._save_fn
+calls = []
+async def full_disk(self, x, directory):
+  calls.append(str(directory))
+  if len(calls) > 1:
+    raise OSError(errno.ENOSPC, "No space left on device", str(directory))
+  return await real(self, x, directory)
+ocp.JsonCheckpointHandler._save_fn = full_disk
+runpy.run_module("layerlock_jax.main", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.slow
+def test_main_exits_with_status_4_and_one_line_after_a_checkpoint_write_failure(tmp_path):
+  work = tmp_path / "w"
+  file, overrides = CONFIGS["tiny"]
+  flags = {**overrides, "checkpoint_every": 4, "total_steps": 20}
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": TEST_XLA_FLAGS}
+  proc = subprocess.run(
+      [sys.executable, "-c", FAILING_WRITES, f"--config={ROOT / 'configs' / file}",
+       f"--workdir={work}", *[f"--config.{k}={v}" for k, v in flags.items()]],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  out = proc.stdout[-2000:] + proc.stderr[-3000:]
+  assert proc.returncode == 4, out
+  # One line says what failed and what is intact (Orbax's own background threads may log after
+  # it while the interpreter exits).
+  lines = [l for l in proc.stderr.splitlines() if l.startswith("Checkpoint write error:")]
+  assert len(lines) == 1, out
+  assert "the last complete checkpoint is step 4" in lines[0] and "GiB free" in lines[0], out
+  steps = sorted(int(n) for n in os.listdir(work / "checkpoints") if n.isdigit())
+  assert steps == [4], steps
+  # The async write of step 8 fails; the run stops when it learns so, at the next save (step 12)
+  # at the latest, long before the end (step 20).
+  assert 8 <= max(r["step"] for r in records(str(work))) <= 12
 
 
 @pytest.mark.slow

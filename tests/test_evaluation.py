@@ -24,6 +24,7 @@ from layerlock_jax import config_defaults
 from layerlock_jax import config_loading
 from layerlock_jax import config_variants
 from layerlock_jax import evaluate
+from layerlock_jax import plan
 from layerlock_jax import schedule
 from layerlock_jax import state as state_lib
 from layerlock_jax import train
@@ -144,7 +145,7 @@ def test_features_of_a_split_train_state_equal_those_of_the_full_tree(config, pa
 
 
 @pytest.mark.slow
-def test_depthwise_pipeline_on_random_model_has_one_row_per_block(result, config, data):
+def test_depthwise_pipeline_on_random_model_has_one_row_per_block(result, config, params, data):
   depth = config.model.depth
   assert result["blocks"] == list(range(depth + 1))
   assert [r["block"] for r in result["rows"]] == list(range(depth + 1))
@@ -165,9 +166,20 @@ def test_depthwise_pipeline_on_random_model_has_one_row_per_block(result, config
     np.testing.assert_allclose(np.diag(mat), 1.0, atol=1e-9)
     assert np.all((mat >= -1e-9) & (mat <= 1 + 1e-9))
   assert len(result["collapse"]) == depth + 1
-  for row, stats in zip(result["rows"], result["collapse"]):
+  # Token cosine similarity of every depth, from the block outputs of the first token_clips test
+  # clips: each token LayerNormed over features, L2-normalised, mean over pairs i != j per clip.
+  model = video_mae.VideoMAE(config)
+  clips = EVAL_KWARGS["token_clips"]
+  outputs = np.asarray(jax.jit(model.block_outputs)(
+      params["embed"], [params["encoder"]], jnp.asarray(data.test_videos[:clips])), np.float64)
+  for j, (row, stats) in enumerate(zip(result["rows"], result["collapse"], strict=True)):
     assert row["effective_rank"] == stats["effective_rank"]
-    assert "token_cosine_similarity" in stats  # tokens were extracted for every depth
+    z = outputs[j] - outputs[j].mean(-1, keepdims=True)
+    z /= np.linalg.norm(z, axis=-1, keepdims=True)  # LayerNorm then L2 norm: the centred direction
+    cos = np.einsum("ctd,csd->cts", z, z)
+    n = cos.shape[1]
+    want = np.mean((cos.sum((1, 2)) - np.trace(cos, axis1=1, axis2=2)) / (n * (n - 1)))
+    assert stats["token_cosine_similarity"] == pytest.approx(want, abs=1e-4), j
 
 
 def _features(blocks: list[np.ndarray]) -> features_lib.Features:
@@ -291,13 +303,25 @@ def test_plots_are_written_and_non_empty(tmp_path, result, config):
   assert len(written["rows"]) == config.model.depth + 1
 
 
-def test_stage_boundaries_from_metrics_and_from_the_freeze_table():
+def test_stage_boundaries_from_metrics_equal_the_freeze_table_when_switches_are_logged():
   rows = [{"step": s, "loss": 1.0, "frozen_layers": k, "target": t}
           for s, k, t in ((10, 0, "pixels"), (20, 0, "pixels"), (30, 1, "block_1"),
                           (40, 2, "block_2"), (50, 2, "block_2"))]
   rows.append({"step": 50, "eval/x": 1.0})
   assert plots.stages_from_metrics(rows) == [(0, 0, "pixels"), (30, 1, "block_1"),
                                              (40, 2, "block_2")]
+  # The exact freeze table of a config whose switches fall on logged steps: rows logged every 5
+  # steps from it give back the table's stages.
+  cfg = micro_config(**{"layerlock.enabled": True, "layerlock.pixel_steps": 15,
+                        "layerlock.interval": 10, "layerlock.max_frozen": 2, "total_steps": 50,
+                        "model.depth": 3})
+  table = plan.freeze_table(cfg, 3)
+  stages = [(s.start_step, s.frozen_layers, s.target) for s in table]
+  assert [k for _, k, _ in stages] == [0, 1, 2]
+  logged = [{"step": step, "frozen_layers": table[i].frozen_layers, "target": table[i].target}
+            for step in range(5, 51, 5)
+            for i in [max(i for i, s in enumerate(table) if s.start_step <= step)]]
+  assert plots.stages_from_metrics(logged) == stages
 
 
 # ------------------------------------------------------------------------------------------------

@@ -100,5 +100,20 @@ def test_naive_latent_baseline_trains_every_block(tmp_path):
   result = train.run(config, str(tmp_path), devices=jax.devices()[:1])
   rows = read_metrics(tmp_path)
   assert all("latent_loss" in r and r["frozen_layers"] == 0 for r in rows)
+  assert all(np.isfinite(r["latent_loss"]) and r["latent_loss"] > 0 for r in rows)
   assert "encoder" not in result.state.frozen
-  assert "latent_head" in result.state.params
+  # Every encoder block (and the embedding, the latent head) moved away from its initial value,
+  # the initial state being the run's own (same seed, same init program).
+  programs = train.StagePrograms(config, jax.devices()[:1])
+  initial = jax.device_get(programs.init_state(programs.spec_at(0)).params)
+  final = jax.device_get(result.state.params)
+  depth = config.model.depth
+  for (path, before), after in zip(jax.tree_util.tree_flatten_with_path(initial["encoder"])[0],
+                                   jax.tree.leaves(final["encoder"]), strict=True):
+    before, after = np.asarray(before), np.asarray(after)
+    assert after.shape[0] == depth
+    moved = [not np.array_equal(before[i], after[i]) for i in range(depth)]
+    assert all(moved), (jax.tree_util.keystr(path), moved)
+  for group in ("embed", "latent_head"):
+    assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
+               zip(jax.tree.leaves(initial[group]), jax.tree.leaves(final[group]), strict=True))

@@ -8,7 +8,6 @@ single-device run.
 import json
 import math
 import pathlib
-import random
 import signal
 
 import jax
@@ -296,19 +295,21 @@ def test_sigkill_then_rerun_is_bit_identical_with_the_teacher(tmp_path):
   flags = dict(SMALL)
   rc, out = ckpt_tests.finish(_launch(ref_dir, flags))
   assert rc == 0, out[-3000:]
+  kill_at, drawn = ckpt_tests.kill_step(5, STEPS - 4)
   proc = _launch(work, flags)
-  seen = ckpt_tests.wait_for_step(proc, work, random.randint(5, STEPS - 4))
+  seen = ckpt_tests.wait_for_step(proc, work, kill_at)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   rc, out = ckpt_tests.finish(_launch(work, flags))
-  assert rc == 0, out[-3000:]
+  note = f"{drawn}; killed at step >= {seen}"
+  assert rc == 0, (note, out[-3000:])
   trainer = train.StagePrograms(make_config(), jax.devices()[:1])
   restored, ref = checkpoint.restore(work, trainer), checkpoint.restore(ref_dir, trainer)
-  assert restored.step == STEPS, seen
-  assert ckpt_tests.leaves_equal(restored.state.teacher, ref.state.teacher), seen
-  assert ckpt_tests.leaves_equal(restored.state, ref.state), seen
+  assert restored.step == STEPS, note
+  assert ckpt_tests.leaves_equal(restored.state.teacher, ref.state.teacher), note
+  assert ckpt_tests.leaves_equal(restored.state, ref.state), note
   assert (ckpt_tests.deterministic(ckpt_tests.records(work))
-          == ckpt_tests.deterministic(ckpt_tests.records(ref_dir))), seen
+          == ckpt_tests.deterministic(ckpt_tests.records(ref_dir))), note
 
 
 def _launch(workdir, flags):

@@ -115,6 +115,47 @@ def test_hf_live_model_and_export_load_in_transformers(hf_workdir, fixture_io, t
                  fixture_io["last_hidden_state"]) < 1e-4
 
 
+# The VideoMAEConfig fields read by VideoMAEModel (the encoder; decoder_* and initializer_range are
+# pretraining / initialisation only).
+HF_ENCODER_KEYS = ("model_type", "image_size", "patch_size", "num_channels", "num_frames",
+                   "tubelet_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                   "intermediate_size", "hidden_act", "hidden_dropout_prob",
+                   "attention_probs_dropout_prob", "layer_norm_eps", "use_mean_pooling",
+                   "qv_bias", "qkv_bias")  # the q/v bias flag: transformers 5 / 4 spelling
+
+
+def test_transformers_parses_our_export_and_its_tensors_match_the_hf_written_fixture(hf_workdir,
+                                                                                   tmp_path):
+  """HF's own code reads the export (transformers without torch: its config class): every config
+  field equals the one HF parses from the fixture HF wrote with save_pretrained, and every tensor
+  name, shape and dtype of our model.safetensors equals the fixture's."""
+  import transformers  # pylint: disable=g-import-not-at-top
+  out = tmp_path / "exported"
+  weights_cli.export_weights(hf_workdir, "hf_videomae", str(out))
+  ours = transformers.VideoMAEConfig.from_pretrained(str(out)).to_dict()
+  hf = transformers.VideoMAEConfig.from_pretrained(FIXTURE).to_dict()
+  # Every key that shapes VideoMAEModel's forward is spelled out in our file: an absent one would
+  # fall back silently to HF's default, which may differ from the trained model.
+  written = json.loads((out / "config.json").read_text())
+  with open(os.path.join(FIXTURE, "config.json")) as f:
+    hf_written = json.load(f)
+  missing = (set(HF_ENCODER_KEYS) & set(hf_written)) - set(written)
+  assert not missing and len(set(HF_ENCODER_KEYS) & set(hf_written)) >= 16, missing
+  differ = {k: (ours.get(k), v) for k, v in hf.items()
+            if k not in ("transformers_version", "dtype") and ours.get(k) != v}
+  assert not differ, differ
+  assert ours["model_type"] == "videomae" and ours["hidden_size"] == 192
+
+  def layout(path):
+    return {name: (tuple(t.shape), t.dtype.str) for name, t in load_file(path).items()}
+
+  mine, theirs = layout(str(out / "model.safetensors")), layout(os.path.join(FIXTURE,
+                                                                             "model.safetensors"))
+  assert sorted(mine) == sorted(theirs)
+  assert {k: v for k, v in mine.items() if theirs[k] != v} == {}
+  assert len(theirs) == 4 * 15 + 2  # 4 layers of 15 tensors (no key bias), the patch embedding's 2
+
+
 def test_hf_final_layernorm_without_mean_pooling(fixture_io, tmp_path):
   """use_mean_pooling=false: HF applies `layernorm` (eps 1e-12) to the last block's output. The
   fixture's encoder plus a random final norm must give numpy's LayerNorm of HF's fixture output."""
@@ -485,10 +526,31 @@ def test_extract_features_from_a_video_folder(fourds_workdir, tmp_path):
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
+def test_extract_features_uses_short_files(fourds_workdir, tmp_path):
+  """AVIs whose containers list more frames than their streams hold (as real corpora do) give
+  finite rows of their own, not NaN rows: a short file is not a broken one."""
+  import test_short_files  # pylint: disable=g-import-not-at-top  (tests/ is on sys.path)
+  w, _ = fourds_workdir
+  folder = tmp_path / "videos"
+  folder.mkdir()
+  for i, (name, n, listed) in enumerate((("a.avi", 20, 28), ("b.avi", 18, 26), ("c.avi", 24, 0))):
+    test_short_files.encode(folder / name, test_short_files.frames_for(i, n), "mpeg4")
+    if listed:
+      test_short_files.list_more_frames(folder / name, listed)
+  out = str(tmp_path / "v.npy")
+  assert fx.main([f"--workdir={w}", f"--videos={folder}", f"--output={out}", "--pool=mean",
+                  "--batch_size=1"]) == 0
+  got = np.load(out)
+  assert (tmp_path / "v.videos.txt").read_text().split() == ["a.avi", "b.avi", "c.avi"]
+  assert got.shape == (3, D) and np.isfinite(got).all()
+  assert not np.allclose(got[0], got[1]) and not np.allclose(got[0], got[2])  # rows of their own
+
+
 @pytest.mark.slow
-def test_final_norm_trains_between_encoder_and_decoder():
+def test_final_norm_is_trainable_and_gets_a_gradient_from_the_pixel_loss():
   """model.final_norm adds encoder_norm parameters, in the trainable tree, that the pixel loss
-  depends on; without the knob the tree has no such group."""
+  depends on and differentiates (non-zero scale and bias gradients); without the knob the tree has
+  no such group."""
   from layerlock_jax import state as state_lib  # pylint: disable=g-import-not-at-top
   from layerlock_jax import train_step  # pylint: disable=g-import-not-at-top
   from layerlock_jax.models import video_mae  # pylint: disable=g-import-not-at-top
@@ -511,6 +573,9 @@ def test_final_norm_trains_between_encoder_and_decoder():
   moved["encoder_norm"] = {"scale": 3 * params["encoder_norm"]["scale"],
                            "bias": params["encoder_norm"]["bias"] + 1}
   assert float(loss(moved)) != float(loss(params))  # the decoder sees the normed encoder output
+  grads = jax.jit(jax.grad(loss))(params)["encoder_norm"]
+  assert set(grads) == {"scale", "bias"}
+  assert all(np.abs(np.asarray(g)).max() > 0 for g in grads.values())
 
 
 @pytest.mark.parametrize("field,value,blockwise_on", [

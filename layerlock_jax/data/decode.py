@@ -21,9 +21,12 @@ source serves it, and the sources only decide what to do with a bad one.
   stream that raises part way, or ends well before the frame count its container lists
   (`check_complete`), is rejected rather than partly used.
 * Anything wrong with an input raises `BadVideoError` with a short reason; the sources catch it
-  and serve another record instead (video_files.ClipSource). A file whose packets end early
-  (truncated) is rejected whatever frames a clip needs (`whole_file`); a decode that fails inside
-  one clip's span (e.g. a seek past the cut of a converted record) only fails that clip.
+  and serve another record instead (video_files.ClipSource). A file whose packets end before the
+  frame count its container lists (an off-by-a-few header, or a file cut off) is "short", not
+  broken: `load_clips` plans its clips on the frames that are there (`VideoIndex.listed` keeps
+  the listed count, `notes` reports it) and fails only if no clip fits (`whole_file`); a decode
+  that fails inside one clip's span (e.g. a seek past the cut of a converted record) only fails
+  that clip.
 """
 from __future__ import annotations
 
@@ -229,6 +232,12 @@ class VideoIndex(NamedTuple):
   # Where each frame's packet lies (only for streams the converter encoded; packets.py): the
   # loader then decodes from the bytes without opening the container.
   packets: packets_lib.PacketTable | None = None
+  # The frame count the container lists where the stream holds fewer (a "short" file: the index
+  # covers only the frames that are there); None when the counts agree or none is listed.
+  listed: int | None = None
+  # pts of the last packet of a short stream: never fed to the decoder (a cut can leave it
+  # partial, and a decoder holding frames back for reordering would fail on it).
+  tail_pts: int | None = None
 
   def to_json(self) -> dict[str, Any]:
     """A compact form for a shard record's header (a constant frame step is stored as 2 ints)."""
@@ -262,8 +271,8 @@ class VideoIndex(NamedTuple):
 def index_stream(container, stream) -> VideoIndex:
   """Reads every packet of `stream` (no decoding: ~8 ms for 10 s of 720p h264) into an index.
 
-  Also the truncation check of a seek-based decode: a cut-off file yields fewer packets than its
-  container lists (check_complete), so it is rejected whichever frames a clip would need.
+  A stream with fewer packets than its container lists (check_complete) is indexed on the frames
+  that are there, less its last packet (a cut can leave it partial), with `listed` set.
   """
   pts, key, packets = [], [], 0
   try:
@@ -280,7 +289,22 @@ def index_stream(container, stream) -> VideoIndex:
   except Exception as e:  # pylint: disable=broad-except
     raise BadVideoError(f"demux error (after {packets} packet(s); {type(e).__name__}: "
                         f"{e})") from None
-  check_complete(packets, int(stream.frames or 0))
+  declared = int(stream.frames or 0)
+  listed = tail_pts = None
+  try:
+    check_complete(packets, declared)
+  except BadVideoError:
+    # Fewer packets than the container lists: an off-by-a-few header (common in real corpora) or
+    # a file cut off mid-way. The frames that are there are used, less the last packet (a cut can
+    # leave it partial) and every frame shown after it (with B-frames, frames decoded before it
+    # and shown after it; the index stays a gapless run of presentation order). Clips that do
+    # not fit in what is left fail as "too short".
+    listed = declared
+    if len(pts) > 1:
+      tail_pts = pts[-1]
+      keep = [i for i in range(len(pts) - 1)
+              if tail_pts is None or pts[i] is None or pts[i] < tail_pts]
+      pts, key = [pts[i] for i in keep], [key[i] for i in keep]
   if not pts:
     raise BadVideoError("no decodable frames")
   height, width = stream.codec_context.height, stream.codec_context.width
@@ -294,9 +318,44 @@ def index_stream(container, stream) -> VideoIndex:
     if len(times) > 1 and not (np.diff(times) > 0).all():
       times = None  # repeated timestamps: frames cannot be told apart by pts
   if times is None:
-    return VideoIndex(len(pts), height, width, None, np.zeros((0,), np.int64))
+    return VideoIndex(len(pts), height, width, None, np.zeros((0,), np.int64), listed=listed,
+                      tail_pts=tail_pts)
   keyframes = np.flatnonzero(np.asarray(key, bool)[order]).astype(np.int64)
-  return VideoIndex(len(pts), height, width, times, keyframes)
+  return VideoIndex(len(pts), height, width, times, keyframes, listed=listed, tail_pts=tail_pts)
+
+
+def _decoded(container, stream, index: VideoIndex):
+  """container.decode(stream), less the tail packet of a short stream (VideoIndex.tail_pts)."""
+  if index.tail_pts is None:
+    yield from container.decode(stream)
+    return
+  for packet in container.demux(stream):
+    if packet.size and packet.pts == index.tail_pts:
+      continue
+    yield from packet.decode()  # the demuxer's last, empty packet flushes the decoder
+
+
+def segment_window(index: VideoIndex, stream, segment: tuple[float, float]) -> tuple[int, int]:
+  """Frame indices [first, stop) whose presentation times lie in the segment [start, end) s.
+
+  Times count from the first frame (pts relative to the first pts, or frame / rate for streams
+  without usable timestamps).
+  """
+  start, end = float(segment[0]), float(segment[1])
+  if index.pts is not None and stream.time_base:
+    t = (index.pts - index.pts[0]).astype(np.float64) * float(stream.time_base)
+  else:
+    rate = float(stream.average_rate or stream.guessed_rate or 0)
+    if rate <= 0:
+      raise BadVideoError("no timestamps and no frame rate: cannot locate the segment")
+    t = np.arange(index.num_frames, dtype=np.float64) / rate
+  eps = 1e-6
+  first = int(np.searchsorted(t, start - eps, side="left"))
+  stop = int(np.searchsorted(t, end - eps, side="left"))
+  if first >= index.num_frames:
+    raise BadVideoError(f"segment [{start:g}, {end:g}) s starts after the video's last frame "
+                        f"({t[-1]:.3g} s)")
+  return first, stop
 
 
 def _decode_span(container, stream, index: VideoIndex, needed: Sequence[int], on_frame,
@@ -357,13 +416,13 @@ def _decode_span(container, stream, index: VideoIndex, needed: Sequence[int], on
       container.seek(int(times[index.keyframes[a]]), stream=stream, backward=True,
                      any_frame=False)
       cursor = int(index.keyframes[a])
-      run(container.decode(stream), by_pts=True)
+      run(_decoded(container, stream, index), by_pts=True)
       if got == needed_set:
         return decoded
   if reopen is not None:
     container, stream = reopen()
   cursor = 0
-  run(container.decode(stream), by_pts=by_time)
+  run(_decoded(container, stream, index), by_pts=by_time)
   if got != needed_set:
     missing = sorted(needed_set - got)
     raise BadVideoError(f"truncated: frame {missing[0]} of the {index.num_frames} the container "
@@ -403,7 +462,9 @@ def _to_rgb(frame, height: int, width: int) -> np.ndarray:
 
 def load_clips(src: str | bytes | np.ndarray, spec: augment.ClipSpec, rng: np.random.Generator,
                *, max_frames: int = DEFAULT_MAX_DECODE_FRAMES, known_frames: int | None = None,
-               index: VideoIndex | None = None, decode_threads: int = 1) -> np.ndarray:
+               index: VideoIndex | None = None, decode_threads: int = 1,
+               segment: tuple[float, float] | None = None,
+               notes: dict[str, Any] | None = None) -> np.ndarray:
   """`spec.clips_per_video` clips uint8 (k, T, S, S, 3) of one video; BadVideoError if unusable.
 
   Plans the clips before decoding anything: the frame count and size come from `index` (stored
@@ -413,6 +474,10 @@ def load_clips(src: str | bytes | np.ndarray, spec: augment.ClipSpec, rng: np.ra
   scaled by libswscale so that its crop box comes out at exactly S x S, so memory per video is
   about T small RGB frames whatever the video's length and resolution. The draw order (every
   temporal window, then every crop and flip; augment.py) does not depend on how frames are read.
+
+  `segment` (seconds, [start, end)) restricts the clips to the frames shown in that span of a
+  file (a Kinetics annotation on a full video). A file holding fewer frames than its container
+  lists is read from the frames that are there; `notes["short"] = (frames, listed)` says so.
   """
   if isinstance(src, np.ndarray) and src.dtype != np.object_:
     return _clips_from_array(_frames_array(src)[:max_frames], spec, rng)
@@ -447,7 +512,10 @@ def load_clips(src: str | bytes | np.ndarray, spec: augment.ClipSpec, rng: np.ra
         index = index_stream(container, stream)
       finally:
         fresh = False
-    plan = _ClipPlan(index, spec, rng, known_frames, max_frames)
+    window = None if segment is None else segment_window(index, stream, segment)
+    if index.listed is not None and notes is not None:
+      notes["short"] = (index.num_frames, index.listed)
+    plan = _ClipPlan(index, spec, rng, known_frames, max_frames, window)
     try:
       _decode_span(container, stream, index, sorted(plan.users), plan.keep,
                    reopen=None if fresh and (index.pts is None or min(plan.users) == 0)
@@ -470,12 +538,19 @@ class _ClipPlan:
   """
 
   def __init__(self, index: VideoIndex, spec: augment.ClipSpec, rng: np.random.Generator,
-               known_frames: int | None, max_frames: int):
-    available = min(int(known_frames or index.num_frames), max_frames)
+               known_frames: int | None, max_frames: int,
+               window: tuple[int, int] | None = None):
+    total = min(int(known_frames or index.num_frames), index.num_frames if window else max_frames)
+    first, stop = window or (0, total)
+    stop = min(stop, total)
+    # Clips are drawn from the window's first max_frames frames (the whole file without one).
+    available = max(0, min(stop - first, max_frames))
     try:
       temporal = augment.plan_temporal(available, spec, rng)
     except augment.TooShortError as e:
-      raise BadVideoError(str(e)) from None
+      where = f" in segment frames [{first}, {stop})" if window else ""
+      raise BadVideoError(f"{e}{where}") from None
+    temporal = [t + first for t in temporal]
     self.plans = augment.plan_spatial(temporal, index.height, index.width, spec, rng)
     self.targets = [_scaled_target(index.height, index.width, p.box, spec.image_size)
                     for p in self.plans]

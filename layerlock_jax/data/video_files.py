@@ -12,18 +12,24 @@ Splits and labels
   integers; videos without a row are skipped and counted), else from the first-level sub-folder
   (sorted, the union over all splits so train and test agree). If not ALL videos lie in class
   sub-folders the source is unlabelled: items hold only "video".
+* data.layout=kinetics|ssv2|ucf101|hmdb51 instead takes splits, labels and (Kinetics) time
+  segments from the dataset's published annotation files (layouts.py); a video they list that is
+  not on disk is skipped and counted like a broken file.
 
 Bad input never crashes training and never becomes a black clip:
 * At construction every file is probed once (open + stream info, ~1 ms): empty, unreadable (not
   media, or a cut-off container), no video stream (audio only) and, where the container states an
   exact frame count, too short, are skipped; counts by reason and the names are logged.
   data.probe_files=False skips probing (huge folders); failures then surface at decode time.
-* At decode time (grain reader threads / worker processes) a failing video - truncated (the
-  stream raises, or ends well before the frame count its container lists), fewer frames than a
-  clip - is replaced by the next record (wrapping around) that decodes, with the same random
-  draws: the replacement is deterministic. A failure of the whole file (its packets end early,
-  too short) is remembered in that process; one that concerns only the frames a clip needed is
-  not, so what other stream positions read never depends on which draws a process saw first.
+* A file whose stream ends before the frame count its container lists is "short", not broken:
+  its clips come from the frames that are there; `bad_input_metrics()` counts such files
+  ("data_short_files") and logs their names once.
+* At decode time (grain reader threads / worker processes) a failing video - the stream raises,
+  fewer frames than a clip - is replaced by the next record (wrapping around) that decodes, with
+  the same random draws: the replacement is deterministic. A failure of the whole file (too
+  short, unreadable) is remembered in that process; one that concerns only the frames a clip
+  needed is not, so what other stream positions read never depends on which draws a process saw
+  first.
 * Every skip goes to a `BadInputLog`: one small JSON file per process in a directory shared with
   the grain workers, so skips inside workers reach the main process. `bad_input_metrics()` merges
   them into counts for the metrics and logs each newly seen bad file once.
@@ -51,6 +57,7 @@ import numpy as np
 
 from layerlock_jax.data import augment
 from layerlock_jax.data import decode
+from layerlock_jax.data import layouts
 
 VIDEO_EXTENSIONS = frozenset({
     ".mp4", ".m4v", ".mov", ".avi", ".webm", ".mkv", ".mpg", ".mpeg", ".ts", ".m2ts", ".flv",
@@ -90,6 +97,7 @@ class BadInputLog:
   def _init_process_state(self):
     self._lock = threading.Lock()
     self._bad: dict[str, tuple[str, str]] = {}
+    self._short: dict[str, list[int]] = {}
     self._replaced = 0
     self._file = os.path.join(self.directory, f"{os.getpid()}-{uuid.uuid4().hex}.json")
 
@@ -120,6 +128,14 @@ class BadInputLog:
     with self._lock:
       self._flush()
 
+  def short(self, name: str, frames: int, listed: int) -> None:
+    """Notes a file used with fewer frames than its container lists (not a skip)."""
+    with self._lock:
+      if name in self._short:
+        return
+      self._short[name] = [int(frames), int(listed)]
+      self._flush()
+
   def replaced(self):
     """Counts one clip that came from another record because its own record failed."""
     with self._lock:
@@ -129,14 +145,15 @@ class BadInputLog:
   def _flush(self):
     try:
       with open(self._file + ".tmp", "w") as f:
-        json.dump({"bad": self._bad, "replaced": self._replaced}, f)
+        json.dump({"bad": self._bad, "short": self._short, "replaced": self._replaced}, f)
       os.replace(self._file + ".tmp", self._file)  # atomic: a reader never sees half a file
     except OSError as e:  # e.g. the main process already exited and removed the directory
       logging.warning("%s: could not record a skipped input: %s", self.source_name, e)
 
   def summary(self) -> dict[str, Any]:
-    """{"bad": {name: (stage, reason)}, "replaced": int} over all processes of this source."""
-    bad, replaced = {}, 0
+    """{"bad": {name: (stage, reason)}, "short": {name: (frames, listed)}, "replaced": int}
+    over all processes of this source."""
+    bad, short, replaced = {}, {}, 0
     for path in glob.glob(os.path.join(self.directory, "*.json")):
       try:
         with open(path) as f:
@@ -145,25 +162,34 @@ class BadInputLog:
         continue  # a file being replaced right now; the next call reads it
       for name, (stage, reason) in part["bad"].items():
         bad.setdefault(name, (stage, reason))
+      for name, (frames, listed) in part.get("short", {}).items():
+        short.setdefault(name, (frames, listed))
       replaced += int(part["replaced"])
-    return {"bad": bad, "replaced": replaced}
+    return {"bad": bad, "short": short, "replaced": replaced}
 
 
 def bad_input_metrics() -> dict[str, int]:
   """Counts over every file-backed source built in this process (and its grain workers).
 
-  Returns {"data_skipped_files": distinct bad files/records, "data_replaced_clips": records that
-  were served by a neighbour because they failed to decode}; {} when no file source exists (the
+  Returns {"data_skipped_files": distinct bad files/records, "data_short_files": files used with
+  fewer frames than their container lists, "data_replaced_clips": records that were served by a
+  neighbour because they failed to decode}; {} when no file source exists (the
   synthetic sources cannot fail). Each newly seen bad file is logged once at WARNING with its
   reason. Counts are per JAX process (each process scans and decodes its own share).
   """
   if not _LOGS:
     return {}
-  bad, replaced, fresh = set(), 0, []
+  bad, short, replaced, fresh, fresh_short = set(), set(), 0, [], []
   for log in list(_LOGS):
     summary = log.summary()
     replaced += summary["replaced"]
     with _REPORT_LOCK:
+      for name, (frames, listed) in sorted(summary["short"].items()):
+        key = (log.source_name, name)
+        short.add(key)
+        if ("short",) + key not in _REPORTED:
+          _REPORTED.add(("short",) + key)
+          fresh_short.append(f"{log.source_name}: {name}: {frames} of {listed} listed frames")
       for name, (stage, reason) in sorted(summary["bad"].items()):
         # Keyed by source name, not by log: the same folder opened twice counts its files once.
         key = (log.source_name, name)
@@ -174,7 +200,12 @@ def bad_input_metrics() -> dict[str, int]:
             fresh.append(f"{log.source_name}: {name}: {reason}")
   for line in fresh:
     logging.warning("skipped bad input (decode time): %s", line)
-  return {"data_skipped_files": len(bad), "data_replaced_clips": replaced}
+  if fresh_short:
+    logging.warning("%d file(s) so far hold fewer frames than their container lists; clips use "
+                    "the frames that are there (new: %s)", len(short),
+                    "; ".join(fresh_short[:_LOG_NAMES_SHOWN]))
+  return {"data_skipped_files": len(bad), "data_short_files": len(short),
+          "data_replaced_clips": replaced}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -187,6 +218,18 @@ class Record(NamedTuple):
   name: str
   known_frames: int | None = None
   index: Any = None            # decode.VideoIndex stored with the record (converted shards)
+  segment: tuple[float, float] | None = None  # seconds: clips come from [start, end) only
+
+
+class _Labels:
+  """`LABELS`: label name -> number of classes, as the synthetic sources publish it (a class
+  attribute there). Read on an instance it is the source's own table; read on the class, where
+  the count is not known before the files are listed, it is empty."""
+
+  def __get__(self, source, owner=None) -> dict[str, int]:
+    if source is None or source.num_classes is None:
+      return {}
+    return {"label": source.num_classes}
 
 
 class ClipSource:
@@ -206,10 +249,7 @@ class ClipSource:
   def __len__(self) -> int:
     return self._num_records
 
-  @property
-  def LABELS(self) -> dict[str, int]:  # pylint: disable=invalid-name
-    """Label name -> number of classes, as the synthetic sources publish it."""
-    return {} if self.num_classes is None else {"label": self.num_classes}
+  LABELS = _Labels()  # pylint: disable=invalid-name
 
   @property
   def clips_per_video(self) -> int:
@@ -237,9 +277,12 @@ class ClipSource:
       try:
         item = self._read(r)
         name = item.name
+        notes = {}
         clips = decode.load_clips(item.src, spec, augment.clip_rng(seed, position),
                                   max_frames=self.max_decode_frames, known_frames=item.known_frames,
-                                  index=item.index)
+                                  index=item.index, segment=item.segment, notes=notes)
+        if "short" in notes:
+          self.bad_input.short(name, *notes["short"])
       except decode.BadVideoError as e:
         if e.whole_file:
           # Only failures that do not depend on the draw mark the record bad in this process:
@@ -388,26 +431,40 @@ class VideoFolderSource(ClipSource):
 
   def __init__(self, path: str, split: str, spec: augment.ClipSpec, *, labels_csv: str = "",
                probe: bool = True, max_decode_frames: int = decode.DEFAULT_MAX_DECODE_FRAMES,
-               probe_threads: int = 8):
+               probe_threads: int = 8, layout: str = "folder", annotations: str = "",
+               split_id: int = 1):
     self.spec, self.max_decode_frames = spec, int(max_decode_frames)
     if self.max_decode_frames < spec.num_frames:
       raise ValueError(f"max_decode_frames={max_decode_frames} < num_frames={spec.num_frames}")
-    listing = list_videos(path, split, labels_csv)
+    segments = None
+    if layout != "folder":  # a benchmark's published annotation files (layouts.py)
+      if not os.path.isdir(path):
+        raise NotADirectoryError(f"data.path={path!r} is not a folder of videos")
+      # Files the annotations do not name (other splits, annotation files) are not this split's.
+      table = layouts.match(layouts.read(layout, annotations, split, split_id), _walk(path)[0])
+      listing = Listing(path, table.files, table.labels, table.class_names, [], [])
+      segments = table.segments
+      missing = [(n, f"listed in {table.source} but no video file") for n in table.missing]
+    else:
+      listing = list_videos(path, split, labels_csv)
+      missing = [(rel, "no label in labels_csv") for rel in listing.missing_label]
     self.root = listing.root
-    name = f"video_folder {self.root}"
+    name = f"video_folder {self.root}" + (f" ({layout} {split})" if layout != "folder" else "")
     self.bad_input = BadInputLog(name)
-    skipped = [(rel, "no label in labels_csv") for rel in listing.missing_label]
+    skipped = missing
     files, labels = listing.files, listing.labels
+    segments = segments or [None] * len(files)
     results = [decode.ProbeResult(None, None)] * len(files)
     if probe and files:  # threads: opening files on network storage is mostly waiting
       with ThreadPoolExecutor(max(1, probe_threads)) as pool:
         results = list(pool.map(
             lambda rel: decode.probe_file(os.path.join(self.root, rel), spec.num_frames), files))
-    self._files, self._labels = [], []
-    for rel, label, result in zip(files, labels, results):
+    self._files, self._labels, self._segments = [], [], []
+    for rel, label, segment, result in zip(files, labels, segments, results):
       if result.reason is None:
         self._files.append(rel)
         self._labels.append(label)
+        self._segments.append(segment)
       else:
         skipped.append((rel, result.reason))
     self.bad_input.record_scan(skipped)
@@ -427,7 +484,8 @@ class VideoFolderSource(ClipSource):
 
   def _read(self, record: int) -> Record:
     rel = self._files[record]
-    return Record(os.path.join(self.root, rel), self._labels[record], rel)
+    return Record(os.path.join(self.root, rel), self._labels[record], rel,
+                  segment=self._segments[record])
 
 
 def source_from_config(data_cfg, split: str, seed: int) -> VideoFolderSource:
@@ -436,5 +494,8 @@ def source_from_config(data_cfg, split: str, seed: int) -> VideoFolderSource:
   return VideoFolderSource(
       data_cfg.path, split, augment.spec_from_config(data_cfg),
       labels_csv=str(data_cfg.get("labels_csv", "") or ""),
+      layout=str(data_cfg.get("layout", "folder")),
+      annotations=str(data_cfg.get("annotations", "") or ""),
+      split_id=int(data_cfg.get("split_id", 1)),
       probe=bool(data_cfg.get("probe_files", True)),
       max_decode_frames=int(data_cfg.get("max_decode_frames", decode.DEFAULT_MAX_DECODE_FRAMES)))

@@ -34,3 +34,6 @@ VJEPA_TEACHERS = ("ema", "copy")
 SYNTHETIC_SOURCES = ("moving_mnist", "gratings", "camera_motion")
 FILE_SOURCES = ("video_folder", "array_record")
 DATA_SOURCES = SYNTHETIC_SOURCES + FILE_SOURCES + ("tfds",)
+# video_folder: where labels and splits come from ("folder": class sub-folders or labels_csv; the
+# others: the benchmark's published annotation files, data/layouts.py)
+DATA_LAYOUTS = ("folder", "kinetics", "ssv2", "ucf101", "hmdb51")

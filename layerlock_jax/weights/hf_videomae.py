@@ -239,7 +239,7 @@ def write(model: dict, data: dict, params: dict, path: str) -> None:
             "intermediate_size": int(model["mlp_dim"]),
             "hidden_act": "gelu_pytorch_tanh" if model["gelu_approximate"] else "gelu",
             "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
-            "layer_norm_eps": float(model["layer_norm_eps"]), "qkv_bias": True,
+            "layer_norm_eps": float(model["layer_norm_eps"]), "qkv_bias": True, "qv_bias": True,
             "use_mean_pooling": not model.get("final_norm"), "torch_dtype": "float32"}
   preprocessor = {"image_processor_type": "VideoMAEImageProcessor", "do_rescale": True,
                   "rescale_factor": 1 / 255, "do_normalize": True,
