@@ -43,6 +43,10 @@ setuptools.setup(
         # build); also what `python -m layerlock_jax.aot --topology=...` compiles with.
         "tpu": ["jax[tpu]>=0.10.2"],
         "torch": ["torch>=2.9", "transformers>=4.40"],
+        # data.convert on Apache Beam (DirectRunner locally; Flink, Spark, Dataflow). Beam 2.78
+        # needs protobuf < 7, python-dateutil < 3 and pyarrow < 26: older than the test pins in
+        # constraints.txt, so install it into its own environment (see data/convert_beam.py).
+        "beam": ["apache-beam>=2.78"],
         # A CUDA JAX next to the same code (bench/gpu_check.sh); no upper bounds anywhere.
         "cuda12": ["jax[cuda12]>=0.10.2"],
         "cuda13": ["jax[cuda13]>=0.10.2"],

@@ -1,4 +1,4 @@
-"""LayerLock freezing benchmark (issue 3): is freezing k blocks as cheap as the FLOP model says?
+"""LayerLock freezing benchmark: is freezing k blocks as cheap as the FLOP model says?
 
   python bench/freeze_bench.py [--config=bench/cpu_configs.py:freeze] [--ks=0,2,4] [--out=F.json]
 
@@ -66,7 +66,7 @@ def run(config, ks, targets, *, warmup, steps, rounds, log=print) -> dict:
 
 
 def checks(rows, depth: int, min_ratio: float) -> list[str]:
-  """Plain-language verdicts on the issue-3 acceptance criteria, per target group."""
+  """Plain-language verdicts on the freezing criteria, per target group."""
   out = []
   for group in sorted({r["group"] for r in rows}):
     g = sorted((r for r in rows if r["group"] == group), key=lambda r: r["frozen_layers"])

@@ -1,7 +1,7 @@
 """A train step's op time split into dense matmuls, attention and everything else, per framework.
 
-Used by bench/peer_step.py --profile_steps (each framework in its own process) and by
-bench/step_profile.py. The same three buckets on both sides:
+Used by bench/peer_step.py --profile_steps (each framework in its own process). The same three
+buckets on both sides:
 
   matmul     dense matmuls (Dense / Linear layers, the patch embedding, their gradients)
   attention  the attention core: batched q k^T and p v matmuls and the softmax work fused with

@@ -6,19 +6,24 @@ metrics.jsonl and summary.json), in, a JSON-able claim out:
    "verdict": "reproduced" | "partly reproduced" | "not reproduced" + the deciding numbers, ...}
 Nothing here trains or evaluates; nothing is typed in by hand but the papers' reference numbers.
 
-The headline probe is the papers' own protocol, chosen before any number of this harness was
-seen: the 4DS attentive readout (learned-query cross-attention, LayerNorm on each raw token) on the
-frozen block the 4DS evaluation code reads, at 0.95 of the depth (depthwise.readout_block: block 4
-of 6), mean top-1 over the labelled tasks. Beside it, every run reports the readout table: the
-attentive readout with LayerNorm and with per-dimension standardised tokens, and the linear probe
-on mean-pooled standardised features, each at that block and at the last block. They can disagree,
-and the table shows how: a per-token LayerNorm keeps a vector shared by all tokens of a clip,
-per-dimension standardisation removes the dataset-wide mean instead, and the linear probe rescales
-whatever variance a representation has left (a collapsed encoder whose tokens differ by 1% of
-their norm can still be linearly decodable).
+The headline probe is the 4DS evaluation's protocol: the attentive readout (learned-query
+cross-attention, LayerNorm on each raw token) on the frozen block the 4DS evaluation code reads, at
+0.95 of the depth (depthwise.readout_block: block 4 of 6), mean top-1 over the labelled tasks that
+the random-init floor leaves (experiments/stats.py). It was not the harness's first headline: the
+last block's attentive and linear probes came first, and the 0.95-depth readout replaced them after
+their numbers had been seen; the readout table (the attentive readout with LayerNorm and with
+per-dimension standardised tokens, and the linear probe on mean-pooled standardised features, each
+at that block and at the last block) shows every probe the harness has reported. They can
+disagree: a per-token LayerNorm keeps a vector shared by all tokens of a clip, per-dimension
+standardisation removes the dataset-wide mean instead, and the linear probe rescales whatever
+variance a representation has left.
 
-Seed noise: with runs at several seeds, an arm's noise is the range (max - min) of its metric
-over seeds; two arms differ "beyond noise" when their means differ by more than the larger range.
+Verdicts come from experiments/stats.py, rules fixed before the runs: paired per-seed differences
+(arms of one seed share its data, initialisation and, for the forked arms, its MAE prefix), a
+Student t-interval over >= stats.MIN_SEEDS seeds, each seed's number the mean over its probe seeds;
+superiority for claims 4, 4b and 6, equivalence within +-stats.EQUIVALENCE_MARGIN for claims 2, 2b
+and 5; a random-init floor at >= stats.MIN_INIT_SEEDS init seeds that makes an arm below it
+"uninformative"; "inconclusive" where the interval, or the design, cannot decide.
 """
 import json
 import os
@@ -26,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from experiments import stats
 from layerlock_jax import config_defaults
 from layerlock_jax import flops
 from layerlock_jax import schedule
@@ -34,8 +40,6 @@ from layerlock_jax.evaluation import plots
 
 # A probe "near chance": mean accuracy over tasks at most this far above the majority-class rate.
 NEAR_CHANCE = 0.05
-# Without seed repeats (blockwise runs at one seed), differences up to this count as "close".
-SINGLE_SEED_TOLERANCE = 0.03
 # The readout table: (probe key in probe_summary, label), each at two depths.
 READOUTS = (("attentive", "attentive (LayerNorm)"),
             ("attentive_standardize", "attentive (standardised)"), ("linear", "linear"))
@@ -66,10 +70,15 @@ def probe_summary(evaluation: dict[str, Any], block: int | None = None) -> dict[
   chance, and the collapse statistics of the last block."""
   block = evaluation["blocks"][-1] if block is None else block
   out: dict[str, Any] = {"block": block, "tasks": {}}
+  # The headline readout, where the evaluation has it at this block: the mean over probe seeds.
+  headline = evaluation.get("headline", {})
+  seeds_mean = ({t: float(np.mean(v["accuracy"])) for t, v in headline["tasks"].items()}
+                if headline.get("block") == block else {})
   for name, task in evaluation["tasks"].items():
     out["tasks"][name] = {"chance": task["chance"], "linear": task["linear"][block],
                           "knn_top1": task["knn_top1"][block],
-                          "attentive": task.get("attentive", {}).get(str(block)),
+                          "attentive": seeds_mean.get(name,
+                                                      task.get("attentive", {}).get(str(block))),
                           "attentive_standardize":
                               task.get("attentive_standardize", {}).get(str(block))}
   for key in PROBE_KEYS:
@@ -86,8 +95,11 @@ def probe_summary(evaluation: dict[str, Any], block: int | None = None) -> dict[
 
 
 def headline_block(evaluation: dict[str, Any], depth: int) -> int:
-  """The 0.95-depth block when the evaluation has an attentive probe there, else the last block
-  (evaluations cached by older versions of the harness probed the last block only)."""
+  """The headline readout's block; without one, the 0.95-depth block when the evaluation has an
+  attentive probe there, else the last block (evaluations cached by older versions of the
+  harness probed the last block only)."""
+  if "headline" in evaluation:
+    return int(evaluation["headline"]["block"])
   block = depthwise.readout_block(depth)
   tasks = evaluation["tasks"].values()
   return block if any(str(block) in t.get("attentive", {}) for t in tasks) else depth
@@ -133,6 +145,7 @@ def run_record(name: str, arm: str, seed: int, command: str, config, workdir: st
   eval_rows = [r for r in rows if any(k.startswith("eval/") for k in r)]
   return {
       "name": name, "arm": arm, "seed": seed, "command": command, "workdir": workdir,
+      "eval_data_seed": evaluation.get("data_seed"),
       "encoder_depth": depth, "total_steps": int(config.total_steps),
       "probe": probe_summary(evaluation, headline_block(evaluation, depth)),
       "readouts": readouts(evaluation, depth), "evaluation": evaluation,
@@ -198,13 +211,106 @@ def _arm(records: Sequence[dict], key: str) -> dict[str, Any]:
           "range": float(np.max(values) - np.min(values)) if len(values) > 1 else None}
 
 
-def _compare(a: dict, b: dict) -> dict[str, Any]:
-  """b - a with the larger of the two seed ranges as the noise."""
-  ranges = [x["range"] for x in (a, b) if x["range"] is not None]
-  noise = max(ranges) if ranges else None
-  delta = None if a["mean"] is None or b["mean"] is None else b["mean"] - a["mean"]
-  beyond = None if delta is None or noise is None else abs(delta) > noise
-  return {"delta": delta, "noise": noise, "beyond_noise": beyond}
+# ------------------------------------------------------------------------------------------------
+# Evidence: per-seed, per-task numbers of each arm and of the random-init encoders.
+# ------------------------------------------------------------------------------------------------
+
+# The probes a verdict can read: "attentive" (the headline readout, averaged over its probe seeds)
+# and "linear_last" (the linear probe at the last block, claim 5's measure).
+HEADLINE = "attentive"
+LINEAR_LAST = "linear_last"
+
+
+def task_values(evaluation: dict[str, Any], key: str = HEADLINE) -> dict[str, float]:
+  """task -> the probe's accuracy on this evaluation. The headline readout is the mean over its
+  probe seeds where the evaluation has them (`evaluation["headline"]`), else the attentive probe
+  at the headline block (one probe seed)."""
+  tasks = evaluation["tasks"]
+  if key == LINEAR_LAST:
+    return {t: float(v["linear"][-1]) for t, v in tasks.items()}
+  if "headline" in evaluation:
+    return {t: float(np.mean(v["accuracy"])) for t, v in evaluation["headline"]["tasks"].items()}
+  block = headline_block(evaluation, evaluation["blocks"][-1])
+  return {t: v.get("attentive", {}).get(str(block)) for t, v in tasks.items()}
+
+
+def _as_list(reference) -> list[dict]:
+  if reference is None:
+    return []
+  return list(reference) if isinstance(reference, (list, tuple)) else [reference]
+
+
+def evidence(arms: dict[str, Sequence[dict]], reference, key: str = HEADLINE) -> dict[str, Any]:
+  """What stats.judge reads (and what results.json keeps, so that anyone can judge again): per arm
+  its seeds and per-task values per seed (records sorted by seed), random init's per-task values
+  per init seed, the majority-class rate per task, the test clips per task, and whether every seed
+  was scored on its own test clips."""
+  inits = _as_list(reference)
+  out: dict[str, Any] = {"probe": key, "arms": {}}
+  first = None
+  data_seeds = set()
+  for name, records in arms.items():
+    records = sorted(records, key=lambda r: r["seed"])
+    if not records:
+      continue
+    first = first or records[0]
+    per_seed = [task_values(r["evaluation"], key) for r in records]
+    out["arms"][name] = {"seeds": [r["seed"] for r in records],
+                         "tasks": {t: [v[t] for v in per_seed] for t in per_seed[0]},
+                         "probe_seeds": [len(r["evaluation"].get("headline", {}).get(
+                             "probe_seeds", [0])) for r in records]}
+    data_seeds.update(r.get("eval_data_seed") for r in records)
+  init_values = [task_values(e, key) for e in inits]
+  out["random_init"] = {"seeds": [e.get("init_seed", i) for i, e in enumerate(inits)],
+                        "tasks": {t: [v[t] for v in init_values] for t in
+                                  (init_values[0] if init_values else {})}}
+  ev = first["evaluation"] if first else (inits[0] if inits else {"tasks": {}})
+  out["chance"] = {t: float(v["chance"]) for t, v in ev["tasks"].items()}
+  out["num_test"] = int(ev.get("num_test") or 0)
+  per_seed_sets = None not in data_seeds and len(data_seeds) > 1
+  out["test_sets"] = "per_seed" if per_seed_sets else "shared"
+  return out
+
+
+def _judge(test: str, ev: dict[str, Any], base: str, new: str) -> dict[str, Any]:
+  """stats.judge, or "not measured" when an arm has no runs."""
+  if base not in ev["arms"] or new not in ev["arms"]:
+    return {"base": base, "new": new, "verdict": "not measured", "why": "an arm has no runs"}
+  return stats.judge(test, ev, base, new)
+
+
+def describe(j: dict[str, Any], labels: dict[str, str] | None = None) -> str:
+  """One line: the verdict, why, and the deciding numbers."""
+  labels = labels or {}
+  why = j["why"]
+  for arm in sorted((j["base"], j["new"]), key=len, reverse=True):
+    why = why.replace(f"{arm} on ", f"{labels.get(arm, arm)} on ")
+  if "test" not in j:
+    return f"{j['verdict']} ({why})"
+  iv = j["test"]["interval"]
+  side = (f"one-sided {100 * iv['level']:.0f}% bounds" if iv["sided"] == "one"
+          else f"{100 * iv['level']:.0f}% interval")
+  name = lambda a: labels.get(a, a)
+  text = (f"{j['verdict']} ({why}; {name(j['new'])} - {name(j['base'])}: "
+          f"{_fmt(iv['mean'], signed=True)}, {side} [{_fmt(iv['lower'], signed=True)}, "
+          f"{_fmt(iv['upper'], signed=True)}], {iv['n']} paired seeds")
+  if j.get("dropped_tasks"):
+    text += "; tasks dropped at chance: " + ", ".join(j["dropped_tasks"])
+  return text + ")"
+
+
+def _difference(a: dict, b: dict) -> dict[str, Any]:
+  """Descriptive b - a of two `_arm`s (not a verdict): the mean difference, with the paired 90%
+  t-interval where both arms have the same number of seeds (per-seed values in seed order)."""
+  if not a["per_seed"] or not b["per_seed"]:
+    return {"delta": None, "lower": None, "upper": None, "n": 0}
+  if len(a["per_seed"]) == len(b["per_seed"]):
+    iv = stats.t_interval(stats.paired_differences(a["per_seed"], b["per_seed"]),
+                          stats.EQUIVALENCE_LEVEL, "two")
+    finite = np.isfinite(iv["lower"])
+    return {"delta": iv["mean"], "lower": iv["lower"] if finite else None,
+            "upper": iv["upper"] if finite else None, "n": iv["n"]}
+  return {"delta": b["mean"] - a["mean"], "lower": None, "upper": None, "n": 0}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -271,13 +377,15 @@ def _stage_step_seconds(record: dict[str, Any]) -> dict[int, float]:
   return {k: s / n for k, (s, n) in sorted(sums.items()) if n}
 
 
-def freezing_claim(mae: Sequence[dict], frozen: Sequence[dict],
+def freezing_claim(mae: Sequence[dict], frozen: Sequence[dict], reference=None,
                    min_saving: float = 0.0) -> dict[str, Any]:
-  """Claim 2: freeze_pixel against MAE at equal steps. `min_saving` > 0 is claim 2b: the same
-  comparison where freezing must also save at least that fraction of the training FLOPs."""
+  """Claim 2: freeze_pixel against MAE at equal steps, an equivalence test on the headline
+  readout. `min_saving` > 0 is claim 2b: the same comparison where freezing must also save at
+  least that fraction of the training FLOPs. `reference`: the random-init evaluations (floor)."""
   probe = {"mae": _arm(mae, "attentive"), "freeze_pixel": _arm(frozen, "attentive")}
   linear = {"mae": _arm(mae, "linear"), "freeze_pixel": _arm(frozen, "linear")}
-  cmp = _compare(probe["mae"], probe["freeze_pixel"])
+  ev = evidence({"mae": mae, "freeze_pixel": frozen}, reference)
+  judged = _judge("equivalence", ev, "mae", "freeze_pixel")
   flops_saving = 1.0 - frozen[0]["analytic_train_flops"] / mae[0]["analytic_train_flops"]
   base_prog = mae[0]["programs"][0] if mae[0]["programs"] else {}
   per_k = []
@@ -301,28 +409,35 @@ def freezing_claim(mae: Sequence[dict], frozen: Sequence[dict],
   time_saving = (1.0 - float(np.mean(times[0])) / float(np.mean(times[1]))
                  if all(times[0]) and all(times[1]) else None)
   last_mem = per_k[-1]["temp_ratio"] if per_k else None
-  near_free = cmp["delta"] is not None and (not cmp["beyond_noise"] or cmp["delta"] > 0)
   saves = flops_saving >= min_saving if min_saving else flops_saving > 0
-  verdict = "reproduced" if near_free and saves else "not reproduced"
-  verdict += (f" (attentive probe {_fmt(cmp['delta'], signed=True)} vs MAE, seed noise "
-              f"{_fmt(cmp['noise'])}; {100 * flops_saving:.1f}% fewer training FLOPs)")
+  bar = f"at least {100 * min_saving:.0f}%" if min_saving else "some"
+  if not saves:
+    verdict = (f"not reproduced (saves {100 * flops_saving:.1f}% of the training FLOPs, the claim "
+               f"needs {bar}; probe: {describe(judged)})")
+  else:
+    verdict = f"{describe(judged)}; {100 * flops_saving:.1f}% fewer training FLOPs"
+  equivalence_rule = (
+      f"equivalence: the {100 * stats.EQUIVALENCE_LEVEL:.0f}% t-interval of the paired per-seed "
+      f"difference freeze_pixel - MAE (headline readout) inside +-{stats.EQUIVALENCE_MARGIN:.2f}, "
+      f">= {stats.MIN_SEEDS} seeds, both arms above random init (>= {stats.MIN_INIT_SEEDS} init "
+      f"seeds) by {stats.FLOOR_MARGIN:.2f} on every headline task")
   if min_saving:
     claim = (f"Progressive freezing with the pixel target saves at least {100 * min_saving:.0f}% "
              "of the training FLOPs at no cost: the paper's 9% grows to \"up to 19%\" with "
              "longer training.")
-    rule = ("reproduced if the attentive-probe difference to MAE is within seed noise (or "
-            f"positive) and the analytic training FLOPs fall by at least {100 * min_saving:.0f}%.")
+    rule = (f"reproduced if {equivalence_rule}, and the analytic training FLOPs fall by at least "
+            f"{100 * min_saving:.0f}%.")
   else:
     claim = ("Progressive freezing with the pixel target costs almost nothing: SSv2 56.1 -> "
              "56.0 with 9% fewer FLOPs and 16% less peak memory (LayerLock ablation table).")
-    rule = ("reproduced if the attentive-probe difference to MAE is within seed noise (or "
-            "positive) and the analytic training FLOPs fall.")
+    rule = f"reproduced if {equivalence_rule}, and the analytic training FLOPs fall."
   return {"claim": claim, "rule": rule, "min_saving": min_saving,
           "total_steps": mae[0]["total_steps"], "freeze_stages": frozen[0]["freeze_stages"],
           "formation": formation(mae, frozen),
-          "probe": probe, "linear": linear, "comparison": cmp,
+          "probe": probe, "linear": linear, "evidence": ev, "judgement": judged,
+          "comparison": _difference(probe["mae"], probe["freeze_pixel"]),
           "readouts": readout_table({"mae": mae, "freeze_pixel": frozen}),
-          "linear_comparison": _compare(linear["mae"], linear["freeze_pixel"]),
+          "linear_comparison": _difference(linear["mae"], linear["freeze_pixel"]),
           "analytic_flops_saving": flops_saving, "measured_time_saving": time_saving,
           "last_stage_temp_memory_ratio": last_mem, "per_stage": per_k, "verdict": verdict}
 
@@ -347,8 +462,21 @@ def _curve(record: dict[str, Any]) -> dict[str, list]:
   return out
 
 
-def collapse_claim(mae: Sequence[dict], naive: Sequence[dict],
-                   layerlock: Sequence[dict]) -> dict[str, Any]:
+COLLAPSE_RULE = (
+    f"with >= {stats.MIN_SEEDS} seeds per arm: reproduced if the naive-latent encoder is flagged "
+    f"collapsed at every one of its seeds and its headline readout is within {NEAR_CHANCE:.2f} "
+    "of chance (mean over tasks), while LayerLock is flagged at none of its seeds, is further "
+    f"above chance and beats the random-init floor by {stats.FLOOR_MARGIN:.2f}; partly if the "
+    "flags and the floor hold but the naive probe is not near chance; inconclusive with fewer "
+    "seeds.")
+
+
+def collapse_claim(mae: Sequence[dict], naive: Sequence[dict], layerlock: Sequence[dict],
+                   reference=None) -> dict[str, Any]:
+  """Claim 3. Not a two-arm comparison: the naive-latent encoder must be flagged collapsed and sit
+  near chance at every one of its seeds, LayerLock's at none of its seeds and above the
+  random-init floor; with fewer than stats.MIN_SEEDS seeds per arm the numbers are shown and the
+  verdict is inconclusive."""
   arms = {"mae": mae, "naive_latent": naive, "layerlock": layerlock}
   table = {}
   for name, records in arms.items():
@@ -356,29 +484,44 @@ def collapse_claim(mae: Sequence[dict], naive: Sequence[dict],
                    ("attentive", "attentive_over_chance", "linear", "linear_over_chance",
                     "effective_rank", "normalized_std")}
     table[name]["collapsed"] = [r["probe"]["collapsed"] for r in records]
+    table[name]["seeds"] = [r.get("seed") for r in records]
   curves = {name: [_curve(r) for r in records] for name, records in arms.items()}
   n, l = table["naive_latent"], table["layerlock"]
-  naive_flagged = all(n["collapsed"])
+  inits = _as_list(reference)
+  floor = (float(np.mean([probe_summary(e, headline_block(e, e["blocks"][-1]))["attentive"]
+                          for e in inits])) if inits else None)
+  naive_flagged = bool(n["collapsed"]) and all(n["collapsed"])
   naive_near_chance = n["attentive_over_chance"] is not None and \
       n["attentive_over_chance"] <= NEAR_CHANCE
-  ll_healthy = not any(l["collapsed"]) and (l["attentive_over_chance"] or 0.0) > NEAR_CHANCE
+  ll_above_floor = (floor is not None and l["attentive"] is not None and
+                    l["attentive"] - floor > stats.FLOOR_MARGIN)
+  ll_healthy = bool(l["collapsed"]) and not any(l["collapsed"]) and \
+      (l["attentive_over_chance"] or 0.0) > NEAR_CHANCE and ll_above_floor
+  seeds = min(len(naive), len(layerlock))
   if naive_flagged and naive_near_chance and ll_healthy:
     verdict = "reproduced"
   elif naive_flagged and ll_healthy:
     verdict = "partly reproduced"
   else:
     verdict = "not reproduced"
-  verdict += (f" (naive latent: collapsed flag {n['collapsed']}, attentive probe "
-              f"{_fmt(n['attentive_over_chance'], signed=True)} over chance, normalised std "
-              f"{_fmt(n['normalized_std'])}; LayerLock: {_fmt(l['attentive_over_chance'], signed=True)}"
-              f" over chance, normalised std {_fmt(l['normalized_std'])})")
+  flags = sum(bool(c) for c in n["collapsed"])
+  over_floor = None if floor is None or l["attentive"] is None else l["attentive"] - floor
+  numbers = (f"naive latent: collapsed flag at {flags} of {len(n['collapsed'])} seeds, attentive "
+             f"probe {_fmt(n['attentive_over_chance'], signed=True)} over chance, normalised std "
+             f"{_fmt(n['normalized_std'])}; LayerLock: "
+             f"{_fmt(l['attentive_over_chance'], signed=True)} over chance, "
+             f"{_fmt(over_floor, signed=True)} over random init, normalised std "
+             f"{_fmt(l['normalized_std'])}")
+  if verdict != "not reproduced" and seeds < stats.MIN_SEEDS:
+    verdict = (f"inconclusive ({seeds} seeds per arm, the rule needs {stats.MIN_SEEDS}; the "
+               f"numbers alone would say {verdict}; {numbers})")
+  else:
+    verdict = f"{verdict} ({seeds} seeds per arm; {numbers})"
   return {"claim": "Predicting the model's own unfrozen features (naive latent loss) collapses "
                    "the representation: 4DS-H SSv2 50.1 -> 3.7 (constant weight). LayerLock's "
                    "frozen targets do not collapse.",
-          "rule": "reproduced if the naive-latent encoder is flagged collapsed at every seed and "
-                  f"its attentive probe is within {NEAR_CHANCE:.2f} of chance (mean over tasks), "
-                  "while LayerLock's is not flagged and is further above chance; partly if the "
-                  "flags are right but the probe is not near chance.",
+          "rule": COLLAPSE_RULE,
+          "random_init_attentive": floor,
           "table": table, "curves": curves, "verdict": verdict}
 
 
@@ -387,64 +530,91 @@ def collapse_claim(mae: Sequence[dict], naive: Sequence[dict],
 # ------------------------------------------------------------------------------------------------
 
 
+def _init_summary(reference) -> dict[str, Any]:
+  """The random-init encoders as one row per reference: probe means over its init seeds."""
+  out = {}
+  for key, evals in (reference or {}).items():
+    evals = _as_list(evals)
+    if not evals:
+      continue
+    summaries = [probe_summary(e, headline_block(e, e["blocks"][-1])) for e in evals]
+    row = dict(summaries[0])
+    for k in ("attentive", "linear"):
+      vals = [x[k] for x in summaries if x[k] is not None]
+      row[k] = float(np.mean(vals)) if vals else None
+    row["tasks"] = {t: dict(v, attentive=float(np.mean([x["tasks"][t]["attentive"]
+                                                        for x in summaries])))
+                    for t, v in summaries[0]["tasks"].items()
+                    if all(x["tasks"][t]["attentive"] is not None for x in summaries)} or \
+        summaries[0]["tasks"]
+    row["init_seeds"] = len(evals)
+    out[key] = row
+  return out
+
+
+def _floor_reference(reference) -> list[dict]:
+  """The random-init evaluations of the verdict's floor: the reference of the arms' own position
+  embedding (the first key)."""
+  if not reference:
+    return []
+  return _as_list(next(iter(reference.values())))
+
+
+SUPERIORITY_RULE = (
+    f"superiority: the one-sided {100 * stats.SUPERIORITY_LEVEL:.0f}% t-bound of the paired "
+    f"per-seed difference (headline readout) above 0, >= {stats.MIN_SEEDS} seeds; not reproduced "
+    f"when its upper bound is below +{stats.SMALLEST_GAIN:.2f} (the smallest gain the papers "
+    f"report); both arms above random init (>= {stats.MIN_INIT_SEEDS} init seeds) by "
+    f"{stats.FLOOR_MARGIN:.2f} on every headline task, else uninformative; tasks at the "
+    "majority-class rate for every encoder are dropped first")
+
+
 def layerlock_vs_mae_claim(mae: Sequence[dict], layerlock: Sequence[dict],
                            no_miniwarmup: Sequence[dict], learned_posemb: Sequence[dict],
-                           reference: dict[str, dict], center: Sequence[dict] = ()
-                           ) -> dict[str, Any]:
-  """`center`: LayerLock runs with clip-centred latent targets (a row of the tables and a
-  seed-mean difference to LayerLock; not part of the verdict)."""
+                           reference: dict, center: Sequence[dict] = (),
+                           labels: dict[str, str] | None = None) -> dict[str, Any]:
+  """Claim 4 (and 4b on the camera-motion set). `reference`: {position embedding: random-init
+  evaluation(s)}; the first is the verdict's floor. `center`: LayerLock runs with clip-centred
+  latent targets (a row of the tables and a difference to LayerLock; not part of the verdict)."""
   arms = (("mae", mae), ("layerlock", layerlock), ("layerlock_center", center),
           ("layerlock_no_miniwarmup", no_miniwarmup), ("mae_learned_posemb", learned_posemb))
   probe = {k: _arm(v, "attentive") for k, v in arms}
   linear = {k: _arm(v, "linear") for k, v in arms}
-  per_task = {name: {task: float(np.mean([r["probe"]["tasks"][task]["attentive"]
-                                          for r in records]))
-                     for task in records[0]["probe"]["tasks"]}
-              for name, records in (("mae", mae), ("layerlock", layerlock))}
-  random_init = {k: probe_summary(v, headline_block(v, v["blocks"][-1]))
-                 for k, v in reference.items()}
-  cmp = _compare(probe["mae"], probe["layerlock"])
-  noise = cmp["noise"]
+  ev = evidence({"mae": mae, "layerlock": layerlock}, _floor_reference(reference))
+  per_task = {name: {t: float(np.mean(v)) for t, v in arm["tasks"].items()}
+              for name, arm in ev["arms"].items()}
+  judged = _judge("superiority", ev, "mae", "layerlock")
   seed0 = lambda a: a["per_seed"][0] if a["per_seed"] else None
   ablations = {
       "mini_warmup": _delta(seed0(probe["layerlock_no_miniwarmup"]), seed0(probe["layerlock"])),
       "rope": _delta(seed0(probe["mae_learned_posemb"]), seed0(probe["mae"])),
-      "center": _compare(probe["layerlock"], probe["layerlock_center"]) if center else None,
+      "center": _difference(probe["layerlock"], probe["layerlock_center"]) if center else None,
   }
-  if cmp["delta"] is None:
-    verdict = "not measured"
-  elif cmp["beyond_noise"] and cmp["delta"] > 0:
-    verdict = "reproduced"
-  elif not cmp["beyond_noise"]:
-    verdict = "not reproduced: a tie within seed noise"
-  else:
-    verdict = "not reproduced: MAE is better"
-  verdict += f" (LayerLock - MAE: {_fmt(cmp['delta'], signed=True)}, noise {_fmt(noise)})"
-  return {"claim": "LayerLock beats pixel MAE on frozen readouts at equal steps: 4DS-G SSv2 63.1 "
-                   "-> 66.1; ablation model 58.9 (MAE + RoPE) -> 60.1 (+ LayerLock); 3-D RoPE "
-                   "56.1 -> 58.9; the mini-warmup about +1%.",
-          "rule": "reproduced if LayerLock's mean headline probe (attentive readout at 0.95 "
-                  "depth) exceeds MAE's by more than the seed noise. Ablations are single-seed "
-                  "differences, to be read against that noise.",
-          "probe": probe, "linear": linear, "per_task": per_task, "comparison": cmp,
-          "readouts": readout_table(dict(arms)),
-          "linear_comparison": _compare(linear["mae"], linear["layerlock"]),
-          "ablations": ablations, "random_init": random_init,
-          "formation": formation(mae, layerlock), "verdict": verdict}
+  out = {"claim": "LayerLock beats pixel MAE on frozen readouts at equal steps: 4DS-G SSv2 63.1 "
+                  "-> 66.1; ablation model 58.9 (MAE + RoPE) -> 60.1 (+ LayerLock); 3-D RoPE "
+                  "56.1 -> 58.9; the mini-warmup about +1%.",
+         "rule": f"reproduced by {SUPERIORITY_RULE}. Ablations are single-seed differences, "
+                 "descriptive only.",
+         "probe": probe, "linear": linear, "per_task": per_task, "evidence": ev,
+         "judgement": judged, "comparison": _difference(probe["mae"], probe["layerlock"]),
+         "readouts": readout_table(dict(arms)),
+         "linear_comparison": _difference(linear["mae"], linear["layerlock"]),
+         "ablations": ablations, "random_init": _init_summary(reference),
+         "formation": formation(mae, layerlock), "verdict": describe(judged, labels)}
+  if labels:
+    out["labels"] = labels
+  return out
 
 
 def vjepa_claim(vjepa: Sequence[dict], vjepa_layerlock: Sequence[dict],
-                reference: dict[str, dict]) -> dict[str, Any]:
-  """Claim 6: LayerLock improves V-JEPA. The same readouts, seed-noise rule and tables as claim 4,
-  with plain V-JEPA in the baseline's place ("mae" / "layerlock" keys, relabelled by `labels`)."""
-  c = layerlock_vs_mae_claim(vjepa, vjepa_layerlock, [], [], reference)
+                reference: dict) -> dict[str, Any]:
+  """Claim 6: LayerLock improves V-JEPA. The same readouts, rule and tables as claim 4, with plain
+  V-JEPA in the baseline's place ("mae" / "layerlock" keys, relabelled by `labels`)."""
+  labels = {"mae": "V-JEPA", "layerlock": "V-JEPA + LayerLock"}
+  c = layerlock_vs_mae_claim(vjepa, vjepa_layerlock, [], [], reference, labels=labels)
   c["claim"] = ("LayerLock improves V-JEPA on frozen readouts: V-JEPA-L SSv2 52.1 -> 57.0, "
                 "K700 42.5 -> 43.5 (its largest gain of the two families).")
-  c["rule"] = ("reproduced if V-JEPA + LayerLock's mean headline probe (attentive readout at 0.95 "
-               "depth) exceeds plain V-JEPA's by more than the seed noise.")
-  c["verdict"] = (c["verdict"].replace("MAE is better", "plain V-JEPA is better")
-                  .replace("LayerLock - MAE", "V-JEPA + LayerLock - V-JEPA"))
-  c["labels"] = {"mae": "V-JEPA", "layerlock": "V-JEPA + LayerLock"}
+  c["rule"] = f"reproduced (V-JEPA + LayerLock against V-JEPA) by {SUPERIORITY_RULE}."
   return c
 
 
@@ -473,55 +643,72 @@ def _per_block(records: Sequence[dict]) -> dict[str, list[float]]:
   return out
 
 
-def blockwise_claim(regimes: dict[str, Sequence[dict]], reference: dict) -> dict[str, Any]:
+def combine(judgements: dict[str, dict[str, Any]]) -> str:
+  """One verdict from several comparisons that must all hold: any "not reproduced" decides;
+  then any "uninformative", "inconclusive" or "not measured"; all "reproduced" reproduce."""
+  verdicts = [j["verdict"] for j in judgements.values()]
+  for v in ("not reproduced", "uninformative", "inconclusive", "not measured"):
+    if v in verdicts:
+      return v
+  return "reproduced" if verdicts else "not measured"
+
+
+def blockwise_claim(regimes: dict[str, Sequence[dict]], reference) -> dict[str, Any]:
+  """Claim 5: concurrent and sequential blockwise training each equivalent to end-to-end on the
+  last block's linear probe (difference and interval at that one block)."""
+  inits = _as_list(reference)
   curves = {name: _per_block(records) for name, records in regimes.items()}
-  curves["random_init"] = _per_block([{"evaluation": reference}])
-  probe = {name: _arm(records, "linear") for name, records in regimes.items()}
+  curves["random_init"] = _per_block([{"evaluation": e} for e in inits[:1]])
+  if len(inits) > 1:
+    curves["random_init"] = {k: [float(np.mean([c[k][j] for c in
+                                                (_per_block([{"evaluation": e}]) for e in inits)]))
+                                 if v is not None else None for j, v in enumerate(vals)]
+                             for k, vals in curves["random_init"].items()}
+  ev = evidence(dict(regimes), inits, key=LINEAR_LAST)
+  probe = {name: {"per_seed": stats.headline(arm["tasks"], list(arm["tasks"]))}
+           for name, arm in ev["arms"].items()}
+  for arm in probe.values():
+    arm["mean"] = float(np.mean(arm["per_seed"])) if arm["per_seed"] else None
+    arm["range"] = None
   seeds = len(next(iter(regimes.values())))
-  checks = {}
+  checks, judgements = {}, {}
   e2e = curves["e2e"]["linear/mean"]
   for name in ("concurrent", "sequential"):
     if name not in curves:
       continue
+    judgements[name] = _judge("equivalence", ev, "e2e", name)
     c = curves[name]
-    noise = _compare(probe["e2e"], probe[name])["noise"] if seeds > 1 else SINGLE_SEED_TOLERANCE
-    delta = c["linear/mean"][-1] - e2e[-1]
     half = max(2, len(e2e) // 2)
+    e2e_cos = curves["e2e"]["token_cosine_similarity"][1]
     checks[name] = {
-        "last_block_delta_vs_e2e": delta, "tolerance": noise,
-        "close_to_e2e": bool(delta >= -noise),
+        "last_block_delta_vs_e2e": c["linear/mean"][-1] - e2e[-1],
         "early_blocks_delta_vs_e2e": float(np.mean(c["linear/mean"][1:half]) -
                                            np.mean(e2e[1:half])),
         "late_cka_min": float(min(v for v in c["linear_cka_prev"][half:] if v is not None)),
-        "token_cosine_block1_delta_vs_e2e": (c["token_cosine_similarity"][1] -
-                                             e2e_cos if (e2e_cos := curves["e2e"][
-                                                 "token_cosine_similarity"][1]) is not None
-                                             and c["token_cosine_similarity"][1] is not None
-                                             else None),
+        "token_cosine_block1_delta_vs_e2e": (
+            c["token_cosine_similarity"][1] - e2e_cos
+            if e2e_cos is not None and c["token_cosine_similarity"][1] is not None else None),
     }
-  held = {name: [ch["close_to_e2e"], ch["early_blocks_delta_vs_e2e"] > 0,
-                 ch["late_cka_min"] >= 0.9,
-                 (ch["token_cosine_block1_delta_vs_e2e"] or 0.0) > 0]
-          for name, ch in checks.items()}
-  main_ok = all(h[0] for h in held.values())
-  total = sum(sum(h) for h in held.values())
-  count = sum(len(h) for h in held.values())
-  verdict = ("reproduced" if main_ok and total == count else
-             "partly reproduced" if main_ok else "not reproduced")
-  verdict += " (" + "; ".join(
-      f"{name}: last-block linear probe {_fmt(ch['last_block_delta_vs_e2e'], signed=True)} vs "
-      f"e2e, {sum(held[name])} of 4 expectations held" for name, ch in checks.items()) + ")"
+    ch = checks[name]
+    ch["expectations_held"] = sum([ch["early_blocks_delta_vs_e2e"] > 0, ch["late_cka_min"] >= 0.9,
+                                   (ch["token_cosine_block1_delta_vs_e2e"] or 0.0) > 0])
+  verdict = combine(judgements) + " (" + "; ".join(
+      f"{name}: {describe(j)}" for name, j in judgements.items()) + ")"
   return {"claim": "Blockwise SSL, each block trained by its own local masked-reconstruction "
                    "loss, comes close to matched end-to-end training; decodability rises earlier "
                    "in depth, CKA between late consecutive blocks is high, token similarity is "
                    "higher early (blockwise-SSL paper; no numbers published).",
-          "rule": "reproduced if concurrent and sequential reach e2e's last-block linear probe "
-                  "within tolerance (seed range, or "
-                  f"{SINGLE_SEED_TOLERANCE} with one seed) and all four expectations hold "
-                  "(close to e2e; higher early-block probe; late consecutive CKA >= 0.9; higher "
-                  "block-1 token cosine); partly if only the first holds for both.",
-          "curves": curves, "probe": probe, "checks": checks, "seeds": seeds,
-          "readouts": readout_table(dict(regimes)),
+          "rule": "reproduced if concurrent and sequential each pass equivalence with e2e: the "
+                  f"{100 * stats.EQUIVALENCE_LEVEL:.0f}% t-interval of the paired per-seed "
+                  "difference of the last block's linear probe (mean over tasks) inside "
+                  f"+-{stats.EQUIVALENCE_MARGIN:.2f}, >= {stats.MIN_SEEDS} seeds, every arm above "
+                  f"random init (>= {stats.MIN_INIT_SEEDS} init seeds) by "
+                  f"{stats.FLOOR_MARGIN:.2f} on every task; not reproduced if either fails "
+                  "decisively. The three depth-wise expectations (higher early-block probe; "
+                  "late consecutive CKA >= 0.9; higher block-1 token cosine) are reported, "
+                  "not judged.",
+          "curves": curves, "probe": probe, "checks": checks, "seeds": seeds, "evidence": ev,
+          "judgements": judgements, "readouts": readout_table(dict(regimes)),
           "verdict": verdict}
 
 

@@ -1,7 +1,8 @@
 r"""Reproduce the papers' claims at small scale: one command, one report.
 
-  python -m experiments.reproduce --out=/tmp/reproduce            # full: 27 min on 2 CPU cores
+  python -m experiments.reproduce --out=/tmp/reproduce            # full: see experiments/budget.py
   python -m experiments.reproduce --out=/tmp/reproduce --ablations  # + RoPE, mini-warmup arms
+  python -m experiments.reproduce --out=/tmp/reproduce --long_freezing  # + claim 2b
   python -m experiments.reproduce --out=/tmp/reproduce_q --quick  # CI smoke run: a few minutes
   python -m experiments.reproduce --out=/tmp/reproduce_gpu --scale=gpu  # one GPU: ~10 min
 
@@ -11,13 +12,17 @@ encoder with the frozen-encoder probes of layerlock_jax.evaluation on one fixed 
 writes OUT/report.md with tables and PNG figures, each claim of the LayerLock
 (arXiv 2509.10156) and blockwise SSL (arXiv 2601.09040) papers next to what was measured here:
   1. convergence order (LayerLock Fig. 1): freeze blocks <= L at step T, final loss over a grid;
-  2. progressive freezing with the pixel target is nearly free (probe within seed noise; FLOPs,
-     step time and memory saved);
+  2. progressive freezing with the pixel target is nearly free (the probe equivalent to MAE's;
+     FLOPs, step time and memory saved);
   3. a naive latent loss collapses, LayerLock does not (probe, effective rank over training);
   4. LayerLock >= pixel MAE on the probe (+ mini-warmup and RoPE ablations);
   5. blockwise (concurrent, sequential) ~ end-to-end: per-block decodability, CKA, retrieval.
-Every number in the report is computed from the runs' artifacts (OUT/results.json holds them);
-the verdicts come from rules stated in the report, applied to those numbers.
+Every number in the report is computed from the runs' artifacts (OUT/results.json holds them,
+with each claim's per-seed evidence and the commit of the code); the verdicts come from the rules of
+experiments/stats.py, fixed before the runs: 5 seeds per arm, paired per seed, a random-init floor
+at 3 init seeds, each model's headline readout averaged over 3 probe seeds, a fresh test sample
+per seed. The default run's wall time on 2 CPU cores is estimated by `python -m experiments.budget`
+from a finished reproduction's per-run costs.
 
 Resumable: each run trains in OUT/runs/NAME and is skipped (its final checkpoint restored) when
 already finished; each evaluation is cached as OUT/runs/NAME/eval.json. Delete OUT to regenerate
@@ -31,14 +36,18 @@ seed-major so that a run cut short still holds complete MAE / LayerLock pairs; t
 grid and the blockwise claim are measured at CPU scale only.
 """
 import dataclasses
+import hashlib
 import json
 import logging
 import os
 import pathlib
 import platform
 import sys
+import subprocess
 import time
 from typing import Any
+
+import numpy as np
 
 from layerlock_jax import config_defaults
 from layerlock_jax import config_loading
@@ -48,19 +57,25 @@ from experiments import claims
 from experiments import convergence
 from experiments import lanes
 from layerlock_jax.evaluation import depthwise
+from layerlock_jax.evaluation import features as features_lib
 from layerlock_jax.evaluation import periodic
+from layerlock_jax.evaluation import probes
 from experiments import report
 
 EXPERIMENTS_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs" / "experiments"
-# Probes and retrieval of every model run on clips rendered from this data seed: a set none of the
-# runs was pretrained on (their data seeds are their run seeds 0, 1, 2, 3), identical for all.
+# Probes and retrieval of a model of seed s run on clips rendered from data seed EVAL_DATA_SEED + s:
+# a set no run was pretrained on (their data seeds are their run seeds), shared by the arms of one
+# seed (their comparison is paired) and drawn afresh for every seed, so that the spread over seeds
+# carries the test sample's noise. Random-init encoder i is scored on EVAL_DATA_SEED + 100 + i.
 EVAL_DATA_SEED = 1000
 SCALES = ("cpu", "gpu")
 # Arms that train exactly like pixel MAE until their first freeze: forked from MAE there.
 FORKED_ARMS = ("freeze_pixel", "layerlock", "layerlock_no_miniwarmup")
 # Claim 2b's bar: the fraction of the training FLOPs that progressive freezing must save.
 LONG_FREEZING_SAVING = 0.15
-PROBE_SEED = 0
+LONG_FREEZING_STEPS = 900
+PROBE_SEED = 0  # the probe seed of the full depth-wise table (the headline has Plan.probe_seeds)
+INIT_DATA_SEED_OFFSET = 100
 
 
 class Preempted(Exception):
@@ -111,13 +126,13 @@ class Plan:
   """What the reproduction trains and how it evaluates (full or quick)."""
   quick: bool
   scale: str = "cpu"   # cpu | gpu: the size of every run (quick shrinks the cpu size)
-  # Claims 1-4 (the LayerLock arms, MAE, the grid): seeds that played no part in choosing the
-  # freeze table of configs/experiments/layerlock_claims.py, which was picked at seeds 0 and 1.
-  seeds: tuple[int, ...] = (2, 3)
+  # Verdict seeds of every claim: seeds that played no part in choosing any setting. The freeze
+  # tables of configs/experiments/ and the V-JEPA and blockwise configs were developed at seeds 0
+  # and 1, which no verdict reads.
+  seeds: tuple[int, ...] = (2, 3, 4, 5, 6)
   arms: tuple[str, ...] = ("mae", "freeze_pixel", "layerlock", "naive_latent")
-  # Arms trained at every seed (the others at the first seed only): the arms whose differences
-  # the claims weigh against seed noise.
-  repeated_arms: tuple[str, ...] = ("mae", "freeze_pixel", "layerlock")
+  # Arms trained at every seed (the others at the first seed only).
+  repeated_arms: tuple[str, ...] = ("mae", "freeze_pixel", "layerlock", "naive_latent")
   # Claim 2b: progressive freezing with the pixel target at >= 15% fewer training FLOPs. At 600
   # steps the table cannot save that much unless it freezes before MAE's features form (~step
   # 340): 2 blocks at 300 and 4 at 380 saved 15.5% and cost 0.040 of the headline probe at seeds
@@ -126,23 +141,37 @@ class Plan:
   # `long_freezing_steps` steps each, with the first freeze still at 400. Its table was the best of
   # three tried at seeds 0 / 1 at 900 steps (attentive probe against MAE, noise 0.022): 400/50/2
   # (18.7% fewer FLOPs) -0.065, 400/75/1 (15.5%) -0.048, 400/200/2 (16.0%) -0.045. None: no
-  # claim 2b (quick and gpu plans).
-  long_freezing_steps: int | None = 900
+  # claim 2b; `--long_freezing` adds it to a CPU plan (LONG_FREEZING_STEPS): its ten 900-step
+  # runs at 5 seeds do not fit the default run's hour on 2 cores (experiments/budget.py).
+  long_freezing_steps: int | None = None
   long_freezing_schedule: str = "400/200/2"
   # LayerLock vs MAE again on the camera-motion set (photographic content everywhere, unlike
   # Moving MNIST's black background), every seed.
   camera_arms: tuple[str, ...] = ("mae", "layerlock")
   # LayerLock with clip-centred latent targets (layerlock.target_center=clip): the knob that
   # removes the per-clip vector shared by every token of a target block, at these seeds.
-  center_seeds: tuple[int, ...] = (2, 3)
+  center_seeds: tuple[int, ...] = ()
   grid_layers: tuple[int, ...] = (1, 3)
   grid_steps: tuple[int, ...] = (100, 300)
-  blockwise_seeds: tuple[int, ...] = (0, 1)
+  blockwise_seeds: tuple[int, ...] = (2, 3, 4, 5, 6)
   # V-JEPA vs V-JEPA + LayerLock (configs/experiments/vjepa_claims.py), at these seeds.
-  vjepa_seeds: tuple[int, ...] = (0, 1)
-  # Every attentive probe runs once per token normalisation, at the 0.95-depth and last blocks.
-  attentive_norms: tuple[str, ...] = ("layernorm", "standardize")
-  attentive_last_block: bool = True  # also at the last block (always at the 0.95-depth one)
+  vjepa_seeds: tuple[int, ...] = (2, 3, 4, 5, 6)
+  # Random-init encoders behind the floor of every claim: init seeds, scored like every model.
+  init_seeds: tuple[int, ...] = (0, 1, 2)
+  # The headline readout of every model: trained at each of these probe seeds, their mean is the
+  # seed's number. Its learning rate and width are chosen per model among `probe_grid` on a
+  # validation split (`probe_val_fraction` of the probe-fitting clips; test clips unseen).
+  probe_seeds: tuple[int, ...] = (0, 1, 2)
+  probe_grid: tuple[tuple[float, int], ...] = ((1e-3, 128), (3e-3, 128), (1e-3, 256))
+  probe_val_fraction: float = 0.2
+  # The readout table beside the headline: each attentive probe once per token normalisation
+  # ("layernorm", "standardize"), at the 0.95-depth block and (attentive_last_block) the last
+  # block, at probe seed PROBE_SEED and fixed width. None by default (the table then shows the
+  # headline and the linear probe); --ablations adds them.
+  attentive_norms: tuple[str, ...] = ()
+  attentive_last_block: bool = False
+  # Probe-fitting and test clips per task and seed. Each seed has test clips of its own, so an
+  # arm at 5 seeds is scored on 5 x eval_clips distinct test clips per task.
   eval_clips: int = 512
   # The attentive readouts are the slowest part of an evaluation (12 per model: 3 tasks x 2
   # token normalisations x 2 blocks): 300 AdamW steps of 32 clips at width 128, the 3 tasks of a
@@ -158,7 +187,17 @@ class Plan:
   free_tolerance: float = 0.01
 
   @classmethod
-  def make(cls, quick: bool, ablations: bool = False, scale: str = "cpu") -> "Plan":
+  def make(cls, quick: bool, ablations: bool = False, scale: str = "cpu",
+           long_freezing: bool = False) -> "Plan":
+    plan = cls._make(quick, ablations, scale)
+    if long_freezing:
+      if quick or scale != "cpu":
+        raise ValueError("--long_freezing (claim 2b) is part of a full CPU plan only")
+      plan = dataclasses.replace(plan, long_freezing_steps=LONG_FREEZING_STEPS)
+    return plan
+
+  @classmethod
+  def _make(cls, quick: bool, ablations: bool, scale: str) -> "Plan":
     if scale not in SCALES:
       raise ValueError(f"unknown scale {scale!r}; use one of {SCALES}")
     if scale == "gpu":
@@ -166,7 +205,7 @@ class Plan:
         raise ValueError("--scale=gpu runs the claims 2-4 arms only: drop --quick / --ablations")
       # ~25x the CPU run's compute per run; the readout is given more steps and width, which
       # costs little on an accelerator.
-      return cls(quick=False, scale="gpu", seeds=(0, 1),
+      return cls(quick=False, scale="gpu", seeds=(2, 3, 4),
                  arms=("mae", "layerlock", "freeze_pixel", "naive_latent"),
                  repeated_arms=("mae", "layerlock"), long_freezing_steps=None,
                  camera_arms=(), center_seeds=(),
@@ -174,7 +213,9 @@ class Plan:
                  eval_clips=1024,
                  attentive_steps=600, attentive_width=256, attentive_batch=64)
     if ablations and not quick:
-      return cls(quick=False, arms=cls.arms + ("layerlock_no_miniwarmup", "mae_learned_posemb"))
+      return cls(quick=False, arms=cls.arms + ("layerlock_no_miniwarmup", "mae_learned_posemb"),
+                 center_seeds=cls.seeds, attentive_norms=("layernorm", "standardize"),
+                 attentive_last_block=True)
     if quick:
       # The ablation arms only add compile time to a smoke run; one arm keeps two seeds so that
       # the seed-noise path runs.
@@ -183,7 +224,8 @@ class Plan:
                  repeated_arms=("mae",), long_freezing_steps=None, grid_layers=(1, 2),
                  grid_steps=(10,), eval_clips=48,
                  attentive_steps=8, probe_steps=20, blockwise_seeds=(0,), camera_arms=(),
-                 center_seeds=(), vjepa_seeds=(0,),
+                 center_seeds=(), vjepa_seeds=(0,), init_seeds=(0,), probe_seeds=(0, 1),
+                 probe_grid=((1e-3, 128), (3e-3, 128)),
                  # One attentive readout per task (compiling each costs more than running it):
                  # the other readout-table cells read "n/a" in a quick report.
                  attentive_norms=("layernorm",), attentive_last_block=False)
@@ -294,33 +336,56 @@ class Reproduction:
                       f"{self.workdir(run)}): rerun the same command to resume")
     return result.state, time.perf_counter() - start
 
-  def eval_data(self, config) -> depthwise.EvalData:
-    """The held-out clips for models of `config`: one set per source and clip shape (the
-    camera-motion set is rendered at 16 x 32^2 for the claims model and 4 x 48^2 for V-JEPA)."""
-    key = (config.data.source, int(config.data.num_frames), int(config.data.image_size))
+  def eval_data(self, config, data_seed: int) -> depthwise.EvalData:
+    """The held-out clips of `data_seed` for models of `config`: one set per source, clip shape
+    and data seed (the camera-motion set is rendered at 16 x 32^2 for the claims model and
+    4 x 48^2 for V-JEPA). Only the latest set is kept: jobs of one seed run together."""
+    key = (config.data.source, int(config.data.num_frames), int(config.data.image_size),
+           data_seed)
     if key not in self._eval_data:
+      self._eval_data.clear()
       n = self.plan.eval_clips
       self._eval_data[key] = depthwise.load_eval_data(config, num_train=n, num_test=n,
-                                                      data_seed=EVAL_DATA_SEED)
+                                                      data_seed=data_seed)
     return self._eval_data[key]
 
-  def _evaluate(self, config, params, path: str) -> dict[str, Any]:
-    if os.path.exists(path):
-      with open(path) as f:
-        return json.load(f)
+  def cached(self, path: str) -> dict[str, Any] | None:
+    """The evaluation cached at `path` if the evaluation code and settings that wrote it are
+    today's (eval_fingerprint), else None: a changed probe re-evaluates every model, baselines
+    included, before anything is compared."""
+    if not os.path.exists(path):
+      return None
+    with open(path) as f:
+      result = json.load(f)
+    return result if result.get("eval_fingerprint") == eval_fingerprint(self.plan) else None
+
+  def _evaluate(self, config, params, path: str, data_seed: int) -> dict[str, Any]:
+    cached = self.cached(path)
+    if cached is not None:
+      return cached
     depth = config_defaults.encoder_depth(config)
+    block = depthwise.readout_block(depth)
     start = time.perf_counter()
     logging.info("reproduce: evaluating %s", os.path.basename(os.path.dirname(path)))
-    result = depthwise.evaluate_params(
-        config, params, data=self.eval_data(config), seed=PROBE_SEED,
-        probe_steps=self.plan.probe_steps,
-        attentive_blocks=tuple(sorted({depthwise.readout_block(depth)} |
-                                      ({depth} if self.plan.attentive_last_block else set()))),
-        attentive_norms=self.plan.attentive_norms,
-        attentive_kwargs={"steps": self.plan.attentive_steps, "width": self.plan.attentive_width,
-                          "num_heads": self.plan.attentive_heads,
-                          "batch_size": self.plan.attentive_batch})
-    result.pop("timing", None)  # wall clock: not part of the (reproducible) result
+    data = self.eval_data(config, data_seed)
+    attentive_blocks = tuple(sorted({block} | ({depth} if self.plan.attentive_last_block
+                                               else set())))
+    kwargs = {"steps": self.plan.attentive_steps, "width": self.plan.attentive_width,
+              "num_heads": self.plan.attentive_heads, "batch_size": self.plan.attentive_batch}
+    extractor = features_lib.FeatureExtractor(config, batch_size=32)
+    train_feats = extractor(params, data.train_videos, token_blocks=attentive_blocks)
+    test_feats = extractor(params, data.test_videos, token_blocks=tuple(range(depth + 1)),
+                           token_clips={b: None if b in attentive_blocks else 256
+                                        for b in range(depth + 1)})
+    result = depthwise.depthwise_analysis(
+        train_feats, data.train_labels, test_feats, data.test_labels, data.num_classes,
+        seed=PROBE_SEED, probe_steps=self.plan.probe_steps, attentive_blocks=attentive_blocks,
+        attentive_kwargs=kwargs, token_stat_clips=256, attentive_norms=self.plan.attentive_norms)
+    result.update(task_source=data.source, seed=PROBE_SEED, data_seed=data_seed,
+                  eval_fingerprint=eval_fingerprint(self.plan))
+    if self.plan.probe_seeds:  # none: the table alone, as older versions of the harness
+      result["headline"] = headline_readout(
+          train_feats.tokens[block], test_feats.tokens[block], data, block, self.plan, kwargs)
     logging.info("reproduce: evaluated in %.0f s", time.perf_counter() - start)
     result = evaluate._jsonable(result)  # pylint: disable=protected-access
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -335,10 +400,10 @@ class Reproduction:
     ("train_seconds_here": None when nothing was trained)."""
     path = os.path.join(self.workdir(run), "eval.json")
     params, seconds = None, None
-    if not (os.path.exists(path) and _finished(self.workdir(run))):
+    if not (self.cached(path) is not None and _finished(self.workdir(run))):
       params, seconds = self.train(run)
     config = run.config()
-    evaluation = self._evaluate(config, params, path)
+    evaluation = self._evaluate(config, params, path, EVAL_DATA_SEED + run.seed)
     record = claims.run_record(run.name, run.arm, run.seed, run.command(self.out), config,
                                self.workdir(run), evaluation)
     record["train_seconds_here"] = seconds
@@ -351,12 +416,75 @@ class Reproduction:
       seconds = self.train(run)[1]
     return self.workdir(run), seconds
 
-  def random_init(self, run: Run) -> dict[str, Any]:
-    """The evaluation of `run`'s model at initialisation (seed 0): the untrained reference."""
+  def random_init(self, run: Run, init_seed: int = 0) -> dict[str, Any]:
+    """The evaluation of `run`'s model at initialisation from `init_seed`: one encoder of the
+    untrained floor, scored on clips of its own."""
     config = run.config()
-    path = os.path.join(self.out, "runs", f"random_init_{run.name}", "eval.json")
-    params = None if os.path.exists(path) else evaluate.random_init_params(config)
-    return self._evaluate(config, params, path)
+    config.seed = init_seed
+    suffix = "" if init_seed == 0 else f"_init{init_seed}"
+    path = os.path.join(self.out, "runs", f"random_init_{run.name}{suffix}", "eval.json")
+    params = None if self.cached(path) is not None else evaluate.random_init_params(config)
+    result = self._evaluate(config, params, path,
+                            EVAL_DATA_SEED + INIT_DATA_SEED_OFFSET + init_seed)
+    result["init_seed"] = init_seed
+    return result
+
+
+# The plan's fields that change what an evaluation computes.
+EVAL_FIELDS = ("eval_clips", "attentive_steps", "attentive_width", "attentive_heads",
+               "attentive_batch", "attentive_norms", "attentive_last_block", "probe_steps",
+               "probe_seeds", "probe_grid", "probe_val_fraction")
+
+
+def eval_fingerprint(plan: Plan) -> str:
+  """A digest of the evaluation code (layerlock_jax/evaluation/, this file) and the plan's
+  evaluation settings: a cached evaluation is reused only under the same digest."""
+  root = pathlib.Path(__file__).resolve().parent.parent
+  digest = hashlib.sha256()
+  for path in sorted((root / "layerlock_jax" / "evaluation").glob("*.py")) + [
+      pathlib.Path(__file__).resolve()]:
+    digest.update(path.name.encode() + path.read_bytes())
+  digest.update(json.dumps({k: getattr(plan, k) for k in EVAL_FIELDS}, sort_keys=True).encode())
+  return digest.hexdigest()[:16]
+
+
+def headline_readout(train_tokens, test_tokens, data: depthwise.EvalData, block: int, plan: Plan,
+                     kwargs: dict[str, Any]) -> dict[str, Any]:
+  """The headline readout (attentive, LayerNorm on each token) at `block`: its learning rate and
+  width chosen among plan.probe_grid by the mean validation accuracy over tasks, on a split of the
+  probe-fitting clips (probe seed plan.probe_seeds[0]); then trained on all probe-fitting clips at
+  every probe seed. Per task: test and train accuracy per probe seed."""
+  n = len(train_tokens)
+  order = np.random.default_rng(0).permutation(n)
+  n_val = max(1, int(round(plan.probe_val_fraction * n)))
+  val, fit = order[:n_val], order[n_val:]
+  classes = max(data.num_classes.values())
+  def fit_tasks(idx_train, x_test, y_test_of, seed, lr, width):
+    tasks = {t: (np.asarray(data.train_labels[t])[idx_train], y_test_of(t), c)
+             for t, c in data.num_classes.items()}
+    return probes.attentive_probes(train_tokens[idx_train], x_test, tasks, seed=seed,
+                                   logit_classes=classes,
+                                   **dict(kwargs, lr=lr, width=width))
+  selection = []
+  for lr, width in plan.probe_grid:
+    res = fit_tasks(fit, train_tokens[val], lambda t: np.asarray(data.train_labels[t])[val],
+                    plan.probe_seeds[0], lr, width)
+    selection.append({"lr": lr, "width": width,
+                      "val_accuracy": float(np.mean([r["accuracy"] for r in res.values()])),
+                      "train_accuracy": float(np.mean([r["train_accuracy"]
+                                                       for r in res.values()]))})
+  best = max(selection, key=lambda r: r["val_accuracy"])
+  tasks = {t: {"accuracy": [], "train_accuracy": []} for t in data.num_classes}
+  everything = np.arange(n)
+  for seed in plan.probe_seeds:
+    res = fit_tasks(everything, test_tokens, lambda t: np.asarray(data.test_labels[t]), seed,
+                    best["lr"], best["width"])
+    for t, r in res.items():
+      tasks[t]["accuracy"].append(r["accuracy"])
+      tasks[t]["train_accuracy"].append(r["train_accuracy"])
+  return {"block": block, "probe_seeds": list(plan.probe_seeds), "lr": best["lr"],
+          "width": best["width"], "selection": selection, "validation_clips": int(n_val),
+          "tasks": tasks}
 
 
 # The worker side of the scheduler: one Reproduction per process, the same for all its jobs.
@@ -378,8 +506,8 @@ def _train_only_job(out: str, plan: Plan, run: Run) -> tuple[str, float | None]:
   return _worker_reproduction(out, plan).train_only(run)
 
 
-def _random_init_job(out: str, plan: Plan, run: Run) -> dict[str, Any]:
-  return _worker_reproduction(out, plan).random_init(run)
+def _random_init_job(out: str, plan: Plan, run: Run, init_seed: int = 0) -> dict[str, Any]:
+  return _worker_reproduction(out, plan).random_init(run, init_seed)
 
 
 def _init_worker(out: str, quick: bool):
@@ -397,12 +525,12 @@ def _finished(workdir: str) -> bool:
 
 
 def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
-              scale: str = "cpu") -> dict[str, Any]:
+              scale: str = "cpu", long_freezing: bool = False) -> dict[str, Any]:
   """The whole reproduction into `out`; returns the results (also OUT/results.json).
   `ablations` adds LayerLock without mini-warmup and MAE with learned position embeddings (one
   seed each, ~4 more minutes); `scale="gpu"` the accelerator-sized runs (Plan.make)."""
   start = time.perf_counter()
-  plan = Plan.make(quick, ablations, scale)
+  plan = Plan.make(quick, ablations, scale, long_freezing)
   os.makedirs(out, exist_ok=True)
   _enable_compile_cache(os.path.join(out, "xla_cache"))
   main_runs, center_runs, camera_runs = plan.main_runs(), plan.center_runs(), plan.camera_runs()
@@ -420,7 +548,7 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
   lanes_here = 0 if plan.scale == "gpu" or _accelerator() is not None else lanes.num_lanes()
   train_eval = lambda r: lanes.Job(r.name, _train_and_evaluate_job, (out, plan, r),
                                    deps=(r.fork_source.name,) if r.fork_source else ())
-  init_ref = lambda r: lanes.Job(f"random_init_{r.name}", _random_init_job, (out, plan, r))
+  init_ref = lambda r, i: lanes.Job(_init_name(r, i), _random_init_job, (out, plan, r, i))
   everything = ([r for rs in main_runs.values() for r in rs] + list(center_runs) +
                 [r for rs in long_freezing_runs.values() for r in rs] +
                 [r for rs in camera_runs.values() for r in rs] +
@@ -448,7 +576,7 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
     references["blockwise"] = blockwise_runs["e2e"][0]
   if vjepa_runs.get("vjepa"):
     references["sincos"] = vjepa_runs["vjepa"][0]
-  jobs += [init_ref(r) for r in references.values()]
+  jobs += [init_ref(r, i) for r in references.values() for i in plan.init_seeds]
   done = lanes.run(jobs, lanes_here, initializer=_init_worker, initargs=(out, quick))
   timings = {name: r["train_seconds_here"] for name, r in done.items()
              if isinstance(r, dict) and r.get("train_seconds_here") is not None}
@@ -456,7 +584,7 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
                   if isinstance(r, tuple) and r[1] is not None})
 
   # Phase 2: read the results.
-  ref = lambda key: done[f"random_init_{references[key].name}"]
+  ref = lambda key: [done[_init_name(references[key], i)] for i in plan.init_seeds]
   reference = {k: ref(k) for k in ("rope", "learned_3d") if k in references}
   center = [done[r.name] for r in center_runs]
   camera = {arm: [done[r.name] for r in runs] for arm, runs in camera_runs.items()}
@@ -483,12 +611,14 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
         baseline, cells, tail_fraction=tail, free_tolerance=plan.free_tolerance,
         total_steps=base_cfg.total_steps, encoder_depth=config_defaults.encoder_depth(base_cfg))
     measured["convergence"] = claims.convergence_claim(grid)
-  measured["freezing"] = claims.freezing_claim(main["mae"], main["freeze_pixel"])
+  measured["freezing"] = claims.freezing_claim(main["mae"], main["freeze_pixel"],
+                                               reference["rope"])
   if long_freezing:
     measured["freezing_long"] = claims.freezing_claim(
-        long_freezing["mae"], long_freezing["freeze_pixel"], min_saving=LONG_FREEZING_SAVING)
+        long_freezing["mae"], long_freezing["freeze_pixel"], reference["rope"],
+        min_saving=LONG_FREEZING_SAVING)
   measured["collapse"] = claims.collapse_claim(main["mae"], main["naive_latent"],
-                                               main["layerlock"])
+                                               main["layerlock"], reference["rope"])
   measured["layerlock_vs_mae"] = claims.layerlock_vs_mae_claim(
       main["mae"], main["layerlock"], main.get("layerlock_no_miniwarmup", []),
       main.get("mae_learned_posemb", []), reference, center=center)
@@ -504,7 +634,14 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
       "seeds": list(plan.seeds),
       "blockwise_seeds": list(plan.blockwise_seeds),
       "vjepa_seeds": list(plan.vjepa_seeds),
-      "eval": {"data_seed": EVAL_DATA_SEED, "probe_seed": PROBE_SEED,
+      "init_seeds": list(plan.init_seeds),
+      "rules": rules(),
+      "code": code_version(),
+      "eval": {"data_seed": EVAL_DATA_SEED, "data_seeds": "EVAL_DATA_SEED + run seed",
+               "probe_seed": PROBE_SEED, "probe_seeds": list(plan.probe_seeds),
+               "fingerprint": eval_fingerprint(plan),
+               "probe_grid": [list(g) for g in plan.probe_grid],
+               "probe_val_fraction": plan.probe_val_fraction,
                "clips_per_split": plan.eval_clips, "attentive_steps": plan.attentive_steps,
                "attentive_width": plan.attentive_width, "attentive_batch": plan.attentive_batch,
                "linear_probe_steps": plan.probe_steps,
@@ -529,8 +666,36 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
     json.dump(evaluate._jsonable(results), f, indent=1)  # pylint: disable=protected-access
   with open(os.path.join(out, "timing.json"), "w") as f:
     json.dump(timing, f, indent=1)
-  report.write_report(results, timing, out, command=_command(out, quick, ablations, scale))
+  report.write_report(results, timing, out,
+                      command=_command(out, quick, ablations, scale, long_freezing))
   return results
+
+
+def _init_name(run: Run, init_seed: int) -> str:
+  return f"random_init_{run.name}" + ("" if init_seed == 0 else f"_init{init_seed}")
+
+
+def rules() -> dict[str, Any]:
+  """The verdict rules' constants (experiments/stats.py), as results.json records them."""
+  from experiments import stats  # pylint: disable=g-import-not-at-top
+  return {k: getattr(stats, k) for k in (
+      "MIN_SEEDS", "MIN_PROBE_SEEDS", "MIN_INIT_SEEDS", "SUPERIORITY_LEVEL", "EQUIVALENCE_LEVEL",
+      "EQUIVALENCE_MARGIN", "SMALLEST_GAIN", "FLOOR_MARGIN", "CHANCE_Z")}
+
+
+def code_version() -> dict[str, Any]:
+  """The commit of the code that trained, evaluated and judged, and whether the work tree had
+  changes to tracked files (then the commit alone does not pin the code)."""
+  root = pathlib.Path(__file__).resolve().parent.parent
+  def git(*args):
+    try:
+      return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                            timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+      return None
+  commit = git("rev-parse", "HEAD")
+  status = git("status", "--porcelain", "--untracked-files=no")
+  return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
 def _stagger_seeds(runs: list[Run]) -> list[Run]:
@@ -565,10 +730,12 @@ def _enable_compile_cache(path: str):
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
-def _command(out: str, quick: bool, ablations: bool, scale: str = "cpu") -> str:
+def _command(out: str, quick: bool, ablations: bool, scale: str = "cpu",
+             long_freezing: bool = False) -> str:
   return (f"python -m experiments.reproduce --out={out}" + (" --quick" if quick else "") +
           (" --ablations" if ablations and not quick else "") +
-          (f" --scale={scale}" if scale != "cpu" else ""))
+          (f" --scale={scale}" if scale != "cpu" else "") +
+          (" --long_freezing" if long_freezing else ""))
 
 
 def main(argv):
@@ -584,7 +751,8 @@ def main(argv):
   host_memory.configure("auto", total_steps=0 if f.quick else None)
   out = os.path.abspath(os.path.expanduser(f.out))
   try:
-    results = reproduce(out, quick=f.quick, ablations=f.ablations, scale=f.scale)
+    results = reproduce(out, quick=f.quick, ablations=f.ablations, scale=f.scale,
+                        long_freezing=f.long_freezing)
   except Preempted as e:
     print(e)
     return 0
@@ -599,9 +767,13 @@ if __name__ == "__main__":
   flags.DEFINE_string("out", None, "Output directory (runs, results.json, report.md, figures).")
   flags.DEFINE_bool("quick", False, "CI-sized smoke run: a few steps per run, tiny probes.")
   flags.DEFINE_bool("ablations", False, "Also train the RoPE and mini-warmup ablation arms "
-                    "(one seed each; ~4 more minutes).")
-  flags.DEFINE_enum("scale", "cpu", list(SCALES), "cpu: the 2-core runs (27 min); gpu: the "
-                    "claims 2-4 arms with a ViT-S encoder, 3000 steps each (~10 min on one GPU).")
+                    "(one seed each), clip-centred LayerLock at every seed, and the full readout "
+                    "table.")
+  flags.DEFINE_bool("long_freezing", False, "Also claim 2b: its own MAE / freeze_pixel pair at "
+                    "every seed, 900 steps each (beyond the default run's hour on 2 cores).")
+  flags.DEFINE_enum("scale", "cpu", list(SCALES), "cpu: the 2-core runs (python -m "
+                    "experiments.budget estimates their time); gpu: the claims 2-4 arms with a "
+                    "ViT-S encoder, 2400 steps each.")
   flags.mark_flags_as_required(["out"])
   from layerlock_jax import cli  # pylint: disable=g-import-not-at-top
   cli.run(main)

@@ -68,11 +68,11 @@ def base_config() -> ml_collections.ConfigDict:
   # None = auto: on accelerators and on CPU hosts with >= 4 cores (compilation.ahead_helps).
   c.precompile_next_stage = ml_collections.config_dict.placeholder(bool)
   # glibc malloc of the main process: "steady" keeps freed step buffers for the next step instead
-  # of mapping fresh zeroed pages every step (CPU runs: -25% CPU per step, +25% compile time);
+  # of mapping fresh zeroed pages every step (less CPU per step, slower compiles: docs/training.md);
   # "auto" = steady where no GPU/TPU can be used and total_steps >= 200; "system" = glibc's
   # defaults (layerlock_jax/host_memory.py).
   c.host_malloc = "auto"
-  # Long runs (README "Long runs").
+  # Long runs (docs/training.md, "Long runs").
   c.grad_accum_steps = 1           # micro-batches per step (scanned; one update per global batch)
   c.skip_nonfinite_updates = 0     # non-finite steps skipped (update dropped) before the run stops
   c.profile_steps = ()             # (a, b): jax.profiler trace of steps a..b under workdir/tensorboard
@@ -114,8 +114,7 @@ def base_config() -> ml_collections.ConfigDict:
   d.num_heads = 6                  # light decoder only
   d.mlp_dim = 1536                 # light decoder only
   d.scan_unroll = 4                # lax.scan unroll of the decoder's blocks (4: VideoMAE's 4-block
-                                   # decoder unrolled; a rolled one ran the ViT-S step ~13% slower
-                                   # on CPU)
+                                   # decoder unrolled; rolled is slower on CPU: bench/README.md)
 
   # --- masking and objective ---------------------------------------------------------------------
   c.masking = ml_collections.ConfigDict()
@@ -231,7 +230,7 @@ def base_config() -> ml_collections.ConfigDict:
   data.prefetch = 2                # batches prefetched per worker
   # grain read threads per process: "auto" (4 where the main process decodes itself, 1 in each
   # worker process: the workers are the parallelism there, and more threads only contend for the
-  # GIL; on 2 cores shard training ran 8-17% faster with 1 than with 4), or a count >= 1.
+  # GIL; docs/data.md), or a count >= 1.
   data.read_threads = ml_collections.FieldReference("auto", field_type=object)
   data.num_digits = 1              # moving_mnist: digits per clip (labels describe the first)
   # Sampling and augmentation of real videos (video_folder / array_record / tfds), VideoMAE habits:

@@ -15,6 +15,15 @@ size), and writes to DIR/eval/:
   step_N[_SOURCE]_collapse.png effective rank, normalised std, token cosine per block
   loss_curve.png               DIR/metrics.jsonl with the freeze-stage boundaries
 The encoder parameters are only read. Results are deterministic for a given --seed.
+
+  python -m layerlock_jax.evaluate --workdir=DIR --stream [--config=... --config.data.X=...]
+      [--num_train=0] [--num_test=0] [--batch_size=32] [--epochs=2] [--temporal_clips=2]
+      [--spatial_crops=3] [--block=0] [--feature_cache=PATH]
+
+--stream trains a linear and an attentive probe of one block on batches that flow through the
+frozen encoder (evaluation/streaming.py): data-parallel over every device and process (run the
+same command on each, as for training), memory bounded by the batch, a progress line with ETA,
+test-time views with averaged logits, top-1 and top-5; writes DIR/eval/step_N[_SOURCE]_stream.json.
 """
 import json
 import logging
@@ -159,6 +168,27 @@ def _define_flags():
   flags.DEFINE_integer("seed", 0, "Seed of the probes (initialisation, minibatch order).")
   flags.DEFINE_integer("attentive_steps", 500, "Attentive-probe steps at the last block "
                        "(0: skip the attentive probe).")
+  flags.DEFINE_bool("stream", False, "Streaming linear + attentive probes of one block "
+                    "(evaluation/streaming.py) instead of the depth-wise table.")
+  flags.DEFINE_integer("num_train", 0, "--stream: probe-training clips, a stratified seeded "
+                       "subset (0: the whole train split).")
+  flags.DEFINE_integer("num_test", 0, "--stream: test clips, likewise (0: the whole test split).")
+  flags.DEFINE_integer("batch_size", 32, "--stream: global batch (a multiple of the mesh's "
+                       "batch split).")
+  flags.DEFINE_integer("epochs", 2, "--stream: passes over the probe-training clips.")
+  flags.DEFINE_integer("temporal_clips", 1, "--stream: test views in time.")
+  flags.DEFINE_integer("spatial_crops", 1, "--stream: test views in space.")
+  flags.DEFINE_integer("window_frames", 0, "--stream: frames the test views are cut from "
+                       "(0: num_frames x temporal_clips).")
+  flags.DEFINE_integer("window_size", 0, "--stream: pixels the test views are cut from (0: "
+                       "image_size for one crop, else 8/7 of it).")
+  flags.DEFINE_integer("block", 0, "--stream: encoder block read (0: the 4DS depth-0.95 rule).")
+  flags.DEFINE_float("probe_lr", 1e-3, "--stream: probes' peak learning rate (AdamW, cosine).")
+  flags.DEFINE_integer("probe_width", 64, "--stream: attentive readout width.")
+  flags.DEFINE_integer("probe_heads", 4, "--stream: attentive readout heads.")
+  flags.DEFINE_integer("read_threads", 4, "--stream: clip-reading threads per process.")
+  flags.DEFINE_string("feature_cache", "", "--stream: folder for the probe-training features "
+                      "(shared by all processes); later epochs and runs read them.")
   flags.DEFINE_bool("random_baseline", True, "Also evaluate the model at random initialisation "
                     "(same data and probes) as the reference line.")
   return flags.FLAGS
@@ -173,10 +203,19 @@ def main(argv):
   if not flags.workdir:
     print("--workdir is required", file=sys.stderr)
     sys.exit(2)
+  from layerlock_jax import distributed  # pylint: disable=g-import-not-at-top
+  try:  # joins the other processes (launch/ scripts, JAX_* env) before JAX starts; else no-op
+    distributed.initialize(distributed.resolve())
+  except (distributed.DistributedError, RuntimeError) as err:
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(2)
   config = flags.config
   if config is None:  # e.g. an imported model: the workdir's own config.json describes it
     from layerlock_jax.weights import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
     config = workdir_lib.load_config(os.path.expanduser(flags.workdir))
+  if flags.stream:
+    _main_stream(flags, config)
+    return
   out = run_evaluation(config, os.path.expanduser(flags.workdir), step=flags.step,
                        num_clips=flags.num_clips, task_source=flags.task_source or None,
                        seed=flags.seed, attentive_steps=flags.attentive_steps,
@@ -193,6 +232,27 @@ def main(argv):
     print(format_table(result["random_init"]))
   for kind, path in out["paths"].items():
     print(f"wrote {kind}: {path}")
+
+
+def _main_stream(flags, config) -> None:
+  from layerlock_jax.evaluation import streaming  # pylint: disable=g-import-not-at-top
+  settings = streaming.StreamSettings(
+      batch_size=flags.batch_size, epochs=flags.epochs, num_train=flags.num_train,
+      num_test=flags.num_test, block=flags.block, tasks=tuple(flags.tasks) or None,
+      lr=flags.probe_lr, width=flags.probe_width, num_heads=flags.probe_heads, seed=flags.seed,
+      read_threads=flags.read_threads, feature_cache=flags.feature_cache,
+      views=streaming.Views(flags.temporal_clips, flags.spatial_crops, flags.window_frames,
+                            flags.window_size))
+  try:
+    out = streaming.run(config, os.path.expanduser(flags.workdir), settings, step=flags.step,
+                        task_source=flags.task_source or None, log=print)
+  except ValueError as err:
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(2)
+  print(f"step {out['step']}:")
+  print(streaming.format_table(out["result"]))
+  if jax.process_index() == 0:
+    print(f"wrote json: {out['path']}")
 
 
 if __name__ == "__main__":

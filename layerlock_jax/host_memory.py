@@ -1,20 +1,19 @@
 """How the host process allocates memory on a CPU run (config.host_malloc).
 
-XLA:CPU allocates each step's temporaries afresh: the tiny config's step asks for one 83 MB
-buffer per execution and frees it at the end. glibc serves a request that large with mmap (it is
-above the 32 MB ceiling of the mmap threshold, and XLA's intra-op threads each get their own
-arena, whose heaps cannot hold it), so every step maps fresh pages, the kernel zeroes all 20k of
-them on first touch, and unmaps them again. Measured on the tiny config (2 cores): 1,280 page
-faults and 3.7 ms of system time per clip, a quarter of the step's CPU.
+XLA:CPU allocates each step's temporaries afresh: even the tiny config's step asks for one
+buffer per execution that is larger than the ceiling of glibc's mmap threshold, and frees it at
+the end. glibc serves such a request with mmap (XLA's intra-op threads each get their own arena,
+whose heaps cannot hold it), so every step maps fresh pages, the kernel zeroes all of them on
+first touch, and unmaps them again: a large share of a small step's CPU (measured:
+docs/training.md, "CPU hosts").
 
 "steady" makes the heap behave like a caching allocator: one arena for every thread, no mmap for
 large blocks, and no trimming, so the buffer freed at the end of a step is the one the next step
-gets back (tiny config: 1 page fault and 0.2 ms of system time per clip, 136 -> 192 clips/s).
-The price: memory the process once used is kept until it exits, which is what a training
+gets back. The price: memory the process once used is kept until it exits, which is what a training
 process wants on a CPU host and not what an accelerator host with large transient host buffers
 (checkpoint gathers, data pipelines) wants; and with one arena, XLA's multi-threaded compiler
-contends for the heap (tiny config: 8.8 -> 11-12.6 s per program compiled, +2.5 s of CPU),
-which a run of a few hundred steps earns back (tiny: ~60 ms per step) and a smoke test does not.
+contends for the heap (slower compiles), which a run of a few hundred steps earns back and a
+smoke test does not.
 Hence "auto" applies it only where no accelerator can be used and the run has at least
 AUTO_MIN_STEPS steps. Worker processes (grain, the converter) are separate processes and keep
 glibc's defaults.

@@ -12,12 +12,11 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The suite compiles far more than it executes: skipping LLVM's machine-code optimisation (the
-# flags of `python -m layerlock_jax.aot`) halves its CPU time (tests/test_freezing.py from a cold
-# cache: 134 -> 70 CPU s) and changes no HLO. The machine code differs, and so can the last bits
-# of a result (a 600-step claims run: feature_spread 0.66665208 vs 0.66665232), so every process
-# of a test must use it: set before JAX creates its backend, inherited by subprocesses, and added
-# (TEST_XLA_FLAGS) by the tests that give a subprocess its own XLA_FLAGS. Not for real runs: the
-# unoptimised element-wise code made that claims run 48% slower (165 vs 112 s).
+# flags of `python -m layerlock_jax.aot`) about halves its CPU time and changes no HLO. The machine
+# code differs, and so can the last bits of a result, so every process of a test must use it: set
+# before JAX creates its backend, inherited by subprocesses, and added (TEST_XLA_FLAGS) by the
+# tests that give a subprocess its own XLA_FLAGS. Not for real runs: the unoptimised element-wise
+# code runs slower (measured: README.md, "Set-up").
 from layerlock_jax.aot import FAST_COMPILE_XLA_FLAGS  # noqa: E402  (imports no backend)
 TEST_XLA_FLAGS = " ".join(FAST_COMPILE_XLA_FLAGS)
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()

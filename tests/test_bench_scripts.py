@@ -82,24 +82,6 @@ def test_peer_comparison_pairs_processes_and_refuses_mixed_ones():
     torch_compare.check_clean(_fake("ours", 1, 1, loaded_other=True))
 
 
-def test_hlo_census_counts_materialised_ops_only():
-  import step_profile  # pylint: disable=g-import-not-at-top
-  hlo = """HloModule m
-%fused_computation.1 (p: f32[4,8]) -> f32[4,8] {
-  %p = f32[4,8]{1,0} parameter(0)
-  ROOT %m = f32[4,8]{1,0} multiply(%p, %p)
-}
-ENTRY %main (a: f32[8,4]) -> f32[4,8] {
-  %a = f32[8,4]{1,0} parameter(0)
-  %t = f32[4,8]{1,0} transpose(%a), dimensions={1,0}
-  ROOT %f = bf16[4,8]{1,0} fusion(%t), kind=kLoop, calls=%fused_computation.1
-}
-"""
-  # The multiply lives inside the fusion: never materialised, not counted. 32 f32 = 128 bytes.
-  assert step_profile.hlo_census(hlo) == {"transpose": {"count": 1, "bytes": 128},
-                                          "fusion:kLoop": {"count": 1, "bytes": 64}}
-
-
 def test_peer_worker_applies_typed_config_overrides_to_ours_only():
   """--ours_overrides sets our config's fields with their own types and names unknown ones."""
   import subprocess  # pylint: disable=g-import-not-at-top
@@ -238,47 +220,3 @@ def test_option_ab_parses_options_injects_them_and_summarises_per_round():
   assert (s["A again"]["ratio_median"], s["A again"]["ratio_max"]) == (1.0, 2.0)
   table = option_ab.format_table(s)
   assert "1.000 [0.800, 2.000]" in table and table.count("\n") == 3
-
-
-def test_dot_paths_kernels_libraries_and_pair_ratios(monkeypatch):
-  """bench/dot_paths.py: the step's decoder kernels with hand-counted FLOPs, every XLA:CPU dot
-  library computing the default's numbers, an unknown library refused, per-pair ratios by hand."""
-  import cpu_configs  # pylint: disable=g-import-not-at-top
-  import dot_paths  # pylint: disable=g-import-not-at-top
-  vit_s = {k["name"]: k for k in dot_paths.kernels(cpu_configs.get_config("vit_s"))}
-  # batch 4 x (8 x 7 x 7) tokens; decoder 384 wide, MLP 1536, 6 heads of 64
-  qkv = vit_s["dense qkv 1568x384->1152 fwd+bwd"]
-  assert qkv["flops"] == 3 * 2 * 1568 * 384 * 1152
-  assert vit_s["dense mlp2 1568x1536->384 fwd+bwd"]["shape"] == (1568, 1536, 384)
-  attention = vit_s["attention (4, 392, 6, 64) fwd+bwd"]
-  assert attention["flops"] == 12 * 4 * 6 * 392 * 392 * 64  # 2 matmuls forward, 4 backward
-
-  config = cpu_configs.get_config("tiny")
-  config.batch_size = 2
-  # Every call still runs; the per-round seconds it reports are set by hand, so the per-round
-  # ratios (default's time / library's) are known: [1/2, 3/2, 4/1].
-  real_alternate = dot_paths.alternate
-
-  def hand_times(calls, rounds):
-    assert set(real_alternate(calls, rounds)) == {"ynn", "eigen"}
-    return {"ynn": [1.0, 3.0, 4.0], "eigen": [2.0, 2.0, 1.0]}
-
-  monkeypatch.setattr(dot_paths, "alternate", hand_times)
-  rows = dot_paths.compare_paths(config, ["eigen", "ynn"], rounds=2)
-  assert [r["kernel"].split()[0] for r in rows] == ["dense"] * 3 + ["attention"]
-  for row in rows:
-    assert list(row["paths"]) == ["ynn", "eigen"] and not row["refused"]
-    eigen = row["paths"]["eigen"]
-    assert (eigen["ratio_min"], eigen["ratio_median"], eigen["ratio_max"]) == (0.5, 1.5, 4.0)
-    assert eigen["gflops"] == pytest.approx(row["flops"] / 2.0 / 1e9)  # the median call
-    assert row["paths"]["ynn"]["gflops"] == pytest.approx(row["flops"] / 3.0 / 1e9)
-    assert row["paths"]["eigen"]["max_rel_diff"] < 1e-4  # the same numbers, another library
-  assert "eigen GFLOP/s (default / eigen)" in dot_paths.format_paths(rows)
-  with pytest.raises(ValueError, match="unknown dot libraries.*mkl"):
-    dot_paths.compare_paths(config, ["mkl"], rounds=1)
-
-  pairs = [({"k": 100.0}, {"k": 150.0}), ({"k": 200.0}, {"k": 200.0}),
-           ({"k": 100.0}, {"k": 120.0})]
-  (row,) = dot_paths.pair_table(pairs)
-  assert (row["xla_gflops"], row["torch_gflops"]) == (100.0, 150.0)
-  assert (row["ratio_min"], row["ratio_median"], row["ratio_max"]) == (1.0, 1.2, 1.5)

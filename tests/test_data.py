@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from layerlock_jax.data import pipeline, synthetic
+from layerlock_jax.data import pipeline, subsets, synthetic
 
 # Documented label meanings (synthetic.py docstrings), restated so the tests pin the spec.
 SPEEDS_PX_AT_32 = (1.0, 2.0, 3.0)
@@ -353,16 +353,22 @@ def test_global_batch_on_8_device_mesh():
   assert starts(out["video"]) == starts(out["digit"])
 
 
-def test_load_split_arrays_returns_first_clips_in_order():
+def test_load_split_arrays_returns_a_stratified_subset_in_record_order():
   cfg = data_cfg("gratings", num_clips=9, num_frames=2, image_size=16)
   videos, labels = pipeline.load_split_arrays(cfg, "test", 5, seed=4)
   assert videos.shape == (5, 2, 16, 16, 3) and videos.dtype == np.uint8
   assert set(labels) == set(synthetic.Gratings.LABELS)
   src = synthetic.Gratings(num_clips=9, num_frames=2, image_size=16, seed=4, split="test")
-  for i in range(5):
-    np.testing.assert_array_equal(videos[i], src[i]["video"])
+  # The clips are those the stratified subset of the first label picks, in record order.
+  first = np.array([src.labels(i)["orientation"] for i in range(9)])
+  chosen = subsets.stratified_subset(first, 5, seed=4)
+  for i, index in enumerate(chosen):
+    np.testing.assert_array_equal(videos[i], src[int(index)]["video"])
     for k, v in labels.items():
-      assert v.dtype == np.int32 and v[i] == src[i][k]
+      assert v.dtype == np.int32 and v[i] == src[int(index)][k]
+  # The whole split is every clip in order.
+  videos, labels = pipeline.load_split_arrays(cfg, "test", 9, seed=4)
+  np.testing.assert_array_equal(videos[8], src[8]["video"])
   with pytest.raises(ValueError, match="num_clips"):
     pipeline.load_split_arrays(cfg, "test", 10, seed=4)
 

@@ -14,33 +14,40 @@ folder without them becomes split "train"):
    input) or, with --short_side=N, the video re-encoded (H.264 in mp4, in the worker processes)
    at short side N with a keyframe every --keyframe_interval frames and x264 quality --crf (23,
    x264's default: decoding cost follows the bitrate) - the usual pre-resizing of a
-   large corpus: a 64-pixel, 16-frame-GOP record decodes a clip ~30-60x faster than a 720p source
-   with 250-frame GOPs. Each record carries its label, verified frame count and the index the
-   loader plans and seeks with (frame timestamps, keyframe positions; for re-encoded records also
-   where each frame's packet lies, so the loader decodes without opening the container), so
-   nothing is scanned at training time. Records go into `<split>.array_record-NNNNN-of-MMMMM`, balanced by size
-   (--shard_mb per shard, or exactly --num_shards).
+   large corpus: a 64-pixel, 16-frame-GOP record decodes a clip far faster than a 720p source with
+   250-frame GOPs (docs/data.md). Each record carries its label, verified frame count and the index
+   the loader plans and seeks with (frame timestamps, keyframe positions; for re-encoded records
+   also where each frame's packet lies, so the loader decodes without opening the container), so
+   nothing is scanned at training time. Records go into `<split>.array_record-NNNNN-of-MMMMM`,
+   balanced by size (--shard_mb per shard, or exactly --num_shards).
 4. Writes metadata.json (class names, per-shard frame counts: the loader uses them to skip short
    records without reading them and to stop decoding early) and conversion_report.json (every
    skipped file and why), prints progress while working and a summary at the end.
 
 Shards are written under temporary names and renamed when complete, so an interrupted run never
-leaves files that look finished. Exit status: 0 on success, 1 if no usable video was found,
+leaves files that look finished; rerun the same command and it resumes: inspected chunks and
+written shards are kept (convert_stages.py), and the shards come out byte-identical to an
+uninterrupted run's.
+
+Runners (--runner): with Apache Beam installed (pip install -e .[beam]) the stages run as Beam
+pipelines, DirectRunner by default (every core of this machine), or FlinkRunner / SparkRunner /
+DataflowRunner with Beam's own pipeline options on the same command line (convert_beam.py);
+without Beam, or with --runner=processes, on a local process pool (--workers). Exit status: 0 on success, 1 if no usable video was found,
 2 for bad arguments.
 """
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
-import math
 import os
 import sys
 import time
 import multiprocessing
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable
 
+from layerlock_jax.data import convert_stages
 from layerlock_jax.data import decode
 from layerlock_jax.data import records
 from layerlock_jax.data import reencode
@@ -119,18 +126,7 @@ def _inspect_star(args):
 
 
 def _assign_shards(sizes: list[int], num_shards: int) -> list[int]:
-  """Shard of each file: contiguous runs of about equal total size, none empty (needs
-  num_shards <= len(sizes))."""
-  total, n = max(1, sum(sizes)), len(sizes)
-  out, before, prev = [], 0, 0
-  for i, size in enumerate(sizes):
-    shard = int((before + size / 2) * num_shards / total)  # where the file's middle byte falls
-    # Steps of at most one shard and enough files left for the remaining shards: no empty shard.
-    shard = min(shard, prev + 1 if i else 0, num_shards - 1)
-    shard = max(shard, prev, num_shards - (n - i))
-    out.append(shard)
-    prev, before = shard, before + size
-  return out
+  return convert_stages.assign_shards(sizes, num_shards)
 
 
 def _splits(input_dir: str) -> list[str]:
@@ -143,8 +139,13 @@ def convert_folder(input_dir: str, output_dir: str, *, labels_csv: str = "", sha
                    num_shards: int = 0, workers: int = 0, min_frames: int = 1, verify: bool = True,
                    overwrite: bool = False, short_side: int = 0,
                    keyframe_interval: int = DEFAULT_KEYFRAME_INTERVAL, crf: float = DEFAULT_CRF,
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
-  """The conversion behind the CLI; returns the report it also writes. See the module docstring."""
+                   log: Callable[[str], None] = print, runner: Any = None) -> dict[str, Any]:
+  """The conversion behind the CLI; returns the report it also writes. See the module docstring.
+
+  runner: None runs the stages (convert_stages) on a local process pool; an object with
+  `inspect(jobs)` and `write(jobs)` (convert_beam.BeamRunner) runs them elsewhere. Either way a
+  rerun after an interruption resumes: finished inspection chunks and shards are kept.
+  """
   if not os.path.isdir(input_dir):
     raise NotADirectoryError(f"--input={input_dir!r} is not a folder")
   if short_side < 0 or (short_side and short_side < 8):
@@ -153,59 +154,54 @@ def convert_folder(input_dir: str, output_dir: str, *, labels_csv: str = "", sha
     raise ValueError(f"--keyframe_interval={keyframe_interval} must be >= 1")
   if not 0 <= crf <= 51:
     raise ValueError(f"--crf={crf} must be in [0, 51] (x264's quality scale; lower is better)")
-  os.makedirs(output_dir, exist_ok=True)
-  existing = [f for f in os.listdir(output_dir)
-              if ".array_record" in f or f in (records.METADATA_FILE, "conversion_report.json")]
-  if existing:
-    if not overwrite:
-      raise FileExistsError(f"--output={output_dir!r} already holds {sorted(existing)[:3]}...; "
-                            "pass --overwrite to replace them")
-    for f in existing:
-      os.remove(os.path.join(output_dir, f))
+  opts = convert_stages.Options(min_frames=int(min_frames), verify=bool(verify),
+                                short_side=int(short_side),
+                                keyframe_interval=int(keyframe_interval), crf=float(crf))
+  settings = {"input": os.path.abspath(input_dir), "labels_csv": labels_csv,
+              "shard_mb": float(shard_mb), "num_shards": int(num_shards),
+              "chunk_files": [convert_stages.CHUNK_FILES, convert_stages.CHUNKS_PER_SPLIT], **dataclasses.asdict(opts)}
+  convert_stages.prepare_output(output_dir, settings, overwrite, log)
   workers = workers or os.cpu_count() or 1
   meta: dict[str, Any] = {"format": records.METADATA_FORMAT, "class_names": None, "splits": {},
                           "shards": {}}
   report: dict[str, Any] = {"input": os.path.abspath(input_dir), "splits": {}}
   any_kept = False
   for split in _splits(input_dir):
-    listing = video_files.list_videos(input_dir, split, labels_csv)
+    plan = convert_stages.list_split(input_dir, output_dir, split, labels_csv)
+    listing, paths = plan.listing, plan.paths
     meta["class_names"] = listing.class_names
-    paths = [os.path.join(listing.root, rel) for rel in listing.files]
     log(f"[{split}] {len(paths)} video file(s) under {listing.root}"
         + (f" in {len(listing.class_names)} class(es)" if listing.class_names else " (unlabelled)")
         + (f"; {len(listing.ignored)} other file(s) ignored" if listing.ignored else ""))
-    results, start, last = [], time.time(), 0.0
+    jobs = convert_stages.chunk_jobs(output_dir, plan, opts)
+    if len(jobs) < len(plan.chunks):
+      log(f"[{split}] {len(plan.chunks) - len(jobs)} of {len(plan.chunks)} inspection chunk(s) "
+          "already done")
+    if runner is None:
+      _inspect_on_pool(jobs, len(paths), workers, split, log)
+    elif jobs:
+      runner.inspect(jobs)
+    results = convert_stages.load_results(output_dir, plan)
     skipped = [(rel, "no label in labels_csv") for rel in listing.missing_label]
-    # spawn, not fork: forking a process whose JAX / FFmpeg threads hold locks can deadlock.
-    scratch = os.path.join(output_dir, f".reencoded-{split}")  # removed once written
-    if short_side:
-      os.makedirs(scratch, exist_ok=True)
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-      jobs = ((p, min_frames, verify, short_side, keyframe_interval,
-               os.path.join(scratch, f"{i:08d}.mp4"), crf) for i, p in enumerate(paths))
-      for i, res in enumerate(pool.map(_inspect_star, jobs, chunksize=4)):
-        results.append(res)
-        if not res["ok"]:
-          skipped.append((listing.files[i], res["reason"]))
-        now = time.time()
-        if now - last > 2 or i + 1 == len(paths):
-          rate = (i + 1) / max(now - start, 1e-9)
-          log(f"[{split}] inspected {i + 1}/{len(paths)} ({len(skipped)} skipped) "
-              f"{rate:.1f} files/s, ETA {(len(paths) - i - 1) / rate:.0f}s")
-          last = now
-    kept = [i for i, r in enumerate(results) if r["ok"]]
-    stored = [results[i].get("path") or paths[i] for i in range(len(paths))]
-    sizes = [os.path.getsize(stored[i]) for i in kept]
-    names = []
+    skipped += [(listing.files[i], r["reason"]) for i, r in enumerate(results) if not r["ok"]]
+    kept, sizes, write_jobs = convert_stages.plan_shards(output_dir, plan, results, shard_mb,
+                                                         num_shards)
+    names = [job[1] for job in write_jobs]
     if kept:
       any_kept = True
-      count = num_shards or max(1, math.ceil(sum(sizes) / (shard_mb * 2**20)))
-      count = min(count, len(kept))
-      names = [records.shard_name(split, s, count) for s in range(count)]
-      _write_shards(output_dir, names, _assign_shards(sizes, count), kept, stored, listing,
-                    results, meta, split, log)
-    if short_side:
-      shutil.rmtree(scratch, ignore_errors=True)
+      todo = [job for job in write_jobs if not os.path.exists(os.path.join(output_dir, job[1]))]
+      if len(todo) < len(write_jobs):
+        log(f"[{split}] {len(write_jobs) - len(todo)} of {len(write_jobs)} shard(s) already "
+            "written")
+      if runner is None:
+        for job in todo:
+          out = convert_stages.write_shard(job)
+          log(f"[{split}] wrote {out['name']}: {len(out['num_frames'])} record(s)")
+      elif todo:
+        runner.write(todo)
+      for job in write_jobs:
+        frames = [res.get("num_frames") for _, _, _, res in job[2]]
+        meta["shards"][job[1]] = {"split": split, "num_records": len(frames), "num_frames": frames}
     meta["splits"][split] = {"num_records": len(kept), "shards": names}
     reasons = collections.Counter(r.split(" (")[0].split(":")[0] for _, r in skipped)
     report["splits"][split] = {"videos": len(paths), "converted": len(kept),
@@ -221,40 +217,40 @@ def convert_folder(input_dir: str, output_dir: str, *, labels_csv: str = "", sha
   with open(os.path.join(output_dir, "conversion_report.json"), "w") as f:
     json.dump(report, f, indent=2)
   if not any_kept:
+    convert_stages.finish_without_records(output_dir)
     raise video_files.NoUsableVideoError(
         f"no usable video under {input_dir}; see {output_dir}/conversion_report.json")
-  tmp = os.path.join(output_dir, records.METADATA_FILE + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(meta, f)
-  os.replace(tmp, os.path.join(output_dir, records.METADATA_FILE))
+  convert_stages.finish(output_dir, meta)
   return report
 
 
-def _write_shards(output_dir, names, assignment, kept, paths, listing, results, meta, split, log):
-  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
-  by_shard = collections.defaultdict(list)
-  for k, shard in zip(kept, assignment):
-    by_shard[shard].append(k)
-  for shard, name in enumerate(names):
-    final = os.path.join(output_dir, name)
-    # group_size:1 makes every record its own chunk: random access without reading neighbours,
-    # which is what a shuffled loader does. Uncompressed: encoded video does not compress, and
-    # decompressing it on every read cost ~20% of the read.
-    writer = array_record_module.ArrayRecordWriter(final + ".tmp", "group_size:1,uncompressed")
-    frames = []
-    for k in by_shard[shard]:
-      with open(paths[k], "rb") as f:
-        data = f.read()
-      res = results[k]
-      writer.write(records.encode_record(
-          data, name=listing.files[k], label=listing.labels[k], num_frames=res.get("num_frames"),
-          width=res.get("width"), height=res.get("height"), codec=res.get("codec"),
-          index=res.get("index")))
-      frames.append(res.get("num_frames"))
-    writer.close()
-    os.replace(final + ".tmp", final)
-    meta["shards"][name] = {"split": split, "num_records": len(frames), "num_frames": frames}
-    log(f"[{split}] wrote {name}: {len(frames)} record(s)")
+def _inspect_on_pool(jobs, total: int, workers: int, split: str, log) -> None:
+  """Inspects the files of `jobs` on a process pool, saving each chunk's results as it
+  completes (in order), with a progress line every 2 s."""
+  files = [(job, f) for job in jobs for f in job[3]]
+  if not files:
+    return
+  start, last, bad = time.time(), 0.0, 0
+  pending: list[dict[str, Any]] = []
+  job_iter = iter(jobs)
+  job = next(job_iter)
+  # spawn, not fork: forking a process whose JAX / FFmpeg threads hold locks can deadlock.
+  with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    args = ((path, o.min_frames, o.verify, o.short_side, o.keyframe_interval, out, o.crf)
+            for j in jobs for (_, path, out) in j[3] for o in [j[4]])
+    for i, res in enumerate(pool.map(_inspect_star, args, chunksize=4)):
+      pending.append(res)
+      bad += not res["ok"]
+      if len(pending) == len(job[3]):
+        convert_stages.save_chunk(job[0], job[1], job[2], pending)
+        pending = []
+        job = next(job_iter, None)
+      now = time.time()
+      if now - last > 2 or i + 1 == len(files):
+        rate = (i + 1) / max(now - start, 1e-9)
+        log(f"[{split}] inspected {total - len(files) + i + 1}/{total} ({bad} failed this run) "
+            f"{rate:.1f} files/s, ETA {(len(files) - i - 1) / rate:.0f}s")
+        last = now
 
 
 def main(argv=None) -> int:
@@ -287,12 +283,22 @@ def main(argv=None) -> int:
                      "better and larger; 23 is x264's default). Decoding cost grows with the "
                      "bitrate: at short side 64, CRF 18 decodes ~40% slower than 23.",
                      flag_values=flag_values)
+  flags.DEFINE_string("runner", "", "Where the stages run: DirectRunner (the default when Apache "
+                      "Beam is installed: this machine's cores), FlinkRunner, SparkRunner, "
+                      "DataflowRunner, ... (Beam's own pipeline options pass through), or "
+                      "processes (a local process pool; the default without Beam).",
+                      flag_values=flag_values)
   argv = list(sys.argv if argv is None else argv)
   if any(a in ("--help", "-h", "--helpfull", "-?") for a in argv[1:]):
     print(__doc__.strip() + "\n\nflags:\n" + flag_values.get_help())
     return 0
+  # Flags this command does not define are Beam's pipeline options.
+  ours = {name for name in flag_values}
+  ours |= {f"no{name}" for name in ours}
+  own = [argv[0]] + [a for a in argv[1:] if a.split("=")[0].lstrip("-") in ours]
+  beam_args = [a for a in argv[1:] if a.split("=")[0].lstrip("-") not in ours]
   try:
-    flag_values(argv)
+    flag_values(own)
   except flags.Error as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -300,12 +306,25 @@ def main(argv=None) -> int:
   if not fv.input or not fv.output:
     print("error: --input and --output are required", file=sys.stderr)
     return 2
+  from layerlock_jax.data import convert_beam  # pylint: disable=g-import-not-at-top
+  runner_name = fv.runner or ("DirectRunner" if convert_beam.available() else "processes")
+  if runner_name == "processes" and beam_args:
+    print(f"error: unknown flag(s) {beam_args} (Beam pipeline options need a Beam --runner)",
+          file=sys.stderr)
+    return 2
+  try:
+    runner = None if runner_name == "processes" else convert_beam.BeamRunner(
+        runner_name, beam_args, workers=fv.workers)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(f"runner: {runner_name}" + (f" {' '.join(beam_args)}" if beam_args else ""))
   try:
     report = convert_folder(fv.input, fv.output, labels_csv=fv.labels_csv, shard_mb=fv.shard_mb,
                             num_shards=fv.num_shards, workers=fv.workers,
                             min_frames=fv.min_frames, verify=fv.verify, overwrite=fv.overwrite,
                             short_side=fv.short_side, keyframe_interval=fv.keyframe_interval,
-                            crf=fv.crf)
+                            crf=fv.crf, runner=runner)
   except video_files.NoUsableVideoError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

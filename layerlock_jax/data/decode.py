@@ -6,10 +6,10 @@ arrays, and the converter (convert.py) probes and verifies files with the same c
 writes shards. One decoder means a video is accepted or rejected by the same rules whichever
 source serves it, and the sources only decide what to do with a bad one.
 
-* `probe_file` is the cheap construction-time check (open + stream info, ~1 ms, no decoding).
+* `probe_file` is the cheap construction-time check (open + stream info, no decoding).
 * `load_clips` is what training reads. It plans before it decodes: the frame count, size, frame
-  timestamps and keyframe positions come from the packets (`index_stream`, no decoding, ~8 ms for
-  10 s of 720p) or from the index a converted shard stores; the clips' frames and crops are drawn
+  timestamps and keyframe positions come from the packets (`index_stream`, no decoding) or from
+  the index a converted shard stores; the clips' frames and crops are drawn
   (augment.py); then it seeks to the keyframe at or before the first needed frame, decodes forward
   to the last one, and scales each needed frame with libswscale to the size at which its crop
   box is exactly S x S (crop, then resize, in one pass). It holds only those small RGB frames: memory does not grow with the video's
@@ -89,8 +89,8 @@ def _reformatter(frame) -> Any:
 
   `frame.to_ndarray(format=...)` builds a new context for every frame object, and one shared
   reformatter rebuilds it whenever the input changes (size, pixel format, colour space or range -
-  e.g. between an h264 and a vp9 file): 0.2-5 ms per frame, more than decoding a small frame. One
-  kept context per input kind costs ~0.03 ms per frame.
+  e.g. between an h264 and a vp9 file), which costs more than decoding a small frame. One kept
+  context per input kind costs next to nothing (docs/data.md).
   """
   cache = _THREAD_STATE.__dict__.setdefault("reformatters", {})
   key = (frame.width, frame.height, frame.format.name, int(frame.colorspace),
@@ -269,7 +269,7 @@ class VideoIndex(NamedTuple):
 
 
 def index_stream(container, stream) -> VideoIndex:
-  """Reads every packet of `stream` (no decoding: ~8 ms for 10 s of 720p h264) into an index.
+  """Reads every packet of `stream` (no decoding) into an index.
 
   A stream with fewer packets than its container lists (check_complete) is indexed on the frames
   that are there, less its last packet (a cut can leave it partial), with `listed` set.

@@ -5,7 +5,8 @@ no B-frames, one packet per frame in presentation order (reencode.py). For such 
 converter also stores a `PacketTable` (where each frame's packet lies in the mp4 bytes, and the
 decoder's configuration), and the loader feeds those byte ranges to a kept H.264 decoder. That
 skips what a small clip otherwise pays per record for the container: `av.open` (probing, parsing
-the moov box), the seek, and building a fresh decoder, about 1 ms of a ~5 ms 64-px clip.
+the moov box), the seek, and building a fresh decoder (a large share of a small clip's cost:
+docs/data.md).
 
 The table is only written after the converter checked the stream it describes (decode order ==
 presentation order, one packet per frame); records without one (kept

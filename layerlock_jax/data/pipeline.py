@@ -48,6 +48,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from layerlock_jax.data import mixture
+from layerlock_jax.data import subsets
 from layerlock_jax.data import synthetic
 
 
@@ -126,8 +127,8 @@ def _source_stream(source, seed: int) -> grain.MapDataset:
     # Indices, not items, are shuffled; the record is decoded and augmented with draws derived
     # from (seed, stream position), so every epoch sees new crops/offsets of a video, identical
     # on any process count and after a resume. The order is an explicit permutation per epoch,
-    # not grain's index shuffle: that one costs ~1 ms of C++ per index on a few dozen records
-    # (25 us on 2,048, 13 us on 10^6), a fifth of what a small converted clip costs to decode.
+    # not grain's index shuffle, whose cost per index grows as the dataset shrinks (on a few dozen
+    # records it rivals decoding a small converted clip; docs/data.md).
     ds = grain.MapDataset.range(len(source)).repeat(None)
     return ds.map_with_index(_EpochOrder(len(source), seed)).map_with_index(
         _TrainingClips(source, seed))
@@ -255,19 +256,27 @@ def global_batch(local_batch: Mapping[str, Any], sharding: NamedSharding) -> dic
 
 def load_split_arrays(data_cfg, split: str, num_clips: int,
                       seed: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-  """The first `num_clips` clips of `split`, in index order, as numpy (for evaluation probes).
+  """`num_clips` clips of `split` as numpy (for evaluation probes): the whole split, or a subset
+  stratified over the classes of its first label and drawn from `seed` (subsets.stratified_subset;
+  a class-sorted folder's first clips would cover only its first classes).
 
-  Returns (videos uint8 [N, T, H, W, 3], {label: int32 [N]}). Not shuffled and not sharded: every
-  process gets the same arrays.
+  Returns (videos uint8 [N, T, H, W, 3], {label: int32 [N]}), in record order. Not sharded:
+  every process gets the same arrays.
   """
   source = synthetic.make_source(data_cfg, split, seed)
   if not 0 < num_clips <= len(source):
     raise ValueError(f"num_clips={num_clips} must be in [1, {len(source)}] (config.data.num_clips)")
-  first = source[0]
+  if num_clips == len(source):
+    indices = np.arange(num_clips)
+  else:
+    table = subsets.split_labels(source)
+    first = next(iter(table.values()), None)
+    indices = subsets.stratified_subset(first, num_clips, seed, total=len(source))
+  first = source[int(indices[0])]
   videos = np.empty((num_clips,) + first["video"].shape, np.uint8)
   labels = {k: np.empty((num_clips,), np.int32) for k in first if k != "video"}
-  for i in range(num_clips):
-    item = first if i == 0 else source[i]
+  for i, index in enumerate(indices):
+    item = first if i == 0 else source[int(index)]
     videos[i] = item["video"]
     for k in labels:
       labels[k][i] = item[k]

@@ -20,12 +20,10 @@ from layerlock_jax.data import decode
 from layerlock_jax.data import packets
 
 # A 16-frame clip at stride 2 spans 31 frames; a keyframe every 16 frames adds ~7 lead-in frames
-# on average instead of ~15 with 32. From 64-px shards that cut the loader's CPU per tiny clip by
-# ~9% (3.08 vs 3.37 ms, packet path) for ~10% more bytes.
+# on average instead of ~15 with 32, for more bytes (measured: docs/data.md).
 DEFAULT_KEYFRAME_INTERVAL = 16
 # x264's own default quality (what `ffmpeg -vf scale=...` pre-resizing gives). Decoding cost
-# follows the bitrate (CAVLC reads every coefficient): on the benchmark corpus at short side 64,
-# CRF 18 / 23 / 28 decode at 97 / 69 / 51 us per frame for 259 / 130 / 73 kB per 300 frames.
+# follows the bitrate (CAVLC reads every coefficient; measured per CRF: docs/data.md).
 DEFAULT_CRF = 23
 
 
@@ -71,8 +69,12 @@ def reencode(src: str, dst: str, short_side: int,
           enc.height, enc.width, enc.pix_fmt = height, width, "yuv420p"
           # Keyframes exactly every `keyframe_interval` frames (no scene-cut keyframes), no
           # B-frames: a clip's decode then starts at most keyframe_interval - 1 frames early.
-          # tune=fastdecode (no CABAC, no deblocking) halves the decode time for ~10% more bytes.
+          # tune=fastdecode (no CABAC, no deblocking): faster decoding for a few more bytes.
+          # One encoder thread: x264's output depends on its thread count, which "auto" takes
+          # from the machine, so a file re-encoded on another worker (a cluster runner, a
+          # resumed run) would come out different. The converter runs files in parallel instead.
           enc.options = {"crf": f"{crf:g}", "preset": "veryfast", "bf": "0", "tune": "fastdecode",
+                         "threads": "1",
                          "x264-params": f"keyint={keyframe_interval}:min-keyint="
                                         f"{keyframe_interval}:scenecut=0"}
         small = frame.reformat(width=width, height=height, format="yuv420p",

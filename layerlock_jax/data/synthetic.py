@@ -33,8 +33,7 @@ SPLITS = {"train": 0, "test": 1}
 # Rendered clips are kept per process, least recently used out first, up to this many bytes of
 # video. A clip depends only on its source's parameters (its repr) and its index: a 600-step run
 # of 16 clips over 2048 clips renders each clip ~5 times, and the runs of one data seed in one
-# process (a worker of the reproduction) would render the same clips again. On one core, rendering
-# took ~15% of a small model's training step.
+# process (a worker of the reproduction) would render the same clips again (docs/data.md).
 CLIP_CACHE_BYTES = 512 * 2**20
 
 

@@ -17,9 +17,9 @@ Splits and labels
   not on disk is skipped and counted like a broken file.
 
 Bad input never crashes training and never becomes a black clip:
-* At construction every file is probed once (open + stream info, ~1 ms): empty, unreadable (not
-  media, or a cut-off container), no video stream (audio only) and, where the container states an
-  exact frame count, too short, are skipped; counts by reason and the names are logged.
+* At construction every file is probed once (open + stream info, no decoding): empty, unreadable
+  (not media, or a cut-off container), no video stream (audio only) and, where the container states
+  an exact frame count, too short, are skipped; counts by reason and the names are logged.
   data.probe_files=False skips probing (huge folders); failures then surface at decode time.
 * A file whose stream ends before the frame count its container lists is "short", not broken:
   its clips come from the frames that are there; `bad_input_metrics()` counts such files
@@ -257,6 +257,12 @@ class ClipSource:
 
   def _read(self, record: int) -> Record:
     raise NotImplementedError
+
+  def labels(self, index: int) -> dict[str, np.int32]:
+    """The labels of record `index` without decoding its video ({} when unlabelled)."""
+    if self.num_classes is None:
+      return {}
+    return {"label": np.int32(self._read(int(index)).label)}
 
   def _fallback_name(self, record: int) -> str:
     """How a record is named when even reading it failed."""

@@ -288,7 +288,8 @@ class AttentiveReadout(nn.Module):
     # the value projection, sum_s w_s V_s = (sum_s w_s z_s) Wv + (sum_s w_s) bv: the same function
     # at O(S D H Q) per clip instead of O(S D W), ~30x fewer FLOPs for one query at width 128.
     # The logits are one [B*S, D] x [D, H*Q] matmul and stay [B, S, H*Q] (softmax over axis 1):
-    # as a 4-D einsum with S last, XLA:CPU ran this readout's training step ~2x slower.
+    # as a 4-D einsum with S last, XLA:CPU ran this readout's training step slower (see
+    # docs/evaluation.md).
     k = heads * self.num_queries
     folded = jnp.einsum("dhc,qhc->dhq", key_kernel, queries).reshape(d, k)
     per_step = offset @ folded + jnp.einsum("hc,qhc->hq", key_bias, queries).reshape(-1)
@@ -356,7 +357,7 @@ def _attentive_fns(logit_classes, num_queries, width, num_heads, lr, weight_deca
   # Several labellings of the same tokens (tasks) train side by side: vmapped over the task axis
   # of the labels and class masks, each task's readout starts from the same parameters and sees
   # the same minibatches as it would alone, while each minibatch of tokens is gathered once for
-  # all of them and their small matmuls over it become one (3 tasks: ~1.6x faster on CPU).
+  # all of them and their small matmuls over it become one (docs/evaluation.md).
   train = jax.jit(jax.vmap(train_one, in_axes=(None, None, None, 0, None, 0)))
   predict = jax.jit(jax.vmap(lambda params, x, valid: jnp.argmax(logits_fn(params, x, valid), -1),
                              in_axes=(0, None, 0)))

@@ -49,10 +49,10 @@ FULL_UNROLL = 1 << 16
 def resolve_scan_unroll(scan_unroll: int, platform: str | None = None) -> int:
   """config.model.scan_unroll -> the unroll factor of the encoder / predictor scans.
 
-  0 (auto): unrolled where the step is compiled for CPU, rolled (1) elsewhere. XLA:CPU ran the
-  unrolled ViT-S and tiny steps ~13% faster than the rolled ones (bench/option_ab.py, one process,
-  alternated, against a null comparison), at about the same compile time and temporary memory:
-  a rolled stack slices each layer's weights out of the stacked parameters, writes every layer's
+  0 (auto): unrolled where the step is compiled for CPU, rolled (1) elsewhere. XLA:CPU runs the
+  unrolled steps faster than the rolled ones at about the same compile time and temporary memory
+  (measured with bench/option_ab.py: bench/README.md, "Our step against itself"): a rolled
+  stack slices each layer's weights out of the stacked parameters, writes every layer's
   residuals into stacked buffers and zero-fills stacked gradient buffers, which an unrolled one
   does not. On GPU/TPU a rolled scan keeps compile time flat in depth (a 40-block encoder compiles
   once, not 40 times), which is what large runs need. `platform`: where the step is compiled

@@ -203,8 +203,8 @@ def dense_over_tokens(layer, x):
   """`layer` (a Dense on the last axis) applied to x's leading axes flattened into one.
 
   Same values, but the weight gradient then contracts one token axis instead of (batch, length):
-  XLA:CPU runs a two-axis contraction ~2x slower than the flattened one (an MLP's forward and
-  backward at 1568 x 384 -> 1536 -> 384: 145 vs 74 ms, bench/step_profile.py shows the step). The
+  XLA:CPU runs a two-axis contraction much slower than the flattened one (measured:
+  bench/README.md, "Against Hugging Face PyTorch VideoMAE"). The
   reshape is a bitcast everywhere, and batch, the only sharded activation axis, stays the major
   one of the merged axis, so sharded runs lay out the same.
   """
@@ -290,8 +290,8 @@ def softmax_attention(q, k, v):
   sees. Heads become a batch axis up front, the softmax's normalisation divides the (S, Dh)
   output instead of the (S, S) weights, and the backward is the textbook one (dS = P * (dP -
   rowsum(dO * O))) instead of autodiff through the softmax's max / exp / sum / divide. XLA:CPU
-  ran the autodiff version's forward and backward at ViT-S shapes (4 x 392 tokens, 6 heads of 64)
-  in ~59 ms, this one in ~32 ms (PyTorch's SDPA: ~31 ms), because autodiff left it broadcasts of
+  runs this one about as fast as PyTorch's SDPA and the autodiff version much slower (measured:
+  bench/README.md, "Against Hugging Face PyTorch VideoMAE"), because autodiff left it broadcasts of
   row statistics to (S, S) materialised in memory and (B, S, H, Dh) <-> (B, H, S, Dh) layout
   changes around each of the six matmuls. What is saved for backward is what autodiff saves: the
   (S, S) probabilities (plus the small output).
