@@ -34,12 +34,19 @@ setuptools.setup(
         "safetensors>=0.4",  # Hugging Face weights, read and written with its numpy API
     ],
     extras_require={
+        # The TPU compiler (libtpu) comes with the tests: the CI compiles a TPU program
+        # (tests/test_tpu_compile.py). On a CPU-only run JAX_PLATFORMS=cpu keeps it idle.
         # transformers without torch: its config and file utilities read our HF export in the tests.
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "portpicker>=1.6", "transformers>=4.40"],
+        # apache-beam: the converter's Beam runner is tested on the DirectRunner.
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "portpicker>=1.6", "transformers>=4.40",
+                 "apache-beam>=2.78", "jax[tpu]>=0.10.2"],
+        # The TPU runtime and compiler matching jax (jax's own `tpu` extra picks the libtpu
+        # build); also what `python -m layerlock_jax.aot --topology=...` compiles with.
+        "tpu": ["jax[tpu]>=0.10.2"],
         "torch": ["torch>=2.9", "transformers>=4.40"],
         # data.convert on Apache Beam (DirectRunner locally; Flink, Spark, Dataflow). Beam 2.78
-        # needs protobuf < 7, python-dateutil < 3 and pyarrow < 26: older than the test pins in
-        # constraints.txt, so install it into its own environment (see data/convert_beam.py).
+        # needs protobuf < 7, python-dateutil < 3 and pyarrow < 26; constraints.txt pins versions
+        # that satisfy it next to the rest of the stack.
         "beam": ["apache-beam>=2.78"],
         # A CUDA JAX next to the same code (bench/gpu_check.sh); no upper bounds anywhere.
         "cuda12": ["jax[cuda12]>=0.10.2"],

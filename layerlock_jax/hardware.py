@@ -49,6 +49,14 @@ HBM_GIB: dict[str, int] = {
 }
 GIB = 1024 ** 3
 
+# HBM bandwidth per device, bytes/s: the memory side of a roofline bound. Sources: Google Cloud TPU
+# system-architecture pages (v4 1,228 GB/s (1.2 TB/s), v5e 819 GB/s, v5p 2,765 GB/s, v6e 1,640 GB/s
+# per chip); NVIDIA H100 SXM5 datasheet (3.35 TB/s), H200 datasheet (4.8 TB/s).
+HBM_BANDWIDTH: dict[str, float] = {
+    "tpu v4": 1228e9, "tpu v5e": 819e9, "tpu v5p": 2765e9, "tpu v6e": 1640e9,
+    "nvidia h100 sxm": 3.35e12, "nvidia h200": 4.8e12,
+}
+
 # Short names the planning CLI accepts (`aot --accelerator=v5e`) -> canonical device name.
 ACCELERATORS = {"v4": "tpu v4", "v5e": "tpu v5e", "v5p": "tpu v5p", "v6e": "tpu v6e",
                 "h100": "nvidia h100 sxm", "h200": "nvidia h200"}

@@ -25,6 +25,17 @@ def make_mesh(mesh_cfg, devices=None) -> Mesh:
   """The (data, fsdp, tensor) mesh over `devices` (default: all), sizes from the config."""
   devices = list(jax.devices() if devices is None else devices)
   shape = config_validation.resolve_mesh_shape(mesh_cfg, len(devices))
+  slices = len({getattr(d, "slice_index", 0) or 0 for d in devices})
+  if slices > 1:
+    # Multi-slice: slices talk over the data-centre network (DCN), so only the data axis (the
+    # slowest-interconnect one) spans them; fsdp and tensor stay inside a slice's ICI.
+    if shape[0] % slices:
+      raise plan.ConfigError(
+          "config.mesh.data", f"data={shape[0]} must be a multiple of the {slices} slices (the "
+          "data axis spans them); set --config.mesh.data=-1 or a multiple")
+    grid = mesh_utils.create_hybrid_device_mesh(
+        (shape[0] // slices, shape[1], shape[2]), (slices, 1, 1), devices)
+    return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
   try:  # physical-topology-aware layout on TPU/GPU
     grid = mesh_utils.create_device_mesh(shape, devices)
   except (ValueError, NotImplementedError, AssertionError):

@@ -209,15 +209,8 @@ def test_unknown_flags_without_beam_runner_are_one_clear_error(folder, tmp_path)
 
 
 # ------------------------------------------------------------------------------------------------
-# Apache Beam. The `beam` extra does not install next to the pinned stack (apache-beam 2.78
-# needs protobuf < 7, python-dateutil < 3 and pyarrow < 26), so these run where Beam is
-# installed and are skipped, with that reason, elsewhere.
+# Apache Beam is in the test extra: a missing install fails these tests, it does not skip them.
 
-beam_only = pytest.mark.skipif(not convert_beam.available(),
-                               reason="apache-beam is not installed (the beam extra)")
-
-
-@beam_only
 @pytest.mark.parametrize("short_side", [0])
 def test_direct_runner_writes_what_the_process_pool_writes(folder, reference, tmp_path,
                                                            short_side):
@@ -230,7 +223,6 @@ def test_direct_runner_writes_what_the_process_pool_writes(folder, reference, tm
   _assert_same_output(out, reference(short_side))
 
 
-@beam_only
 def test_beam_run_killed_half_way_resumes_byte_identical(folder, uninterrupted, tmp_path):
   out = tmp_path / "out"
   # In-memory DirectRunner: the stages run in this process, where the patch kills it.

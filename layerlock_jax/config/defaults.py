@@ -101,7 +101,9 @@ def base_config() -> ml_collections.ConfigDict:
                                    # models/video_mae.py); 1: rolled; >= depth: unrolled (e.g. so
                                    # that XLA's cost_analysis counts every layer). The decoder has its
                                    # own (decoder.scan_unroll)
-  m.attention = "xla"              # xla: einsum softmax | dot_product: jax.nn.dot_product_attention
+  m.attention = "auto"             # auto: TPU Pallas flash kernel | NVIDIA cuDNN | CPU xla (models/attention.py)
+                                   # xla: einsum softmax | dot_product: jax.nn.dot_product_attention
+                                   # pallas: the TPU kernel always (Pallas interpret mode off TPU)
   m.attention_impl = ""            # with attention=dot_product: "" (backend picks) | xla | cudnn
   d = m.decoder = ml_collections.ConfigDict()
   d.type = "light"                 # light: VideoMAE decoder | query: 4DS (last backbone blocks + queries)

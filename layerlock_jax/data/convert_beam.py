@@ -15,11 +15,9 @@ unless the options say otherwise. Cluster runners need the workers to see the in
 folders at the same paths and `layerlock_jax` installed (pip install -e .[beam] on every worker,
 or a container image).
 
-Installing: apache-beam 2.78 requires protobuf < 7, python-dateutil < 3 and pyarrow < 26, older
-than the versions .ci/constraints.txt pins for the rest of the stack, so `pip install -e .[beam]
--c .ci/constraints.txt` cannot resolve. Install Beam into its own environment with those three
-relaxed (the converter needs none of the newer versions); without Beam the converter uses its
-process pool, with the same stages, resume and output.
+Installing: `pip install -c .ci/constraints.txt -e .[beam]` (the test extra includes it; the
+constraints pin protobuf, python-dateutil and pyarrow at versions Beam 2.78 accepts). Without Beam
+the converter uses its process pool, with the same stages, resume and output.
 """
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from layerlock_jax import plan
+from layerlock_jax.models import attention as attention_lib
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -225,7 +226,7 @@ class Block(nn.Module):
   rope_base: float = 10_000.0
   rope_fractions: tuple[float, float, float] = (0.10, 0.25, 0.25)
   rope_placement: str = "after_norm"
-  attention: str = "xla"
+  attention: str = "auto"
   attention_impl: str = ""
   layer_norm_eps: float = 1e-6
   gelu_approximate: bool = True  # tanh GELU (flax's default); False: exact erf GELU (VideoMAE)
@@ -271,6 +272,13 @@ def attend(q, k, v, attention: str, impl: str):
   """Multi-head attention on (B, S, H, Dh) inputs; softmax in float32."""
   if attention == "dot_product":
     return jax.nn.dot_product_attention(q, k, v, implementation=impl or None)
+  if attention in ("auto", "pallas"):
+    # pallas: the TPU kernel wherever the program is traced (with Pallas' TPU interpret mode on CPU).
+    kernel = "pallas_tpu" if attention == "pallas" else attention_lib.choose(q)
+    if kernel == "pallas_tpu":
+      return attention_lib.flash_attention_tpu(q, k, v)
+    if kernel == "cudnn":
+      return attention_lib.cudnn_attention(q, k, v)
   return softmax_attention(q, k, v)
 
 

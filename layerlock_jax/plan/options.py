@@ -11,7 +11,7 @@ ROPE_PLACEMENTS = ("after_norm", "qk")
 DTYPES = ("float32", "bfloat16")
 REMAT_POLICIES = ("none", "nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable",
                   "everything_saveable")
-ATTENTIONS = ("xla", "dot_product")
+ATTENTIONS = ("auto", "xla", "dot_product", "pallas")
 ATTENTION_IMPLS = ("", "xla", "cudnn")
 DECODER_TYPES = ("light", "query")
 
