@@ -7,13 +7,13 @@
       --accelerator=h100 --stages=all --json=/tmp/plan.json
 
 With --topology (needs libtpu: `pip install -e .[tpu]`): the same program is compiled by the real
-TPU compiler for compile-only devices of that slice (layerlock_jax/tpu_compile.py); --num_slices
+TPU compiler for compile-only devices of that slice (layerlock_jax/compile_targets/tpu.py); --num_slices
 adds slices joined over DCN, which the mesh's data axis spans. It reports, per chip, the compiler's
 memory analysis (arguments, temporaries, outputs, total against HBM), its FLOPs and bytes accessed,
 and a roofline lower bound on step time with the MFU that bound allows (a bound, not a
 measurement). A program the compiler refuses for HBM is one line: stage, bytes asked, HBM.
 --fit searches the batch (and --fit_remat / --fit_meshes) for the largest run that fits
-(layerlock_jax/fit_search.py).
+(layerlock_jax/compile_targets/fit.py).
 
 Without --topology, an XLA:CPU estimate: it fakes `--num_devices` CPU devices on this machine,
 builds the run's mesh and shardings exactly as training does (layerlock_jax.trainer.Trainer),
@@ -46,9 +46,10 @@ import sys
 import time
 
 from layerlock_jax import hardware
-from layerlock_jax import tpu_compile
+from layerlock_jax.compile_targets import tpu as tpu_compile
 from layerlock_jax.hardware import ACCELERATORS, GIB
 from layerlock_jax import plan as plan_lib
+from layerlock_jax.plan import options
 
 
 @dataclasses.dataclass
@@ -341,7 +342,7 @@ def fit(config, devices, target: dict, kind: str, headroom: float, stages: str, 
         process_count: int = 1):
   """--fit: the search of fit_search over meshes x remat policies; (points, choice, text)."""
   from layerlock_jax.config import validation as config_validation  # pylint: disable=g-import-not-at-top
-  from layerlock_jax import fit_search  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.compile_targets import fit as fit_search  # pylint: disable=g-import-not-at-top
   cache = fit_search.Cache(cache_path)
   limit = int(hardware.HBM_GIB[kind] * GIB * (1.0 - headroom))
   n = len(devices)
@@ -354,7 +355,7 @@ def fit(config, devices, target: dict, kind: str, headroom: float, stages: str, 
   points = []
   for mesh in fit_search.parse_meshes(meshes, config):
     data, fsdp, _ = config_validation.resolve_mesh_shape(
-        dict(zip(("data", "fsdp", "tensor"), mesh)), n)
+        dict(zip(options.MESH_AXES, mesh)), n)
     unit = data * fsdp  # the batch-parallel size: the batch grows in whole clips per shard
     for policy in names:
       def evaluate(batch, mesh=mesh, policy=policy):

@@ -58,7 +58,7 @@ def test_auto_is_xla_on_cpu_and_the_kernel_on_tpu_meshes(caplog):
   assert attention.choose(q) == "xla"  # no mesh: the default backend, CPU here
   with jax.set_mesh(Mesh(np.array(jax.devices()[:2]), ("data",))):
     assert attention.choose(q) == "xla"
-  from layerlock_jax import tpu_compile  # pylint: disable=g-import-not-at-top
+  from layerlock_jax.compile_targets import tpu as tpu_compile  # pylint: disable=g-import-not-at-top
   tpu = tpu_compile.compile_only_devices("v5e:2x2")
   with jax.set_mesh(Mesh(np.array(tpu), ("data",))):
     assert attention.choose(q) == "pallas_tpu"

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from layerlock_jax.config import loading as config_loading
-from layerlock_jax import fit_search
+from layerlock_jax.compile_targets import fit as fit_search
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 GIB = 1024 ** 3

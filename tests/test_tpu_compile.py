@@ -18,7 +18,7 @@ from layerlock_jax.config import loading as config_loading
 from layerlock_jax import flops
 from layerlock_jax import hardware
 from layerlock_jax import plan
-from layerlock_jax import tpu_compile
+from layerlock_jax.compile_targets import tpu as tpu_compile
 from layerlock_jax.trainer import Trainer
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -11,6 +11,9 @@ ROPE_PLACEMENTS = ("after_norm", "qk")
 DTYPES = ("float32", "bfloat16")
 REMAT_POLICIES = ("none", "nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable",
                   "everything_saveable")
+# The same policies from the least recomputation to the most (aot --fit breaks ties with it).
+REMAT_BY_RECOMPUTE = ("none", "everything_saveable", "dots_saveable",
+                      "dots_with_no_batch_dims_saveable", "nothing_saveable")
 ATTENTIONS = ("auto", "xla", "dot_product", "pallas")
 ATTENTION_IMPLS = ("", "xla", "cudnn")
 DECODER_TYPES = ("light", "query")

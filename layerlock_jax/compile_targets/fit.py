@@ -18,9 +18,10 @@ import json
 import os
 import pathlib
 
+from layerlock_jax.plan import options
+
 # Least recompute first: the tie-break between policies that fit the same batch.
-RECOMPUTE_ORDER = ("none", "everything_saveable", "dots_saveable",
-                   "dots_with_no_batch_dims_saveable", "nothing_saveable")
+RECOMPUTE_ORDER = options.REMAT_BY_RECOMPUTE
 
 
 @dataclasses.dataclass
