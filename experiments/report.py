@@ -290,7 +290,7 @@ def _formation(formation: dict | None, arm: str = "LayerLock", base: str = "MAE"
           f"{seeds} (per seed); {arm}'s first freeze: step {freeze}.")
 
 
-def _section_layerlock(c: dict, fig: str) -> str:
+def section_layerlock(c: dict, fig: str) -> str:
   p, l = c["probe"], c["linear"]
   labels = c.get("labels", {})
   rows = [[labels.get(arm, arm), _seeds(p[arm]), _f(p[arm]["mean"]), _seeds(l[arm]),
@@ -355,13 +355,13 @@ _SECTIONS = (
      figure_freezing),
     ("collapse", "3. Naive latent prediction collapses, LayerLock does not", _section_collapse,
      figure_collapse),
-    ("layerlock_vs_mae", "4. LayerLock >= pixel MAE (Moving MNIST)", _section_layerlock,
+    ("layerlock_vs_mae", "4. LayerLock >= pixel MAE (Moving MNIST)", section_layerlock,
      figure_layerlock_vs_mae),
     ("layerlock_vs_mae_camera", "4b. LayerLock >= pixel MAE (camera motion over photographs)",
-     _section_layerlock, figure_layerlock_vs_mae),
+     section_layerlock, figure_layerlock_vs_mae),
     ("blockwise", "5. Blockwise ~ end-to-end", _section_blockwise, figure_blockwise),
     ("vjepa_layerlock", "6. LayerLock improves V-JEPA (camera motion over photographs)",
-     _section_layerlock, figure_layerlock_vs_mae),
+     section_layerlock, figure_layerlock_vs_mae),
 )
 
 

@@ -329,7 +329,7 @@ class Reproduction:
       else:  # e.g. an OUT whose MAE runs predate forking: the same numbers, from step 0
         logging.info("reproduce: %s not found; training %s from step 0",
                      run.fork_path(self.out), run.name)
-    result = train.run(config, self.workdir(run), make_make_evaluator=periodic.make_evaluator)
+    result = train.run(config, self.workdir(run), make_evaluator=periodic.make_evaluator)
     if result.preempted:
       raise Preempted(f"preempted while training {run.name} (checkpoint saved in "
                       f"{self.workdir(run)}): rerun the same command to resume")
@@ -562,7 +562,7 @@ def reproduce(out: str, *, quick: bool = False, ablations: bool = False,
               and r not in plan.main_order()] +
              [r for r in plan.main_order() if r.fork_source] +
              [r for r in everything if r.fork_source and r not in plan.main_order()])
-  jobs = [train_eval(r) for r in _stagger_seeds(ordered)]
+  jobs = [train_eval(r) for r in stagger_seeds(ordered)]
   jobs += [lanes.Job(run.name, _train_only_job, (out, plan, run),
                      deps=(run.fork_source.name,) if run.fork_source else ())
            for _, _, run in plan.grid_runs()]
@@ -697,7 +697,7 @@ def code_version() -> dict[str, Any]:
   return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
-def _stagger_seeds(runs: list[Run]) -> list[Run]:
+def stagger_seeds(runs: list[Run]) -> list[Run]:
   """`runs` with the later seeds of each variant moved behind every earlier seed's run of its
   group (the fork sources, the runs from step 0, the forks), order otherwise kept.
 

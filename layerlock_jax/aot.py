@@ -74,7 +74,7 @@ class StagePlan:
   compiled_bytes_accessed: float | None = None
 
 
-def _device_bytes(tree, device) -> int:
+def device_bytes(tree, device) -> int:
   """Bytes of `tree`'s abstract arrays that live on `device` (one shard per leaf)."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -141,9 +141,9 @@ def plan_stage(trainer, spec) -> StagePlan:
   return StagePlan(
       frozen_layers=spec.frozen_layers, target=spec.target,
       trainable_params=sum(int(x.size) for x in jax.tree.leaves(state.params)),
-      param_bytes=_device_bytes((state.params, state.frozen, state.teacher), device),
-      opt_state_bytes=_device_bytes(state.opt_state, device),
-      batch_bytes=_device_bytes(video, device),
+      param_bytes=device_bytes((state.params, state.frozen, state.teacher), device),
+      opt_state_bytes=device_bytes(state.opt_state, device),
+      batch_bytes=device_bytes(video, device),
       argument_bytes=mem["argument_bytes"], output_bytes=mem["output_bytes"],
       alias_bytes=mem["alias_bytes"], temp_bytes=mem["temp_bytes"],
       total_bytes=int(total), model_flops=int(step["model_flops"]),

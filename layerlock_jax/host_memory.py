@@ -54,7 +54,7 @@ def accelerator_possible() -> bool:
   return any(True for _ in getattr(jax_plugins, "__path__", ()))
 
 
-def _glibc():
+def glibc():
   if os.name != "posix":
     return None
   try:
@@ -79,7 +79,7 @@ def configure(mode: str, total_steps: int | None = None) -> str:
     return "system"
   if mode == "system":
     return "system"
-  libc = _glibc()
+  libc = glibc()
   if libc is None:
     return "system"
   ok = (libc.mallopt(_M_ARENA_MAX, 1) == 1 and libc.mallopt(_M_MMAP_MAX, 0) == 1

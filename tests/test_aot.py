@@ -113,8 +113,8 @@ def test_stage_selection_and_adam_state_per_stage():
     state = trainer.abstract_state(spec)
     trainable = sum(x.size for x in jax.tree.leaves(state.params))
     # data_parallel: every device holds everything; Adam = mu + nu (float32) + int32 counters.
-    assert aot._device_bytes((state.params, state.frozen), device) == 4 * total
-    counters = aot._device_bytes(state.opt_state, device) - 8 * trainable
+    assert aot.device_bytes((state.params, state.frozen), device) == 4 * total
+    counters = aot.device_bytes(state.opt_state, device) - 8 * trainable
     assert 0 < counters <= 64, counters
 
 

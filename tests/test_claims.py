@@ -264,7 +264,7 @@ def test_clip_centred_targets_are_a_row_of_claim_4_and_not_part_of_its_verdict()
   cmp = with_center["ablations"]["center"]  # +0.02 on digit, 0 on speed: +0.01 per seed
   assert cmp["delta"] == pytest.approx(0.01) and cmp["n"] == 5
   assert cmp["lower"] == pytest.approx(0.01) and cmp["upper"] == pytest.approx(0.01)
-  text = report._section_layerlock(with_center, "fig.png")  # pylint: disable=protected-access
+  text = report.section_layerlock(with_center, "fig.png")
   assert "Clip-centred latent targets - LayerLock: attentive +0.010" in text
   assert "| layerlock_center |" in text
 

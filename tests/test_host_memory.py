@@ -34,7 +34,7 @@ def _faults(mode):
   return applied, int(faults)
 
 
-@pytest.mark.skipif(host_memory._glibc() is None, reason="mallopt is glibc's")  # pylint: disable=protected-access
+@pytest.mark.skipif(host_memory.glibc() is None, reason="mallopt is glibc's")
 def test_steady_heap_reuses_freed_buffers_without_page_faults():
   pages = (64 << 20) // 4096
   applied, faults = _faults("system")

@@ -30,7 +30,7 @@ def shards(tmp_path_factory):
   source = records.ArrayRecordSource(str(base / "out"), "train", augment.ClipSpec(8, 16))
   out = {}
   for r in range(2):
-    header, data = records.decode_record(source._data[r])  # pylint: disable=protected-access
+    header, data = records.decode_record(source.raw_records[r])
     video = decode.decode_video(data, limit=1000)
     out[header["name"]] = (header, data, np.stack([video.rgb(i) for i in range(N)]))
   return out

@@ -176,7 +176,7 @@ def test_later_seeds_start_after_every_earlier_seed_of_their_group():
   runs += [r for rs in plan.long_freezing_runs().values() for r in rs]
   runs += [r for rs in plan.vjepa_runs().values() for r in rs]
   runs += [r for rs in plan.blockwise_runs().values() for r in rs]
-  staggered = reproduce._stagger_seeds(runs)  # pylint: disable=protected-access
+  staggered = reproduce.stagger_seeds(runs)
   assert sorted(r.name for r in staggered) == sorted(r.name for r in runs)
   names = [r.name for r in staggered]
   sources = {r.fork_source for r in runs if r.fork_source}

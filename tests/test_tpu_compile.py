@@ -114,7 +114,7 @@ def test_tpu_flops_and_the_roofline_bound(tiny_on_v5e):
   config, result, _ = tiny_on_v5e
   [stage] = result["stages"]
   n = 4
-  step = flops.step_flops(config, 0)
+  step = flops.step_flops(config)  # the first stage: nothing frozen
   # The compiler counts the rolled layer scan once: more than the parts outside any scan (patch
   # embedding and heads), less than the whole analytic step per chip.
   outside = (step["patch_embed"] + step["heads"]) / n

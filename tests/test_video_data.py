@@ -8,6 +8,7 @@ made from real files. Checks compare decoded pixels with the encoded arrays with
 tolerance and identify clips by their content or label, never by calling the code under test twice.
 """
 import json
+import re
 import logging
 import os
 import shutil
@@ -418,7 +419,7 @@ def test_convert_round_trip_matches_folder(folders, tmp_path):
   assert frames == [len(folders["refs"][i]) for i in range(len(CODECS))]
   # Records hold the original bytes.
   rec = records.ArrayRecordSource(str(out), "train", augment.ClipSpec(T, S))
-  header, data = records.decode_record(rec._data[0])  # pylint: disable=protected-access
+  header, data = records.decode_record(rec.raw_records[0])
   assert data == (folders["good"] / "c0" / "v.mp4").read_bytes() and header["label"] == 0
   # Same records as the clean folder, in the same order: identical clips, eval and training.
   folder = video_files.VideoFolderSource(str(folders["good"]), "train", augment.ClipSpec(T, S))
@@ -456,9 +457,18 @@ def test_convert_cli_progress_summary_and_exit_codes(folders, tmp_path):
       [sys.executable, "-m", "layerlock_jax.data.convert", *args], cwd=REPO, text=True,
       capture_output=True, timeout=120)
   out = tmp_path / "s"
-  r = run(f"--input={folders['mixed']}", f"--output={out}", "--workers=1", f"--min_frames={T}")
+  r = run(f"--input={folders['mixed']}", f"--output={out}", "--workers=1", f"--min_frames={T}",
+          "--runner=processes")
   assert r.returncode == 0, r.stderr
-  assert "inspected" in r.stdout and "skipped c0/notes.mp4: unreadable" in r.stdout
+  assert re.search(r"inspected 12/12 \(\d+ failed this run\) .* files/s, ETA \d+s", r.stdout)
+  assert "skipped c0/notes.mp4: unreadable" in r.stdout
+  # Beam is in the test extra, so the default runner is Beam's DirectRunner: it reports once, at
+  # the end of the inspection, and writes the same records.
+  beam = run(f"--input={folders['mixed']}", f"--output={tmp_path / 'beam'}", f"--min_frames={T}")
+  assert beam.returncode == 0, beam.stderr
+  assert beam.stdout.startswith("runner: DirectRunner")
+  assert re.search(r"inspected 12 file\(s\) on DirectRunner in \d+s", beam.stdout)
+  assert "skipped c0/notes.mp4: unreadable" in beam.stdout and "done: 6 video(s)" in beam.stdout
   assert "skipped c0/short.mp4: too short" in r.stdout and "done: 6 video(s)" in r.stdout
   assert run(f"--input={folders['mixed']}", f"--output={out}").returncode == 2  # no --overwrite
   only_bad = tmp_path / "bad"

@@ -82,7 +82,7 @@ def _span(path, needed, index=None):
     c, stream = reopen()
     if index is None:
       index = decode.index_stream(c, stream)
-    count = decode._decode_span(  # pylint: disable=protected-access
+    count = decode.decode_container_span(
         c, stream, index, needed, lambda i, f: got.__setitem__(i, f.to_ndarray(format="rgb24")),
         reopen)
   finally:
@@ -151,10 +151,10 @@ def test_resize_while_converting_keeps_content_and_frame_size_small(tmp_path):
   full = np.stack([video.rgb(i) for i in range(video.num_frames)])
   spec = augment.ClipSpec(4, 32, frame_stride=1, temporal_offset="center", crop="center",
                           flip=False)
-  h, w, box = decode._scaled_target(720, 1280, augment.Box(0, 280, 720, 720), 32)  # pylint: disable=protected-access
+  h, w, box = decode.scaled_target(720, 1280, augment.Box(0, 280, 720, 720), 32)
   assert (h, w, box) == (32, 57, augment.Box(0, 12, 32, 32))
   # A non-square box is stretched to the square (random resized crop), the frame with it.
-  assert decode._scaled_target(720, 1280, augment.Box(100, 200, 400, 300), 32) == (  # pylint: disable=protected-access
+  assert decode.scaled_target(720, 1280, augment.Box(100, 200, 400, 300), 32) == (
       58, 137, augment.Box(8, 21, 32, 32))
   clip = decode.load_clips(str(path), spec, np.random.default_rng(0))[0]
   ref = augment.render(full[1:5], augment.Box(0, 280, 720, 720), 32, False)
@@ -235,7 +235,7 @@ def test_convert_short_side_round_trip(files, tmp_path):
   assert not any(p.name.startswith(".reencoded") for p in out.iterdir())
   source = records.ArrayRecordSource(str(out), "train", augment.ClipSpec(8, 16))
   for r, name in enumerate(("h264_bframes", "vp9_webm")):
-    header, data = records.decode_record(source._data[r])  # pylint: disable=protected-access
+    header, data = records.decode_record(source.raw_records[r])
     assert (header["height"], header["width"], header["num_frames"]) == (32, 48, N)
     assert header["index"]["keyframes"] == list(range(0, N, 8))
     # Content: every frame is the source frame halved (2x2 block means as the reference),
@@ -255,7 +255,7 @@ def test_convert_short_side_round_trip(files, tmp_path):
     index = decode.VideoIndex.from_json(header["index"])
     with av.open(io.BytesIO(data)) as c:
       seen = {}
-      decode._decode_span(c, c.streams.video[0], index, [61, 63, 65],  # pylint: disable=protected-access
+      decode.decode_container_span(c, c.streams.video[0], index, [61, 63, 65],
                           lambda i, f: seen.__setitem__(i, f.to_ndarray(format="rgb24")))
     for i in (61, 63, 65):
       np.testing.assert_array_equal(seen[i], got[i].astype(np.uint8))

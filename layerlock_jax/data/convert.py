@@ -115,7 +115,11 @@ def convert_folder(input_dir: str, output_dir: str, *, labels_csv: str = "", sha
     if runner is None:
       _inspect_on_pool(jobs, len(paths), workers, split, log)
     elif jobs:
+      # A Beam pipeline reports nothing until it ends: one line when it has.
+      start = time.time()
       runner.inspect(jobs)
+      done = sum(len(job[3]) for job in jobs)
+      log(f"[{split}] inspected {done} file(s) on {runner.runner} in {time.time() - start:.0f}s")
     results = convert_stages.load_results(output_dir, plan)
     skipped = [(rel, "no label in labels_csv") for rel in listing.missing_label]
     skipped += [(listing.files[i], r["reason"]) for i, r in enumerate(results) if not r["ok"]]

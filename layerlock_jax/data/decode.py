@@ -358,7 +358,7 @@ def segment_window(index: VideoIndex, stream, segment: tuple[float, float]) -> t
   return first, stop
 
 
-def _decode_span(container, stream, index: VideoIndex, needed: Sequence[int], on_frame,
+def decode_container_span(container, stream, index: VideoIndex, needed: Sequence[int], on_frame,
                  reopen=None) -> int:
   """Calls on_frame(i, frame) for every needed frame index i, decoding as little as it can.
 
@@ -430,7 +430,7 @@ def _decode_span(container, stream, index: VideoIndex, needed: Sequence[int], on
   return decoded
 
 
-def _scaled_target(height: int, width: int, box: augment.Box, size: int
+def scaled_target(height: int, width: int, box: augment.Box, size: int
                    ) -> tuple[int, int, augment.Box]:
   """The frame size at which the crop box becomes exactly size x size, and the box there.
 
@@ -517,7 +517,7 @@ def load_clips(src: str | bytes | np.ndarray, spec: augment.ClipSpec, rng: np.ra
       notes["short"] = (index.num_frames, index.listed)
     plan = _ClipPlan(index, spec, rng, known_frames, max_frames, window)
     try:
-      _decode_span(container, stream, index, sorted(plan.users), plan.keep,
+      decode_container_span(container, stream, index, sorted(plan.users), plan.keep,
                    reopen=None if fresh and (index.pts is None or min(plan.users) == 0)
                    else reopen)
     except BadVideoError:
@@ -552,7 +552,7 @@ class _ClipPlan:
       raise BadVideoError(f"{e}{where}") from None
     temporal = [t + first for t in temporal]
     self.plans = augment.plan_spatial(temporal, index.height, index.width, spec, rng)
-    self.targets = [_scaled_target(index.height, index.width, p.box, spec.image_size)
+    self.targets = [scaled_target(index.height, index.width, p.box, spec.image_size)
                     for p in self.plans]
     self.users = collections.defaultdict(list)  # frame index -> clips that use it
     for k, p in enumerate(self.plans):

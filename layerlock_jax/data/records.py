@@ -140,12 +140,12 @@ class ArrayRecordSource(video_files.ClipSource):
     # to worker processes. Imported here because grain imports JAX (~1.5 s), which the converter
     # CLI does not need.
     import grain  # pylint: disable=g-import-not-at-top
-    self._data = grain.sources.ArrayRecordDataSource(self.shards)
-    total = len(self._data)
+    self.raw_records = grain.sources.ArrayRecordDataSource(self.shards)
+    total = len(self.raw_records)
     if total == 0:
       raise video_files.NoUsableVideoError(f"{name}: the shards hold no record")
     try:
-      first, _ = decode_record(self._data[0])
+      first, _ = decode_record(self.raw_records[0])
     except decode.BadVideoError as e:
       raise ValueError(f"{self.shards[0]}: {e.reason}. These shards were not written by "
                        "`python -m layerlock_jax.data.convert`; for a TFDS dataset use "
@@ -207,7 +207,7 @@ class ArrayRecordSource(video_files.ClipSource):
 
   def read_record(self, record: int) -> video_files.Record:
     underlying = int(self._records[record])
-    header, video = decode_record(self._data[underlying])
+    header, video = decode_record(self.raw_records[underlying])
     name = f"{header.get('name', '?')} ({self._record_name(underlying)})"
     label = header.get("label") if self.num_classes is not None else None
     if self.num_classes is not None and label is None:
