@@ -432,12 +432,14 @@ def _probe_text(ev: dict) -> str:
           "accuracy averaged over the labelled tasks.")
 
 
-def _code_text(results: dict) -> str:
+def code_text(results: dict) -> str:
   code = results.get("code") or {}
   if not code.get("commit"):
     return "Evaluation code commit: not recorded by the harness that wrote these results."
+  changed = code.get("changed")
   return (f"Evaluation code: commit {code['commit']}" +
-          (" with uncommitted changes" if code.get("dirty") else "") + ".")
+          (" with uncommitted changes" if code.get("dirty") else "") +
+          (f" to {', '.join(changed)}" if code.get("dirty") and changed else "") + ".")
 
 
 def _rules_text(results: dict) -> str:
@@ -474,7 +476,7 @@ def write_report(results: dict[str, Any], timing: dict[str, Any], out: str, *,
       "their first freeze (`--config.fork_from`): until then they are MAE, and a fork ends "
       "bit-identical to the same run trained from step 0 (tests/test_checkpoint_fork.py). "
       + _probe_text(ev),
-      _code_text(results),
+      code_text(results),
       f"Wall time of this invocation {timing['total_seconds'] / 60:.1f} min on "
       f"{timing['machine']['cpus']} CPUs{_accelerator(timing)} ({timing['machine']['platform']}); "
       f"{timing['runs_trained']} of {timing['runs_total']} runs trained in it (the others, and "

@@ -684,7 +684,7 @@ def rules() -> dict[str, Any]:
 
 def code_version() -> dict[str, Any]:
   """The commit of the code that trained, evaluated and judged, and whether the work tree had
-  changes to tracked files (then the commit alone does not pin the code)."""
+  changes to tracked files (then the commit alone does not pin the code), and which."""
   root = pathlib.Path(__file__).resolve().parent.parent
   def git(*args):
     try:
@@ -693,8 +693,9 @@ def code_version() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
       return None
   commit = git("rev-parse", "HEAD")
-  status = git("status", "--porcelain", "--untracked-files=no")
-  return {"commit": commit, "dirty": None if status is None else bool(status)}
+  status = git("diff", "--name-only", "HEAD")  # tracked files changed, staged or not
+  changed = None if status is None else status.splitlines()
+  return {"commit": commit, "dirty": None if status is None else bool(status), "changed": changed}
 
 
 def stagger_seeds(runs: list[Run]) -> list[Run]:

@@ -220,3 +220,44 @@ def test_option_ab_parses_options_injects_them_and_summarises_per_round():
   assert (s["A again"]["ratio_median"], s["A again"]["ratio_max"]) == (1.0, 2.0)
   table = option_ab.format_table(s)
   assert "1.000 [0.800, 2.000]" in table and table.count("\n") == 3
+
+
+def _grid_stage(k, target, total=None, refused=None):
+  stage = {"frozen_layers": k, "target": target, "compile_seconds": 12.0}
+  if refused:
+    stage["refused"] = refused
+  else:
+    stage["total_bytes"] = total
+  return stage
+
+
+def test_tpu_grid_pairs_the_estimate_with_the_compiler_stage_by_stage():
+  import tpu_grid  # pylint: disable=import-outside-toplevel
+  gib = 2 ** 30
+  plan = lambda stages: {"batch_size": 256, "num_devices": 64, "parameters": 10, "stages": stages}
+  refusal = {"asked": "120.00G", "hbm": "95.74G", "asked_bytes": 1, "hbm_bytes": 1,
+             "what": "HLO temporaries"}
+  records = {
+      ("4B", "v5p:4x4x4", "tpu"): {"plan": plan([_grid_stage(0, "pixels", 4 * gib),
+                                                 _grid_stage(1, "latent", refused=refusal)])},
+      # The estimate lists its stages in another order: rows must pair by (target, k).
+      ("4B", "v5p:4x4x4", "cpu"): {"plan": plan([_grid_stage(1, "latent", 100 * gib),
+                                                 _grid_stage(0, "pixels", 6 * gib)])},
+      ("S", "v5e:16x16", "tpu"): {"plan": None, "returncode": 2},
+  }
+  rows = tpu_grid.table_rows(records)
+  assert [(r["size"], r["stage"]) for r in rows] == [("S", "-"), ("4B", "k=0 pixels"),
+                                                     ("4B", "k=1 latent")]
+  pixels, latent = rows[1], rows[2]
+  assert pixels["ratio"] == 1.5 and pixels["tpu_fits"] and pixels["cpu_fits"]
+  assert pixels["batch_per_chip"] == 4
+  # v5p: 95 GiB with 5% headroom; 100 GiB does not fit by the estimate, and the compiler refused.
+  assert "ratio" not in latent and not latent["tpu_fits"] and not latent["cpu_fits"]
+  text = tpu_grid.markdown(rows, "test CPU")
+  assert "| 4B | v5p:4x4x4 (64) | 4 | k=0 pixels | 4.000 | 6.000 | 1.50 | yes / yes | 12 / 12 |" in text
+  assert "refused: asks 120.00G > 95.74G" in text and "no plan (exit 2)" in text
+  # The commands: the same device count on both sides, the generation as the accelerator.
+  tpu_cmd = tpu_grid.aot_command("L", "v6e:16x16", "tpu", "x.json")
+  cpu_cmd = tpu_grid.aot_command("L", "v6e:16x16", "cpu", "x.json")
+  assert "--topology=v6e:16x16" in tpu_cmd and "--config=configs/vit_l.py" in tpu_cmd
+  assert "--num_devices=256" in cpu_cmd and "--accelerator=v6e" in cpu_cmd

@@ -302,3 +302,14 @@ def test_the_committed_results_judged_again_reproduce_nothing_they_cannot_suppor
   assert not j["floor"]["mae"]["scene"]["informative"]
   assert new["rejudged"]["verdicts_before"]["vjepa_layerlock"].startswith("reproduced")
   assert "pending" in new["rejudged"]["note"]
+
+
+def test_the_report_names_the_uncommitted_files_of_the_code_that_ran():
+  from experiments import report as report_lib  # pylint: disable=import-outside-toplevel
+  clean = report_lib.code_text({"code": {"commit": "abc", "dirty": False, "changed": []}})
+  dirty = report_lib.code_text({"code": {"commit": "abc", "dirty": True,
+                                          "changed": ["bench/README.md", "tests/x.py"]}})
+  older = report_lib.code_text({"code": {"commit": "abc", "dirty": True}})
+  assert clean == "Evaluation code: commit abc."
+  assert dirty == "Evaluation code: commit abc with uncommitted changes to bench/README.md, tests/x.py."
+  assert older == "Evaluation code: commit abc with uncommitted changes."
