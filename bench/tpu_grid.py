@@ -56,11 +56,14 @@ def job_name(size: str, topology: str, compiler: str) -> str:
 
 
 def aot_command(size: str, topology: str, compiler: str, json_path: str) -> list[str]:
-  """The aot command of one cell: compiler 'tpu' (libtpu) or 'cpu' (the XLA:CPU estimate)."""
+  """The aot command of one cell: compiler 'tpu' (libtpu), 'tpu_xla' (libtpu, attention=xla) or
+  'cpu' (the XLA:CPU estimate)."""
   cmd = [sys.executable, "-m", "layerlock_jax.aot", f"--config={SIZES[size]}", "--stages=ends",
          f"--json={json_path}"]
   if compiler == "tpu":
     return cmd + [f"--topology={topology}"]
+  if compiler == "tpu_xla":  # the same program with XLA's attention instead of the Pallas kernel
+    return cmd + [f"--topology={topology}", "--config.model.attention=xla"]
   generation = tpu_compile.parse_topology(topology)[0]
   return cmd + [f"--num_devices={tpu_compile.num_chips(topology)}", f"--accelerator={generation}"]
 
@@ -116,6 +119,8 @@ def table_rows(records: dict, headroom: float = 0.05) -> list[dict]:
   for size in SIZES:
     for topology in TOPOLOGIES:
       tpu, cpu = records.get((size, topology, "tpu")), records.get((size, topology, "cpu"))
+      xla_plan = (records.get((size, topology, "tpu_xla")) or {}).get("plan") or {}
+      xla_stages = {stage_key(s): s for s in xla_plan.get("stages", [])}
       if tpu is None and cpu is None:
         continue
       generation = tpu_compile.parse_topology(topology)[0]
@@ -151,21 +156,36 @@ def table_rows(records: dict, headroom: float = 0.05) -> list[dict]:
           row["cpu_compile_s"] = c.get("compile_seconds")
         if "tpu_bytes" in row and "cpu_bytes" in row:
           row["ratio"] = row["cpu_bytes"] / row["tpu_bytes"]
+        x = xla_stages.get(key)
+        if x is not None:
+          row["tpu_xla_refused"] = "refused" in x
+          if "refused" not in x:
+            row["tpu_xla_bytes"] = x["total_bytes"]
+            if "cpu_bytes" in row:
+              row["ratio_xla"] = row["cpu_bytes"] / x["total_bytes"]
         rows.append(row)
   return rows
+
+
+def xla_cell(row: dict) -> str:
+  if "tpu_xla_refused" not in row:
+    return "-"
+  return "refused" if row["tpu_xla_refused"] else _gib(row["tpu_xla_bytes"])
 
 
 def markdown(rows: list[dict], cpu_model: str) -> str:
   yes = lambda v: "-" if v is None else ("yes" if v else "**no**")
   secs = lambda v: "-" if v is None else f"{v:.0f}"
+  with_xla = any("tpu_xla_refused" in r for r in rows)
+  extra = " TPU GiB, attention=xla | ratio to it |" if with_xla else ""
   lines = [f"Compile seconds on {cpu_model}.", "",
            "| size | topology (chips) | clips/chip | stage | TPU GiB/chip | XLA:CPU GiB/chip | "
-           "ratio | fits: TPU / estimate | compile s: TPU / XLA:CPU |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "ratio | fits: TPU / estimate | compile s: TPU / XLA:CPU |" + extra,
+           "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if with_xla else "")]
   for r in rows:
     if r.get("error"):
       lines.append(f"| {r['size']} | {r['topology']} | - | - | no plan (exit {r['tpu_rc']}) | "
-                   f"no plan (exit {r['cpu_rc']}) | - | - | - |")
+                   f"no plan (exit {r['cpu_rc']}) | - | - | - |" + (" - | - |" if with_xla else ""))
       continue
     if "tpu_refused" in r:
       tpu = f"refused: asks {r['tpu_refused']['asked']} > {r['tpu_refused']['hbm']}"
@@ -176,7 +196,9 @@ def markdown(rows: list[dict], cpu_model: str) -> str:
     lines.append(
         f"| {r['size']} | {r['topology']} ({r['chips']}) | {r['batch_per_chip']:g} | {r['stage']} | "
         f"{tpu} | {cpu} | {ratio} | {yes(r.get('tpu_fits'))} / {yes(r.get('cpu_fits'))} | "
-        f"{secs(r.get('tpu_compile_s'))} / {secs(r.get('cpu_compile_s'))} |")
+        f"{secs(r.get('tpu_compile_s'))} / {secs(r.get('cpu_compile_s'))} |" +
+        (f" {xla_cell(r)} | {r['ratio_xla']:.2f} |" if "ratio_xla" in r
+         else f" {xla_cell(r)} | - |" if with_xla else ""))
   return "\n".join(lines) + "\n"
 
 
@@ -201,6 +223,9 @@ def define_flags():
                     "topology: every size on the first slice before the next slice; "
                     "size: each size on every slice before the next size.")
   flags.DEFINE_bool("table_only", False, "Compile nothing: the table from OUT.")
+  flags.DEFINE_bool("attention_xla", False, "Also compile each cell on the TPU compiler with "
+                    "--config.model.attention=xla, which splits the estimate's error from the "
+                    "Pallas kernel's saving (XLA:CPU always runs XLA's attention).")
   flags.DEFINE_string("markdown", "", "Also write the table to this file.")
 
 
@@ -223,7 +248,8 @@ def main(argv):
       sys.exit("the TPU compiler needs libtpu: pip install -e .[tpu]")
     pairs = ([(s, t) for t in FLAGS.topologies for s in FLAGS.sizes] if FLAGS.order == "topology"
              else [(s, t) for s in FLAGS.sizes for t in FLAGS.topologies])
-    jobs = [(s, t, c) for s, t in pairs for c in ("tpu", "cpu")]
+    compilers = ("tpu", "cpu") + (("tpu_xla",) if FLAGS.attention_xla else ())
+    jobs = [(s, t, c) for s, t in pairs for c in compilers]
     with concurrent.futures.ThreadPoolExecutor(max_workers=FLAGS.jobs) as pool:
       list(pool.map(lambda j: run_job(out, *j, FLAGS.timeout), jobs))
   text = markdown(table_rows(load_records(out)), cpu_model())

@@ -261,3 +261,11 @@ def test_tpu_grid_pairs_the_estimate_with_the_compiler_stage_by_stage():
   cpu_cmd = tpu_grid.aot_command("L", "v6e:16x16", "cpu", "x.json")
   assert "--topology=v6e:16x16" in tpu_cmd and "--config=configs/vit_l.py" in tpu_cmd
   assert "--num_devices=256" in cpu_cmd and "--accelerator=v6e" in cpu_cmd
+  assert "--config.model.attention=xla" in tpu_grid.aot_command("L", "v6e:16x16", "tpu_xla", "x")
+  # With attention=xla compiled too, its column holds that program's bytes and the estimate's
+  # ratio to them (3 GiB): the estimate's own error, apart from the kernel's saving.
+  records[("4B", "v5p:4x4x4", "tpu_xla")] = {"plan": plan([_grid_stage(0, "pixels", 3 * gib)])}
+  rows = tpu_grid.table_rows(records)
+  assert rows[1]["ratio_xla"] == 2.0 and "ratio_xla" not in rows[2]
+  text = tpu_grid.markdown(rows, "test CPU")
+  assert "| 1.50 | yes / yes | 12 / 12 | 3.000 | 2.00 |" in text and "| - | - |" in text
